@@ -1,1 +1,8 @@
-//! The sealrun launcher.
+//! The sealrun launcher: key generation, signing, the sandboxed `exec`, and
+//! (with the job runner) verified, attested training runs.
+//!
+//! The binary `sealrun` is a thin front end over this library.
+
+pub mod exec;
+pub mod keyfile;
+pub mod sign;

@@ -1,1 +1,143 @@
-fn main() {}
+//! `sealrun`: thin front end. Parse arguments, call one library function,
+//! map the outcome to an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sealrun_launcher::{exec, keyfile, sign};
+use sealrun_verifier::digest::DEFAULT_SHARD_SIZE;
+use sealrun_verifier::policy::Kind;
+
+/// sealrun makes ML training runs trustworthy: verify every input, run the job
+/// in a locked-down sandbox, and sign an attested record of what happened.
+#[derive(Parser)]
+#[command(name = "sealrun", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate an Ed25519 signing key pair: PREFIX.key (0600) and PREFIX.pub.
+    ///
+    /// The files are the same forms `openssl genpkey -algorithm ed25519` and
+    /// `openssl pkey -pubout` write, so keys made with openssl work too.
+    ///
+    /// Example: sealrun keygen --out keys/registry
+    Keygen {
+        /// Path prefix of the key files.
+        #[arg(long, short = 'o', value_name = "PREFIX")]
+        out: PathBuf,
+        /// Replace existing key files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign a file or directory: hash every file and write a DSSE envelope.
+    ///
+    /// Example:
+    ///   sealrun sign data/ --key keys/registry.key --kind dataset \
+    ///       --label classification=internal --label pii=false --version 3
+    #[command(verbatim_doc_comment)]
+    Sign {
+        /// The file or directory to sign.
+        path: PathBuf,
+        /// Ed25519 private key (PKCS#8 PEM, mode 0600).
+        #[arg(long, short = 'k')]
+        key: PathBuf,
+        /// What the artifact is: dataset, features, code or model.
+        #[arg(long)]
+        kind: Kind,
+        /// A label the signer vouches for, KEY=VALUE (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// Version number; verifiers with a state file refuse lower versions.
+        #[arg(long, default_value_t = 1)]
+        version: u64,
+        /// When the signature expires (RFC 3339, e.g. 2027-01-31T00:00:00Z).
+        #[arg(long, value_parser = parse_rfc3339)]
+        expires: Option<time::OffsetDateTime>,
+        /// Artifact name (default: the file or directory name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Where to write the envelope (default: PATH.sig).
+        #[arg(long, short = 'o')]
+        out: Option<PathBuf>,
+        /// Files larger than this many bytes are hashed in parallel shards.
+        #[arg(long, default_value_t = DEFAULT_SHARD_SIZE, hide = true)]
+        shard_size: u64,
+    },
+    /// Run a command in the sandbox (namespaces, read-only root, seccomp,
+    /// Landlock, no network, no capabilities, limits).
+    Exec(exec::ExecArgs),
+}
+
+fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2027-01-31T00:00:00Z: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("sealrun: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Keygen { out, force } => {
+            let kp = keyfile::generate(&out, force)?;
+            println!(
+                "wrote {} (private, mode 0600) and {} (public)\nkey id: {}",
+                kp.private.display(),
+                kp.public.display(),
+                kp.keyid
+            );
+            Ok(0)
+        }
+        Command::Sign {
+            path,
+            key,
+            kind,
+            labels,
+            version,
+            expires,
+            name,
+            out,
+            shard_size,
+        } => {
+            let req = sign::SignRequest {
+                path: &path,
+                key: &key,
+                kind,
+                name,
+                labels: &labels,
+                version,
+                expires,
+                out,
+                shard_size,
+                quiet: false,
+            };
+            let (out, p) =
+                sign::sign(&req).with_context(|| format!("cannot sign {}", path.display()))?;
+            println!(
+                "signed {} {:?} v{}: {} files, {} bytes -> {}",
+                p.kind,
+                p.name,
+                p.version,
+                p.manifest.resources.len(),
+                p.manifest.total_size(),
+                out.display()
+            );
+            Ok(0)
+        }
+        Command::Exec(args) => exec::run(args),
+    }
+}

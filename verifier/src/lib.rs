@@ -4,3 +4,24 @@
 //! This crate is pure Rust with no platform-specific code and no `unsafe`, so an
 //! auditor can build and run it on any machine.
 #![forbid(unsafe_code)]
+
+pub mod artifact;
+pub mod digest;
+pub mod dsse;
+pub mod keys;
+pub mod manifest;
+pub mod model_signing;
+pub mod policy;
+pub mod progress;
+pub mod rollback;
+pub mod statement;
+
+/// Exit codes shared by the sealrun command-line tools.
+pub mod exit {
+    /// Everything verified.
+    pub const OK: u8 = 0;
+    /// Something does not verify (tampered, untrusted, expired, ...).
+    pub const VERIFY_FAILED: u8 = 1;
+    /// Bad usage or unreadable input (missing file, malformed policy, ...).
+    pub const USAGE: u8 = 2;
+}

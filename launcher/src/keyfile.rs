@@ -1,0 +1,121 @@
+//! Key files on disk: `PREFIX.key` (Ed25519 PKCS#8 PEM, mode 0600, created
+//! exclusively) and `PREFIX.pub` (SubjectPublicKeyInfo PEM).
+//!
+//! Guarantees: a private key file is created with mode 0600 from the start
+//! (never widened after the fact), an existing key is never overwritten unless
+//! asked, and a private key readable by group or others is refused on load.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sealrun_verifier::keys::{KeyError, PublicKey, SigningKey};
+
+/// Why a key file could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("{path}: already exists; pass --force to replace it")]
+    Exists { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: KeyError,
+    },
+    #[error("{path}: private key is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
+    TooOpen { path: PathBuf, mode: u32 },
+}
+
+/// The paths written by [`generate`].
+#[derive(Debug)]
+pub struct KeyPair {
+    pub private: PathBuf,
+    pub public: PathBuf,
+    pub keyid: String,
+}
+
+fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Generate a key pair at `PREFIX.key` / `PREFIX.pub`.
+pub fn generate(prefix: &Path, force: bool) -> Result<KeyPair, KeyFileError> {
+    let private = with_suffix(prefix, ".key");
+    let public = with_suffix(prefix, ".pub");
+    if !force {
+        for p in [&private, &public] {
+            if p.exists() {
+                return Err(KeyFileError::Exists { path: p.clone() });
+            }
+        }
+    }
+    let key = SigningKey::generate();
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| KeyFileError::Io { path, source }
+    };
+    if force {
+        let _ = std::fs::remove_file(&private);
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&private)
+        .map_err(io(&private))?;
+    f.write_all(key.to_pkcs8_pem().as_bytes())
+        .map_err(io(&private))?;
+    f.sync_all().map_err(io(&private))?;
+    let pub_key = key.public();
+    sealrun_verifier::rollback::write_atomic(&public, pub_key.to_pem().as_bytes())
+        .map_err(io(&public))?;
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o644))
+        .map_err(io(&public))?;
+    Ok(KeyPair {
+        private,
+        public,
+        keyid: pub_key.keyid(),
+    })
+}
+
+/// Load an Ed25519 private key, refusing one readable by group or others.
+pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyFileError> {
+    let io = |source| KeyFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyFileError::TooOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let pem = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+    SigningKey::from_pkcs8_pem(&pem).map_err(|source| KeyFileError::Key {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Load a public key PEM.
+pub fn load_public_key(path: &Path) -> Result<PublicKey, KeyFileError> {
+    let pem = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    PublicKey::from_pem(&pem).map_err(|source| KeyFileError::Key {
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,576 @@
+//! Signed artifacts: sign a file or directory as a DSSE envelope over an
+//! in-toto statement, and verify one offline against a trust policy.
+//!
+//! Guarantees, in the order they are checked (structure before crypto, cheap
+//! before expensive): the envelope is well formed and small; its payloadType is
+//! in-toto; a key the policy trusts verified the signature; the statement and
+//! predicate are well formed, the manifest paths safe and the subject digest is
+//! the manifest's root digest; the key may sign this kind and vouch for these
+//! labels, the consumer admits them, the signature has not expired and the
+//! version is not lower than one already accepted; and only then, every byte on
+//! disk matches: no file changed, missing, added, or swapped for a symlink.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::digest::Digest;
+use crate::dsse::{self, DsseError, Envelope, IN_TOTO_PAYLOAD_TYPE};
+use crate::keys::SigningKey;
+use crate::manifest::{self, Difference, Manifest, ManifestError, WalkOptions};
+use crate::model_signing;
+use crate::policy::{Kind, Policy, TrustedKey};
+use crate::rollback::{RollbackError, RollbackState};
+use crate::statement::{self, Statement, Subject};
+
+/// The predicate type of sealrun artifact signatures.
+pub const ARTIFACT_PREDICATE_TYPE: &str = "https://sealrun.dev/artifact/v1";
+
+/// What a sealrun artifact signature says about the artifact.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactPredicate {
+    /// The artifact's name (also the subject name).
+    pub name: String,
+    /// dataset, features, code or model.
+    pub kind: Kind,
+    /// Monotonic version number, checked against rollback.
+    pub version: u64,
+    /// Free-form labels such as `classification=internal`, `pii=false`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// When it was signed (RFC 3339, UTC).
+    pub signed_at: String,
+    /// When the signature stops being valid (RFC 3339), if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// Every file, with its size and digest.
+    pub manifest: Manifest,
+}
+
+/// How to sign.
+#[derive(Clone, Debug)]
+pub struct SignOptions {
+    pub name: Option<String>,
+    pub kind: Kind,
+    pub labels: BTreeMap<String, String>,
+    pub version: u64,
+    pub expires: Option<OffsetDateTime>,
+    pub walk: WalkOptions,
+}
+
+/// Why signing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("{0}")]
+    Manifest(#[from] ManifestError),
+    #[error("kind {0} is not an artifact kind (use dataset, features, code or model)")]
+    NotArtifactKind(Kind),
+    #[error("cannot name the artifact from {0}; pass --name")]
+    NoName(PathBuf),
+    #[error("expiry {0} is in the past")]
+    ExpiresInPast(String),
+    #[error("invalid label {0:?}: keys and values must be non-empty, printable and without `=`")]
+    BadLabel(String),
+}
+
+fn is_artifact_kind(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Dataset | Kind::Features | Kind::Code | Kind::Model
+    )
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&Rfc3339)
+        .expect("RFC 3339 formatting of a UTC time cannot fail")
+}
+
+/// Check a label key and value.
+pub fn check_label(k: &str, v: &str) -> Result<(), SignError> {
+    let ok = |s: &str| !s.is_empty() && !s.contains('=') && s.chars().all(|c| !c.is_control());
+    if ok(k) && ok(v) {
+        Ok(())
+    } else {
+        Err(SignError::BadLabel(format!("{k}={v}")))
+    }
+}
+
+/// Hash `path` and sign it; returns the envelope and the predicate signed.
+pub fn sign_artifact(
+    path: &Path,
+    key: &SigningKey,
+    opts: &SignOptions,
+    progress: Option<&ProgressBar>,
+) -> Result<(Envelope, ArtifactPredicate), SignError> {
+    if !is_artifact_kind(opts.kind) {
+        return Err(SignError::NotArtifactKind(opts.kind));
+    }
+    for (k, v) in &opts.labels {
+        check_label(k, v)?;
+    }
+    let now = OffsetDateTime::now_utc();
+    if let Some(e) = opts.expires {
+        if e <= now {
+            return Err(SignError::ExpiresInPast(rfc3339(e)));
+        }
+    }
+    let name = match &opts.name {
+        Some(n) => n.clone(),
+        None => path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
+            .ok_or_else(|| SignError::NoName(path.to_path_buf()))?,
+    };
+    let manifest = Manifest::build(path, &opts.walk, progress)?;
+    let root = manifest.root_digest();
+    let predicate = ArtifactPredicate {
+        name: name.clone(),
+        kind: opts.kind,
+        version: opts.version,
+        labels: opts.labels.clone(),
+        signed_at: rfc3339(now),
+        expires: opts.expires.map(rfc3339),
+        manifest,
+    };
+    let st = Statement::new(
+        vec![Subject {
+            name,
+            digest: BTreeMap::from([("sha256".to_string(), root.to_hex())]),
+        }],
+        ARTIFACT_PREDICATE_TYPE,
+        &predicate,
+    );
+    Ok((
+        dsse::sign(IN_TOTO_PAYLOAD_TYPE, &st.to_bytes(), key),
+        predicate,
+    ))
+}
+
+/// Why an artifact does not verify. Every variant names the artifact.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("artifact {artifact}: {source}")]
+    Envelope {
+        artifact: String,
+        #[source]
+        source: DsseError,
+    },
+    #[error("artifact {artifact}: signed by key {key:?}, which the policy does not allow to sign kind {kind}")]
+    KindNotAllowed {
+        artifact: String,
+        key: String,
+        kind: Kind,
+    },
+    #[error("artifact {artifact}: signed as kind {found}, but {expected} was required")]
+    WrongKind {
+        artifact: String,
+        expected: Kind,
+        found: Kind,
+    },
+    #[error("artifact {artifact}: key {key:?} may not vouch for label {label}={value}")]
+    LabelNotAllowed {
+        artifact: String,
+        key: String,
+        label: String,
+        value: String,
+    },
+    #[error(
+        "artifact {artifact}: label {label}={value} is not admitted by this consumer's policy"
+    )]
+    NotAdmitted {
+        artifact: String,
+        label: String,
+        value: String,
+    },
+    #[error("artifact {artifact}: signature expired at {expires}")]
+    Expired { artifact: String, expires: String },
+    #[error("artifact {artifact}: version {version} is lower than version {seen} already accepted (rollback)")]
+    RolledBack {
+        artifact: String,
+        version: u64,
+        seen: u64,
+    },
+    #[error("artifact {artifact}: {source}")]
+    Rollback {
+        artifact: String,
+        #[source]
+        source: RollbackError,
+    },
+    #[error("artifact {artifact}: subject digest {subject} does not match the signed manifest's root digest {root}")]
+    SubjectMismatch {
+        artifact: String,
+        subject: String,
+        root: String,
+    },
+    #[error("artifact {artifact}: signed manifest is unsafe: {source}")]
+    UnsafeManifest {
+        artifact: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("artifact {artifact}: {source}")]
+    Tree {
+        artifact: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("artifact {artifact}: file {file}: digest mismatch: expected sha256:{expected}, actual sha256:{actual}{}", more_note(*more))]
+    DigestMismatch {
+        artifact: String,
+        file: String,
+        expected: Digest,
+        actual: Digest,
+        more: usize,
+    },
+    #[error("artifact {artifact}: file {file}: size mismatch: expected {expected} bytes, actual {actual} bytes{}", more_note(*more))]
+    SizeMismatch {
+        artifact: String,
+        file: String,
+        expected: u64,
+        actual: u64,
+        more: usize,
+    },
+    #[error("artifact {artifact}: file {file}: missing (signed but not on disk){}", more_note(*more))]
+    MissingFile {
+        artifact: String,
+        file: String,
+        more: usize,
+    },
+    #[error("artifact {artifact}: file {file}: extra file (on disk but not signed){}", more_note(*more))]
+    ExtraFile {
+        artifact: String,
+        file: String,
+        more: usize,
+    },
+    #[error("artifact {artifact}: {message}")]
+    Unsupported { artifact: String, message: String },
+}
+
+fn more_note(more: usize) -> String {
+    match more {
+        0 => String::new(),
+        n => format!(" (+{n} more difference{})", if n == 1 { "" } else { "s" }),
+    }
+}
+
+impl VerifyError {
+    /// A stable machine-readable name for the reason.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            VerifyError::Envelope { source, .. } => match source {
+                DsseError::Io { .. } => "unreadable",
+                DsseError::TooLarge { .. } => "envelope_too_large",
+                DsseError::Malformed { .. } => "malformed_envelope",
+                DsseError::PayloadType { .. } => "payload_type",
+                DsseError::NoSignatures => "unsigned",
+                DsseError::UnknownKey { .. } => "unknown_key",
+                DsseError::BadSignature { .. } => "bad_signature",
+            },
+            VerifyError::KindNotAllowed { .. } => "kind_not_allowed",
+            VerifyError::WrongKind { .. } => "wrong_kind",
+            VerifyError::LabelNotAllowed { .. } => "label_not_allowed",
+            VerifyError::NotAdmitted { .. } => "not_admitted",
+            VerifyError::Expired { .. } => "expired",
+            VerifyError::RolledBack { .. } => "rolled_back",
+            VerifyError::Rollback { .. } => "rollback_state",
+            VerifyError::SubjectMismatch { .. } => "subject_mismatch",
+            VerifyError::UnsafeManifest { .. } => "unsafe_manifest",
+            VerifyError::Tree { source, .. } => match source {
+                ManifestError::Symlink { .. } => "symlink",
+                ManifestError::SpecialFile { .. } => "special_file",
+                ManifestError::Io { .. } => "unreadable",
+                _ => "bad_tree",
+            },
+            VerifyError::DigestMismatch { .. } => "digest_mismatch",
+            VerifyError::SizeMismatch { .. } => "size_mismatch",
+            VerifyError::MissingFile { .. } => "missing_file",
+            VerifyError::ExtraFile { .. } => "extra_file",
+            VerifyError::Unsupported { .. } => "unsupported",
+        }
+    }
+
+    /// The file concerned, if the reason is about one file.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            VerifyError::DigestMismatch { file, .. }
+            | VerifyError::SizeMismatch { file, .. }
+            | VerifyError::MissingFile { file, .. }
+            | VerifyError::ExtraFile { file, .. } => Some(file),
+            VerifyError::Tree {
+                source: ManifestError::Symlink { path } | ManifestError::SpecialFile { path, .. },
+                ..
+            } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Whether the cause is unreadable input (bad usage) rather than a failed check.
+    pub fn is_input_error(&self) -> bool {
+        self.kind() == "unreadable"
+    }
+}
+
+/// How to verify.
+pub struct VerifyOptions<'a> {
+    pub policy: &'a Policy,
+    pub now: OffsetDateTime,
+    /// Refuse versions lower than already accepted, and record acceptances.
+    pub rollback: Option<&'a Path>,
+    /// Require this kind (e.g. a job input declared as a dataset).
+    pub expected_kind: Option<Kind>,
+    pub progress: Option<&'a ProgressBar>,
+}
+
+/// What was verified.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verified {
+    pub name: String,
+    pub kind: Kind,
+    pub version: Option<u64>,
+    pub labels: BTreeMap<String, String>,
+    /// The subject digest (sha256 root digest).
+    pub digest: String,
+    pub files: usize,
+    pub bytes: u64,
+    pub signer: String,
+    pub keyid: String,
+    pub key_algorithm: String,
+    /// `sealrun` or `model-signing`.
+    pub format: &'static str,
+    pub expires: Option<String>,
+}
+
+/// Compare the tree at `path` with `expected`, naming the first difference.
+pub fn check_tree(
+    artifact: &str,
+    path: &Path,
+    expected: &Manifest,
+    walk: &WalkOptions,
+    progress: Option<&ProgressBar>,
+) -> Result<(), VerifyError> {
+    let actual = Manifest::build(path, walk, progress).map_err(|source| VerifyError::Tree {
+        artifact: artifact.to_string(),
+        source,
+    })?;
+    compare(artifact, expected, &actual)
+}
+
+/// Name the first difference between an expected and an actual manifest.
+pub fn compare(artifact: &str, expected: &Manifest, actual: &Manifest) -> Result<(), VerifyError> {
+    let diffs = manifest::diff(expected, actual);
+    let more = diffs.len().saturating_sub(1);
+    let artifact = artifact.to_string();
+    match diffs.into_iter().next() {
+        None => Ok(()),
+        Some(Difference::Digest {
+            path,
+            expected,
+            actual,
+        }) => Err(VerifyError::DigestMismatch {
+            artifact,
+            file: path,
+            expected,
+            actual,
+            more,
+        }),
+        Some(Difference::Size {
+            path,
+            expected,
+            actual,
+        }) => Err(VerifyError::SizeMismatch {
+            artifact,
+            file: path,
+            expected,
+            actual,
+            more,
+        }),
+        Some(Difference::Missing { path }) => Err(VerifyError::MissingFile {
+            artifact,
+            file: path,
+            more,
+        }),
+        Some(Difference::Extra { path }) => Err(VerifyError::ExtraFile {
+            artifact,
+            file: path,
+            more,
+        }),
+    }
+}
+
+/// Verify the artifact at `path` against the signature bytes `sig`.
+///
+/// Accepts sealrun envelopes and OpenSSF model-signing Sigstore bundles.
+pub fn verify_artifact(
+    path: &Path,
+    sig: &[u8],
+    opts: &VerifyOptions,
+) -> Result<Verified, VerifyError> {
+    let shown = format!("{:?}", path.display().to_string());
+    if model_signing::is_bundle(sig) {
+        return model_signing::verify(path, sig, opts);
+    }
+    let env_err = |artifact: &str| {
+        let artifact = artifact.to_string();
+        move |source| VerifyError::Envelope { artifact, source }
+    };
+    // 1. Structure of the envelope.
+    let env = Envelope::parse(sig).map_err(env_err(&shown))?;
+    // 2. Payload type, then signature by a trusted key.
+    let (signer, payload): (&TrustedKey, Vec<u8>) = env
+        .verify(IN_TOTO_PAYLOAD_TYPE, |id| opts.policy.lookup(id))
+        .map_err(env_err(&shown))?;
+    // 3. Statement and predicate shape.
+    let st: Statement<ArtifactPredicate> =
+        statement::parse(&payload, ARTIFACT_PREDICATE_TYPE).map_err(env_err(&shown))?;
+    let p = st.predicate;
+    let artifact = format!("{:?}", p.name);
+    p.manifest
+        .check()
+        .map_err(|source| VerifyError::UnsafeManifest {
+            artifact: artifact.clone(),
+            source,
+        })?;
+    let root = p.manifest.root_digest().to_hex();
+    let subject = st
+        .subject
+        .iter()
+        .find(|s| s.name == p.name)
+        .and_then(|s| s.digest.get("sha256"))
+        .cloned()
+        .unwrap_or_default();
+    if subject != root {
+        return Err(VerifyError::SubjectMismatch {
+            artifact,
+            subject,
+            root,
+        });
+    }
+    // 4. Policy: kind, labels, admission, expiry, rollback.
+    check_policy(
+        &artifact,
+        signer,
+        opts,
+        p.kind,
+        &p.labels,
+        p.expires.as_deref(),
+    )?;
+    let mut state = match opts.rollback {
+        Some(file) => {
+            let state = RollbackState::load(file).map_err(|source| VerifyError::Rollback {
+                artifact: artifact.clone(),
+                source,
+            })?;
+            if let Some(seen) = state.seen(&p.name).filter(|&seen| p.version < seen) {
+                return Err(VerifyError::RolledBack {
+                    artifact,
+                    version: p.version,
+                    seen,
+                });
+            }
+            Some(state)
+        }
+        None => None,
+    };
+    // 5. Every byte on disk.
+    let walk = WalkOptions {
+        shard_size: p.manifest.shard_size,
+        ignore: Vec::new(),
+    };
+    check_tree(&artifact, path, &p.manifest, &walk, opts.progress)?;
+    if let Some(state) = state.as_mut() {
+        state
+            .accept(&p.name, p.version)
+            .map_err(|source| VerifyError::Rollback {
+                artifact: artifact.clone(),
+                source,
+            })?;
+    }
+    Ok(Verified {
+        name: p.name,
+        kind: p.kind,
+        version: Some(p.version),
+        labels: p.labels,
+        digest: root,
+        files: p.manifest.resources.len(),
+        bytes: p.manifest.total_size(),
+        signer: signer.name.clone(),
+        keyid: signer.key.keyid(),
+        key_algorithm: signer.key.algorithm().to_string(),
+        format: "sealrun",
+        expires: p.expires,
+    })
+}
+
+/// The policy checks shared by every signature format.
+pub(crate) fn check_policy(
+    artifact: &str,
+    signer: &TrustedKey,
+    opts: &VerifyOptions,
+    kind: Kind,
+    labels: &BTreeMap<String, String>,
+    expires: Option<&str>,
+) -> Result<(), VerifyError> {
+    let artifact = artifact.to_string();
+    if !is_artifact_kind(kind) {
+        return Err(VerifyError::Unsupported {
+            artifact,
+            message: format!("kind {kind} is not an artifact kind"),
+        });
+    }
+    if let Some(expected) = opts.expected_kind {
+        if expected != kind {
+            return Err(VerifyError::WrongKind {
+                artifact,
+                expected,
+                found: kind,
+            });
+        }
+    }
+    if !signer.may_sign(kind) {
+        return Err(VerifyError::KindNotAllowed {
+            artifact,
+            key: signer.name.clone(),
+            kind,
+        });
+    }
+    if let Some((label, value)) = signer.label_violation(labels) {
+        return Err(VerifyError::LabelNotAllowed {
+            artifact,
+            key: signer.name.clone(),
+            label: label.to_string(),
+            value: value.to_string(),
+        });
+    }
+    if let Some((label, value)) = opts.policy.admit_violation(labels) {
+        return Err(VerifyError::NotAdmitted {
+            artifact,
+            label,
+            value,
+        });
+    }
+    if let Some(e) = expires {
+        let t = OffsetDateTime::parse(e, &Rfc3339).map_err(|_| VerifyError::Envelope {
+            artifact: artifact.clone(),
+            source: DsseError::Malformed {
+                json_path: "payload$.predicate.expires".into(),
+                reason: format!("not an RFC 3339 time: {e:?}"),
+            },
+        })?;
+        if t <= opts.now {
+            return Err(VerifyError::Expired {
+                artifact,
+                expires: e.to_string(),
+            });
+        }
+    }
+    Ok(())
+}

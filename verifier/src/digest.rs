@@ -1,0 +1,225 @@
+//! SHA-256 digests of bytes and files, streaming with bounded memory.
+//!
+//! Guarantees: a file is read through a fixed-size buffer (never loaded whole);
+//! files larger than the shard size are split into fixed-size shards hashed in
+//! parallel, and their digest is the SHA-256 of the concatenated shard digests
+//! (`sha256-shards`), so the same bytes and shard size always give the same digest.
+//! Files up to the shard size get a plain SHA-256, identical to `sha256sum`.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::str::FromStr;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
+
+/// Default shard size: 64 MiB. Large enough that per-shard overhead is noise,
+/// small enough that a 2 GiB file yields 32 shards to spread over the cores.
+pub const DEFAULT_SHARD_SIZE: u64 = 64 << 20;
+
+/// Size of the read buffer used for every file and shard.
+const READ_BUF: usize = 256 << 10;
+
+/// A SHA-256 digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(Sha256::digest(bytes).into())
+    }
+
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.to_hex())
+    }
+}
+
+/// A string that is not 64 lowercase or uppercase hex digits.
+#[derive(Debug, thiserror::Error)]
+#[error("not a sha256 hex digest: {0:?} (expected 64 hex digits)")]
+pub struct BadHex(pub String);
+
+impl FromStr for Digest {
+    type Err = BadHex;
+    fn from_str(s: &str) -> Result<Self, BadHex> {
+        let mut out = [0u8; 32];
+        if s.len() != 64 || hex::decode_to_slice(s, &mut out).is_err() {
+            return Err(BadHex(s.chars().take(80).collect()));
+        }
+        Ok(Digest(out))
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a file's digest was computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Algorithm {
+    /// SHA-256 of the whole content.
+    #[serde(rename = "sha256")]
+    Sha256,
+    /// SHA-256 over the concatenated SHA-256 digests of consecutive shards
+    /// of the manifest's `shard_size` (the last one may be shorter).
+    #[serde(rename = "sha256-shards")]
+    Sha256Shards,
+}
+
+impl Algorithm {
+    /// The name used in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha256Shards => "sha256-shards",
+        }
+    }
+
+    /// The algorithm a file of `size` bytes gets under `shard_size`.
+    pub fn for_size(size: u64, shard_size: u64) -> Self {
+        if size > shard_size {
+            Algorithm::Sha256Shards
+        } else {
+            Algorithm::Sha256
+        }
+    }
+}
+
+/// Hash `len` bytes of `reader` with a bounded buffer; fails if fewer are there.
+fn hash_stream(reader: &mut impl Read, len: u64, buf: &mut [u8]) -> io::Result<(Digest, u64)> {
+    let mut h = Sha256::new();
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = reader.read(&mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok((Digest(h.finalize().into()), len - left))
+}
+
+/// Digest of a file: plain SHA-256 up to `shard_size`, sharded above it.
+///
+/// Returns the algorithm, digest and the number of bytes read. The size is
+/// taken from the open file, so a file that changes size while it is hashed
+/// is reported as an I/O error rather than hashed inconsistently.
+pub fn hash_file(path: &Path, shard_size: u64) -> io::Result<(Algorithm, Digest, u64)> {
+    let mut file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let shard_size = shard_size.max(1);
+    let algorithm = Algorithm::for_size(size, shard_size);
+    match algorithm {
+        Algorithm::Sha256 => {
+            let mut buf = vec![0u8; READ_BUF.min(size.max(1) as usize)];
+            let (d, n) = hash_stream(&mut file, size, &mut buf)?;
+            let mut probe = [0u8; 1];
+            if n != size || file.read(&mut probe)? != 0 {
+                return Err(changed(path));
+            }
+            Ok((algorithm, d, size))
+        }
+        Algorithm::Sha256Shards => {
+            let shards = size.div_ceil(shard_size);
+            let digests: Vec<Digest> = (0..shards)
+                .into_par_iter()
+                .map(|i| {
+                    let start = i * shard_size;
+                    let len = shard_size.min(size - start);
+                    let mut f = File::open(path)?;
+                    f.seek(SeekFrom::Start(start))?;
+                    let mut buf = vec![0u8; READ_BUF];
+                    let (d, n) = hash_stream(&mut f, len, &mut buf)?;
+                    if n != len {
+                        return Err(changed(path));
+                    }
+                    Ok(d)
+                })
+                .collect::<io::Result<_>>()?;
+            let mut h = Sha256::new();
+            for d in &digests {
+                h.update(d.0);
+            }
+            Ok((algorithm, Digest(h.finalize().into()), size))
+        }
+    }
+}
+
+fn changed(path: &Path) -> io::Error {
+    io::Error::other(format!(
+        "{} changed size while it was hashed",
+        path.display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn plain_matches_sha256sum() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let (a, d, n) = hash_file(&p, DEFAULT_SHARD_SIZE).unwrap();
+        assert_eq!(a, Algorithm::Sha256);
+        assert_eq!(n, 3);
+        assert_eq!(
+            d.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn sharded_is_digest_of_shard_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let mut f = File::create(&p).unwrap();
+        let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        f.write_all(&data).unwrap();
+        drop(f);
+        let (a, d, _) = hash_file(&p, 300).unwrap();
+        assert_eq!(a, Algorithm::Sha256Shards);
+        let mut cat = Vec::new();
+        for chunk in data.chunks(300) {
+            cat.extend_from_slice(&Digest::of(chunk).0);
+        }
+        assert_eq!(d, Digest::of(&cat));
+    }
+
+    #[test]
+    fn hex_roundtrip_and_rejects_garbage() {
+        let d = Digest::of(b"x");
+        assert_eq!(d.to_hex().parse::<Digest>().unwrap(), d);
+        assert!("zz".parse::<Digest>().is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! DSSE v1 envelopes: the one signing path for artifacts, run records and
+//! audit checkpoints.
+//!
+//! Guarantees: the signed bytes are exactly the DSSE v1 pre-authentication
+//! encoding (`PAE`) of the payload type and payload; base64 is standard and
+//! padded; an envelope larger than [`MAX_ENVELOPE_BYTES`] is refused before it is
+//! read into memory; a malformed envelope is reported with the JSON path of the
+//! problem; a signature only counts if a key the caller trusts verifies it.
+
+use std::io::Read;
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{PublicKey, SigningKey};
+
+/// The payload type of in-toto statements.
+pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+
+/// Envelopes above this size are refused unread (16 MiB).
+pub const MAX_ENVELOPE_BYTES: u64 = 16 << 20;
+
+/// Why an envelope could not be read or verified.
+#[derive(Debug, thiserror::Error)]
+pub enum DsseError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: envelope is {size} bytes, over the {limit}-byte limit")]
+    TooLarge { path: String, size: u64, limit: u64 },
+    #[error("malformed envelope at {json_path}: {reason}")]
+    Malformed { json_path: String, reason: String },
+    #[error("payloadType is {found:?}, expected {expected:?}")]
+    PayloadType { found: String, expected: String },
+    #[error("envelope has no signatures")]
+    NoSignatures,
+    #[error("no signature is by a trusted key (signed by key ids: {keyids})")]
+    UnknownKey { keyids: String },
+    #[error("signature by key {keyid} does not verify: the payload or payloadType was changed after signing, or the signature belongs to another payload")]
+    BadSignature { keyid: String },
+}
+
+/// One signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    /// Hex key id (SHA-256 of the signer's SubjectPublicKeyInfo DER).
+    #[serde(default)]
+    pub keyid: String,
+    /// Standard padded base64 of the signature bytes.
+    pub sig: String,
+}
+
+/// A DSSE envelope as it appears on disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    pub payload: String,
+    pub payload_type: String,
+    pub signatures: Vec<Signature>,
+}
+
+/// The DSSE v1 pre-authentication encoding.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + payload_type.len() + 32);
+    out.extend_from_slice(b"DSSEv1 ");
+    out.extend_from_slice(payload_type.len().to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(payload_type.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(payload.len().to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Sign `payload` with `key`; the signature's keyid is the key's id.
+pub fn sign(payload_type: &str, payload: &[u8], key: &SigningKey) -> Envelope {
+    let sig = key.sign(&pae(payload_type, payload));
+    Envelope {
+        payload: STANDARD.encode(payload),
+        payload_type: payload_type.to_string(),
+        signatures: vec![Signature {
+            keyid: key.public().keyid(),
+            sig: STANDARD.encode(sig),
+        }],
+    }
+}
+
+/// Read a file of at most [`MAX_ENVELOPE_BYTES`], refusing larger ones unread.
+pub fn read_limited(path: &Path) -> Result<Vec<u8>, DsseError> {
+    let io = |source| DsseError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
+    let size = f.metadata().map_err(io)?.len();
+    if size > MAX_ENVELOPE_BYTES {
+        return Err(DsseError::TooLarge {
+            path: path.display().to_string(),
+            size,
+            limit: MAX_ENVELOPE_BYTES,
+        });
+    }
+    let mut buf = Vec::with_capacity(size as usize);
+    f.take(MAX_ENVELOPE_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(io)?;
+    if buf.len() as u64 > MAX_ENVELOPE_BYTES {
+        return Err(DsseError::TooLarge {
+            path: path.display().to_string(),
+            size: buf.len() as u64,
+            limit: MAX_ENVELOPE_BYTES,
+        });
+    }
+    Ok(buf)
+}
+
+/// Parse JSON into `T`, reporting the JSON path of the first problem.
+pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DsseError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let p = e.path().to_string();
+        DsseError::Malformed {
+            json_path: if p == "." {
+                "$".into()
+            } else {
+                format!("$.{p}")
+            },
+            reason: e.into_inner().to_string(),
+        }
+    })
+}
+
+fn b64(field: String, s: &str) -> Result<Vec<u8>, DsseError> {
+    STANDARD.decode(s).map_err(|e| DsseError::Malformed {
+        json_path: field,
+        reason: format!("not standard padded base64: {e}"),
+    })
+}
+
+impl Envelope {
+    /// Parse an envelope from JSON, checking its structure (not its signatures).
+    pub fn parse(bytes: &[u8]) -> Result<Envelope, DsseError> {
+        let env: Envelope = parse_json(bytes)?;
+        b64("$.payload".into(), &env.payload)?;
+        for (i, s) in env.signatures.iter().enumerate() {
+            b64(format!("$.signatures[{i}].sig"), &s.sig)?;
+        }
+        Ok(env)
+    }
+
+    /// The decoded payload.
+    pub fn payload_bytes(&self) -> Result<Vec<u8>, DsseError> {
+        b64("$.payload".into(), &self.payload)
+    }
+
+    /// Pretty JSON with a trailing newline.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("envelope serializes");
+        v.push(b'\n');
+        v
+    }
+
+    /// Verify the envelope: payload type first, then every signature whose key
+    /// `lookup` resolves. Returns the index of the key that verified and the
+    /// payload. `lookup` returns candidate keys for a keyid (an empty keyid, as
+    /// model-signing writes, may resolve to several candidates).
+    pub fn verify<'k, K: 'k>(
+        &self,
+        expected_type: &str,
+        lookup: impl Fn(&str) -> Vec<(&'k K, &'k PublicKey)>,
+    ) -> Result<(&'k K, Vec<u8>), DsseError> {
+        if self.payload_type != expected_type {
+            return Err(DsseError::PayloadType {
+                found: self.payload_type.clone(),
+                expected: expected_type.to_string(),
+            });
+        }
+        if self.signatures.is_empty() {
+            return Err(DsseError::NoSignatures);
+        }
+        let payload = self.payload_bytes()?;
+        let msg = pae(&self.payload_type, &payload);
+        let mut tried = None;
+        for (i, s) in self.signatures.iter().enumerate() {
+            let sig = b64(format!("$.signatures[{i}].sig"), &s.sig)?;
+            for (who, key) in lookup(&s.keyid) {
+                match key.verify(&msg, &sig) {
+                    Ok(()) => return Ok((who, payload)),
+                    Err(_) => tried = Some(key.keyid()),
+                }
+            }
+        }
+        match tried {
+            Some(keyid) => Err(DsseError::BadSignature { keyid }),
+            None => Err(DsseError::UnknownKey {
+                keyids: self
+                    .signatures
+                    .iter()
+                    .map(|s| {
+                        if s.keyid.is_empty() {
+                            "(none)"
+                        } else {
+                            &s.keyid
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pae_matches_spec_example() {
+        // From the DSSE v1 protocol document.
+        assert_eq!(
+            pae("http://example.com/HelloWorld", b"hello world"),
+            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+        );
+    }
+
+    #[test]
+    fn sign_verify_and_tamper() {
+        let k = SigningKey::generate();
+        let p = k.public();
+        let env = sign(IN_TOTO_PAYLOAD_TYPE, b"{}", &k);
+        let parsed = Envelope::parse(&env.to_json()).unwrap();
+        let look = |id: &str| {
+            if id == p.keyid() {
+                vec![(&(), &p)]
+            } else {
+                vec![]
+            }
+        };
+        parsed.verify(IN_TOTO_PAYLOAD_TYPE, look).unwrap();
+        let mut t = parsed.clone();
+        t.payload = STANDARD.encode(b"{ }");
+        assert!(matches!(
+            t.verify(IN_TOTO_PAYLOAD_TYPE, look),
+            Err(DsseError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_reports_json_path() {
+        let e = Envelope::parse(
+            br#"{"payload":"e30=","payloadType":"x","signatures":[{"keyid":"a","sig":5}]}"#,
+        )
+        .unwrap_err();
+        match e {
+            DsseError::Malformed { json_path, .. } => assert_eq!(json_path, "$.signatures[0].sig"),
+            e => panic!("{e}"),
+        }
+    }
+}

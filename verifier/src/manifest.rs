@@ -1,0 +1,487 @@
+//! Manifests: the sorted list of every regular file under an artifact root,
+//! with its size and digest, and one root digest that binds them all.
+//!
+//! Guarantees: only regular files are listed; symlinks and special files are
+//! refused unless explicitly allowed (symlinks) and never followed; every path is
+//! relative, `/`-separated, valid UTF-8 and free of `.`/`..`/empty components;
+//! entries are sorted by path components (`a/x` before `a-b/y`), so the same tree
+//! always yields the same manifest and root digest. Files are hashed in parallel
+//! and large files in parallel shards, with bounded memory per worker.
+
+use std::cmp::Ordering;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::{self, Algorithm, Digest};
+
+/// One file of an artifact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resource {
+    /// Path relative to the artifact root, `/`-separated.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// How `digest` was computed.
+    pub algorithm: Algorithm,
+    /// Hex SHA-256 (see [`Algorithm`]).
+    pub digest: Digest,
+}
+
+/// Every file of an artifact, sorted, with the shard size used to hash them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Files larger than this many bytes were hashed as `sha256-shards`.
+    pub shard_size: u64,
+    /// The files, sorted by path components.
+    pub resources: Vec<Resource>,
+}
+
+/// Why a tree could not be listed, or a manifest is not well formed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: is a symlink; symlinks are refused (they could point anywhere)")]
+    Symlink { path: String },
+    #[error("{path}: is a special file ({kind}); only regular files can be signed")]
+    SpecialFile { path: String, kind: &'static str },
+    #[error("{path:?}: unsafe path in manifest: {reason}")]
+    UnsafePath { path: String, reason: &'static str },
+    #[error("{path}: listed twice in manifest")]
+    Duplicate { path: String },
+    #[error("{path}: manifest is not sorted by path at this entry")]
+    Unsorted { path: String },
+    #[error("shard_size must be at least 4096, found {0}")]
+    BadShardSize(u64),
+    #[error(
+        "{path}: algorithm {algorithm} does not match size {size} with shard_size {shard_size}"
+    )]
+    WrongAlgorithm {
+        path: String,
+        algorithm: &'static str,
+        size: u64,
+        shard_size: u64,
+    },
+}
+
+/// Options for walking a tree.
+#[derive(Clone, Debug)]
+pub struct WalkOptions {
+    /// Files larger than this are hashed in parallel shards.
+    pub shard_size: u64,
+    /// Paths (relative to the root, matched on whole components) left out.
+    pub ignore: Vec<String>,
+}
+
+impl Default for WalkOptions {
+    fn default() -> Self {
+        WalkOptions {
+            shard_size: digest::DEFAULT_SHARD_SIZE,
+            ignore: Vec::new(),
+        }
+    }
+}
+
+/// Compare two manifest paths component by component (`a/x` < `a-b/y`).
+pub fn path_order(a: &str, b: &str) -> Ordering {
+    a.split('/').cmp(b.split('/'))
+}
+
+/// Check that a manifest path is relative, `/`-separated and cannot escape the root.
+pub fn check_path(path: &str) -> Result<(), ManifestError> {
+    let bad = |reason| {
+        Err(ManifestError::UnsafePath {
+            path: path.to_string(),
+            reason,
+        })
+    };
+    if path.is_empty() {
+        return bad("empty path");
+    }
+    if path.starts_with('/') || path.starts_with('\\') || path.get(1..2) == Some(":") {
+        return bad("absolute path");
+    }
+    if path.contains('\0') || path.contains('\\') {
+        return bad("contains a NUL or backslash");
+    }
+    for c in path.split('/') {
+        match c {
+            ".." => return bad("contains a `..` component"),
+            "." => return bad("contains a `.` component"),
+            "" => return bad("contains an empty component"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Relative `/`-joined UTF-8 path of `p` under `root`.
+fn rel_path(root: &Path, p: &Path) -> Result<String, ManifestError> {
+    let rel = p.strip_prefix(root).unwrap_or(p);
+    let mut out = Vec::new();
+    for c in rel.components() {
+        match c.as_os_str().to_str() {
+            Some(s) => out.push(s),
+            None => {
+                return Err(ManifestError::UnsafePath {
+                    path: rel.to_string_lossy().into_owned(),
+                    reason: "not valid UTF-8",
+                })
+            }
+        }
+    }
+    Ok(out.join("/"))
+}
+
+fn is_ignored(rel: &str, ignore: &[String]) -> bool {
+    ignore
+        .iter()
+        .any(|ig| rel == ig || rel.starts_with(&format!("{ig}/")))
+}
+
+fn file_kind(ft: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "fifo";
+        }
+        if ft.is_socket() {
+            return "socket";
+        }
+        if ft.is_block_device() {
+            return "block device";
+        }
+        if ft.is_char_device() {
+            return "character device";
+        }
+    }
+    let _ = ft;
+    "not a regular file"
+}
+
+/// List the regular files under `root` (or `root` itself if it is a file),
+/// refusing symlinks and special files. Returns `(relative path, absolute path)`.
+pub fn list_files(
+    root: &Path,
+    opts: &WalkOptions,
+) -> Result<Vec<(String, PathBuf)>, ManifestError> {
+    let meta = std::fs::symlink_metadata(root).map_err(|source| ManifestError::Io {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    if meta.file_type().is_symlink() {
+        return Err(ManifestError::Symlink {
+            path: root.display().to_string(),
+        });
+    }
+    if meta.is_file() {
+        let name =
+            root.file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| ManifestError::UnsafePath {
+                    path: root.display().to_string(),
+                    reason: "file name is not valid UTF-8",
+                })?;
+        return Ok(vec![(name.to_string(), root.to_path_buf())]);
+    }
+    if !meta.is_dir() {
+        return Err(ManifestError::SpecialFile {
+            path: root.display().to_string(),
+            kind: file_kind(&meta.file_type()),
+        });
+    }
+    let mut files = Vec::new();
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| match rel_path(root, e.path()) {
+            Ok(rel) => !is_ignored(&rel, &opts.ignore),
+            Err(_) => true,
+        });
+    for entry in walker {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(root).to_path_buf();
+            ManifestError::Io {
+                path,
+                source: e
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other("filesystem loop")),
+            }
+        })?;
+        let rel = rel_path(root, entry.path())?;
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            continue;
+        }
+        if ft.is_symlink() {
+            return Err(ManifestError::Symlink { path: rel });
+        }
+        if !ft.is_file() {
+            return Err(ManifestError::SpecialFile {
+                path: rel,
+                kind: file_kind(&ft),
+            });
+        }
+        check_path(&rel)?;
+        files.push((rel, entry.into_path()));
+    }
+    files.sort_by(|a, b| path_order(&a.0, &b.0));
+    Ok(files)
+}
+
+impl Manifest {
+    /// Walk `root` and hash every file (in parallel), reporting bytes to `progress`.
+    pub fn build(
+        root: &Path,
+        opts: &WalkOptions,
+        progress: Option<&ProgressBar>,
+    ) -> Result<Manifest, ManifestError> {
+        if opts.shard_size < 4096 {
+            return Err(ManifestError::BadShardSize(opts.shard_size));
+        }
+        let files = list_files(root, opts)?;
+        if let Some(pb) = progress {
+            let total: u64 = files
+                .iter()
+                .filter_map(|(_, p)| std::fs::symlink_metadata(p).ok().map(|m| m.len()))
+                .sum();
+            pb.set_length(total);
+        }
+        let resources =
+            files
+                .par_iter()
+                .map(|(rel, abs)| {
+                    let (algorithm, digest, size) = digest::hash_file(abs, opts.shard_size)
+                        .map_err(|source| ManifestError::Io {
+                            path: abs.clone(),
+                            source,
+                        })?;
+                    if let Some(pb) = progress {
+                        pb.inc(size);
+                    }
+                    Ok(Resource {
+                        path: rel.clone(),
+                        size,
+                        algorithm,
+                        digest,
+                    })
+                })
+                .collect::<Result<Vec<_>, ManifestError>>()?;
+        Ok(Manifest {
+            shard_size: opts.shard_size,
+            resources,
+        })
+    }
+
+    /// Check the manifest's structure: safe, sorted, unique paths and
+    /// algorithms consistent with sizes. Done before any file is touched.
+    pub fn check(&self) -> Result<(), ManifestError> {
+        if self.shard_size < 4096 {
+            return Err(ManifestError::BadShardSize(self.shard_size));
+        }
+        let mut prev: Option<&str> = None;
+        for r in &self.resources {
+            check_path(&r.path)?;
+            if let Some(p) = prev {
+                match path_order(p, &r.path) {
+                    Ordering::Less => {}
+                    Ordering::Equal => {
+                        return Err(ManifestError::Duplicate {
+                            path: r.path.clone(),
+                        })
+                    }
+                    Ordering::Greater => {
+                        return Err(ManifestError::Unsorted {
+                            path: r.path.clone(),
+                        })
+                    }
+                }
+            }
+            if r.algorithm != Algorithm::for_size(r.size, self.shard_size) {
+                return Err(ManifestError::WrongAlgorithm {
+                    path: r.path.clone(),
+                    algorithm: r.algorithm.as_str(),
+                    size: r.size,
+                    shard_size: self.shard_size,
+                });
+            }
+            prev = Some(&r.path);
+        }
+        Ok(())
+    }
+
+    /// The root digest: SHA-256 over a length-prefixed encoding of the shard
+    /// size and every entry (path, size, algorithm, digest) in order.
+    pub fn root_digest(&self) -> Digest {
+        let mut h = Sha256::new();
+        h.update(b"sealrun-manifest-v1\0");
+        h.update(self.shard_size.to_be_bytes());
+        h.update((self.resources.len() as u64).to_be_bytes());
+        for r in &self.resources {
+            h.update((r.path.len() as u64).to_be_bytes());
+            h.update(r.path.as_bytes());
+            h.update(r.size.to_be_bytes());
+            let alg = r.algorithm.as_str();
+            h.update((alg.len() as u64).to_be_bytes());
+            h.update(alg.as_bytes());
+            h.update(r.digest.0);
+        }
+        Digest(h.finalize().into())
+    }
+
+    /// Total bytes.
+    pub fn total_size(&self) -> u64 {
+        self.resources.iter().map(|r| r.size).sum()
+    }
+}
+
+/// One way a tree on disk differs from its manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Difference {
+    Missing {
+        path: String,
+    },
+    Extra {
+        path: String,
+    },
+    Size {
+        path: String,
+        expected: u64,
+        actual: u64,
+    },
+    Digest {
+        path: String,
+        expected: Digest,
+        actual: Digest,
+    },
+}
+
+/// Compare an expected manifest with the actual one, in path order.
+pub fn diff(expected: &Manifest, actual: &Manifest) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    let (e, a) = (&expected.resources, &actual.resources);
+    while i < e.len() || j < a.len() {
+        let ord = match (e.get(i), a.get(j)) {
+            (Some(x), Some(y)) => path_order(&x.path, &y.path),
+            (Some(_), None) => Ordering::Less,
+            _ => Ordering::Greater,
+        };
+        match ord {
+            Ordering::Less => {
+                out.push(Difference::Missing {
+                    path: e[i].path.clone(),
+                });
+                i += 1;
+            }
+            Ordering::Greater => {
+                out.push(Difference::Extra {
+                    path: a[j].path.clone(),
+                });
+                j += 1;
+            }
+            Ordering::Equal => {
+                let (x, y) = (&e[i], &a[j]);
+                if x.size != y.size {
+                    out.push(Difference::Size {
+                        path: x.path.clone(),
+                        expected: x.size,
+                        actual: y.size,
+                    });
+                } else if x.digest != y.digest || x.algorithm != y.algorithm {
+                    out.push(Difference::Digest {
+                        path: x.path.clone(),
+                        expected: x.digest,
+                        actual: y.digest,
+                    });
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_order() {
+        let mut v = vec![
+            "a-b/test.csv",
+            "meta.json",
+            "a/train.csv",
+            "nested/deeper/blob.bin",
+        ];
+        v.sort_by(|a, b| path_order(a, b));
+        assert_eq!(
+            v,
+            [
+                "a/train.csv",
+                "a-b/test.csv",
+                "meta.json",
+                "nested/deeper/blob.bin"
+            ]
+        );
+    }
+
+    #[test]
+    fn unsafe_paths_refused() {
+        for p in [
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "",
+            "C:/x",
+            "a\\b",
+        ] {
+            assert!(check_path(p).is_err(), "{p} accepted");
+        }
+        assert!(check_path("a/b.c").is_ok());
+    }
+
+    #[test]
+    fn build_is_sorted_and_stable() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a-b")).unwrap();
+        std::fs::create_dir_all(d.path().join("a")).unwrap();
+        std::fs::write(d.path().join("a-b/y"), b"1").unwrap();
+        std::fs::write(d.path().join("a/x"), b"2").unwrap();
+        let m = Manifest::build(d.path(), &WalkOptions::default(), None).unwrap();
+        let paths: Vec<_> = m.resources.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["a/x", "a-b/y"]);
+        m.check().unwrap();
+        let m2 = Manifest::build(d.path(), &WalkOptions::default(), None).unwrap();
+        assert_eq!(m.root_digest(), m2.root_digest());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlink_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("l")).unwrap();
+        let e = Manifest::build(d.path(), &WalkOptions::default(), None).unwrap_err();
+        assert!(
+            matches!(e, ManifestError::Symlink { ref path } if path == "l"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,261 @@
+//! Trust policy: which public keys are trusted, for which kinds of artifact,
+//! and which label values each key may vouch for.
+//!
+//! Guarantees: unsigned, or signed by a key the policy does not name, means
+//! untrusted; a key with a `kinds` list may sign only those kinds; a key with a
+//! `labels` table may vouch only for the label keys and values it lists (any
+//! other label on an artifact it signed is refused); `admit` narrows which label
+//! values a consumer accepts at all. A malformed policy is an error, never an
+//! allow-all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::PublicKey;
+
+/// What an envelope vouches for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Dataset,
+    Features,
+    Code,
+    Model,
+    /// A signed run record (issued by a launcher).
+    Record,
+    /// A signed audit-log checkpoint.
+    Checkpoint,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Dataset,
+        Kind::Features,
+        Kind::Code,
+        Kind::Model,
+        Kind::Record,
+        Kind::Checkpoint,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Dataset => "dataset",
+            Kind::Features => "features",
+            Kind::Code => "code",
+            Kind::Model => "model",
+            Kind::Record => "record",
+            Kind::Checkpoint => "checkpoint",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown kind {s:?} (expected one of: dataset, features, code, model, record, checkpoint)")
+            })
+    }
+}
+
+/// Why a policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{path}: cannot read trust policy: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid trust policy: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: key {name:?}: {message}")]
+    BadKey {
+        path: PathBuf,
+        name: String,
+        message: String,
+    },
+}
+
+/// A key the policy trusts, with what it may sign.
+#[derive(Clone, Debug)]
+pub struct TrustedKey {
+    /// A human name from the policy (shown in summaries).
+    pub name: String,
+    pub key: PublicKey,
+    /// `None`: every kind.
+    pub kinds: Option<BTreeSet<Kind>>,
+    /// `None`: any label; otherwise label key → allowed values.
+    pub labels: Option<BTreeMap<String, BTreeSet<String>>>,
+}
+
+impl TrustedKey {
+    /// Whether this key may sign `kind`.
+    pub fn may_sign(&self, kind: Kind) -> bool {
+        self.kinds.as_ref().is_none_or(|k| k.contains(&kind))
+    }
+
+    /// The first label (key, value) this key may not vouch for.
+    pub fn label_violation<'a>(
+        &self,
+        labels: &'a BTreeMap<String, String>,
+    ) -> Option<(&'a str, &'a str)> {
+        let allowed = self.labels.as_ref()?;
+        labels.iter().find_map(|(k, v)| match allowed.get(k) {
+            Some(vals) if vals.contains(v) => None,
+            _ => Some((k.as_str(), v.as_str())),
+        })
+    }
+}
+
+/// A loaded trust policy.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    pub keys: Vec<TrustedKey>,
+    /// Label key → values a consumer admits (empty: admit everything).
+    pub admit: BTreeMap<String, BTreeSet<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    key: Vec<KeyEntry>,
+    #[serde(default)]
+    admit: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    name: String,
+    public_key: Option<String>,
+    pem: Option<String>,
+    kinds: Option<Vec<String>>,
+    labels: Option<BTreeMap<String, Vec<String>>>,
+}
+
+impl Policy {
+    /// A policy that trusts one key for every kind and any label (`--key`).
+    pub fn single_key(name: &str, key: PublicKey) -> Self {
+        Policy {
+            keys: vec![TrustedKey {
+                name: name.to_string(),
+                key,
+                kinds: None,
+                labels: None,
+            }],
+            admit: BTreeMap::new(),
+        }
+    }
+
+    /// Load a TOML policy; relative key paths are resolved against its folder.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse policy text; `path` names it in errors and anchors relative key paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, PolicyError> {
+        let invalid = |message: String| PolicyError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file: PolicyFile =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim().replace('\n', " ")))?;
+        if file.key.is_empty() {
+            return Err(invalid(
+                "no [[key]] entries: a policy must trust at least one key".into(),
+            ));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut keys = Vec::new();
+        let mut seen = BTreeSet::new();
+        for e in file.key {
+            let bad = |message: String| PolicyError::BadKey {
+                path: path.to_path_buf(),
+                name: e.name.clone(),
+                message,
+            };
+            let pem = match (&e.public_key, &e.pem) {
+                (Some(p), None) => {
+                    let kp = base.join(p);
+                    std::fs::read_to_string(&kp).map_err(|err| {
+                        bad(format!("cannot read public_key {}: {err}", kp.display()))
+                    })?
+                }
+                (None, Some(pem)) => pem.clone(),
+                _ => {
+                    return Err(bad(
+                        "give exactly one of `public_key = \"FILE\"` or `pem = \"...\"`".into(),
+                    ))
+                }
+            };
+            let key = PublicKey::from_pem(&pem).map_err(|err| bad(err.to_string()))?;
+            if !seen.insert(key.keyid()) {
+                return Err(bad(format!("key {} is listed twice", key.keyid())));
+            }
+            let kinds = match e.kinds {
+                None => None,
+                Some(list) => Some(
+                    list.iter()
+                        .map(|k| k.parse::<Kind>())
+                        .collect::<Result<BTreeSet<_>, _>>()
+                        .map_err(bad)?,
+                ),
+            };
+            let labels = e.labels.map(|m| {
+                m.into_iter()
+                    .map(|(k, v)| (k, v.into_iter().collect()))
+                    .collect()
+            });
+            keys.push(TrustedKey {
+                name: e.name.clone(),
+                key,
+                kinds,
+                labels,
+            });
+        }
+        let admit = file
+            .admit
+            .into_iter()
+            .map(|(k, v)| (k, v.into_iter().collect()))
+            .collect();
+        Ok(Policy { keys, admit })
+    }
+
+    /// Trusted keys matching `keyid`; an empty keyid matches every key.
+    pub fn lookup(&self, keyid: &str) -> Vec<(&TrustedKey, &PublicKey)> {
+        self.keys
+            .iter()
+            .filter(|k| keyid.is_empty() || k.key.keyid() == keyid)
+            .map(|k| (k, &k.key))
+            .collect()
+    }
+
+    /// The first label (key, value) that `admit` refuses; a missing label
+    /// counts as the value `(unlabelled)` and is refused.
+    pub fn admit_violation(&self, labels: &BTreeMap<String, String>) -> Option<(String, String)> {
+        self.admit.iter().find_map(|(k, vals)| match labels.get(k) {
+            Some(v) if vals.contains(v) => None,
+            Some(v) => Some((k.clone(), v.clone())),
+            None => Some((k.clone(), "(unlabelled)".to_string())),
+        })
+    }
+}
