@@ -13,7 +13,7 @@ use sealrun_verifier::policy::Kind;
 /// sealrun makes ML training runs trustworthy: verify every input, run the job
 /// in a locked-down sandbox, and sign an attested record of what happened.
 #[derive(Parser)]
-#[command(name = "sealrun", version, about, long_about = None)]
+#[command(name = "sealrun", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

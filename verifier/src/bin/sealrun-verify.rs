@@ -18,7 +18,7 @@ use sealrun_verifier::progress;
 /// Exit codes: 0 verified; 1 does not verify (the message names the artifact,
 /// the file and the reason); 2 bad usage or unreadable input.
 #[derive(Parser)]
-#[command(name = "sealrun-verify", version, about, long_about = None)]
+#[command(name = "sealrun-verify", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
