@@ -3,6 +3,7 @@
 //!
 //! The binary `sealrun` is a thin front end over this library.
 
+pub mod demo;
 pub mod exec;
 pub mod keyfile;
 pub mod sign;

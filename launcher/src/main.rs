@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sealrun_launcher::{exec, keyfile, sign};
+use sealrun_launcher::{demo, exec, keyfile, sign};
 use sealrun_verifier::digest::DEFAULT_SHARD_SIZE;
 use sealrun_verifier::policy::Kind;
 
@@ -68,6 +68,13 @@ enum Command {
         /// Files larger than this many bytes are hashed in parallel shards.
         #[arg(long, default_value_t = DEFAULT_SHARD_SIZE, hide = true)]
         shard_size: u64,
+    },
+    /// Run the built-in end-to-end demo: keys, a signed dataset, offline
+    /// verification, and a one-byte tamper that is refused.
+    Demo {
+        /// Work in DIR and keep the files (default: a temporary folder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Run a command in the sandbox (namespaces, read-only root, seccomp,
     /// Landlock, no network, no capabilities, limits).
@@ -136,6 +143,10 @@ fn run(cli: Cli) -> Result<u8> {
                 p.manifest.total_size(),
                 out.display()
             );
+            Ok(0)
+        }
+        Command::Demo { dir } => {
+            demo::run(dir.as_deref())?;
             Ok(0)
         }
         Command::Exec(args) => exec::run(args),
