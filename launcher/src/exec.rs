@@ -1,14 +1,207 @@
-//! `sealrun exec` (placeholder until the sandbox lands).
+//! `sealrun exec`: run one command in the sandbox, the way people use bubblewrap, but locked down
+//! by default. All the work is in `sealrun_sandbox`; this is argument parsing and reporting.
 
-/// Arguments of `sealrun exec`.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sealrun_sandbox::{exit_codes, Bind, ProfileRef, SandboxConfig, SandboxPlan, Tmpfs};
+
+/// Run a command isolated by namespaces, a read-only pivoted root, seccomp, Landlock and limits,
+/// with no network egress.
+///
+/// The command runs as uid 1000 in fresh user, mount, pid, network (loopback only), ipc, uts and
+/// cgroup namespaces, with no capabilities, `no_new_privs`, a seccomp profile, Landlock, and an
+/// environment reset to PATH, HOME=/tmp, TMPDIR=/tmp, LANG plus `--env`. It sees the profile's
+/// system paths read-only, your `--ro`/`--rw` binds, a 256 MiB tmpfs /tmp (the default working
+/// directory), /dev/shm, a minimal /dev and its own /proc.
+///
+/// Exit status: the command's own (128+N if killed by signal N); 124 timeout; 125 the sandbox
+/// could not be set up (the message names the step); 64 usage error; 137 OOM-killed.
+///
+/// When started as root the command runs as host uid 101000: `--rw` directories must be
+/// writable by it (e.g. `chown 101000 DIR`).
+///
+/// Examples:
+///
+///   sealrun exec -- /bin/true
+///
+///   sealrun exec --profile python --ro data:/data --rw out:/out --memory 2G --pids 256
+///       --timeout 10m -- python3 /data/train.py --out /out
+///
+///   sealrun exec --profile ./my-seccomp.json --report run.json -- ./tool
 #[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
 pub struct ExecArgs {
-    /// The command and its arguments.
-    #[arg(trailing_var_arg = true, required = true)]
+    /// Profile: a built-in name (default, minimal, python) or a path to an OCI/Docker seccomp
+    /// JSON file.
+    #[arg(long, value_name = "NAME|PATH", default_value = "default")]
+    pub profile: String,
+    /// Bind HOST read-only at DEST (default: the same path). Repeatable.
+    #[arg(long = "ro", value_name = "HOST[:DEST]")]
+    pub ro: Vec<String>,
+    /// Bind HOST read-write at DEST (default: the same path). Repeatable.
+    #[arg(long = "rw", value_name = "HOST[:DEST]")]
+    pub rw: Vec<String>,
+    /// Mount a tmpfs at DEST, capped at SIZE (e.g. 64M; default 64M). /tmp and /dev/shm always
+    /// exist; this resizes them. Repeatable.
+    #[arg(long, value_name = "DEST[:SIZE]")]
+    pub tmpfs: Vec<String>,
+    /// Memory limit (cgroup), e.g. 512M, 2G.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Maximum number of processes and threads (cgroup pids.max).
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
+    /// Wall-clock limit, e.g. 30s, 10m; the whole process tree is killed (exit status 124).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Working directory inside the sandbox (default /tmp).
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// Set an environment variable. Repeatable.
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Write the outcome (end reason, resource use, denied syscalls, egress attempts) as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// The command and its arguments (after `--`).
+    #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
+/// Parse `512`, `64K`, `512M`, `2G`, `1T` (binary multiples; optional `B`/`iB`).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
+        Some('t' | 'T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (e.g. 512M, 2G)"))?;
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("invalid size {s:?}"))
+}
+
+fn usage(msg: impl std::fmt::Display) -> anyhow::Result<u8> {
+    eprintln!("sealrun exec: {msg}");
+    Ok(exit_codes::USAGE)
+}
+
+/// Build the sandbox config from the arguments.
+pub fn config(args: &ExecArgs) -> Result<SandboxConfig, String> {
+    let mut c = SandboxConfig::new(args.command.clone());
+    c.profile = ProfileRef::parse(&args.profile);
+    c.ro_binds = args.ro.iter().map(|s| Bind::parse(s)).collect();
+    c.rw_binds = args.rw.iter().map(|s| Bind::parse(s)).collect();
+    for t in &args.tmpfs {
+        let (dest, size) = match t.split_once(':') {
+            Some((d, s)) => (d, parse_size(s)?),
+            None => (t.as_str(), 64 << 20),
+        };
+        c.tmpfs.push(Tmpfs {
+            dest: PathBuf::from(dest),
+            size,
+        });
+    }
+    c.memory = args.memory.as_deref().map(parse_size).transpose()?;
+    if args.pids == Some(0) {
+        return Err("--pids must be at least 1".into());
+    }
+    c.pids = args.pids;
+    c.timeout = args
+        .timeout
+        .as_deref()
+        .map(|t| humantime::parse_duration(t).map_err(|e| format!("invalid --timeout {t:?}: {e}")))
+        .transpose()?;
+    if c.timeout == Some(Duration::ZERO) {
+        return Err("--timeout must be positive".into());
+    }
+    c.cwd = args.cwd.clone();
+    for kv in &args.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--env {kv:?}: expected K=V"))?;
+        c.env.push((k.to_string(), v.to_string()));
+    }
+    Ok(c)
+}
+
+/// Write `data` to `path` atomically (temp file in the same directory, fsync, rename).
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// Run the command in the sandbox; returns the exit status to use.
-pub fn run(_args: ExecArgs) -> anyhow::Result<u8> {
-    anyhow::bail!("sealrun exec is not available in this build")
+pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
+    let config = match config(&args) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let plan = match SandboxPlan::build(config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("sealrun: sandbox setup failed at plan: {e}");
+            return Ok(exit_codes::SETUP_FAILED);
+        }
+    };
+    let outcome = match plan.run() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("sealrun: {e}");
+            return Ok(exit_codes::SETUP_FAILED);
+        }
+    };
+    if let Some(path) = &args.report {
+        let json = serde_json::to_vec_pretty(&outcome)?;
+        if let Err(e) = write_atomic(path, &json) {
+            eprintln!("sealrun: cannot write report {}: {e}", path.display());
+        }
+    }
+    match &outcome.end {
+        sealrun_sandbox::EndReason::Timeout => {
+            eprintln!("sealrun: timed out; the sandbox was killed")
+        }
+        sealrun_sandbox::EndReason::OomKilled => {
+            eprintln!("sealrun: killed by the out-of-memory killer (--memory)")
+        }
+        sealrun_sandbox::EndReason::PidsLimit { .. } => {
+            eprintln!("sealrun: the process limit (--pids) refused a fork")
+        }
+        _ => {}
+    }
+    Ok(outcome.exit_status())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("64K").unwrap(), 64 << 10);
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("0").is_err());
+    }
 }

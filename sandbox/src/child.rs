@@ -1,0 +1,576 @@
+//! The in-sandbox setup: one ordered sequence, run by the sandbox init (pid 1 of the new pid
+//! namespace) and then by the job it forks. Guarantees: every step is a raw system call on data
+//! prepared by [`crate::SandboxPlan::build`] (no allocation, parsing or logging after the fork);
+//! any failure is reported to the supervisor as `(step, index, errno)` and the process exits
+//! with status 125 before anything runs; seccomp is the last thing before `execve`.
+//!
+//! Init (after `clone` with all seven namespace flags):
+//!  1. `PR_SET_PDEATHSIG(SIGKILL)`: the sandbox dies with its supervisor thread.
+//!  2. Wait for the supervisor to write the uid/gid maps and put us in the cgroup (EOF = it died).
+//!  3. Root mode: become inside-root (mapped, unprivileged on the host) and clear groups.
+//!  4. Make every mount private: nothing we do propagates to the host.
+//!  5. Rootless: resolve and clone bind sources (`openat2` no-symlinks + `open_tree` +
+//!     `mount_setattr` read-only). (Root mode: the supervisor did this before `clone`.)
+//!  6. Mount the new root tmpfs.
+//!  7. Build it: directories, binds (`move_mount` of the prepared trees), tmpfs `/tmp`,
+//!     `/dev/shm`, minimal `/dev`, fresh `/proc` (we are pid 1 of the new pid namespace).
+//!  8. `pivot_root(".", ".")` + `umount2(MNT_DETACH)`: the host root becomes unreachable.
+//!  9. Remount `/` read-only.
+//! 10. Hostname `sealrun`; bring up `lo` (the only interface of the new network namespace).
+//! 11. Fork the job; then reap everything (zombies of orphans included) and forward
+//!     SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the job; report its status and exit —
+//!     which kills everything left in the pid namespace.
+//!
+//! Job:
+//! 12. `setsid` (no controlling terminal: TIOCSTI has no target), default signal dispositions.
+//! 13. rlimits: core 0, nofile, fsize.
+//! 14. stdin `/dev/null`, stdout/stderr as asked; `chdir` to the working directory.
+//! 15. Close every descriptor above 2 except the three the next steps need.
+//! 16. Drop the bounding and ambient capability sets.
+//! 17. Root mode: switch to uid/gid 1000 (host 101000) with no supplementary groups.
+//! 18. Empty the permitted/effective/inheritable sets; `PR_SET_NO_NEW_PRIVS`.
+//! 19. Landlock: add rules for the sandbox's own mounts, restrict self.
+//! 20. seccomp guard filter with a user-notification listener; send the listener to the
+//!     supervisor; close it.
+//! 21. seccomp main filter (the profile).
+//! 22. `execve` (trying each `PATH` candidate).
+
+use std::ffi::{CStr, CString};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use crate::mounts::{LandlockClass, MountOp};
+use crate::namespaces::{IdMode, JOB_ID};
+use crate::plan::SandboxPlan;
+use crate::sys::Sys;
+
+/// A setup step, for error reports.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Step {
+    Pdeathsig = 1,
+    WaitForSupervisor,
+    BecomeInsideRoot,
+    MakeMountsPrivate,
+    OpenBindSource,
+    CloneBindSource,
+    SetBindFlags,
+    NewRoot,
+    Mkdir,
+    CreateFile,
+    BindMount,
+    MountTmpfs,
+    Symlink,
+    MountProc,
+    Chdir,
+    PivotRoot,
+    DetachOldRoot,
+    RemountRootReadOnly,
+    Hostname,
+    Loopback,
+    Fork,
+    Setsid,
+    Signals,
+    Rlimit,
+    Stdio,
+    Cwd,
+    CloseFds,
+    DropBoundingCaps,
+    SwitchUser,
+    DropCaps,
+    NoNewPrivs,
+    LandlockRule,
+    LandlockRestrict,
+    SeccompGuard,
+    SendListener,
+    SeccompMain,
+    Exec,
+}
+
+impl Step {
+    /// All steps in order.
+    pub const ALL: &'static [Step] = &[
+        Step::Pdeathsig,
+        Step::WaitForSupervisor,
+        Step::BecomeInsideRoot,
+        Step::MakeMountsPrivate,
+        Step::OpenBindSource,
+        Step::CloneBindSource,
+        Step::SetBindFlags,
+        Step::NewRoot,
+        Step::Mkdir,
+        Step::CreateFile,
+        Step::BindMount,
+        Step::MountTmpfs,
+        Step::Symlink,
+        Step::MountProc,
+        Step::Chdir,
+        Step::PivotRoot,
+        Step::DetachOldRoot,
+        Step::RemountRootReadOnly,
+        Step::Hostname,
+        Step::Loopback,
+        Step::Fork,
+        Step::Setsid,
+        Step::Signals,
+        Step::Rlimit,
+        Step::Stdio,
+        Step::Cwd,
+        Step::CloseFds,
+        Step::DropBoundingCaps,
+        Step::SwitchUser,
+        Step::DropCaps,
+        Step::NoNewPrivs,
+        Step::LandlockRule,
+        Step::LandlockRestrict,
+        Step::SeccompGuard,
+        Step::SendListener,
+        Step::SeccompMain,
+        Step::Exec,
+    ];
+
+    /// Decode from the wire.
+    pub fn from_u32(v: u32) -> Option<Step> {
+        Step::ALL.iter().copied().find(|s| *s as u32 == v)
+    }
+
+    /// The name used in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Pdeathsig => "prctl(PR_SET_PDEATHSIG)",
+            Step::WaitForSupervisor => "waiting for the supervisor",
+            Step::BecomeInsideRoot => "setresuid(inside root)",
+            Step::MakeMountsPrivate => "mount propagation private",
+            Step::OpenBindSource => "openat2 bind source",
+            Step::CloneBindSource => "open_tree bind source",
+            Step::SetBindFlags => "mount_setattr bind source",
+            Step::NewRoot => "new root tmpfs",
+            Step::Mkdir => "mkdir",
+            Step::CreateFile => "create bind target",
+            Step::BindMount => "move_mount bind",
+            Step::MountTmpfs => "mount tmpfs",
+            Step::Symlink => "symlink",
+            Step::MountProc => "mount proc",
+            Step::Chdir => "chdir new root",
+            Step::PivotRoot => "pivot_root",
+            Step::DetachOldRoot => "umount2 old root",
+            Step::RemountRootReadOnly => "remount / read-only",
+            Step::Hostname => "sethostname",
+            Step::Loopback => "loopback up",
+            Step::Fork => "fork job",
+            Step::Setsid => "setsid",
+            Step::Signals => "reset signals",
+            Step::Rlimit => "setrlimit",
+            Step::Stdio => "stdio",
+            Step::Cwd => "chdir working directory",
+            Step::CloseFds => "close_range",
+            Step::DropBoundingCaps => "drop bounding capabilities",
+            Step::SwitchUser => "setresuid job user",
+            Step::DropCaps => "capset",
+            Step::NoNewPrivs => "prctl(PR_SET_NO_NEW_PRIVS)",
+            Step::LandlockRule => "landlock_add_rule",
+            Step::LandlockRestrict => "landlock_restrict_self",
+            Step::SeccompGuard => "seccomp guard filter",
+            Step::SendListener => "send seccomp listener",
+            Step::SeccompMain => "seccomp filter",
+            Step::Exec => "execve",
+        }
+    }
+}
+
+/// A failed step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fail {
+    /// Which step.
+    pub step: Step,
+    /// Index of the mount op / bind / rule / candidate involved, or u32::MAX.
+    pub index: u32,
+    /// errno.
+    pub errno: i32,
+}
+
+impl Fail {
+    /// Encode for the error pipe.
+    pub fn encode(&self) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        b[..4].copy_from_slice(&(self.step as u32).to_ne_bytes());
+        b[4..8].copy_from_slice(&self.index.to_ne_bytes());
+        b[8..].copy_from_slice(&self.errno.to_ne_bytes());
+        b
+    }
+
+    /// Decode from the error pipe.
+    pub fn decode(b: &[u8; 12]) -> Option<Fail> {
+        let w = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        Some(Fail {
+            step: Step::from_u32(w(0))?,
+            index: w(4),
+            errno: w(8) as i32,
+        })
+    }
+}
+
+const NO_INDEX: u32 = u32::MAX;
+
+fn at(step: Step) -> impl Fn(i32) -> Fail {
+    move |errno| Fail {
+        step,
+        index: NO_INDEX,
+        errno,
+    }
+}
+
+fn at_i(step: Step, index: usize) -> impl Fn(i32) -> Fail {
+    move |errno| Fail {
+        step,
+        index: index as u32,
+        errno,
+    }
+}
+
+/// Descriptors shared with the child, as raw numbers (all opened before the clone).
+#[derive(Debug, Clone, Copy)]
+pub struct ChildFds {
+    /// Read end of the go-ahead pipe.
+    pub sync_r: i32,
+    /// Write end of the error pipe (CLOEXEC).
+    pub err_w: i32,
+    /// Write end of the status pipe (init → supervisor).
+    pub status_w: i32,
+    /// Our end of the listener socketpair.
+    pub sock: i32,
+    /// Landlock ruleset, or -1.
+    pub ruleset: i32,
+    /// stdout to use, or -1 to inherit.
+    pub stdout: i32,
+    /// stderr to use, or -1 to inherit.
+    pub stderr: i32,
+}
+
+/// Pointer arrays for `execve`, built by the supervisor before the clone.
+#[derive(Debug)]
+pub struct ExecArrays<'a> {
+    /// Null-terminated argv.
+    pub argv: &'a [*const libc::c_char],
+    /// Null-terminated envp.
+    pub envp: &'a [*const libc::c_char],
+}
+
+fn report<S: Sys>(sys: &S, fds: &ChildFds, f: Fail) -> ! {
+    let _ = sys.write_all(fds.err_w, &f.encode());
+    // SAFETY: _exit is async-signal-safe and never returns.
+    unsafe { libc::_exit(125) }
+}
+
+/// Entry point of the cloned child. Never returns.
+pub fn init_main<S: Sys>(
+    sys: &S,
+    plan: &SandboxPlan,
+    fds: &ChildFds,
+    trees: &mut [i32],
+    exec: &ExecArrays<'_>,
+) -> ! {
+    if let Err(f) = init_setup(sys, plan, fds, trees) {
+        report(sys, fds, f)
+    }
+    // 11. Fork the job.
+    let pid = match sys.fork() {
+        Err(e) => report(sys, fds, at(Step::Fork)(e)),
+        Ok(0) => {
+            let f = job_setup(sys, plan, fds, exec);
+            report(sys, fds, f)
+        }
+        Ok(pid) => pid,
+    };
+    reap(pid, fds.status_w)
+}
+
+/// Steps 1–10.
+pub fn init_setup<S: Sys>(
+    sys: &S,
+    plan: &SandboxPlan,
+    fds: &ChildFds,
+    trees: &mut [i32],
+) -> Result<(), Fail> {
+    // 1. Die with the supervisor.
+    sys.prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+        .map_err(at(Step::Pdeathsig))?;
+    // 2. Wait for the maps and the cgroup. EOF means the supervisor is gone.
+    match sys.read_byte(fds.sync_r) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(at(Step::WaitForSupervisor)(libc::EPIPE)),
+        Err(e) => return Err(at(Step::WaitForSupervisor)(e)),
+    }
+    let _ = sys.close(fds.sync_r);
+    // 3. Root mode: become the (unprivileged on the host) inside root, drop host groups.
+    if plan.ids == IdMode::Root {
+        sys.setgroups_empty().map_err(at(Step::BecomeInsideRoot))?;
+        sys.setresgid(0).map_err(at(Step::BecomeInsideRoot))?;
+        sys.setresuid(0).map_err(at(Step::BecomeInsideRoot))?;
+    }
+    // 4. Nothing propagates back to the host.
+    sys.mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(at(Step::MakeMountsPrivate))?;
+    // 5. Rootless: prepare bind trees here (we hold CAP_SYS_ADMIN over this mount namespace).
+    if !plan.ids.parent_prepares_binds() {
+        prepare_binds(sys, plan, trees)?;
+    }
+    // 6. The new root.
+    let root = c"/tmp";
+    sys.mount(
+        Some(c"tmpfs"),
+        root,
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(c"mode=0755,size=1m"),
+    )
+    .map_err(at(Step::NewRoot))?;
+    // 7. Build it.
+    for (i, op) in plan.mounts.ops.iter().enumerate() {
+        match op {
+            MountOp::Dir(p) => sys.mkdir(p, 0o755).map_err(at_i(Step::Mkdir, i))?,
+            MountOp::File(p) => sys.create_file(p).map_err(at_i(Step::CreateFile, i))?,
+            MountOp::Bind(src, p) => {
+                sys.move_mount(trees[*src], p)
+                    .map_err(at_i(Step::BindMount, i))?;
+                let _ = sys.close(trees[*src]);
+            }
+            MountOp::Tmpfs(p, data) => sys
+                .mount(
+                    Some(c"tmpfs"),
+                    p,
+                    Some(c"tmpfs"),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    Some(data),
+                )
+                .map_err(at_i(Step::MountTmpfs, i))?,
+            MountOp::Symlink(target, p) => {
+                sys.symlink(target, p).map_err(at_i(Step::Symlink, i))?
+            }
+            MountOp::Proc(p) => sys
+                .mount(
+                    Some(c"proc"),
+                    p,
+                    Some(c"proc"),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    None,
+                )
+                .map_err(at_i(Step::MountProc, i))?,
+        }
+    }
+    // 8. Switch roots; detach the old one.
+    sys.chdir(root).map_err(at(Step::Chdir))?;
+    sys.pivot_root(c".", c".").map_err(at(Step::PivotRoot))?;
+    sys.umount2(c".", libc::MNT_DETACH)
+        .map_err(at(Step::DetachOldRoot))?;
+    sys.chdir(c"/").map_err(at(Step::Chdir))?;
+    // 9. The root itself is read-only (mounts below keep their own flags).
+    sys.mount(
+        None,
+        c"/",
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        None,
+    )
+    .map_err(at(Step::RemountRootReadOnly))?;
+    // 10. Identity of the machine and its only network interface.
+    sys.sethostname(b"sealrun").map_err(at(Step::Hostname))?;
+    sys.loopback_up().map_err(at(Step::Loopback))?;
+    Ok(())
+}
+
+/// Step 5 (also run by the supervisor before the clone in root mode).
+pub fn prepare_binds<S: Sys>(sys: &S, plan: &SandboxPlan, trees: &mut [i32]) -> Result<(), Fail> {
+    for (i, b) in plan.mounts.binds.iter().enumerate() {
+        let fd = sys
+            .open_nofollow(&b.c_host)
+            .map_err(at_i(Step::OpenBindSource, i))?;
+        let tree = sys.open_tree_clone(fd);
+        let _ = sys.close(fd);
+        let tree = tree.map_err(at_i(Step::CloneBindSource, i))?;
+        trees[i] = tree;
+        sys.mount_setattr(tree, b.attrs)
+            .map_err(at_i(Step::SetBindFlags, i))?;
+    }
+    Ok(())
+}
+
+/// Steps 12–22. Returns only on failure.
+pub fn job_setup<S: Sys>(
+    sys: &S,
+    plan: &SandboxPlan,
+    fds: &ChildFds,
+    exec: &ExecArrays<'_>,
+) -> Fail {
+    match job_steps(sys, plan, fds) {
+        Err(f) => f,
+        Ok(()) => {
+            // 22. Exec, trying each PATH candidate.
+            let mut last = libc::ENOENT;
+            for c in &plan.candidates {
+                let e = sys.execve(c, exec.argv, exec.envp);
+                if e != libc::ENOENT && e != libc::ENOTDIR {
+                    last = e;
+                }
+            }
+            at(Step::Exec)(last)
+        }
+    }
+}
+
+fn job_steps<S: Sys>(sys: &S, plan: &SandboxPlan, fds: &ChildFds) -> Result<(), Fail> {
+    // 12. New session, clean signal state.
+    sys.setsid().map_err(at(Step::Setsid))?;
+    sys.reset_signals().map_err(at(Step::Signals))?;
+    // 13. rlimits.
+    sys.setrlimit(libc::RLIMIT_CORE, 0)
+        .map_err(at(Step::Rlimit))?;
+    sys.setrlimit(libc::RLIMIT_NOFILE, plan.nofile)
+        .map_err(at(Step::Rlimit))?;
+    if let Some(f) = plan.fsize {
+        sys.setrlimit(libc::RLIMIT_FSIZE, f)
+            .map_err(at(Step::Rlimit))?;
+    }
+    // 14. stdio and working directory.
+    let null = sys.open_rw(c"/dev/null").map_err(at(Step::Stdio))?;
+    sys.dup2(null, 0).map_err(at(Step::Stdio))?;
+    if null > 2 {
+        let _ = sys.close(null);
+    }
+    if fds.stdout >= 0 {
+        sys.dup2(fds.stdout, 1).map_err(at(Step::Stdio))?;
+    }
+    if fds.stderr >= 0 {
+        sys.dup2(fds.stderr, 2).map_err(at(Step::Stdio))?;
+    }
+    sys.chdir(&plan.cwd).map_err(at(Step::Cwd))?;
+    // 15. Close everything else.
+    let mut keep = [fds.err_w, fds.sock, fds.ruleset];
+    keep.sort_unstable();
+    let mut next: u32 = 3;
+    for k in keep {
+        if k < 3 {
+            continue;
+        }
+        let k = k as u32;
+        if k > next {
+            sys.close_range(next, k - 1).map_err(at(Step::CloseFds))?;
+        }
+        next = next.max(k + 1);
+    }
+    sys.close_range(next, u32::MAX)
+        .map_err(at(Step::CloseFds))?;
+    // 16. Bounding and ambient sets (needs CAP_SETPCAP, still held).
+    sys.drop_bounding_and_ambient()
+        .map_err(at(Step::DropBoundingCaps))?;
+    // 17. The job's identity.
+    if plan.ids == IdMode::Root {
+        sys.setgroups_empty().map_err(at(Step::SwitchUser))?;
+        sys.setresgid(JOB_ID).map_err(at(Step::SwitchUser))?;
+        sys.setresuid(JOB_ID).map_err(at(Step::SwitchUser))?;
+    }
+    // 18. No capabilities, and no way to gain any.
+    sys.capset_zero().map_err(at(Step::DropCaps))?;
+    sys.prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
+        .map_err(at(Step::NoNewPrivs))?;
+    // 19. Landlock.
+    if fds.ruleset >= 0 {
+        let m = &plan.landlock.masks;
+        for (i, (p, class)) in plan.mounts.landlock_paths.iter().enumerate() {
+            let access = match class {
+                LandlockClass::All => m.all,
+                LandlockClass::ReadNoExec => m.read_noexec,
+                LandlockClass::List => m.list,
+                LandlockClass::DevDir => m.read_noexec,
+            };
+            sys.landlock_add_path(fds.ruleset, p, access)
+                .map_err(at_i(Step::LandlockRule, i))?;
+        }
+        sys.landlock_restrict(fds.ruleset)
+            .map_err(at(Step::LandlockRestrict))?;
+        let _ = sys.close(fds.ruleset);
+    }
+    // 20. Guard filter with the notification listener; hand the listener over.
+    let listener = sys
+        .seccomp(&plan.seccomp.guard, true)
+        .map_err(at(Step::SeccompGuard))?;
+    sys.send_fd(fds.sock, listener)
+        .map_err(at(Step::SendListener))?;
+    let _ = sys.close(listener);
+    let _ = sys.close(fds.sock);
+    // 21. The profile, last.
+    sys.seccomp(&plan.seccomp.main, false)
+        .map_err(at(Step::SeccompMain))?;
+    Ok(())
+}
+
+static JOB_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = JOB_PID.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Init after the fork: reap, forward signals, report the job's status, exit.
+fn reap(job: libc::pid_t, status_w: i32) -> ! {
+    JOB_PID.store(job, Ordering::Relaxed);
+    // SAFETY: close_range on our own descriptors; the status pipe is kept.
+    unsafe {
+        if status_w > 0 {
+            libc::syscall(libc::SYS_close_range, 0u32, (status_w - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (status_w + 1) as u32, u32::MAX, 0u32);
+    }
+    for sig in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
+        // SAFETY: installing an async-signal-safe handler.
+        unsafe {
+            libc::signal(
+                sig,
+                forward as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+    }
+    loop {
+        let mut st = 0;
+        // SAFETY: waitpid into a live int.
+        let r = unsafe { libc::waitpid(-1, &mut st, 0) };
+        if r == job {
+            let b = st.to_ne_bytes();
+            // SAFETY: write 4 bytes from a live buffer, then exit.
+            unsafe {
+                libc::write(status_w, b.as_ptr().cast(), 4);
+                libc::_exit(0)
+            }
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error().raw_os_error();
+            if e != Some(libc::EINTR) {
+                // SAFETY: no children left.
+                unsafe { libc::_exit(1) }
+            }
+        }
+    }
+}
+
+/// The candidates as displayed in errors.
+pub fn describe_candidates(c: &[CString]) -> String {
+    c.iter()
+        .map(|c| c.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Used by the recording double in tests.
+pub fn cstr_to_string(c: &CStr) -> String {
+    c.to_string_lossy().into_owned()
+}

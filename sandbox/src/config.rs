@@ -1,0 +1,135 @@
+//! What the caller asks for: plain data, no validation yet (that happens in
+//! [`crate::SandboxPlan::build`]).
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which profile to use: a built-in name (`default`, `minimal`, `python`) or a path to an
+/// OCI/Docker seccomp JSON file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProfileRef {
+    /// A shipped profile, looked up in `$SEALRUN_PROFILES`, next to the binary
+    /// (`../share/sealrun/profiles`), or in the copy embedded in the binary.
+    Name(String),
+    /// An OCI/Docker seccomp JSON file; system mounts then come from the `default` mount profile.
+    Path(PathBuf),
+}
+
+impl ProfileRef {
+    /// `NAME` when the value has no `/` and no `.json` suffix, else a path.
+    pub fn parse(s: &str) -> Self {
+        if s.contains('/') || s.ends_with(".json") {
+            ProfileRef::Path(PathBuf::from(s))
+        } else {
+            ProfileRef::Name(s.to_string())
+        }
+    }
+}
+
+impl Default for ProfileRef {
+    fn default() -> Self {
+        ProfileRef::Name("default".into())
+    }
+}
+
+/// A bind mount of a host path (`host`) at `dest` inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// Host path. Symlinks in it are resolved once, when the plan is built; the resolved path is
+    /// then opened without following any symlink, so a swap after planning is refused.
+    pub host: PathBuf,
+    /// Absolute path inside the sandbox.
+    pub dest: PathBuf,
+}
+
+impl Bind {
+    /// Parse `HOST[:DEST]` (DEST defaults to HOST).
+    pub fn parse(s: &str) -> Self {
+        match s.split_once(':') {
+            Some((h, d)) if !d.is_empty() => Bind {
+                host: h.into(),
+                dest: d.into(),
+            },
+            _ => Bind {
+                host: s.trim_end_matches(':').into(),
+                dest: s.trim_end_matches(':').into(),
+            },
+        }
+    }
+}
+
+/// A size-limited tmpfs at `dest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tmpfs {
+    /// Absolute path inside the sandbox.
+    pub dest: PathBuf,
+    /// Size cap in bytes.
+    pub size: u64,
+}
+
+/// Where the command's stdout/stderr go. Stdin is always `/dev/null`.
+#[derive(Debug, Default)]
+pub enum Stdio {
+    /// The launcher's own descriptor.
+    #[default]
+    Inherit,
+    /// Any descriptor, e.g. the write end of a pipe the launcher reads and redacts.
+    Fd(OwnedFd),
+}
+
+/// Everything the caller decides about one sandboxed run.
+#[derive(Debug)]
+pub struct SandboxConfig {
+    /// Command and arguments. `argv[0]` without a `/` is searched in the sandbox `PATH`.
+    pub argv: Vec<String>,
+    /// Extra environment; the sandbox starts from a fixed allowlist
+    /// (`PATH`, `HOME=/tmp`, `LANG=C.UTF-8`, `TMPDIR=/tmp`), these override/extend it.
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the sandbox (default `/`; `/tmp` when that is writable).
+    pub cwd: Option<PathBuf>,
+    /// Seccomp + mount profile.
+    pub profile: ProfileRef,
+    /// Read-only binds (added to the profile's system binds).
+    pub ro_binds: Vec<Bind>,
+    /// Read-write binds.
+    pub rw_binds: Vec<Bind>,
+    /// Extra tmpfs mounts. `/tmp` and `/dev/shm` always exist (64 MiB each unless listed here).
+    pub tmpfs: Vec<Tmpfs>,
+    /// Memory limit in bytes (cgroup; swap included where the host accounts it).
+    pub memory: Option<u64>,
+    /// Maximum number of tasks (cgroup `pids.max`).
+    pub pids: Option<u64>,
+    /// Wall-clock limit; the whole process tree is killed when it passes.
+    pub timeout: Option<Duration>,
+    /// `RLIMIT_NOFILE` (default 4096).
+    pub nofile: Option<u64>,
+    /// `RLIMIT_FSIZE` in bytes (default: unlimited — tmpfs sizes bound writes).
+    pub fsize: Option<u64>,
+    /// Command stdout.
+    pub stdout: Stdio,
+    /// Command stderr.
+    pub stderr: Stdio,
+}
+
+impl SandboxConfig {
+    /// A config with defaults: `default` profile, no extra binds, no limits.
+    pub fn new(argv: Vec<String>) -> Self {
+        SandboxConfig {
+            argv,
+            env: Vec::new(),
+            cwd: None,
+            profile: ProfileRef::default(),
+            ro_binds: Vec::new(),
+            rw_binds: Vec::new(),
+            tmpfs: Vec::new(),
+            memory: None,
+            pids: None,
+            timeout: None,
+            nofile: None,
+            fsize: None,
+            stdout: Stdio::Inherit,
+            stderr: Stdio::Inherit,
+        }
+    }
+}

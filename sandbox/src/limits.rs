@@ -1,0 +1,233 @@
+//! Resource limits. Guarantees: rlimits (core 0, nofile, optional fsize) are set in the job before
+//! exec; memory and task-count limits are enforced by a per-run cgroup the init joins *before* it
+//! is released to build the sandbox (so nothing it forks escapes them); the cgroup's counters tell
+//! an OOM kill and a refused fork apart from an ordinary exit; the cgroup is removed afterwards.
+//!
+//! cgroup v2 is used when `/sys/fs/cgroup` is a cgroup2 mount (a child of the caller's own cgroup,
+//! which must be delegated); otherwise v1 `memory` and `pids` hierarchies under
+//! `/sys/fs/cgroup/{memory,pids}/sealrun/<id>`. Without writable cgroups and without requested
+//! limits the run proceeds without one (rootless); requested limits that cannot be enforced are an
+//! error.
+
+use std::path::{Path, PathBuf};
+
+/// Default `RLIMIT_NOFILE`.
+pub const DEFAULT_NOFILE: u64 = 4096;
+
+/// Errors setting up cgroups.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct CgroupError {
+    /// File or directory.
+    pub path: String,
+    /// Cause.
+    pub source: std::io::Error,
+}
+
+fn cg_err(p: &Path, e: std::io::Error) -> CgroupError {
+    CgroupError {
+        path: p.display().to_string(),
+        source: e,
+    }
+}
+
+/// A per-run cgroup.
+#[derive(Debug)]
+pub enum Cgroup {
+    /// v1: one directory per controller.
+    V1 {
+        /// memory controller dir.
+        memory: PathBuf,
+        /// pids controller dir.
+        pids: PathBuf,
+    },
+    /// v2: one directory.
+    V2(PathBuf),
+}
+
+/// Counters read at the end.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    /// OOM kills in the cgroup.
+    pub oom_kills: u64,
+    /// Forks refused by `pids.max`.
+    pub pids_max_events: u64,
+    /// Peak memory in bytes.
+    pub peak_memory: u64,
+}
+
+const V1_ROOT: &str = "/sys/fs/cgroup";
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+fn is_cgroup2(p: &str) -> bool {
+    nix::sys::statfs::statfs(p)
+        .map(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+fn write(p: &Path, v: &str) -> Result<(), CgroupError> {
+    std::fs::write(p, v).map_err(|e| cg_err(p, e))
+}
+
+fn read_key(p: &Path, key: &str) -> u64 {
+    std::fs::read_to_string(p)
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == key).then(|| v.trim().parse().ok()).flatten()
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn read_u64(p: &Path) -> u64 {
+    std::fs::read_to_string(p)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl Cgroup {
+    /// Create the cgroup for run `id` and set the limits. `Ok(None)` when cgroups are not
+    /// writable and no limit was asked for.
+    pub fn create(
+        id: &str,
+        memory: Option<u64>,
+        pids: Option<u64>,
+    ) -> Result<Option<Cgroup>, CgroupError> {
+        let wanted = memory.is_some() || pids.is_some();
+        let made = if is_cgroup2(V1_ROOT) {
+            Self::create_v2(id)
+        } else {
+            Self::create_v1(id)
+        };
+        let cg = match made {
+            Ok(cg) => cg,
+            Err(_) if !wanted => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = cg.set_limits(memory, pids) {
+            cg.remove();
+            return Err(e);
+        }
+        Ok(Some(cg))
+    }
+
+    fn create_v1(id: &str) -> Result<Cgroup, CgroupError> {
+        let memory = Path::new(V1_ROOT).join("memory/sealrun").join(id);
+        let pids = Path::new(V1_ROOT).join("pids/sealrun").join(id);
+        std::fs::create_dir_all(&memory).map_err(|e| cg_err(&memory, e))?;
+        if let Err(e) = std::fs::create_dir_all(&pids) {
+            let _ = std::fs::remove_dir(&memory);
+            return Err(cg_err(&pids, e));
+        }
+        Ok(Cgroup::V1 { memory, pids })
+    }
+
+    fn create_v2(id: &str) -> Result<Cgroup, CgroupError> {
+        let own = std::fs::read_to_string("/proc/self/cgroup")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("0::").map(|s| s.trim().to_string()))
+            })
+            .unwrap_or_else(|| "/".into());
+        let parent = Path::new(V1_ROOT).join(own.trim_start_matches('/'));
+        let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+memory +pids");
+        let dir = parent.join(format!("sealrun-{id}"));
+        std::fs::create_dir(&dir).map_err(|e| cg_err(&dir, e))?;
+        Ok(Cgroup::V2(dir))
+    }
+
+    fn set_limits(&self, memory: Option<u64>, pids: Option<u64>) -> Result<(), CgroupError> {
+        match self {
+            Cgroup::V1 { memory: m, pids: p } => {
+                if let Some(bytes) = memory {
+                    write(&m.join("memory.limit_in_bytes"), &bytes.to_string())?;
+                    let memsw = m.join("memory.memsw.limit_in_bytes");
+                    if memsw.exists() {
+                        write(&memsw, &bytes.to_string())?;
+                    }
+                }
+                if let Some(n) = pids {
+                    write(&p.join("pids.max"), &n.to_string())?;
+                }
+            }
+            Cgroup::V2(d) => {
+                if let Some(bytes) = memory {
+                    write(&d.join("memory.max"), &bytes.to_string())?;
+                    let _ = std::fs::write(d.join("memory.swap.max"), "0");
+                }
+                if let Some(n) = pids {
+                    write(&d.join("pids.max"), &n.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Move `pid` into the cgroup.
+    pub fn add(&self, pid: libc::pid_t) -> Result<(), CgroupError> {
+        let s = pid.to_string();
+        match self {
+            Cgroup::V1 { memory, pids } => {
+                write(&memory.join("cgroup.procs"), &s)?;
+                write(&pids.join("cgroup.procs"), &s)
+            }
+            Cgroup::V2(d) => write(&d.join("cgroup.procs"), &s),
+        }
+    }
+
+    /// Read the end-of-run counters.
+    pub fn stats(&self) -> Stats {
+        match self {
+            Cgroup::V1 { memory, pids } => Stats {
+                oom_kills: read_key(&memory.join("memory.oom_control"), "oom_kill"),
+                pids_max_events: read_key(&pids.join("pids.events"), "max"),
+                peak_memory: read_u64(&memory.join("memory.max_usage_in_bytes")),
+            },
+            Cgroup::V2(d) => Stats {
+                oom_kills: read_key(&d.join("memory.events"), "oom_kill"),
+                pids_max_events: read_key(&d.join("pids.events"), "max"),
+                peak_memory: read_u64(&d.join("memory.peak")),
+            },
+        }
+    }
+
+    /// SIGKILL every task in the cgroup (belt and braces after the pid-namespace init died).
+    pub fn kill_all(&self) {
+        let procs = match self {
+            Cgroup::V1 { pids, .. } => pids.join("cgroup.procs"),
+            Cgroup::V2(d) => {
+                if std::fs::write(d.join("cgroup.kill"), "1").is_ok() {
+                    return;
+                }
+                d.join("cgroup.procs")
+            }
+        };
+        if let Ok(t) = std::fs::read_to_string(procs) {
+            for pid in t.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: sending a signal to a pid read from our own cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+
+    /// Remove the cgroup directories (retrying briefly while the last tasks are torn down).
+    pub fn remove(&self) {
+        let dirs: Vec<&PathBuf> = match self {
+            Cgroup::V1 { memory, pids } => vec![memory, pids],
+            Cgroup::V2(d) => vec![d],
+        };
+        for d in dirs {
+            for _ in 0..100 {
+                match std::fs::remove_dir(d) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+                }
+            }
+        }
+    }
+}

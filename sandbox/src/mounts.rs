@@ -1,0 +1,377 @@
+//! The filesystem view. Guarantees: the job's root is a fresh tmpfs (read-only once built) reached
+//! by `pivot_root`, with the old root detached, so no host path is reachable except the binds
+//! listed here; system paths come read-only (nosuid, nodev) from the mount profile; `--ro` binds
+//! are read-only, `--rw` binds nosuid+nodev; `/tmp` and `/dev/shm` are size-capped tmpfs; `/dev`
+//! holds only null, zero, full, random, urandom, tty; `/proc` is a fresh procfs of the sandbox's
+//! pid namespace; `/sys` is absent unless the profile asks.
+//!
+//! Bind sources are resolved once at plan time (the launcher's view), then opened with
+//! `openat2(RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS)`, cloned with `open_tree(OPEN_TREE_CLONE)`
+//! and flagged read-only with `mount_setattr` *before* being attached, so a symlink swapped in
+//! after planning is refused and there is no window where a read-only bind is writable.
+//! Host symlinks in the mount profile (e.g. `/lib -> usr/lib`) are recreated as symlinks.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::sys::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+
+/// `MOUNT_ATTR_NOEXEC`.
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+/// Where the new root is assembled (a tmpfs mounted over it in the sandbox's private mount
+/// namespace; the host's directory is untouched).
+pub const NEW_ROOT: &str = "/tmp";
+
+/// Default size of `/tmp` inside.
+pub const DEFAULT_TMP_SIZE: u64 = 256 << 20;
+/// Default size of `/dev/shm` inside.
+pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+
+/// Device nodes bound from the host.
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Errors planning mounts.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// A bind source is missing or unreadable.
+    #[error("bind source {path}: {source}")]
+    Source {
+        /// Host path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A destination is not an absolute, normalized path, or is reserved.
+    #[error(
+        "bad mount destination {0:?}: must be absolute, without '..', and not /, /proc or /dev"
+    )]
+    BadDest(String),
+}
+
+/// A bind source prepared into a detached mount tree.
+#[derive(Debug, Clone)]
+pub struct BindSource {
+    /// Canonical host path.
+    pub host: PathBuf,
+    /// Same, as a C string.
+    pub c_host: CString,
+    /// `MOUNT_ATTR_*` to set on the tree.
+    pub attrs: u64,
+    /// Whether it is a directory.
+    pub is_dir: bool,
+    /// Read-write.
+    pub write: bool,
+}
+
+/// One step of building the new root, all paths absolute under [`NEW_ROOT`].
+#[derive(Debug, Clone)]
+pub enum MountOp {
+    /// `mkdir` (EEXIST is fine).
+    Dir(CString),
+    /// Create an empty file to bind a file onto.
+    File(CString),
+    /// Attach prepared tree `source` (index into [`MountPlan::binds`]) at the path.
+    Bind(usize, CString),
+    /// Mount a tmpfs with the given data (`size=…,mode=…`).
+    Tmpfs(CString, CString),
+    /// Create a symlink `(link target, link path)`.
+    Symlink(CString, CString),
+    /// Mount procfs.
+    Proc(CString),
+}
+
+/// The whole filesystem plan.
+#[derive(Debug, Clone, Default)]
+pub struct MountPlan {
+    /// Bind sources.
+    pub binds: Vec<BindSource>,
+    /// Ordered ops.
+    pub ops: Vec<MountOp>,
+    /// In-sandbox paths and Landlock masks for rules the child adds: `(path, which mask)`.
+    pub landlock_paths: Vec<(CString, LandlockClass)>,
+}
+
+/// Which Landlock mask an in-sandbox path gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LandlockClass {
+    /// Everything.
+    All,
+    /// Read, no exec.
+    ReadNoExec,
+    /// List only.
+    List,
+    /// Read dir (devices are host binds with their own rules).
+    DevDir,
+}
+
+#[derive(Debug, Clone)]
+enum Entry {
+    Bind { src: usize },
+    Tmpfs { size: u64, mode: u32 },
+    Symlink { target: PathBuf },
+    Proc,
+}
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
+}
+
+/// Validate a destination: absolute, no `.`/`..`, not `/`.
+pub fn check_dest(p: &Path) -> Result<PathBuf, MountError> {
+    let bad = || MountError::BadDest(p.display().to_string());
+    if !p.is_absolute() {
+        return Err(bad());
+    }
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(s) => out.push(s),
+            _ => return Err(bad()),
+        }
+    }
+    if out == Path::new("/") || out.starts_with("/proc") || out == Path::new("/dev") {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+/// Builder for [`MountPlan`].
+#[derive(Debug, Default)]
+pub struct Builder {
+    binds: Vec<BindSource>,
+    entries: Vec<(PathBuf, Entry)>,
+    landlock: Vec<(PathBuf, LandlockClass)>,
+}
+
+impl Builder {
+    /// Bind `host` (resolved now) at `dest`.
+    pub fn bind(&mut self, host: &Path, dest: &Path, write: bool) -> Result<(), MountError> {
+        let dest = check_dest(dest)?;
+        let canon = std::fs::canonicalize(host).map_err(|source| MountError::Source {
+            path: host.display().to_string(),
+            source,
+        })?;
+        let meta = std::fs::metadata(&canon).map_err(|source| MountError::Source {
+            path: canon.display().to_string(),
+            source,
+        })?;
+        let attrs = if write {
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+        } else {
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+        };
+        self.push_bind(canon, dest, attrs, meta.is_dir(), write);
+        Ok(())
+    }
+
+    fn push_bind(&mut self, host: PathBuf, dest: PathBuf, attrs: u64, is_dir: bool, write: bool) {
+        // A later bind of the same destination replaces an earlier one.
+        self.entries.retain(|(d, _)| d != &dest);
+        let src = self.binds.len();
+        self.binds.push(BindSource {
+            c_host: cstr(&host),
+            host,
+            attrs,
+            is_dir,
+            write,
+        });
+        self.entries.push((dest, Entry::Bind { src }));
+    }
+
+    /// A system path from the mount profile: read-only bind at the same place, a symlink if the
+    /// host has a symlink there, nothing if it does not exist.
+    pub fn system(&mut self, path: &Path) -> Result<(), MountError> {
+        let dest = check_dest(path)?;
+        match std::fs::symlink_metadata(path) {
+            Err(_) => Ok(()),
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(path).map_err(|source| MountError::Source {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                self.entries.retain(|(d, _)| d != &dest);
+                self.entries.push((dest, Entry::Symlink { target }));
+                Ok(())
+            }
+            Ok(_) => self.bind(path, path, false),
+        }
+    }
+
+    /// Whether `p` is already visible read-only under a bind of the same host path.
+    pub fn covers(&self, p: &Path) -> bool {
+        self.entries.iter().any(|(d, e)| match e {
+            Entry::Bind { src } => p.starts_with(d) && self.binds[*src].host == *d,
+            _ => false,
+        })
+    }
+
+    /// A tmpfs.
+    pub fn tmpfs(&mut self, dest: &Path, size: u64, mode: u32) -> Result<(), MountError> {
+        let dest = check_dest(dest)?;
+        self.entries.retain(|(d, _)| d != &dest);
+        self.entries
+            .push((dest.clone(), Entry::Tmpfs { size, mode }));
+        self.landlock.push((dest, LandlockClass::All));
+        Ok(())
+    }
+
+    /// `/dev` (tmpfs + device binds + symlinks), `/proc`, and a read-only `/sys` if asked.
+    pub fn standard(&mut self, sys: bool) -> Result<(), MountError> {
+        self.entries.push((
+            PathBuf::from("/dev"),
+            Entry::Tmpfs {
+                size: 64 << 10,
+                mode: 0o755,
+            },
+        ));
+        self.landlock
+            .push((PathBuf::from("/dev"), LandlockClass::DevDir));
+        for d in DEVICES {
+            let host = Path::new("/dev").join(d);
+            if std::fs::metadata(&host).is_err() {
+                continue;
+            }
+            self.push_bind(
+                host.clone(),
+                host,
+                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+                false,
+                true,
+            );
+        }
+        for (link, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            self.entries.push((
+                Path::new("/dev").join(link),
+                Entry::Symlink {
+                    target: target.into(),
+                },
+            ));
+        }
+        self.entries.push((PathBuf::from("/proc"), Entry::Proc));
+        self.landlock
+            .push((PathBuf::from("/proc"), LandlockClass::ReadNoExec));
+        if sys {
+            self.push_bind(
+                "/sys".into(),
+                "/sys".into(),
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+                true,
+                false,
+            );
+        }
+        self.landlock
+            .push((PathBuf::from("/"), LandlockClass::List));
+        Ok(())
+    }
+
+    /// Produce the ordered plan: parents before children; for each mount point its missing
+    /// ancestors are created first (inside whatever is already mounted there).
+    pub fn finish(mut self) -> MountPlan {
+        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let root = Path::new(NEW_ROOT);
+        let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+        let mut ops = Vec::new();
+        for (dest, e) in &self.entries {
+            let mut anc = PathBuf::from("/");
+            let comps: Vec<_> = dest.components().skip(1).collect();
+            for c in &comps[..comps.len().saturating_sub(1)] {
+                anc.push(c);
+                ops.push(MountOp::Dir(cstr(&inside(&anc))));
+            }
+            let target = cstr(&inside(dest));
+            match e {
+                Entry::Bind { src } => {
+                    ops.push(if self.binds[*src].is_dir {
+                        MountOp::Dir(target.clone())
+                    } else {
+                        MountOp::File(target.clone())
+                    });
+                    ops.push(MountOp::Bind(*src, target));
+                }
+                Entry::Tmpfs { size, mode } => {
+                    ops.push(MountOp::Dir(target.clone()));
+                    let data =
+                        CString::new(format!("size={size},mode={mode:o}")).unwrap_or_default();
+                    ops.push(MountOp::Tmpfs(target, data));
+                }
+                Entry::Symlink { target: t } => ops.push(MountOp::Symlink(cstr(t), target)),
+                Entry::Proc => {
+                    ops.push(MountOp::Dir(target.clone()));
+                    ops.push(MountOp::Proc(target));
+                }
+            }
+        }
+        // Drop repeated mkdirs of the same path.
+        let mut seen = std::collections::HashSet::new();
+        ops.retain(|op| match op {
+            MountOp::Dir(p) => seen.insert(p.clone()),
+            _ => true,
+        });
+        let landlock_paths = self.landlock.iter().map(|(p, c)| (cstr(p), *c)).collect();
+        MountPlan {
+            binds: self.binds,
+            ops,
+            landlock_paths,
+        }
+    }
+}
+
+/// A human description of a bind source for error messages.
+pub fn describe_op(plan: &MountPlan, index: usize) -> String {
+    match plan.ops.get(index) {
+        Some(MountOp::Dir(p)) | Some(MountOp::File(p)) | Some(MountOp::Proc(p)) => strip(p),
+        Some(MountOp::Bind(s, p)) => format!("{} -> {}", plan.binds[*s].host.display(), strip(p)),
+        Some(MountOp::Tmpfs(p, d)) => format!("tmpfs {} ({})", strip(p), d.to_string_lossy()),
+        Some(MountOp::Symlink(t, p)) => format!("{} -> {}", strip(p), t.to_string_lossy()),
+        None => String::new(),
+    }
+}
+
+fn strip(p: &CString) -> String {
+    let s = p.to_string_lossy();
+    match s.strip_prefix(NEW_ROOT) {
+        Some("") => "/".into(),
+        Some(r) => r.into(),
+        None => s.into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dest_checks() {
+        assert!(check_dest(Path::new("relative")).is_err());
+        assert!(check_dest(Path::new("/a/../b")).is_err());
+        assert!(check_dest(Path::new("/")).is_err());
+        assert!(check_dest(Path::new("/proc/x")).is_err());
+        assert_eq!(
+            check_dest(Path::new("/a//b/")).unwrap(),
+            PathBuf::from("/a/b")
+        );
+    }
+
+    #[test]
+    fn parents_mount_before_children() {
+        let mut b = Builder::default();
+        b.tmpfs(Path::new("/tmp"), 1 << 20, 0o1777).unwrap();
+        b.bind(Path::new("/usr"), Path::new("/tmp/x/usr"), false)
+            .unwrap();
+        b.standard(false).unwrap();
+        let plan = b.finish();
+        let pos = |want: &str| {
+            plan.ops.iter().position(|o| matches!(o, MountOp::Tmpfs(p, _) | MountOp::Bind(_, p) if p.to_str().unwrap() == want)).unwrap()
+        };
+        assert!(pos("/tmp/tmp") < pos("/tmp/tmp/x/usr"));
+        assert!(pos("/tmp/dev") < pos("/tmp/dev/null"));
+    }
+}

@@ -1,0 +1,257 @@
+//! The immutable plan. Guarantees: everything that can fail for a reason other than the kernel
+//! refusing a call — profile lookup and parsing, seccomp compilation, bind resolution, Landlock
+//! ruleset creation, argv/env encoding — happens here, before the first fork. The child then only
+//! walks the plan.
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::{SandboxConfig, Stdio};
+use crate::landlock::{LandlockError, Prepared};
+use crate::mounts::{Builder, MountError, MountPlan};
+use crate::namespaces::IdMode;
+use crate::profile::ProfileError;
+use crate::seccomp::{Compiled, SeccompError};
+
+/// Errors building a plan (all before any process is created).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// No command.
+    #[error("no command given")]
+    NoCommand,
+    /// A string contains a NUL byte.
+    #[error("{what} contains a NUL byte: {value:?}")]
+    Nul {
+        /// argv / env / cwd.
+        what: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// An environment variable name is invalid.
+    #[error("invalid environment variable name {0:?}")]
+    EnvName(String),
+    /// Profile loading.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// Seccomp compilation.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    /// Mount planning.
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    /// Landlock ruleset.
+    #[error(transparent)]
+    Landlock(#[from] LandlockError),
+    /// `--cwd` is not absolute.
+    #[error("working directory {0:?} must be an absolute path")]
+    Cwd(String),
+}
+
+/// The sandbox's fixed `PATH`.
+pub const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
+
+/// A fully prepared sandbox run. Build with [`SandboxPlan::build`], execute with
+/// [`SandboxPlan::run`] (blocking) or [`SandboxPlan::spawn`].
+#[derive(Debug)]
+pub struct SandboxPlan {
+    pub(crate) profile_name: String,
+    pub(crate) profile_sha256: String,
+    pub(crate) seccomp: Compiled,
+    pub(crate) landlock: Prepared,
+    pub(crate) ids: IdMode,
+    pub(crate) mounts: MountPlan,
+    pub(crate) argv: Vec<CString>,
+    pub(crate) envp: Vec<CString>,
+    pub(crate) candidates: Vec<CString>,
+    pub(crate) cwd: CString,
+    pub(crate) nofile: u64,
+    pub(crate) fsize: Option<u64>,
+    pub(crate) memory: Option<u64>,
+    pub(crate) pids: Option<u64>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) stdout: Option<OwnedFd>,
+    pub(crate) stderr: Option<OwnedFd>,
+}
+
+fn cs(what: &'static str, s: &[u8]) -> Result<CString, PlanError> {
+    CString::new(s).map_err(|_| PlanError::Nul {
+        what,
+        value: String::from_utf8_lossy(s).into_owned(),
+    })
+}
+
+impl SandboxPlan {
+    /// Validate and prepare everything.
+    pub fn build(config: SandboxConfig) -> Result<SandboxPlan, PlanError> {
+        if config.argv.is_empty() {
+            return Err(PlanError::NoCommand);
+        }
+        let profile = crate::profile::load(&config.profile)?;
+        let seccomp = crate::seccomp::compile(&profile.seccomp, &profile.seccomp_source)?;
+
+        // Environment: allowlist, then --env.
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), SANDBOX_PATH.into()),
+            ("HOME".into(), "/tmp".into()),
+            ("TMPDIR".into(), "/tmp".into()),
+            ("LANG".into(), "C.UTF-8".into()),
+        ];
+        for (k, v) in &config.env {
+            if k.is_empty() || k.contains('=') {
+                return Err(PlanError::EnvName(k.clone()));
+            }
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        let path_var = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+
+        // Mounts.
+        let mut b = Builder::default();
+        for p in &profile.mounts.ro {
+            b.system(Path::new(p))?;
+        }
+        let argv0 = &config.argv[0];
+        let host_argv0: Option<PathBuf> = if argv0.contains('/') {
+            Some(PathBuf::from(argv0))
+        } else {
+            path_var
+                .split(':')
+                .map(|d| Path::new(d).join(argv0))
+                .find(|p| p.is_file())
+        };
+        if profile.mounts.interpreter_prefix {
+            if let Some(a0) = &host_argv0 {
+                for prefix in crate::profile::interpreter_prefixes(a0) {
+                    if !b.covers(&prefix) {
+                        b.bind(&prefix, &prefix, false)?;
+                    }
+                }
+            }
+        }
+        let tmp_size = config
+            .tmpfs
+            .iter()
+            .find(|t| t.dest == Path::new("/tmp"))
+            .map_or(crate::mounts::DEFAULT_TMP_SIZE, |t| t.size);
+        let shm_size = config
+            .tmpfs
+            .iter()
+            .find(|t| t.dest == Path::new("/dev/shm"))
+            .map_or(crate::mounts::DEFAULT_SHM_SIZE, |t| t.size);
+        b.tmpfs(Path::new("/tmp"), tmp_size, 0o1777)?;
+        b.standard(profile.mounts.sys)?;
+        b.tmpfs(Path::new("/dev/shm"), shm_size, 0o1777)?;
+        for t in &config.tmpfs {
+            if t.dest != Path::new("/tmp") && t.dest != Path::new("/dev/shm") {
+                b.tmpfs(&t.dest, t.size, 0o1777)?;
+            }
+        }
+        for bind in &config.ro_binds {
+            b.bind(&bind.host, &bind.dest, false)?;
+        }
+        for bind in &config.rw_binds {
+            b.bind(&bind.host, &bind.dest, true)?;
+        }
+        let mounts = b.finish();
+
+        // Landlock rules for the host sources.
+        let rules: Vec<crate::landlock::HostRule<'_>> = mounts
+            .binds
+            .iter()
+            .map(|s| crate::landlock::HostRule {
+                path: &s.host,
+                write: s.write,
+            })
+            .collect();
+        let landlock = crate::landlock::prepare(&rules)?;
+
+        // argv, env, exec candidates.
+        let argv = config
+            .argv
+            .iter()
+            .map(|a| cs("argv", a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let envp = env
+            .iter()
+            .map(|(k, v)| cs("env", format!("{k}={v}").as_bytes()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let candidates = if argv0.contains('/') {
+            vec![cs("argv", argv0.as_bytes())?]
+        } else {
+            path_var
+                .split(':')
+                .filter(|d| d.starts_with('/'))
+                .map(|d| cs("argv", Path::new(d).join(argv0).as_os_str().as_bytes()))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let cwd = match &config.cwd {
+            Some(c) if !c.is_absolute() => return Err(PlanError::Cwd(c.display().to_string())),
+            Some(c) => cs("cwd", c.as_os_str().as_bytes())?,
+            None => c"/tmp".to_owned(),
+        };
+        let fd = |s: Stdio| match s {
+            Stdio::Inherit => None,
+            Stdio::Fd(f) => Some(f),
+        };
+        Ok(SandboxPlan {
+            profile_name: profile.name,
+            profile_sha256: profile.sha256,
+            seccomp,
+            landlock,
+            ids: IdMode::detect(),
+            mounts,
+            argv,
+            envp,
+            candidates,
+            cwd,
+            nofile: config.nofile.unwrap_or(crate::limits::DEFAULT_NOFILE),
+            fsize: config.fsize,
+            memory: config.memory,
+            pids: config.pids,
+            timeout: config.timeout,
+            stdout: fd(config.stdout),
+            stderr: fd(config.stderr),
+        })
+    }
+
+    /// Profile name (or path as given).
+    pub fn profile_name(&self) -> &str {
+        &self.profile_name
+    }
+
+    /// Hex SHA-256 of the profile files (seccomp JSON then mount JSON).
+    pub fn profile_sha256(&self) -> &str {
+        &self.profile_sha256
+    }
+
+    /// Hex SHA-256 of the compiled BPF (main filter then guard filter).
+    pub fn bpf_sha256(&self) -> &str {
+        &self.seccomp.sha256
+    }
+
+    /// The kernel's Landlock ABI (0 = not available; the run then proceeds without it).
+    pub fn landlock_abi(&self) -> u32 {
+        self.landlock.abi
+    }
+
+    /// The host uid the job will run as.
+    pub fn job_host_uid(&self) -> u32 {
+        self.ids.job_host_uid()
+    }
+
+    /// Host paths bound into the sandbox: `(host path, read-write)`.
+    pub fn bind_sources(&self) -> Vec<(PathBuf, bool)> {
+        self.mounts
+            .binds
+            .iter()
+            .map(|b| (b.host.clone(), b.write))
+            .collect()
+    }
+}

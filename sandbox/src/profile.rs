@@ -1,0 +1,385 @@
+//! Profile loading. Guarantees: a profile that cannot be found, read or parsed is an error (never
+//! an allow-all); the bytes that were parsed are the bytes that are hashed for the record.
+//!
+//! A profile is a pair: a seccomp profile in the OCI/Docker JSON format
+//! (`seccomp/NAME.json`) and a mount profile (`mounts/NAME.json`, falling back to
+//! `mounts/default.json`). Names are looked up in `$SEALRUN_PROFILES`, then in
+//! `<binary dir>/../share/sealrun/profiles`, then in the copy embedded in the binary.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::ProfileRef;
+
+/// Errors loading profiles.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// No such built-in profile.
+    #[error("unknown profile {0:?} (built-in: default, minimal, python; or give a path to a .json file)")]
+    UnknownName(String),
+    /// The file could not be read.
+    #[error("cannot read profile {path}: {source}")]
+    Read {
+        /// Profile file.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The JSON did not parse.
+    #[error("invalid profile {path}: {source}")]
+    Parse {
+        /// Profile file.
+        path: String,
+        /// Cause.
+        source: serde_json::Error,
+    },
+}
+
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// One `args[]` entry of an OCI seccomp rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciArg {
+    /// Argument index 0..=5.
+    pub index: u8,
+    /// Compared value (the mask for `SCMP_CMP_MASKED_EQ`).
+    pub value: u64,
+    /// Second value (the expected masked value for `SCMP_CMP_MASKED_EQ`).
+    #[serde(default, deserialize_with = "null_default")]
+    pub value_two: u64,
+    /// `SCMP_CMP_EQ`, `NE`, `LT`, `LE`, `GT`, `GE`, `MASKED_EQ`.
+    pub op: String,
+}
+
+/// `includes` / `excludes` of an OCI rule.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciFilter {
+    /// Capabilities (the sandboxed job holds none).
+    #[serde(default, deserialize_with = "null_default")]
+    pub caps: Vec<String>,
+    /// Architectures (`amd64`, `x86_64`, …).
+    #[serde(default, deserialize_with = "null_default")]
+    pub arches: Vec<String>,
+    /// Minimum kernel `MAJOR.MINOR`.
+    #[serde(default, deserialize_with = "null_default")]
+    pub min_kernel: Option<String>,
+}
+
+/// One `syscalls[]` rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciSyscall {
+    /// System call names.
+    #[serde(default, deserialize_with = "null_default")]
+    pub names: Vec<String>,
+    /// Old single-name form.
+    #[serde(default, deserialize_with = "null_default")]
+    pub name: Option<String>,
+    /// `SCMP_ACT_*`.
+    pub action: String,
+    /// errno for `SCMP_ACT_ERRNO` (data for `SCMP_ACT_TRACE`).
+    #[serde(default, deserialize_with = "null_default")]
+    pub errno_ret: Option<u32>,
+    /// Conditions, all of which must hold.
+    #[serde(default, deserialize_with = "null_default")]
+    pub args: Option<Vec<OciArg>>,
+    /// Rule applies only if these hold.
+    #[serde(default, deserialize_with = "null_default")]
+    pub includes: OciFilter,
+    /// Rule is skipped if any of these hold.
+    #[serde(default, deserialize_with = "null_default")]
+    pub excludes: OciFilter,
+    /// Free text.
+    #[serde(default, deserialize_with = "null_default")]
+    pub comment: Option<String>,
+}
+
+/// `archMap[]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciArch {
+    /// e.g. `SCMP_ARCH_X86_64`.
+    pub architecture: String,
+    /// e.g. `SCMP_ARCH_X86`, `SCMP_ARCH_X32`.
+    #[serde(default, deserialize_with = "null_default")]
+    pub sub_architectures: Vec<String>,
+}
+
+/// An OCI/Docker seccomp profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciSeccomp {
+    /// Action for calls no rule matches.
+    pub default_action: String,
+    /// errno for an `SCMP_ACT_ERRNO` default (and for rules without `errnoRet`).
+    #[serde(default, deserialize_with = "null_default")]
+    pub default_errno_ret: Option<u32>,
+    /// Architectures (Docker form).
+    #[serde(default, deserialize_with = "null_default")]
+    pub arch_map: Vec<OciArch>,
+    /// Architectures (OCI runtime-spec form).
+    #[serde(default, deserialize_with = "null_default")]
+    pub architectures: Vec<String>,
+    /// Rules.
+    #[serde(default, deserialize_with = "null_default")]
+    pub syscalls: Vec<OciSyscall>,
+}
+
+impl OciSeccomp {
+    /// Whether the profile declares any architecture besides x86_64 — then names unknown on
+    /// x86_64 are taken to belong to that other architecture and skipped (see [`crate::seccomp`]).
+    pub fn is_multi_arch(&self) -> bool {
+        let native = |a: &str| a == "SCMP_ARCH_X86_64";
+        self.architectures.iter().any(|a| !native(a))
+            || self
+                .arch_map
+                .iter()
+                .any(|m| !native(&m.architecture) || !m.sub_architectures.is_empty())
+    }
+}
+
+/// A mount profile: which host system paths the job sees read-only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountProfile {
+    /// Free text.
+    #[serde(default, deserialize_with = "null_default")]
+    pub comment: Option<String>,
+    /// Host paths bound read-only at the same place. Missing paths are skipped; host symlinks
+    /// (e.g. `/lib -> usr/lib`) are recreated as symlinks.
+    #[serde(default, deserialize_with = "null_default")]
+    pub ro: Vec<String>,
+    /// Also bind read-only the prefix of the interpreter named by `argv[0]` (and, for a
+    /// virtualenv, its base interpreter's prefix from `pyvenv.cfg`).
+    #[serde(default, deserialize_with = "null_default")]
+    pub interpreter_prefix: bool,
+    /// Mount a read-only `/sys` (off by default).
+    #[serde(default, deserialize_with = "null_default")]
+    pub sys: bool,
+}
+
+/// A loaded profile pair.
+#[derive(Debug, Clone)]
+pub struct LoadedProfile {
+    /// Name, or the path as given.
+    pub name: String,
+    /// Where the seccomp JSON came from (`embedded:seccomp/NAME.json` or a path).
+    pub seccomp_source: String,
+    /// Parsed seccomp profile.
+    pub seccomp: OciSeccomp,
+    /// Hex SHA-256 of the seccomp JSON bytes followed by the mount JSON bytes.
+    pub sha256: String,
+    /// Parsed mount profile.
+    pub mounts: MountProfile,
+}
+
+const EMBEDDED: &[(&str, &str)] = &[
+    (
+        "seccomp/default.json",
+        include_str!("../../sandbox-profiles/seccomp/default.json"),
+    ),
+    (
+        "seccomp/minimal.json",
+        include_str!("../../sandbox-profiles/seccomp/minimal.json"),
+    ),
+    (
+        "seccomp/python.json",
+        include_str!("../../sandbox-profiles/seccomp/python.json"),
+    ),
+    (
+        "mounts/default.json",
+        include_str!("../../sandbox-profiles/mounts/default.json"),
+    ),
+    (
+        "mounts/minimal.json",
+        include_str!("../../sandbox-profiles/mounts/minimal.json"),
+    ),
+    (
+        "mounts/python.json",
+        include_str!("../../sandbox-profiles/mounts/python.json"),
+    ),
+];
+
+fn profile_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os("SEALRUN_PROFILES") {
+        dirs.push(PathBuf::from(d));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(bin) = exe.parent() {
+            dirs.push(bin.join("../share/sealrun/profiles"));
+        }
+    }
+    dirs
+}
+
+/// Find `rel` (e.g. `seccomp/python.json`): returns (source label, bytes).
+fn find(rel: &str) -> Result<Option<(String, Vec<u8>)>, ProfileError> {
+    for dir in profile_dirs() {
+        let p = dir.join(rel);
+        if p.is_file() {
+            let bytes = std::fs::read(&p).map_err(|source| ProfileError::Read {
+                path: p.display().to_string(),
+                source,
+            })?;
+            return Ok(Some((p.display().to_string(), bytes)));
+        }
+    }
+    Ok(EMBEDDED
+        .iter()
+        .find(|(n, _)| *n == rel)
+        .map(|(n, text)| (format!("embedded:{n}"), text.as_bytes().to_vec())))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Load a profile pair.
+pub fn load(profile: &ProfileRef) -> Result<LoadedProfile, ProfileError> {
+    let (name, (src, sbytes), mount_name) = match profile {
+        ProfileRef::Name(n) => {
+            if !valid_name(n) {
+                return Err(ProfileError::UnknownName(n.clone()));
+            }
+            let found = find(&format!("seccomp/{n}.json"))?
+                .ok_or_else(|| ProfileError::UnknownName(n.clone()))?;
+            (n.clone(), found, n.clone())
+        }
+        ProfileRef::Path(p) => {
+            let bytes = std::fs::read(p).map_err(|source| ProfileError::Read {
+                path: p.display().to_string(),
+                source,
+            })?;
+            (
+                p.display().to_string(),
+                (p.display().to_string(), bytes),
+                "default".to_string(),
+            )
+        }
+    };
+    let (msrc, mbytes) = match find(&format!("mounts/{mount_name}.json"))? {
+        Some(f) => f,
+        None => find("mounts/default.json")?
+            .ok_or_else(|| ProfileError::UnknownName("mounts/default".into()))?,
+    };
+    let seccomp: OciSeccomp =
+        serde_json::from_slice(&sbytes).map_err(|source| ProfileError::Parse {
+            path: src.clone(),
+            source,
+        })?;
+    let mounts: MountProfile = serde_json::from_slice(&mbytes)
+        .map_err(|source| ProfileError::Parse { path: msrc, source })?;
+    let mut h = Sha256::new();
+    h.update(&sbytes);
+    h.update(&mbytes);
+    Ok(LoadedProfile {
+        name,
+        seccomp_source: src,
+        seccomp,
+        sha256: hex::encode(h.finalize()),
+        mounts,
+    })
+}
+
+/// The running kernel's `(major, minor)`.
+pub fn kernel_version() -> (u32, u32) {
+    let rel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parse_kernel(&rel).unwrap_or((0, 0))
+}
+
+/// Parse `"6.18.0-foo"` → `(6, 18)`.
+pub fn parse_kernel(s: &str) -> Option<(u32, u32)> {
+    let mut it = s.split(|c: char| !c.is_ascii_digit());
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Interpreter prefixes for `argv0` (a host path with a `/`): the directory above `bin/` of the
+/// path as given (a virtualenv) and of its canonical target, plus `home`'s parent from a
+/// `pyvenv.cfg`. Paths are returned canonicalized, deduplicated.
+pub fn interpreter_prefixes(argv0: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    let mut push = |p: PathBuf| {
+        if let Ok(c) = std::fs::canonicalize(&p) {
+            if c != Path::new("/") && !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    };
+    let given_prefix = argv0
+        .parent()
+        .and_then(|b| b.parent())
+        .map(Path::to_path_buf);
+    if let Some(p) = &given_prefix {
+        let cfg = p.join("pyvenv.cfg");
+        if cfg.is_file() {
+            push(p.clone());
+            if let Ok(text) = std::fs::read_to_string(&cfg) {
+                for line in text.lines() {
+                    if let Some((k, v)) = line.split_once('=') {
+                        if k.trim() == "home" {
+                            if let Some(base) = Path::new(v.trim()).parent() {
+                                push(base.to_path_buf());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Ok(real) = std::fs::canonicalize(argv0) {
+        if let Some(p) = real.parent().and_then(|b| b.parent()) {
+            push(p.to_path_buf());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_profiles_load() {
+        for n in ["default", "minimal", "python"] {
+            let p = load(&ProfileRef::Name(n.into())).unwrap();
+            assert_eq!(p.sha256.len(), 64);
+            assert!(!p.seccomp.is_multi_arch(), "{n}");
+        }
+    }
+
+    #[test]
+    fn unknown_name_is_an_error() {
+        assert!(matches!(
+            load(&ProfileRef::Name("nope".into())),
+            Err(ProfileError::UnknownName(_))
+        ));
+        assert!(matches!(
+            load(&ProfileRef::Name("../x".into())),
+            Err(ProfileError::UnknownName(_))
+        ));
+    }
+
+    #[test]
+    fn kernel_parse() {
+        assert_eq!(parse_kernel("6.18.0-rc1"), Some((6, 18)));
+        assert_eq!(parse_kernel("5.4"), Some((5, 4)));
+    }
+}

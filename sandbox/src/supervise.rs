@@ -1,0 +1,436 @@
+//! The supervisor (parent side). Guarantees: the sandbox is created with one `clone` carrying all
+//! namespace flags; the uid/gid maps and the cgroup are in place before the child is released;
+//! a setup failure is reported with the step, the object and the errno, and nothing of the command
+//! runs; the wall-clock timeout kills the pid-namespace init, which takes the whole tree with it;
+//! the sandbox dies with the thread that created it (`PR_SET_PDEATHSIG`); cgroups are removed.
+//!
+//! [`SandboxPlan::run`] blocks the calling thread. [`SandboxPlan::spawn`] runs the same code on a
+//! dedicated thread (which is the sandbox's parent for `PR_SET_PDEATHSIG`) and returns a handle
+//! once the command has been exec'd.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use crate::child::{ChildFds, ExecArrays, Fail, Step};
+use crate::limits::Cgroup;
+use crate::outcome::{EndReason, LandlockReport, Outcome};
+use crate::plan::SandboxPlan;
+use crate::sys::LinuxSys;
+
+/// Errors running the sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The sandbox could not be built; nothing of the command ran.
+    #[error("sandbox setup failed at {step}: {detail}")]
+    Setup {
+        /// The step (e.g. `pivot_root`, `cgroup`).
+        step: String,
+        /// What failed and why, e.g. `/tmp: Operation not permitted`.
+        detail: String,
+    },
+    /// Supervising the running sandbox failed.
+    #[error("sandbox supervision failed: {0}")]
+    Supervise(String),
+}
+
+fn setup(step: &str, detail: impl std::fmt::Display) -> SandboxError {
+    SandboxError::Setup {
+        step: step.into(),
+        detail: detail.to_string(),
+    }
+}
+
+fn strerror(e: i32) -> String {
+    std::io::Error::from_raw_os_error(e).to_string()
+}
+
+/// A running sandbox.
+#[derive(Debug)]
+pub struct SandboxHandle {
+    pid: libc::pid_t,
+    thread: std::thread::JoinHandle<Result<Outcome, SandboxError>>,
+}
+
+impl SandboxHandle {
+    /// Host pid of the sandbox init (pid 1 inside).
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// Send `sig` to the sandbox: SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2 are forwarded to the
+    /// command by the init; SIGKILL ends the whole sandbox at once.
+    pub fn kill(&self, sig: i32) -> std::io::Result<()> {
+        // SAFETY: sending a signal to our own child (not yet reaped while the thread runs).
+        if unsafe { libc::kill(self.pid, sig) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Wait for the end.
+    pub fn wait(self) -> Result<Outcome, SandboxError> {
+        self.thread
+            .join()
+            .map_err(|_| SandboxError::Supervise("supervisor thread panicked".into()))?
+    }
+}
+
+impl SandboxPlan {
+    /// Run to completion on the calling thread (which must stay alive until this returns; it is
+    /// the sandbox's parent). Blocking; in async code call it from `spawn_blocking` or use
+    /// [`SandboxPlan::spawn`].
+    pub fn run(self) -> Result<Outcome, SandboxError> {
+        supervise(self, None)
+    }
+
+    /// Start the sandbox on a dedicated supervisor thread; returns once the command has been
+    /// exec'd (or the setup failed).
+    pub fn spawn(self) -> Result<SandboxHandle, SandboxError> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sealrun-sandbox".into())
+            .spawn(move || supervise(self, Some(tx)))
+            .map_err(|e| setup("supervisor thread", e))?;
+        match rx.recv() {
+            Ok(pid) => Ok(SandboxHandle { pid, thread }),
+            Err(_) => Err(thread
+                .join()
+                .map_err(|_| SandboxError::Supervise("supervisor thread panicked".into()))?
+                .err()
+                .unwrap_or_else(|| {
+                    SandboxError::Supervise("sandbox ended before starting".into())
+                })),
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| setup("pipe", e))
+}
+
+static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn read_exact_or_eof(fd: RawFd, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into the unfilled tail of a live buffer.
+        let r = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        if r <= 0 {
+            break;
+        }
+        got += r as usize;
+    }
+    got
+}
+
+fn describe_fail(plan: &SandboxPlan, f: &Fail) -> SandboxError {
+    let i = f.index as usize;
+    let what = match f.step {
+        Step::OpenBindSource | Step::CloneBindSource | Step::SetBindFlags => plan
+            .mounts
+            .binds
+            .get(i)
+            .map(|b| b.host.display().to_string())
+            .unwrap_or_default(),
+        Step::Mkdir
+        | Step::CreateFile
+        | Step::BindMount
+        | Step::MountTmpfs
+        | Step::Symlink
+        | Step::MountProc => crate::mounts::describe_op(&plan.mounts, i),
+        Step::NewRoot | Step::Chdir | Step::PivotRoot => crate::mounts::NEW_ROOT.to_string(),
+        Step::Cwd => plan.cwd.to_string_lossy().into_owned(),
+        Step::LandlockRule => plan
+            .mounts
+            .landlock_paths
+            .get(i)
+            .map(|(p, _)| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        Step::Exec => crate::child::describe_candidates(&plan.candidates),
+        _ => String::new(),
+    };
+    let detail = if what.is_empty() {
+        strerror(f.errno)
+    } else {
+        format!("{what}: {}", strerror(f.errno))
+    };
+    setup(f.step.name(), detail)
+}
+
+fn supervise(
+    mut plan: SandboxPlan,
+    started: Option<mpsc::Sender<libc::pid_t>>,
+) -> Result<Outcome, SandboxError> {
+    let start = Instant::now();
+    let id = format!(
+        "{}-{}",
+        std::process::id(),
+        RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let cgroup = Cgroup::create(&id, plan.memory, plan.pids).map_err(|e| setup("cgroup", e))?;
+    let result = supervise_in(&mut plan, started, cgroup.as_ref(), start);
+    if let Some(cg) = &cgroup {
+        cg.kill_all();
+        cg.remove();
+    }
+    result
+}
+
+fn supervise_in(
+    plan: &mut SandboxPlan,
+    started: Option<mpsc::Sender<libc::pid_t>>,
+    cgroup: Option<&Cgroup>,
+    start: Instant,
+) -> Result<Outcome, SandboxError> {
+    let (sync_r, sync_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    let (sock_parent, sock_child) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| setup("socketpair", e))?;
+
+    // Root mode: clone the bind sources here, in the host mount namespace, as host root.
+    let mut trees = vec![-1i32; plan.mounts.binds.len()];
+    let mut owned_trees: Vec<OwnedFd> = Vec::new();
+    if plan.ids.parent_prepares_binds() {
+        let r = crate::child::prepare_binds(&LinuxSys, plan, &mut trees);
+        for &t in trees.iter().filter(|t| **t >= 0) {
+            // SAFETY: these descriptors were just created by open_tree and are owned here.
+            owned_trees.push(unsafe { OwnedFd::from_raw_fd(t) });
+        }
+        r.map_err(|f| describe_fail(plan, &f))?;
+    }
+
+    // execve arrays (pointers into the plan's CStrings, which outlive the child's use).
+    let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|c| c.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let exec = ExecArrays {
+        argv: &argv,
+        envp: &envp,
+    };
+    let fds = ChildFds {
+        sync_r: sync_r.as_raw_fd(),
+        err_w: err_w.as_raw_fd(),
+        status_w: status_w.as_raw_fd(),
+        sock: sock_child.as_raw_fd(),
+        ruleset: plan.landlock.fd.as_ref().map_or(-1, |f| f.as_raw_fd()),
+        stdout: plan.stdout.as_ref().map_or(-1, |f| f.as_raw_fd()),
+        stderr: plan.stderr.as_ref().map_or(-1, |f| f.as_raw_fd()),
+    };
+    // The child's ends must survive into the child (no exec happens before they are used), and
+    // the status pipe must survive the init's own lifetime: clear CLOEXEC where exec matters.
+    // (err_w stays CLOEXEC: its closing at the job's execve is the success signal.)
+
+    // SAFETY: raw clone without CLONE_VM behaves like fork with new namespaces. The child runs
+    // only `init_main`, which uses async-signal-safe raw syscalls on pre-built data and never
+    // returns.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (crate::namespaces::CLONE_FLAGS | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(setup(
+            "clone",
+            strerror(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
+        ));
+    }
+    if pid == 0 {
+        crate::child::init_main(&LinuxSys, plan, &fds, &mut trees, &exec);
+    }
+    let pid = pid as libc::pid_t;
+    drop((sync_r, err_w, status_w, sock_child));
+    drop(owned_trees);
+    drop(plan.landlock.fd.take());
+
+    let kill_and_reap = || {
+        // SAFETY: our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    };
+
+    // Maps and cgroup, then release the child.
+    if let Err(e) = plan.ids.write_maps(pid) {
+        kill_and_reap();
+        return Err(setup("uid_map", e));
+    }
+    if let Some(cg) = cgroup {
+        if let Err(e) = cg.add(pid) {
+            kill_and_reap();
+            return Err(setup("cgroup", e));
+        }
+    }
+    // SAFETY: one byte from a live buffer to our pipe.
+    unsafe { libc::write(sync_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+    drop(sync_w);
+
+    // The notification supervisor.
+    let errnos = plan.seccomp.observed.clone();
+    let notifier = std::thread::Builder::new()
+        .name("sealrun-notify".into())
+        .spawn(
+            move || match crate::notify::recv_fd(sock_parent.as_raw_fd()) {
+                Ok(Some(listener)) => crate::notify::serve(listener, &errnos),
+                _ => crate::notify::Observed::default(),
+            },
+        )
+        .map_err(|e| {
+            kill_and_reap();
+            setup("notify thread", e)
+        })?;
+
+    // Setup result: a 12-byte failure record, or EOF when the command was exec'd.
+    let mut rec = [0u8; 12];
+    let n = read_exact_or_eof(err_r.as_raw_fd(), &mut rec);
+    if n == rec.len() {
+        kill_and_reap();
+        let _ = notifier.join();
+        let f =
+            Fail::decode(&rec).ok_or_else(|| setup("unknown step", "corrupt failure record"))?;
+        return Err(describe_fail(plan, &f));
+    }
+    // The command runs; its stdio copies in the supervisor are no longer needed.
+    drop(plan.stdout.take());
+    drop(plan.stderr.take());
+    if let Some(tx) = started {
+        let _ = tx.send(pid);
+    }
+
+    // Wait, with the timeout.
+    let mut timed_out = false;
+    if let Some(t) = plan.timeout {
+        // SAFETY: pidfd_open on our own unreaped child.
+        let pfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
+        if pfd >= 0 {
+            // SAFETY: the kernel just gave us this descriptor.
+            let pfd = unsafe { OwnedFd::from_raw_fd(pfd as RawFd) };
+            let deadline = start + t;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let mut p = libc::pollfd {
+                    fd: pfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = left.as_millis().min(i32::MAX as u128) as i32;
+                // SAFETY: one live pollfd.
+                let r = unsafe { libc::poll(&mut p, 1, ms) };
+                if r > 0 {
+                    break;
+                }
+                if r == 0 || left.is_zero() {
+                    timed_out = true;
+                    // SAFETY: our own child; killing the pid-namespace init kills the namespace.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    if let Some(cg) = cgroup {
+                        cg.kill_all();
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: wait4 on our own child into live out-parameters.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return Err(SandboxError::Supervise(format!(
+                "wait4: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    let wall = start.elapsed();
+    let mut sb = [0u8; 4];
+    let job_status = if read_exact_or_eof(status_r.as_raw_fd(), &mut sb) == 4 {
+        i32::from_ne_bytes(sb)
+    } else {
+        status
+    };
+    let stats = cgroup.map(|c| c.stats()).unwrap_or_default();
+    let observed = notifier.join().unwrap_or_default();
+
+    let as_status = |st: i32| {
+        if libc::WIFSIGNALED(st) {
+            128 + libc::WTERMSIG(st)
+        } else {
+            libc::WEXITSTATUS(st)
+        }
+    };
+    let end = if timed_out {
+        EndReason::Timeout
+    } else if stats.oom_kills > 0
+        && libc::WIFSIGNALED(job_status)
+        && libc::WTERMSIG(job_status) == libc::SIGKILL
+    {
+        EndReason::OomKilled
+    } else if stats.pids_max_events > 0 && as_status(job_status) != 0 {
+        EndReason::PidsLimit {
+            status: as_status(job_status),
+        }
+    } else if libc::WIFSIGNALED(job_status) {
+        EndReason::Signaled {
+            signal: libc::WTERMSIG(job_status),
+        }
+    } else {
+        EndReason::Exited {
+            code: libc::WEXITSTATUS(job_status),
+        }
+    };
+    let ms = |tv: libc::timeval| (tv.tv_sec as u64) * 1000 + (tv.tv_usec as u64) / 1000;
+    Ok(Outcome {
+        end,
+        wall_ms: wall.as_millis() as u64,
+        cpu_user_ms: ms(ru.ru_utime),
+        cpu_sys_ms: ms(ru.ru_stime),
+        peak_memory_bytes: if stats.peak_memory > 0 {
+            stats.peak_memory
+        } else {
+            (ru.ru_maxrss as u64) * 1024
+        },
+        denied_syscalls: observed.denied,
+        egress_attempts: observed.egress,
+        landlock: LandlockReport {
+            abi: plan.landlock.abi,
+            status: if plan.landlock.abi > 0 {
+                "enforced".into()
+            } else {
+                "unsupported".into()
+            },
+        },
+        profile: plan.profile_name.clone(),
+        profile_sha256: plan.profile_sha256.clone(),
+        bpf_sha256: plan.seccomp.sha256.clone(),
+    })
+}
+
+/// Unused helper kept for symmetry with the child side.
+#[allow(dead_code)]
+fn c(s: &str) -> CString {
+    CString::new(s).unwrap_or_default()
+}

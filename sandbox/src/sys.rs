@@ -1,0 +1,425 @@
+//! The system-call layer used between fork and exec. Guarantees: every method is one (or a few)
+//! raw system calls on pre-built data — no allocation, no locks, no logging — so it is safe to
+//! call in a child forked from a multi-threaded parent. Errors are plain errno values.
+//!
+//! The setup sequence in [`crate::child`] is generic over [`Sys`], so a recording double can
+//! assert the order of operations in unit tests.
+
+use std::ffi::CStr;
+
+/// Result of a raw call: the errno on failure.
+pub type SysResult<T> = Result<T, i32>;
+
+/// The operations the in-sandbox setup performs, in the vocabulary of the kernel.
+#[allow(missing_docs)]
+pub trait Sys {
+    fn prctl(&self, option: libc::c_int, arg2: libc::c_ulong) -> SysResult<()>;
+    fn read_byte(&self, fd: i32) -> SysResult<Option<u8>>;
+    fn write_all(&self, fd: i32, buf: &[u8]) -> SysResult<()>;
+    fn close(&self, fd: i32) -> SysResult<()>;
+    fn setresuid(&self, uid: u32) -> SysResult<()>;
+    fn setresgid(&self, gid: u32) -> SysResult<()>;
+    fn setgroups_empty(&self) -> SysResult<()>;
+    fn mount(
+        &self,
+        src: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: libc::c_ulong,
+        data: Option<&CStr>,
+    ) -> SysResult<()>;
+    fn umount2(&self, target: &CStr, flags: libc::c_int) -> SysResult<()>;
+    fn mkdir(&self, path: &CStr, mode: libc::mode_t) -> SysResult<()>;
+    fn create_file(&self, path: &CStr) -> SysResult<()>;
+    fn symlink(&self, target: &CStr, link: &CStr) -> SysResult<()>;
+    fn chdir(&self, path: &CStr) -> SysResult<()>;
+    fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> SysResult<()>;
+    /// `openat2(path, O_PATH|O_CLOEXEC, RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS)`.
+    fn open_nofollow(&self, path: &CStr) -> SysResult<i32>;
+    /// `open_tree(fd, "", OPEN_TREE_CLONE|AT_RECURSIVE|AT_EMPTY_PATH|OPEN_TREE_CLOEXEC)`.
+    fn open_tree_clone(&self, fd: i32) -> SysResult<i32>;
+    /// `mount_setattr(fd, "", AT_EMPTY_PATH|AT_RECURSIVE, attr_set)`.
+    fn mount_setattr(&self, fd: i32, attr_set: u64) -> SysResult<()>;
+    /// `move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`.
+    fn move_mount(&self, fd: i32, target: &CStr) -> SysResult<()>;
+    fn sethostname(&self, name: &[u8]) -> SysResult<()>;
+    fn loopback_up(&self) -> SysResult<()>;
+    fn fork(&self) -> SysResult<libc::pid_t>;
+    fn setsid(&self) -> SysResult<()>;
+    fn setrlimit(&self, resource: libc::__rlimit_resource_t, value: u64) -> SysResult<()>;
+    fn dup2(&self, from: i32, to: i32) -> SysResult<()>;
+    fn open_rw(&self, path: &CStr) -> SysResult<i32>;
+    fn close_range(&self, first: u32, last: u32) -> SysResult<()>;
+    fn reset_signals(&self) -> SysResult<()>;
+    fn drop_bounding_and_ambient(&self) -> SysResult<()>;
+    fn capset_zero(&self) -> SysResult<()>;
+    fn landlock_add_path(&self, ruleset: i32, path: &CStr, access: u64) -> SysResult<()>;
+    fn landlock_restrict(&self, ruleset: i32) -> SysResult<()>;
+    fn seccomp(&self, prog: &[seccompiler::sock_filter], listener: bool) -> SysResult<i32>;
+    fn send_fd(&self, sock: i32, fd: i32) -> SysResult<()>;
+    /// Returns only on failure.
+    fn execve(
+        &self,
+        path: &CStr,
+        argv: &[*const libc::c_char],
+        envp: &[*const libc::c_char],
+    ) -> i32;
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn check(r: libc::c_long) -> SysResult<libc::c_long> {
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r)
+    }
+}
+
+fn opt(p: Option<&CStr>) -> *const libc::c_char {
+    p.map_or(std::ptr::null(), CStr::as_ptr)
+}
+
+/// `struct open_how` for `openat2`.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// `struct mount_attr` for `mount_setattr`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `MOUNT_ATTR_RDONLY`.
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+/// `MOUNT_ATTR_NOSUID`.
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+/// `MOUNT_ATTR_NODEV`.
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// The real kernel.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinuxSys;
+
+impl Sys for LinuxSys {
+    fn prctl(&self, option: libc::c_int, arg2: libc::c_ulong) -> SysResult<()> {
+        // SAFETY: prctl with integer arguments only.
+        check(unsafe {
+            libc::prctl(
+                option,
+                arg2,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        } as libc::c_long)
+        .map(drop)
+    }
+
+    fn read_byte(&self, fd: i32) -> SysResult<Option<u8>> {
+        let mut b = 0u8;
+        loop {
+            // SAFETY: reads at most one byte into a live stack byte.
+            let r = unsafe { libc::read(fd, (&mut b as *mut u8).cast(), 1) };
+            match r {
+                1 => return Ok(Some(b)),
+                0 => return Ok(None),
+                _ if errno() == libc::EINTR => continue,
+                _ => return Err(errno()),
+            }
+        }
+    }
+
+    fn write_all(&self, fd: i32, mut buf: &[u8]) -> SysResult<()> {
+        while !buf.is_empty() {
+            // SAFETY: writes from a live slice of the given length.
+            let r = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+            if r < 0 {
+                if errno() == libc::EINTR {
+                    continue;
+                }
+                return Err(errno());
+            }
+            buf = &buf[r as usize..];
+        }
+        Ok(())
+    }
+
+    fn close(&self, fd: i32) -> SysResult<()> {
+        // SAFETY: closing a descriptor number; the caller owns it.
+        check(unsafe { libc::close(fd) } as libc::c_long).map(drop)
+    }
+
+    fn setresuid(&self, uid: u32) -> SysResult<()> {
+        // SAFETY: raw syscall with integer arguments (the glibc wrapper would broadcast to
+        // threads via signals, which is unnecessary in a single-threaded child).
+        check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) }).map(drop)
+    }
+
+    fn setresgid(&self, gid: u32) -> SysResult<()> {
+        // SAFETY: raw syscall with integer arguments.
+        check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) }).map(drop)
+    }
+
+    fn setgroups_empty(&self) -> SysResult<()> {
+        // SAFETY: an empty list: size 0 and a null pointer.
+        check(unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) })
+            .map(drop)
+    }
+
+    fn mount(
+        &self,
+        src: Option<&CStr>,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: libc::c_ulong,
+        data: Option<&CStr>,
+    ) -> SysResult<()> {
+        // SAFETY: all pointers are NUL-terminated strings that outlive the call, or null.
+        check(unsafe {
+            libc::mount(
+                opt(src),
+                target.as_ptr(),
+                opt(fstype),
+                flags,
+                opt(data).cast(),
+            )
+        } as libc::c_long)
+        .map(drop)
+    }
+
+    fn umount2(&self, target: &CStr, flags: libc::c_int) -> SysResult<()> {
+        // SAFETY: target is a NUL-terminated string.
+        check(unsafe { libc::umount2(target.as_ptr(), flags) } as libc::c_long).map(drop)
+    }
+
+    fn mkdir(&self, path: &CStr, mode: libc::mode_t) -> SysResult<()> {
+        // SAFETY: path is a NUL-terminated string.
+        match check(unsafe { libc::mkdir(path.as_ptr(), mode) } as libc::c_long) {
+            Err(libc::EEXIST) | Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create_file(&self, path: &CStr) -> SysResult<()> {
+        // SAFETY: path is a NUL-terminated string; the new fd is closed right away.
+        let fd = check(unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            )
+        } as libc::c_long)?;
+        self.close(fd as i32)
+    }
+
+    fn symlink(&self, target: &CStr, link: &CStr) -> SysResult<()> {
+        // SAFETY: both are NUL-terminated strings.
+        check(unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) } as libc::c_long).map(drop)
+    }
+
+    fn chdir(&self, path: &CStr) -> SysResult<()> {
+        // SAFETY: path is a NUL-terminated string.
+        check(unsafe { libc::chdir(path.as_ptr()) } as libc::c_long).map(drop)
+    }
+
+    fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> SysResult<()> {
+        // SAFETY: both are NUL-terminated strings.
+        check(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) })
+            .map(drop)
+    }
+
+    fn open_nofollow(&self, path: &CStr) -> SysResult<i32> {
+        let how = OpenHow {
+            flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+            mode: 0,
+            resolve: RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+        };
+        // SAFETY: path is NUL-terminated; `how` is a live open_how of the size passed.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        })
+        .map(|fd| fd as i32)
+    }
+
+    fn open_tree_clone(&self, fd: i32) -> SysResult<i32> {
+        let flags = OPEN_TREE_CLONE
+            | AT_RECURSIVE
+            | libc::AT_EMPTY_PATH as libc::c_uint
+            | libc::O_CLOEXEC as libc::c_uint;
+        // SAFETY: an empty NUL-terminated path relative to a descriptor we own.
+        check(unsafe { libc::syscall(libc::SYS_open_tree, fd, c"".as_ptr(), flags) })
+            .map(|fd| fd as i32)
+    }
+
+    fn mount_setattr(&self, fd: i32, attr_set: u64) -> SysResult<()> {
+        let attr = MountAttr {
+            attr_set,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let flags = libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE;
+        // SAFETY: empty path relative to our fd; `attr` is live and of the size passed.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                fd,
+                c"".as_ptr(),
+                flags,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        })
+        .map(drop)
+    }
+
+    fn move_mount(&self, fd: i32, target: &CStr) -> SysResult<()> {
+        // SAFETY: empty source path relative to our fd; target is NUL-terminated.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        })
+        .map(drop)
+    }
+
+    fn sethostname(&self, name: &[u8]) -> SysResult<()> {
+        // SAFETY: pointer and length of a live slice.
+        check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } as libc::c_long)
+            .map(drop)
+    }
+
+    fn loopback_up(&self) -> SysResult<()> {
+        crate::net::loopback_up()
+    }
+
+    fn fork(&self) -> SysResult<libc::pid_t> {
+        // SAFETY: a raw clone(SIGCHLD) behaves like fork; the child only runs async-signal-safe
+        // code from here on (this process is already single-threaded).
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                libc::SIGCHLD as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        })
+        .map(|p| p as libc::pid_t)
+    }
+
+    fn setsid(&self) -> SysResult<()> {
+        // SAFETY: no arguments.
+        check(unsafe { libc::setsid() } as libc::c_long).map(drop)
+    }
+
+    fn setrlimit(&self, resource: libc::__rlimit_resource_t, value: u64) -> SysResult<()> {
+        let lim = libc::rlimit {
+            rlim_cur: value,
+            rlim_max: value,
+        };
+        // SAFETY: `lim` is a live rlimit.
+        check(unsafe { libc::setrlimit(resource, &lim) } as libc::c_long).map(drop)
+    }
+
+    fn dup2(&self, from: i32, to: i32) -> SysResult<()> {
+        // SAFETY: descriptor numbers only.
+        check(unsafe { libc::dup2(from, to) } as libc::c_long).map(drop)
+    }
+
+    fn open_rw(&self, path: &CStr) -> SysResult<i32> {
+        // SAFETY: path is NUL-terminated.
+        check(unsafe { libc::open(path.as_ptr(), libc::O_RDWR) } as libc::c_long)
+            .map(|fd| fd as i32)
+    }
+
+    fn close_range(&self, first: u32, last: u32) -> SysResult<()> {
+        if first > last {
+            return Ok(());
+        }
+        // SAFETY: integer arguments; closes descriptors this process owns.
+        check(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) }).map(drop)
+    }
+
+    fn reset_signals(&self) -> SysResult<()> {
+        for sig in 1..32 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            // SAFETY: SIG_DFL is always a valid disposition.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+        // SAFETY: an empty, initialised set.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        }
+        Ok(())
+    }
+
+    fn drop_bounding_and_ambient(&self) -> SysResult<()> {
+        crate::caps::drop_bounding_and_ambient()
+    }
+
+    fn capset_zero(&self) -> SysResult<()> {
+        crate::caps::capset_zero()
+    }
+
+    fn landlock_add_path(&self, ruleset: i32, path: &CStr, access: u64) -> SysResult<()> {
+        crate::landlock::add_path_rule(ruleset, path, access)
+    }
+
+    fn landlock_restrict(&self, ruleset: i32) -> SysResult<()> {
+        crate::landlock::restrict_self(ruleset)
+    }
+
+    fn seccomp(&self, prog: &[seccompiler::sock_filter], listener: bool) -> SysResult<i32> {
+        crate::seccomp::install(prog, listener)
+    }
+
+    fn send_fd(&self, sock: i32, fd: i32) -> SysResult<()> {
+        crate::notify::send_fd(sock, fd)
+    }
+
+    fn execve(
+        &self,
+        path: &CStr,
+        argv: &[*const libc::c_char],
+        envp: &[*const libc::c_char],
+    ) -> i32 {
+        // SAFETY: argv and envp are null-terminated arrays of pointers to NUL-terminated strings
+        // owned by the plan, which outlives this call.
+        unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        errno()
+    }
+}
