@@ -3,7 +3,18 @@
 //!
 //! The binary `sealrun` is a thin front end over this library.
 
+pub mod audit;
 pub mod demo;
 pub mod exec;
 pub mod keyfile;
 pub mod sign;
+pub mod spec;
+
+/// The current UTC time as RFC 3339 (seconds precision).
+pub fn now_rfc3339() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339 formatting of a UTC time cannot fail")
+}

@@ -6,13 +6,16 @@
 #![forbid(unsafe_code)]
 
 pub mod artifact;
+pub mod audit;
 pub mod digest;
 pub mod dsse;
 pub mod keys;
 pub mod manifest;
 pub mod model_signing;
+pub mod outputs;
 pub mod policy;
 pub mod progress;
+pub mod record;
 pub mod rollback;
 pub mod statement;
 

@@ -11,7 +11,7 @@ use sealrun_verifier::dsse;
 use sealrun_verifier::exit;
 use sealrun_verifier::keys::PublicKey;
 use sealrun_verifier::policy::{Kind, Policy};
-use sealrun_verifier::progress;
+use sealrun_verifier::{audit, progress, record};
 
 /// Verify sealrun artifacts offline: signatures, trust policy and every byte.
 ///
@@ -36,6 +36,67 @@ enum Command {
     ///   sealrun-verify artifact model/ --signature model.sig --key signer.pub
     #[command(verbatim_doc_comment)]
     Artifact(ArtifactArgs),
+    /// Verify a signed run record: signature, a key allowed to sign records,
+    /// the SLSA Provenance v1 shape, and with --outputs every output file.
+    ///
+    /// Example:
+    ///   sealrun-verify record records/train-1234.json --trust trust.toml --outputs out/
+    #[command(verbatim_doc_comment)]
+    Record(RecordArgs),
+    /// Verify an audit log: the hash chain and its signed checkpoint. Names the
+    /// first bad sequence number if an entry was modified, deleted, reordered,
+    /// inserted, or the log was cut short.
+    ///
+    /// Example:
+    ///   sealrun-verify log audit.log --trust trust.toml
+    #[command(verbatim_doc_comment)]
+    Log(LogArgs),
+}
+
+#[derive(clap::Args)]
+struct RecordArgs {
+    /// The record (DSSE envelope) to verify.
+    record: PathBuf,
+    /// Trust policy naming the launcher keys allowed to sign records.
+    #[arg(
+        long,
+        short = 't',
+        required_unless_present = "key",
+        conflicts_with = "key"
+    )]
+    trust: Option<PathBuf>,
+    /// Shortcut: trust this one public key (PEM) for everything.
+    #[arg(long, short = 'k')]
+    key: Option<PathBuf>,
+    /// Check that the files in this directory are exactly the record's subjects.
+    #[arg(long)]
+    outputs: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct LogArgs {
+    /// The audit log (JSON lines); its checkpoint is read from LOG.checkpoint.
+    log: PathBuf,
+    /// Trust policy naming the keys allowed to sign checkpoints.
+    #[arg(
+        long,
+        short = 't',
+        required_unless_present = "key",
+        conflicts_with = "key"
+    )]
+    trust: Option<PathBuf>,
+    /// Shortcut: trust this one public key (PEM) for everything.
+    #[arg(long, short = 'k')]
+    key: Option<PathBuf>,
+    /// Accept a log without a checkpoint (truncation then goes undetected).
+    #[arg(long)]
+    no_checkpoint: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -77,6 +138,133 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Artifact(args) => run_artifact(args),
+        Command::Record(args) => run_record(args),
+        Command::Log(args) => run_log(args),
+    }
+}
+
+fn policy_from(trust: &Option<PathBuf>, key: &Option<PathBuf>) -> Result<Policy> {
+    match (trust, key) {
+        (Some(t), _) => Ok(Policy::load(t)?),
+        (None, Some(k)) => {
+            let pem = std::fs::read_to_string(k)
+                .with_context(|| format!("cannot read public key {}", k.display()))?;
+            let key = PublicKey::from_pem(&pem).with_context(|| format!("{}", k.display()))?;
+            Ok(Policy::single_key(&k.display().to_string(), key))
+        }
+        (None, None) => anyhow::bail!("give --trust POLICY or --key PUBLIC_KEY"),
+    }
+}
+
+fn usage_error(json: bool, e: anyhow::Error) -> ExitCode {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"ok": false, "reason": "usage", "message": format!("{e:#}")})
+        );
+    }
+    eprintln!("sealrun-verify: error: {e:#}");
+    ExitCode::from(exit::USAGE)
+}
+
+fn failed(json: bool, kind: &str, message: String, extra: serde_json::Value) -> ExitCode {
+    if json {
+        let mut v = serde_json::json!({"ok": false, "reason": kind, "message": message});
+        if let (Some(o), Some(x)) = (v.as_object_mut(), extra.as_object()) {
+            o.extend(x.clone());
+        }
+        println!("{v}");
+    }
+    eprintln!("sealrun-verify: FAILED ({kind}): {message}");
+    ExitCode::from(if kind == "unreadable" {
+        exit::USAGE
+    } else {
+        exit::VERIFY_FAILED
+    })
+}
+
+fn run_record(args: RecordArgs) -> ExitCode {
+    let policy = match policy_from(&args.trust, &args.key) {
+        Ok(p) => p,
+        Err(e) => return usage_error(args.json, e),
+    };
+    let bytes = match dsse::read_limited(&args.record) {
+        Ok(b) => b,
+        Err(e) => return usage_error(args.json, e.into()),
+    };
+    let name = args.record.display().to_string();
+    match record::verify_record(&name, &bytes, &policy, args.outputs.as_deref()) {
+        Ok(v) => {
+            let p = &v.statement.predicate;
+            let end = v
+                .byproduct("end")
+                .and_then(|b| b.annotations.as_ref())
+                .and_then(|a| a.get("reason"))
+                .and_then(|r| r.as_str())
+                .unwrap_or("unknown")
+                .to_string();
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "record": name, "signer": v.signer, "keyid": v.keyid,
+                        "invocation": p.run_details.metadata.invocation_id, "end": end,
+                        "subjects": v.statement.subject.len(), "outputs_checked": args.outputs.is_some(),
+                        "statement": v.statement})
+                );
+            } else {
+                println!(
+                    "OK record {name}: run {} by {:?} ({}), {} output file(s){}, ended: {end}; signed by {:?} ({})",
+                    p.run_details.metadata.invocation_id,
+                    p.build_definition.external_parameters.get("name").and_then(|n| n.as_str()).unwrap_or("?"),
+                    p.run_details.builder.id,
+                    v.statement.subject.len(),
+                    if args.outputs.is_some() { " verified on disk" } else { "" },
+                    v.signer,
+                    &v.keyid[..16]
+                );
+            }
+            ExitCode::from(exit::OK)
+        }
+        Err(e) => failed(args.json, e.kind(), e.to_string(), serde_json::json!({})),
+    }
+}
+
+fn run_log(args: LogArgs) -> ExitCode {
+    let policy = match policy_from(&args.trust, &args.key) {
+        Ok(p) => p,
+        Err(e) => return usage_error(args.json, e),
+    };
+    match audit::verify_log(&args.log, &policy, !args.no_checkpoint) {
+        Ok(s) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "log": args.log.display().to_string(), "summary": s})
+                );
+            } else {
+                println!(
+                    "OK audit log {}: {} entries, head sha256:{}, {} finished run(s), {} refusal(s), checkpoint at entry {}{}",
+                    args.log.display(),
+                    s.entries,
+                    s.head,
+                    s.runs_finished,
+                    s.refusals,
+                    s.checkpoint_seq.map(|n| n.to_string()).unwrap_or_else(|| "none".into()),
+                    if s.unfinished.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; UNFINISHED run(s): {}", s.unfinished.join(", "))
+                    }
+                );
+            }
+            ExitCode::from(exit::OK)
+        }
+        Err(e) => failed(
+            args.json,
+            e.kind(),
+            e.to_string(),
+            serde_json::json!({"first_bad_seq": e.first_bad_seq()}),
+        ),
     }
 }
 

@@ -1,0 +1,106 @@
+//! Appending to the audit log: one JSON line per event, chained by hash, under
+//! an exclusive file lock, fsync'd, followed by a freshly signed checkpoint.
+//!
+//! Guarantees: two launchers appending at once never interleave or fork the
+//! chain (an exclusive `flock` covers read-last-line, append and checkpoint);
+//! an entry is on disk (fsync) before `append` returns; the checkpoint is
+//! replaced atomically; a log whose existing chain is broken is not appended to.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use sealrun_verifier::audit::{self, Checkpoint, Entry, GENESIS};
+use sealrun_verifier::digest::Digest;
+use sealrun_verifier::keys::SigningKey;
+use sealrun_verifier::rollback::write_atomic;
+
+/// Why an entry could not be appended.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditWriteError {
+    #[error("audit log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("audit log {path}: cannot lock: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("refusing to append: {0}")]
+    Broken(#[from] audit::AuditError),
+}
+
+/// What to append (sequence, time and chain are filled in).
+#[derive(Debug, Clone)]
+pub struct Event<'a> {
+    pub event: &'a str,
+    pub job: &'a str,
+    pub invocation: &'a str,
+    pub record: Option<Digest>,
+    pub outcome: String,
+}
+
+/// Append `ev` to the log at `path` (created if missing) and re-sign its checkpoint.
+pub fn append(path: &Path, ev: &Event, key: &SigningKey) -> Result<Entry, AuditWriteError> {
+    let io = |source| AuditWriteError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(io)?;
+    let mut file = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, source)| {
+        AuditWriteError::Lock {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    file.read_to_end(&mut bytes).map_err(io)?;
+    let name = path.display().to_string();
+    let entries = audit::check_chain(&name, &bytes)?;
+    let (seq, prev) = match entries.last() {
+        Some((e, h)) => (e.seq + 1, h.clone()),
+        None => (1, GENESIS.to_string()),
+    };
+    let entry = Entry {
+        seq,
+        time: crate::now_rfc3339(),
+        prev,
+        event: ev.event.to_string(),
+        job: ev.job.to_string(),
+        invocation: ev.invocation.to_string(),
+        record: ev.record.map(|d| d.to_hex()),
+        outcome: ev.outcome.clone(),
+    };
+    let mut line = entry.to_line();
+    let head = Digest::of(&line).to_hex();
+    line.push(b'\n');
+    file.write_all(&line).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    let cp = Checkpoint {
+        log: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        seq,
+        head,
+        time: entry.time.clone(),
+    };
+    let env = audit::sign_checkpoint(&cp, key);
+    write_atomic(&audit::checkpoint_path(path), &env.to_json()).map_err(io)?;
+    // Keep the lock until the checkpoint is in place.
+    let _ = file.as_fd();
+    drop(file);
+    Ok(entry)
+}

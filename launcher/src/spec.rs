@@ -1,0 +1,558 @@
+//! Job specs: a TOML file describing one training job, validated completely
+//! before anything runs.
+//!
+//! Guarantees: unknown fields, wrong types, unparsable sizes or durations,
+//! relative mount points, duplicate names or mounts, missing files and an empty
+//! command are all refused with one line naming the file, line, column and
+//! field, and saying how to fix it. Relative paths are resolved against the
+//! spec's own folder, so a spec means the same thing from any working directory.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sealrun_verifier::policy::Kind;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A spec that failed validation.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{path}: cannot read job spec: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{col}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        field: String,
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: Spanned<String>,
+    command: Spanned<Vec<String>>,
+    code: Option<Spanned<String>>,
+    output: Spanned<String>,
+    trust: Spanned<String>,
+    signing_key: Spanned<String>,
+    records: Option<Spanned<String>>,
+    audit_log: Option<Spanned<String>>,
+    #[serde(default)]
+    admit: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, Spanned<String>>,
+    #[serde(default, rename = "input")]
+    inputs: Vec<RawInput>,
+    #[serde(default)]
+    sandbox: RawSandbox,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    name: Spanned<String>,
+    path: Spanned<String>,
+    signature: Option<Spanned<String>>,
+    #[serde(default = "default_kind")]
+    kind: Kind,
+    mount: Option<Spanned<String>>,
+}
+
+fn default_kind() -> Kind {
+    Kind::Dataset
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    profile: Option<Spanned<String>>,
+    memory: Option<Spanned<String>>,
+    pids: Option<u64>,
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    ro: Vec<Spanned<String>>,
+    tmp_size: Option<Spanned<String>>,
+}
+
+/// One verified input of a job.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub name: String,
+    pub path: PathBuf,
+    pub signature: PathBuf,
+    pub kind: Kind,
+    /// Absolute path inside the sandbox.
+    pub mount: String,
+}
+
+/// Sandbox settings of a job.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub profile: String,
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+    pub timeout: Option<Duration>,
+    pub ro: Vec<(PathBuf, String)>,
+    pub tmp_size: Option<u64>,
+}
+
+/// A validated job spec.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// The spec file.
+    pub file: PathBuf,
+    pub name: String,
+    pub command: Vec<String>,
+    /// Hashed, recorded and mounted read-only at `/code`.
+    pub code: Option<PathBuf>,
+    /// Created if missing; mounted read-write at `/out`.
+    pub output: PathBuf,
+    pub trust: PathBuf,
+    pub signing_key: PathBuf,
+    pub records: PathBuf,
+    pub audit_log: PathBuf,
+    pub admit: BTreeMap<String, Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub inputs: Vec<Input>,
+    pub sandbox: SandboxSpec,
+    /// The spec as JSON, for the record's externalParameters.
+    pub as_json: serde_json::Value,
+}
+
+/// Where inputs are mounted when `mount` is not given: `/inputs/NAME`.
+pub const INPUTS_ROOT: &str = "/inputs";
+/// Where the code directory is mounted.
+pub const CODE_MOUNT: &str = "/code";
+/// Where the output directory is mounted.
+pub const OUTPUT_MOUNT: &str = "/out";
+
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+    base: PathBuf,
+}
+
+impl Ctx<'_> {
+    fn line_col(&self, span: Range<usize>) -> (usize, usize) {
+        let upto = &self.text[..span.start.min(self.text.len())];
+        let line = upto.matches('\n').count() + 1;
+        let col = upto.len() - upto.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+        (line, col)
+    }
+
+    fn err(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> SpecError {
+        let (line, col) = self.line_col(span);
+        SpecError::Invalid {
+            path: self.file.to_path_buf(),
+            line,
+            col,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn path(
+        &self,
+        v: &Spanned<String>,
+        field: &str,
+        must_exist: bool,
+    ) -> Result<PathBuf, SpecError> {
+        if v.get_ref().is_empty() {
+            return Err(self.err(v.span(), field, "empty path"));
+        }
+        let p = self.base.join(v.get_ref());
+        if must_exist && !p.exists() {
+            return Err(self.err(
+                v.span(),
+                field,
+                format!(
+                    "{} does not exist (relative paths are resolved against the spec's folder)",
+                    p.display()
+                ),
+            ));
+        }
+        Ok(p)
+    }
+}
+
+/// Parse a size such as `512M`, `2G`, `64K` or a plain byte count.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 'K' | 'k') => (&s[..i], 1u64 << 10),
+        (i, 'M' | 'm') => (&s[..i], 1 << 20),
+        (i, 'G' | 'g') => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(mult)
+        .filter(|&n| n > 0)
+}
+
+fn check_mount(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<String, SpecError> {
+    let m = v.get_ref();
+    let ok = m.starts_with('/')
+        && m.len() > 1
+        && !m.split('/').any(|c| c == ".." || c == ".")
+        && !["/proc", "/dev", "/sys", "/tmp", "/run/secrets"]
+            .iter()
+            .any(|r| m == r || m.starts_with(&format!("{r}/")));
+    if ok {
+        Ok(m.trim_end_matches('/').to_string())
+    } else {
+        Err(ctx.err(
+            v.span(),
+            field,
+            format!("mount point {m:?} must be an absolute path without `..`, outside /proc, /dev, /sys, /tmp and /run/secrets"),
+        ))
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+impl JobSpec {
+    /// Load and validate the spec at `file`.
+    pub fn load(file: &Path) -> Result<JobSpec, SpecError> {
+        let text = std::fs::read_to_string(file).map_err(|source| SpecError::Io {
+            path: file.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, file)
+    }
+
+    /// Validate spec text; `file` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, file: &Path) -> Result<JobSpec, SpecError> {
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let ctx = Ctx { file, text, base };
+        let de = toml::Deserializer::new(text);
+        let raw: RawSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e
+                .path()
+                .to_string()
+                .replace(".$__serde_spanned_private_value", "");
+            let inner = e.into_inner();
+            let span = inner.span().unwrap_or(0..0);
+            let msg = inner.message().trim().replace('\n', " ");
+            ctx.err(span, if field == "." { "(spec)" } else { &field }, msg)
+        })?;
+
+        if !valid_name(raw.name.get_ref()) {
+            return Err(ctx.err(
+                raw.name.span(),
+                "name",
+                "use 1-64 characters from A-Z a-z 0-9 . _ -",
+            ));
+        }
+        if raw.command.get_ref().is_empty() || raw.command.get_ref()[0].is_empty() {
+            return Err(ctx.err(
+                raw.command.span(),
+                "command",
+                "empty command; give the program and its arguments, e.g. [\"python3\", \"/code/train.py\"]",
+            ));
+        }
+        let code = raw
+            .code
+            .as_ref()
+            .map(|c| ctx.path(c, "code", true))
+            .transpose()?;
+        if let (Some(c), Some(p)) = (&raw.code, &code) {
+            if !p.is_dir() {
+                return Err(ctx.err(
+                    c.span(),
+                    "code",
+                    format!("{} is not a directory", p.display()),
+                ));
+            }
+        }
+        let output = ctx.path(&raw.output, "output", false)?;
+        let trust = ctx.path(&raw.trust, "trust", true)?;
+        let signing_key = ctx.path(&raw.signing_key, "signing_key", true)?;
+        let records = match &raw.records {
+            Some(r) => ctx.path(r, "records", false)?,
+            None => ctx.base.join("records"),
+        };
+        let audit_log = match &raw.audit_log {
+            Some(a) => ctx.path(a, "audit_log", false)?,
+            None => ctx.base.join("audit.log"),
+        };
+        let mut env = BTreeMap::new();
+        for (k, v) in &raw.env {
+            let bad_key = k.is_empty() || k.contains('=') || k.contains('\0');
+            if bad_key || v.get_ref().contains('\0') {
+                return Err(ctx.err(
+                    v.span(),
+                    &format!("env.{k}"),
+                    "names may not be empty or contain `=`; values may not contain NUL",
+                ));
+            }
+            env.insert(k.clone(), v.get_ref().clone());
+        }
+        let mut inputs = Vec::new();
+        let mut mounts: Vec<String> = vec![CODE_MOUNT.into(), OUTPUT_MOUNT.into()];
+        for (i, r) in raw.inputs.iter().enumerate() {
+            let f = |name: &str| format!("input[{i}].{name}");
+            let name = r.name.get_ref().clone();
+            if !valid_name(&name) {
+                return Err(ctx.err(
+                    r.name.span(),
+                    &f("name"),
+                    "use 1-64 characters from A-Z a-z 0-9 . _ -",
+                ));
+            }
+            if inputs.iter().any(|x: &Input| x.name == name) {
+                return Err(ctx.err(
+                    r.name.span(),
+                    &f("name"),
+                    format!("input {name:?} is declared twice"),
+                ));
+            }
+            let path = ctx.path(&r.path, &f("path"), true)?;
+            let signature = match &r.signature {
+                Some(s) => ctx.path(s, &f("signature"), true)?,
+                None => {
+                    return Err(ctx.err(
+                        r.name.span(),
+                        &f("signature"),
+                        "missing: every input needs the signature that vouches for it (unsigned means untrusted)",
+                    ))
+                }
+            };
+            let mount = match &r.mount {
+                Some(m) => check_mount(&ctx, m, &f("mount"))?,
+                None => format!("{INPUTS_ROOT}/{name}"),
+            };
+            if mounts.iter().any(|m| {
+                *m == mount
+                    || mount.starts_with(&format!("{m}/"))
+                    || m.starts_with(&format!("{mount}/"))
+            }) {
+                let span = r.mount.as_ref().map(|m| m.span()).unwrap_or(r.name.span());
+                return Err(ctx.err(span, &f("mount"), format!("{mount} overlaps another mount")));
+            }
+            mounts.push(mount.clone());
+            inputs.push(Input {
+                name,
+                path,
+                signature,
+                kind: r.kind,
+                mount,
+            });
+        }
+        let sb = &raw.sandbox;
+        let size = |v: &Option<Spanned<String>>, field: &str| -> Result<Option<u64>, SpecError> {
+            v.as_ref()
+                .map(|s| {
+                    parse_size(s.get_ref()).ok_or_else(|| {
+                        ctx.err(
+                            s.span(),
+                            field,
+                            format!(
+                                "invalid size {:?}: use e.g. 512M, 2G, 64K or bytes",
+                                s.get_ref()
+                            ),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let memory = size(&sb.memory, "sandbox.memory")?;
+        let tmp_size = size(&sb.tmp_size, "sandbox.tmp_size")?;
+        let timeout = sb
+            .timeout
+            .as_ref()
+            .map(|t| {
+                humantime::parse_duration(t.get_ref()).map_err(|e| {
+                    ctx.err(
+                        t.span(),
+                        "sandbox.timeout",
+                        format!(
+                            "invalid duration {:?}: {e} (use e.g. 90s, 10m, 2h)",
+                            t.get_ref()
+                        ),
+                    )
+                })
+            })
+            .transpose()?;
+        if sb.pids == Some(0) {
+            return Err(ctx.err(0..0, "sandbox.pids", "must be at least 1"));
+        }
+        let mut ro = Vec::new();
+        for (i, v) in sb.ro.iter().enumerate() {
+            let field = format!("sandbox.ro[{i}]");
+            let (host, dest) = match v.get_ref().split_once(':') {
+                Some((h, d)) => (h.to_string(), d.to_string()),
+                None => (v.get_ref().clone(), v.get_ref().clone()),
+            };
+            let hp = ctx.path(&Spanned::new(v.span(), host), &field, true)?;
+            let dest = check_mount(&ctx, &Spanned::new(v.span(), dest), &field)?;
+            ro.push((hp, dest));
+        }
+        let profile = sb
+            .profile
+            .as_ref()
+            .map(|p| p.get_ref().clone())
+            .unwrap_or_else(|| "default".into());
+        let as_json = toml::from_str::<toml::Value>(text)
+            .ok()
+            .and_then(|v| serde_json::to_value(v).ok())
+            .unwrap_or(serde_json::Value::Null);
+        Ok(JobSpec {
+            file: file.to_path_buf(),
+            name: raw.name.into_inner(),
+            command: raw.command.into_inner(),
+            code,
+            output,
+            trust,
+            signing_key,
+            records,
+            audit_log,
+            admit: raw.admit,
+            env,
+            inputs,
+            sandbox: SandboxSpec {
+                profile,
+                memory,
+                pids: sb.pids,
+                timeout,
+                ro,
+                tmp_size,
+            },
+            as_json,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["trust.toml", "k.key", "data.sig"] {
+            std::fs::write(d.path().join(f), "").unwrap();
+        }
+        std::fs::create_dir(d.path().join("data")).unwrap();
+        std::fs::create_dir(d.path().join("code")).unwrap();
+        let p = d.path().join("job.toml");
+        (d, p)
+    }
+
+    const GOOD: &str = r#"name = "train"
+command = ["python3", "/code/train.py"]
+code = "code"
+output = "out"
+trust = "trust.toml"
+signing_key = "k.key"
+
+[[input]]
+name = "points"
+path = "data"
+signature = "data.sig"
+
+[sandbox]
+memory = "512M"
+timeout = "5m"
+"#;
+
+    fn err(text: &str, p: &Path) -> String {
+        JobSpec::parse(text, p).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_spec_resolves_paths() {
+        let (_d, p) = setup();
+        let s = JobSpec::parse(GOOD, &p).unwrap();
+        assert_eq!(s.inputs[0].mount, "/inputs/points");
+        assert_eq!(s.sandbox.memory, Some(512 << 20));
+        assert_eq!(s.sandbox.timeout, Some(Duration::from_secs(300)));
+        assert!(s.output.ends_with("out"));
+    }
+
+    #[test]
+    fn every_field_type_names_line_and_field() {
+        let (_d, p) = setup();
+        let cases: &[(&str, &str, &str)] = &[
+            ("name = \"train\"", "name = 7", ":1:8: name: invalid type"),
+            (
+                "memory = \"512M\"",
+                "memory = \"lots\"",
+                ":14:10: sandbox.memory: invalid size \"lots\"",
+            ),
+            (
+                "timeout = \"5m\"",
+                "timeout = \"soon\"",
+                ":15:11: sandbox.timeout: invalid duration",
+            ),
+            (
+                "path = \"data\"",
+                "path = \"nope\"",
+                ":10:8: input[0].path:",
+            ),
+            (
+                "command = [\"python3\", \"/code/train.py\"]",
+                "command = []",
+                ":2:11: command: empty command",
+            ),
+            (
+                "signature = \"data.sig\"",
+                "signature = \"data.sig\"\nmount = \"relative\"",
+                "input[0].mount: mount point \"relative\"",
+            ),
+            (
+                "[sandbox]",
+                "[sandbox]\nfrobnicate = 1",
+                ":14:1: sandbox.frobnicate: unknown field `frobnicate`",
+            ),
+            (
+                "[sandbox]",
+                "[sandbox]\npids = \"many\"",
+                "sandbox.pids: invalid type",
+            ),
+            (
+                "signature = \"data.sig\"",
+                "signature = \"data.sig\"\nkind = \"weights\"",
+                "input[0].kind: unknown variant `weights`",
+            ),
+            (
+                "trust = \"trust.toml\"",
+                "trust = \"missing.toml\"",
+                ":5:9: trust:",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let text = GOOD.replacen(from, to, 1);
+            let e = err(&text, &p);
+            assert!(e.contains(want), "{to}: {e}");
+            assert!(e.starts_with(&p.display().to_string()), "{e}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64K"), Some(65536));
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("0"), None);
+        assert_eq!(parse_size("x"), None);
+    }
+}

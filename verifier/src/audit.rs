@@ -1,0 +1,299 @@
+//! The audit log: append-only JSON lines, each naming the hash of the line
+//! before it, plus a signed checkpoint of the head.
+//!
+//! Guarantees of [`verify_log`]: every line parses; sequence numbers start at 1
+//! and increase by one; each entry's `prev` is the SHA-256 of the previous
+//! line's exact bytes (64 zeros for the first); so a modified, deleted,
+//! reordered or inserted entry breaks the chain at the first bad sequence
+//! number. The checkpoint (a DSSE envelope, kind `checkpoint`, over the head's
+//! sequence number and hash) must be signed by a trusted key and match an entry
+//! in the log: a log cut short behind the checkpoint is detected as truncated.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::dsse::{self, DsseError, Envelope, IN_TOTO_PAYLOAD_TYPE};
+use crate::keys::SigningKey;
+use crate::policy::{Kind, Policy, TrustedKey};
+use crate::statement::{self, Statement, Subject};
+
+/// The hash that the first entry names as `prev`.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The checkpoint predicate type.
+pub const CHECKPOINT_PREDICATE_TYPE: &str = "https://sealrun.dev/audit-checkpoint/v1";
+
+/// One audit-log line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// 1, 2, 3, ...
+    pub seq: u64,
+    /// RFC 3339 UTC.
+    pub time: String,
+    /// SHA-256 hex of the previous line's bytes (without its newline).
+    pub prev: String,
+    /// `start`, `end` or `refused`.
+    pub event: String,
+    /// The job's name.
+    pub job: String,
+    /// The run's invocation id (ties `start` to its `end`).
+    pub invocation: String,
+    /// SHA-256 of the run record envelope, for `end` and `refused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    /// `running`, `succeeded`, `failed: ...`, `refused: ...`.
+    pub outcome: String,
+}
+
+impl Entry {
+    /// The line's canonical bytes (compact JSON, no newline).
+    pub fn to_line(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("entry serializes")
+    }
+}
+
+/// The checkpoint predicate: the log's head at signing time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// The log's file name (not its path).
+    pub log: String,
+    pub seq: u64,
+    /// SHA-256 hex of line `seq`.
+    pub head: String,
+    pub time: String,
+}
+
+/// Sign a checkpoint.
+pub fn sign_checkpoint(cp: &Checkpoint, key: &SigningKey) -> Envelope {
+    let st = Statement::new(
+        vec![Subject {
+            name: cp.log.clone(),
+            digest: [("sha256".to_string(), cp.head.clone())].into(),
+        }],
+        CHECKPOINT_PREDICATE_TYPE,
+        cp,
+    );
+    dsse::sign(IN_TOTO_PAYLOAD_TYPE, &st.to_bytes(), key)
+}
+
+/// The checkpoint's path for a log: `LOG.checkpoint`.
+pub fn checkpoint_path(log: &Path) -> std::path::PathBuf {
+    let mut s = log.as_os_str().to_owned();
+    s.push(".checkpoint");
+    s.into()
+}
+
+/// Why a log does not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("audit log {log}: entry {seq} (line {line}): {reason}")]
+    Broken {
+        log: String,
+        seq: u64,
+        line: usize,
+        reason: String,
+    },
+    #[error("audit log {log}: truncated: the signed checkpoint names entry {seq}, but the log ends at entry {last}")]
+    Truncated { log: String, seq: u64, last: u64 },
+    #[error("audit log {log}: entry {seq} does not match the signed checkpoint (hash {actual}, checkpoint {expected})")]
+    CheckpointMismatch {
+        log: String,
+        seq: u64,
+        expected: String,
+        actual: String,
+    },
+    #[error("audit log {log}: checkpoint {path}: {source}")]
+    Checkpoint {
+        log: String,
+        path: String,
+        #[source]
+        source: DsseError,
+    },
+    #[error("audit log {log}: checkpoint signed by key {key:?}, which may not sign checkpoints")]
+    CheckpointKey { log: String, key: String },
+    #[error("audit log {log}: no checkpoint at {path}: truncation cannot be ruled out (pass --no-checkpoint to accept that)")]
+    NoCheckpoint { log: String, path: String },
+}
+
+impl AuditError {
+    /// The first bad sequence number, when the chain itself is broken.
+    pub fn first_bad_seq(&self) -> Option<u64> {
+        match self {
+            AuditError::Broken { seq, .. } => Some(*seq),
+            AuditError::Truncated { last, .. } => Some(last + 1),
+            AuditError::CheckpointMismatch { seq, .. } => Some(*seq),
+            _ => None,
+        }
+    }
+
+    /// A stable machine-readable name for the reason.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditError::Io { .. } => "unreadable",
+            AuditError::Broken { .. } => "broken_chain",
+            AuditError::Truncated { .. } => "truncated",
+            AuditError::CheckpointMismatch { .. } => "checkpoint_mismatch",
+            AuditError::Checkpoint { .. } => "bad_checkpoint",
+            AuditError::CheckpointKey { .. } => "kind_not_allowed",
+            AuditError::NoCheckpoint { .. } => "no_checkpoint",
+        }
+    }
+}
+
+/// What a verified log holds.
+#[derive(Debug, Serialize)]
+pub struct LogSummary {
+    pub entries: u64,
+    pub head: String,
+    pub runs_finished: usize,
+    pub refusals: usize,
+    /// Invocations with a `start` and no `end`: runs that never finished
+    /// (the launcher died or is still running).
+    pub unfinished: Vec<String>,
+    pub checkpoint_seq: Option<u64>,
+}
+
+/// Parse and chain-check the log's bytes; returns the entries and line hashes.
+pub fn check_chain(log: &str, bytes: &[u8]) -> Result<Vec<(Entry, String)>, AuditError> {
+    let mut out: Vec<(Entry, String)> = Vec::new();
+    let mut prev = GENESIS.to_string();
+    let text = bytes;
+    let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let expected_seq = i as u64 + 1;
+        let broken = |reason: String| AuditError::Broken {
+            log: log.to_string(),
+            seq: expected_seq,
+            line: i + 1,
+            reason,
+        };
+        let e: Entry =
+            serde_json::from_slice(line).map_err(|e| broken(format!("not a valid entry: {e}")))?;
+        if e.seq != expected_seq {
+            return Err(broken(format!(
+                "sequence number is {}, expected {expected_seq} (entry deleted, inserted or reordered)",
+                e.seq
+            )));
+        }
+        if e.prev != prev {
+            return Err(broken(format!(
+                "prev is {}, but the previous line hashes to {prev} (an earlier line was modified, or this one was moved)",
+                e.prev
+            )));
+        }
+        if e.to_line() != *line {
+            return Err(broken(
+                "line is not in canonical form (edited by hand?)".into(),
+            ));
+        }
+        prev = Digest::of(line).to_hex();
+        out.push((e, prev.clone()));
+    }
+    Ok(out)
+}
+
+/// Verify the log at `path` and its checkpoint (`LOG.checkpoint`).
+pub fn verify_log(
+    path: &Path,
+    policy: &Policy,
+    require_checkpoint: bool,
+) -> Result<LogSummary, AuditError> {
+    let log = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| AuditError::Io {
+        path: log.clone(),
+        source,
+    })?;
+    let entries = check_chain(&log, &bytes)?;
+    let cp_path = checkpoint_path(path);
+    let checkpoint_seq = match std::fs::read(&cp_path) {
+        Ok(cp_bytes) => {
+            let cp_err = |source| AuditError::Checkpoint {
+                log: log.clone(),
+                path: cp_path.display().to_string(),
+                source,
+            };
+            let env = Envelope::parse(&cp_bytes).map_err(cp_err)?;
+            let (signer, payload): (&TrustedKey, Vec<u8>) = env
+                .verify(IN_TOTO_PAYLOAD_TYPE, |id| policy.lookup(id))
+                .map_err(cp_err)?;
+            if !signer.may_sign(Kind::Checkpoint) {
+                return Err(AuditError::CheckpointKey {
+                    log,
+                    key: signer.name.clone(),
+                });
+            }
+            let st: Statement<Checkpoint> =
+                statement::parse(&payload, CHECKPOINT_PREDICATE_TYPE).map_err(cp_err)?;
+            let cp = st.predicate;
+            let last = entries.len() as u64;
+            if cp.seq > last {
+                return Err(AuditError::Truncated {
+                    log,
+                    seq: cp.seq,
+                    last,
+                });
+            }
+            let actual = &entries[(cp.seq - 1) as usize].1;
+            if *actual != cp.head {
+                return Err(AuditError::CheckpointMismatch {
+                    log,
+                    seq: cp.seq,
+                    expected: cp.head,
+                    actual: actual.clone(),
+                });
+            }
+            Some(cp.seq)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if require_checkpoint && !entries.is_empty() {
+                return Err(AuditError::NoCheckpoint {
+                    log,
+                    path: cp_path.display().to_string(),
+                });
+            }
+            None
+        }
+        Err(source) => {
+            return Err(AuditError::Io {
+                path: cp_path.display().to_string(),
+                source,
+            })
+        }
+    };
+    let mut started: Vec<&str> = Vec::new();
+    let (mut finished, mut refusals) = (0, 0);
+    for (e, _) in &entries {
+        match e.event.as_str() {
+            "start" => started.push(&e.invocation),
+            "end" => {
+                finished += 1;
+                started.retain(|i| *i != e.invocation);
+            }
+            "refused" => refusals += 1,
+            _ => {}
+        }
+    }
+    Ok(LogSummary {
+        entries: entries.len() as u64,
+        head: entries
+            .last()
+            .map(|(_, h)| h.clone())
+            .unwrap_or_else(|| GENESIS.to_string()),
+        runs_finished: finished,
+        refusals,
+        unfinished: started.into_iter().map(str::to_string).collect(),
+        checkpoint_seq,
+    })
+}

@@ -1,0 +1,278 @@
+//! Run records: a DSSE envelope over an in-toto Statement v1 whose predicate is
+//! SLSA Provenance v1, describing one sandboxed run: what it read, how it was
+//! isolated, what it wrote, and how it ended.
+//!
+//! Guarantees of [`verify_record`]: the envelope is structurally sound and
+//! signed by a key the policy allows to sign `record`s; the statement is SLSA
+//! Provenance v1 with every required field (`buildDefinition.buildType`,
+//! `externalParameters`, `runDetails.builder.id`); with an outputs directory, the
+//! files on disk are exactly the record's subjects, byte for byte.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::{compare, VerifyError};
+use crate::digest::{Algorithm, Digest};
+use crate::dsse::{self, DsseError, Envelope, IN_TOTO_PAYLOAD_TYPE};
+use crate::keys::SigningKey;
+use crate::manifest::{path_order, Manifest, Resource};
+use crate::outputs;
+use crate::policy::{Kind, Policy, TrustedKey};
+use crate::statement::{self, Statement, Subject};
+
+/// SLSA Provenance v1.
+pub const SLSA_PROVENANCE_V1: &str = "https://slsa.dev/provenance/v1";
+/// The buildType of a sealrun run.
+pub const BUILD_TYPE: &str = "https://sealrun.dev/run/v1";
+
+/// An in-toto ResourceDescriptor.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceDescriptor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub digest: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<serde_json::Value>,
+}
+
+/// `buildDefinition`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildDefinition {
+    pub build_type: String,
+    pub external_parameters: serde_json::Value,
+    #[serde(default)]
+    pub internal_parameters: serde_json::Value,
+    #[serde(default)]
+    pub resolved_dependencies: Vec<ResourceDescriptor>,
+}
+
+/// `runDetails.builder`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Builder {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub version: BTreeMap<String, String>,
+}
+
+/// `runDetails.metadata`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildMetadata {
+    pub invocation_id: String,
+    pub started_on: String,
+    pub finished_on: String,
+}
+
+/// `runDetails`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunDetails {
+    pub builder: Builder,
+    pub metadata: BuildMetadata,
+    #[serde(default)]
+    pub byproducts: Vec<ResourceDescriptor>,
+}
+
+/// SLSA Provenance v1 predicate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Provenance {
+    pub build_definition: BuildDefinition,
+    pub run_details: RunDetails,
+}
+
+/// Sign a run record.
+pub fn sign_record(subjects: Vec<Subject>, provenance: &Provenance, key: &SigningKey) -> Envelope {
+    let st = Statement::new(subjects, SLSA_PROVENANCE_V1, provenance);
+    dsse::sign(IN_TOTO_PAYLOAD_TYPE, &st.to_bytes(), key)
+}
+
+/// Why a record does not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("record {record}: {source}")]
+    Envelope {
+        record: String,
+        #[source]
+        source: DsseError,
+    },
+    #[error("record {record}: signed by key {key:?}, which the policy does not allow to sign run records")]
+    NotARecordKey { record: String, key: String },
+    #[error("record {record}: {field} is missing or empty")]
+    MissingField { record: String, field: &'static str },
+    #[error("record {record}: buildType is {found:?}, expected {BUILD_TYPE:?}")]
+    BuildType { record: String, found: String },
+    #[error(
+        "record {record}: subject {name:?} is not a safe relative path or has no sha256 digest"
+    )]
+    BadSubject { record: String, name: String },
+    #[error("record {record}: outputs: {source}")]
+    Outputs {
+        record: String,
+        #[source]
+        source: Box<VerifyError>,
+    },
+}
+
+impl RecordError {
+    /// A stable machine-readable name for the reason.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RecordError::Envelope { source, .. } => match source {
+                DsseError::Io { .. } => "unreadable",
+                DsseError::TooLarge { .. } => "envelope_too_large",
+                DsseError::Malformed { .. } => "malformed_envelope",
+                DsseError::PayloadType { .. } => "payload_type",
+                DsseError::NoSignatures => "unsigned",
+                DsseError::UnknownKey { .. } => "unknown_key",
+                DsseError::BadSignature { .. } => "bad_signature",
+            },
+            RecordError::NotARecordKey { .. } => "kind_not_allowed",
+            RecordError::MissingField { .. } => "missing_field",
+            RecordError::BuildType { .. } => "build_type",
+            RecordError::BadSubject { .. } => "bad_subject",
+            RecordError::Outputs { source, .. } => source.kind(),
+        }
+    }
+}
+
+/// A verified record.
+#[derive(Debug)]
+pub struct VerifiedRecord {
+    pub statement: Statement<Provenance>,
+    pub signer: String,
+    pub keyid: String,
+    /// SHA-256 of the envelope file's bytes (what the audit log refers to).
+    pub envelope_digest: Digest,
+}
+
+impl VerifiedRecord {
+    /// A byproduct by name.
+    pub fn byproduct(&self, name: &str) -> Option<&ResourceDescriptor> {
+        self.statement
+            .predicate
+            .run_details
+            .byproducts
+            .iter()
+            .find(|b| b.name.as_deref() == Some(name))
+    }
+}
+
+/// Verify a run record's bytes; with `outputs`, also the files on disk.
+pub fn verify_record(
+    name: &str,
+    bytes: &[u8],
+    policy: &Policy,
+    outputs: Option<&Path>,
+) -> Result<VerifiedRecord, RecordError> {
+    let record = format!("{name:?}");
+    let env_err = |source| RecordError::Envelope {
+        record: record.clone(),
+        source,
+    };
+    let env = Envelope::parse(bytes).map_err(env_err)?;
+    let (signer, payload): (&TrustedKey, Vec<u8>) = env
+        .verify(IN_TOTO_PAYLOAD_TYPE, |id| policy.lookup(id))
+        .map_err(env_err)?;
+    if !signer.may_sign(Kind::Record) {
+        return Err(RecordError::NotARecordKey {
+            record,
+            key: signer.name.clone(),
+        });
+    }
+    let st: Statement<Provenance> =
+        statement::parse(&payload, SLSA_PROVENANCE_V1).map_err(env_err)?;
+    let p = &st.predicate;
+    let missing = |field| RecordError::MissingField {
+        record: record.clone(),
+        field,
+    };
+    if p.build_definition.build_type.is_empty() {
+        return Err(missing("buildDefinition.buildType"));
+    }
+    if p.build_definition.build_type != BUILD_TYPE {
+        return Err(RecordError::BuildType {
+            record,
+            found: p.build_definition.build_type.clone(),
+        });
+    }
+    if !p.build_definition.external_parameters.is_object() {
+        return Err(missing("buildDefinition.externalParameters"));
+    }
+    if p.run_details.builder.id.is_empty() {
+        return Err(missing("runDetails.builder.id"));
+    }
+    if p.run_details.metadata.invocation_id.is_empty() {
+        return Err(missing("runDetails.metadata.invocationId"));
+    }
+    let expected = subjects_manifest(&st.subject).map_err(|name| RecordError::BadSubject {
+        record: record.clone(),
+        name,
+    })?;
+    if let Some(dir) = outputs {
+        let actual = outputs::hash_outputs(dir).map_err(|source| RecordError::Outputs {
+            record: record.clone(),
+            source: Box::new(VerifyError::Tree {
+                artifact: dir.display().to_string(),
+                source,
+            }),
+        })?;
+        let mut expected = expected;
+        // Sizes are not in subjects: take them from disk so only digests and names count.
+        for r in &mut expected.resources {
+            if let Some(a) = actual.files.resources.iter().find(|a| a.path == r.path) {
+                r.size = a.size;
+            }
+        }
+        compare(
+            &format!("{:?}", dir.display().to_string()),
+            &expected,
+            &actual.files,
+        )
+        .map_err(|source| RecordError::Outputs {
+            record: record.clone(),
+            source: Box::new(source),
+        })?;
+    }
+    Ok(VerifiedRecord {
+        signer: signer.name.clone(),
+        keyid: signer.key.keyid(),
+        envelope_digest: Digest::of(bytes),
+        statement: st,
+    })
+}
+
+/// The subjects as a manifest of plain sha256 files (names are output paths).
+fn subjects_manifest(subjects: &[Subject]) -> Result<Manifest, String> {
+    let mut resources = Vec::new();
+    for s in subjects {
+        if s.name.is_empty() && subjects.len() == 1 {
+            continue;
+        }
+        crate::manifest::check_path(&s.name).map_err(|_| s.name.clone())?;
+        let d: Digest = s
+            .digest
+            .get("sha256")
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| s.name.clone())?;
+        resources.push(Resource {
+            path: s.name.clone(),
+            size: 0,
+            algorithm: Algorithm::Sha256,
+            digest: d,
+        });
+    }
+    resources.sort_by(|a, b| path_order(&a.path, &b.path));
+    Ok(Manifest {
+        shard_size: u64::MAX,
+        resources,
+    })
+}
