@@ -3,12 +3,15 @@
 //!
 //! The binary `sealrun` is a thin front end over this library.
 
+pub mod attest;
 pub mod audit;
 pub mod demo;
 pub mod exec;
 pub mod keyfile;
+pub mod run;
 pub mod sign;
 pub mod spec;
+pub mod stage;
 
 /// The current UTC time as RFC 3339 (seconds precision).
 pub fn now_rfc3339() -> String {

@@ -69,6 +69,22 @@ enum Command {
         #[arg(long, default_value_t = DEFAULT_SHARD_SIZE, hide = true)]
         shard_size: u64,
     },
+    /// Run a job: verify every input, run it in the sandbox, hash the outputs,
+    /// sign a run record and append it to the audit log.
+    ///
+    /// Exit status: the job's own status (128+N for signal N); 64 invalid spec,
+    /// policy or key; 65 an input did not verify (nothing ran); 124 timeout;
+    /// 125 sandbox setup failed; 74 the record could not be written.
+    ///
+    /// Example: sealrun run job.toml   (see docs/jobs.md for the spec)
+    #[command(verbatim_doc_comment)]
+    Run {
+        /// The job spec (TOML).
+        spec: PathBuf,
+        /// Do not echo the job's output (it is still logged).
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
     /// Run the built-in end-to-end demo: keys, a signed dataset, offline
     /// verification, and a one-byte tamper that is refused.
     Demo {
@@ -144,6 +160,24 @@ fn run(cli: Cli) -> Result<u8> {
                 out.display()
             );
             Ok(0)
+        }
+        Command::Run { spec, quiet } => {
+            let opts = sealrun_launcher::run::RunOptions { quiet };
+            match sealrun_launcher::run::run_job(&spec, &opts) {
+                Ok(s) => {
+                    eprintln!(
+                        "sealrun: {}: {}\nsealrun: record {}",
+                        spec.display(),
+                        s.message,
+                        s.record.display()
+                    );
+                    Ok(s.status)
+                }
+                Err(e) => {
+                    eprintln!("sealrun: error: {e}");
+                    Ok(e.exit_status())
+                }
+            }
         }
         Command::Demo { dir } => {
             demo::run(dir.as_deref())?;

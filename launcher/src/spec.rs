@@ -243,6 +243,7 @@ impl JobSpec {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_path_buf();
+        let base = base.canonicalize().unwrap_or(base);
         let ctx = Ctx { file, text, base };
         let de = toml::Deserializer::new(text);
         let raw: RawSpec = serde_path_to_error::deserialize(de).map_err(|e| {

@@ -1,0 +1,224 @@
+//! Attestation: turn what happened in a run into a signed SLSA Provenance v1
+//! record (DSSE, in-toto Statement v1), written atomically.
+//!
+//! Guarantees: the record lists every output file as a subject (symlinks and
+//! special files are listed as byproducts with their link text, never followed);
+//! it carries the inputs with digest, kind, labels and signer, the code and
+//! executable digests, the sandbox profile and BPF digests, limits, the end
+//! reason, resource use and every refused action; it never contains a secret
+//! value (the spec's secret sources are excluded from externalParameters).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sealrun_sandbox::Outcome;
+use sealrun_verifier::artifact::Verified;
+use sealrun_verifier::digest::Digest;
+use sealrun_verifier::outputs::Outputs;
+use sealrun_verifier::record::{
+    BuildDefinition, BuildMetadata, Builder, Provenance, ResourceDescriptor, RunDetails, BUILD_TYPE,
+};
+use sealrun_verifier::statement::Subject;
+use serde_json::json;
+
+use crate::spec::JobSpec;
+
+/// A verified input, as recorded.
+#[derive(Debug, Clone)]
+pub struct RecordedInput {
+    pub name: String,
+    pub host_path: String,
+    pub mount: String,
+    pub verified: Verified,
+}
+
+/// Everything the record is built from.
+#[derive(Debug)]
+pub struct RunFacts<'a> {
+    pub spec: &'a JobSpec,
+    pub invocation: &'a str,
+    pub started_on: String,
+    pub finished_on: String,
+    pub builder_id: String,
+    pub inputs: &'a [RecordedInput],
+    pub code_digest: Option<Digest>,
+    pub executable: Option<(String, Digest)>,
+    pub internal: serde_json::Value,
+    pub outcome: Option<&'a Outcome>,
+    /// `succeeded`, `failed: ...`, `refused: ...`.
+    pub result: String,
+    pub logs: Vec<(String, String, Digest)>,
+    pub outputs: Option<&'a Outputs>,
+    pub extra_byproducts: Vec<ResourceDescriptor>,
+}
+
+fn rd(name: &str) -> ResourceDescriptor {
+    ResourceDescriptor {
+        name: Some(name.to_string()),
+        ..Default::default()
+    }
+}
+
+fn sha(d: &Digest) -> BTreeMap<String, String> {
+    BTreeMap::from([("sha256".to_string(), d.to_hex())])
+}
+
+/// The spec as recorded: secret sources removed.
+pub fn external_parameters(spec: &JobSpec) -> serde_json::Value {
+    let mut v = spec.as_json.clone();
+    if let Some(secrets) = v.get_mut("secrets").and_then(|s| s.as_object_mut()) {
+        for (_, s) in secrets.iter_mut() {
+            if let Some(o) = s.as_object_mut() {
+                o.remove("from");
+            }
+        }
+    }
+    v
+}
+
+/// Build the subjects and provenance of a run.
+pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
+    let mut deps = Vec::new();
+    for i in f.inputs {
+        let v = &i.verified;
+        deps.push(ResourceDescriptor {
+            name: Some(i.name.clone()),
+            uri: Some(format!("file:{}", i.host_path)),
+            digest: BTreeMap::from([("sha256".to_string(), v.digest.clone())]),
+            media_type: None,
+            annotations: Some(json!({
+                "artifact": v.name, "kind": v.kind, "version": v.version, "labels": v.labels,
+                "signer": v.signer, "keyid": v.keyid, "format": v.format, "mount": i.mount,
+            })),
+        });
+    }
+    if let Some(d) = &f.code_digest {
+        deps.push(ResourceDescriptor {
+            digest: sha(d),
+            uri: f
+                .spec
+                .code
+                .as_ref()
+                .map(|c| format!("file:{}", c.display())),
+            annotations: Some(
+                json!({"mount": crate::spec::CODE_MOUNT, "digest_of": "sealrun manifest root"}),
+            ),
+            ..rd("code")
+        });
+    }
+    if let Some((path, d)) = &f.executable {
+        deps.push(ResourceDescriptor {
+            digest: sha(d),
+            uri: Some(format!("file:{path}")),
+            ..rd("executable")
+        });
+    }
+    let mut byproducts = Vec::new();
+    for (name, path, d) in &f.logs {
+        byproducts.push(ResourceDescriptor {
+            digest: sha(d),
+            uri: Some(format!("file:{path}")),
+            media_type: Some("text/plain".into()),
+            ..rd(name)
+        });
+    }
+    let mut end = json!({"result": f.result});
+    if let Some(o) = f.outcome {
+        end = json!({
+            "result": f.result,
+            "reason": end_reason_text(o),
+            "end": o.end,
+            "exit_status": o.exit_status(),
+            "wall_ms": o.wall_ms,
+            "cpu_user_ms": o.cpu_user_ms,
+            "cpu_sys_ms": o.cpu_sys_ms,
+            "peak_memory_bytes": o.peak_memory_bytes,
+        });
+        byproducts.push(ResourceDescriptor {
+            annotations: Some(json!({
+                "denied_syscalls": o.denied_syscalls,
+                "egress_attempts": o.egress_attempts,
+                "landlock": o.landlock,
+            })),
+            ..rd("sandbox")
+        });
+    } else if let Some(obj) = end.as_object_mut() {
+        obj.insert("reason".into(), json!(f.result));
+    }
+    byproducts.insert(
+        0,
+        ResourceDescriptor {
+            annotations: Some(end),
+            ..rd("end")
+        },
+    );
+    if let Some(out) = f.outputs {
+        if !out.other.is_empty() {
+            byproducts.push(ResourceDescriptor {
+                annotations: Some(json!({"not_followed": out.other})),
+                ..rd("output-non-files")
+            });
+        }
+    }
+    byproducts.extend(f.extra_byproducts.iter().cloned());
+    let mut subjects: Vec<Subject> = f
+        .outputs
+        .map(|o| {
+            o.files
+                .resources
+                .iter()
+                .map(|r| Subject {
+                    name: r.path.clone(),
+                    digest: sha(&r.digest),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if subjects.is_empty() {
+        // in-toto needs a subject: a run with no outputs attests its spec.
+        let spec_bytes = std::fs::read(&f.spec.file).unwrap_or_default();
+        subjects.push(Subject {
+            name: Path::new(&f.spec.file)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "job.toml".into()),
+            digest: sha(&Digest::of(&spec_bytes)),
+        });
+    }
+    let prov = Provenance {
+        build_definition: BuildDefinition {
+            build_type: BUILD_TYPE.to_string(),
+            external_parameters: external_parameters(f.spec),
+            internal_parameters: f.internal.clone(),
+            resolved_dependencies: deps,
+        },
+        run_details: RunDetails {
+            builder: Builder {
+                id: f.builder_id.clone(),
+                version: BTreeMap::from([(
+                    "sealrun".to_string(),
+                    env!("CARGO_PKG_VERSION").to_string(),
+                )]),
+            },
+            metadata: BuildMetadata {
+                invocation_id: f.invocation.to_string(),
+                started_on: f.started_on.clone(),
+                finished_on: f.finished_on.clone(),
+            },
+            byproducts,
+        },
+    };
+    (subjects, prov)
+}
+
+/// A short text for the end reason: `exited 0`, `signal 9`, `timeout`, `oom-killed`, `pids-limit`.
+pub fn end_reason_text(o: &Outcome) -> String {
+    use sealrun_sandbox::EndReason;
+    match &o.end {
+        EndReason::Exited { code } => format!("exited {code}"),
+        EndReason::Signaled { signal } => format!("signal {signal}"),
+        EndReason::Timeout => "timeout".into(),
+        EndReason::OomKilled => "oom-killed".into(),
+        EndReason::PidsLimit { status } => format!("pids-limit (status {status})"),
+    }
+}

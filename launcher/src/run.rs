@@ -1,0 +1,534 @@
+//! `sealrun run JOB.toml`: one job, in order: plan → verify → stage → run in
+//! the sandbox under a supervisor → hash outputs → sign the record → audit.
+//!
+//! Guarantees: the spec, trust policy, signing key and every input signature
+//! are checked before anything runs; an input that fails verification stops the
+//! run (nothing executes), and the refusal is recorded in a signed record and the
+//! audit log; the job only ever reads staged, verified copies of its inputs and
+//! code; a `start` entry is in the audit log before the job starts, so a run the
+//! launcher never finished stays visible; stdout and stderr are streamed to the
+//! terminal and to log files; SIGINT/SIGTERM are forwarded to the job (a second
+//! one kills the tree); every run that started gets a signed record, whatever
+//! its end.
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rand_core::RngCore;
+use sealrun_sandbox::{Bind, ProfileRef, SandboxConfig, SandboxPlan, Stdio, Tmpfs};
+use sealrun_verifier::artifact::{verify_artifact, VerifyOptions};
+use sealrun_verifier::digest::Digest;
+use sealrun_verifier::dsse;
+use sealrun_verifier::keys::SigningKey;
+use sealrun_verifier::manifest::{Manifest, WalkOptions};
+use sealrun_verifier::outputs;
+use sealrun_verifier::policy::Policy;
+use sealrun_verifier::record::sign_record;
+use sealrun_verifier::rollback::write_atomic;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::attest::{self, RecordedInput, RunFacts};
+use crate::audit::{self, Event};
+use crate::spec::{JobSpec, SpecError, CODE_MOUNT, OUTPUT_MOUNT};
+use crate::stage::Stage;
+use crate::{keyfile, now_rfc3339};
+
+/// Exit statuses of `sealrun run` besides the job's own status.
+pub mod exit {
+    /// The spec, policy or key is invalid or unreadable.
+    pub const USAGE: u8 = 64;
+    /// An input did not verify; nothing ran.
+    pub const VERIFY_FAILED: u8 = 65;
+    /// The record or audit log could not be written.
+    pub const RECORD_FAILED: u8 = 74;
+    pub use sealrun_sandbox::exit_codes::{SETUP_FAILED, TIMEOUT};
+}
+
+/// Errors that stop a run before a record can be written.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Key(#[from] keyfile::KeyFileError),
+    #[error(transparent)]
+    Policy(#[from] sealrun_verifier::policy::PolicyError),
+    #[error("{path}: {message}")]
+    Usage { path: PathBuf, message: String },
+    #[error("{0}")]
+    Io(String),
+    #[error("cannot write the run record or audit log: {0}")]
+    Record(String),
+}
+
+impl RunError {
+    /// The exit status for this error.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            RunError::Record(_) | RunError::Io(_) => exit::RECORD_FAILED,
+            _ => exit::USAGE,
+        }
+    }
+}
+
+/// How a run went.
+#[derive(Debug)]
+pub struct RunSummary {
+    /// The status `sealrun run` exits with.
+    pub status: u8,
+    /// One line: what happened.
+    pub message: String,
+    /// The signed record.
+    pub record: PathBuf,
+    pub invocation: String,
+}
+
+/// Options for [`run_job`].
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Do not echo the job's stdout/stderr to the terminal (logs are still written).
+    pub quiet: bool,
+}
+
+fn new_invocation_id() -> String {
+    let mut b = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// Fixed state of one run, used to write its record and audit entries.
+struct Ctx<'a> {
+    spec: &'a JobSpec,
+    key: &'a SigningKey,
+    invocation: String,
+    started_on: String,
+    builder_id: String,
+}
+
+impl Ctx<'_> {
+    fn record_path(&self) -> PathBuf {
+        self.spec.records.join(format!(
+            "{}-{}.json",
+            self.spec.name,
+            &self.invocation[..12]
+        ))
+    }
+
+    /// Sign and write the record, then append the audit entry.
+    fn finish(&self, facts: RunFacts, event: &str, outcome: String) -> Result<PathBuf, RunError> {
+        let (subjects, prov) = attest::provenance(&facts);
+        let env = sign_record(subjects, &prov, self.key);
+        let bytes = env.to_json();
+        let path = self.record_path();
+        write_atomic(&path, &bytes)
+            .map_err(|e| RunError::Record(format!("{}: {e}", path.display())))?;
+        audit::append(
+            &self.spec.audit_log,
+            &Event {
+                event,
+                job: &self.spec.name,
+                invocation: &self.invocation,
+                record: Some(Digest::of(&bytes)),
+                outcome,
+            },
+            self.key,
+        )
+        .map_err(|e| RunError::Record(e.to_string()))?;
+        Ok(path)
+    }
+
+    fn facts<'b>(&'b self, inputs: &'b [RecordedInput], result: String) -> RunFacts<'b> {
+        RunFacts {
+            spec: self.spec,
+            invocation: &self.invocation,
+            started_on: self.started_on.clone(),
+            finished_on: now_rfc3339(),
+            builder_id: self.builder_id.clone(),
+            inputs,
+            code_digest: None,
+            executable: None,
+            internal: serde_json::json!({}),
+            outcome: None,
+            result,
+            logs: Vec::new(),
+            outputs: None,
+            extra_byproducts: Vec::new(),
+        }
+    }
+}
+
+/// Resolve `argv0` the way the sandbox will (its PATH), on the host's read-only system view.
+fn resolve_executable(argv0: &str) -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = if argv0.contains('/') {
+        vec![PathBuf::from(argv0)]
+    } else {
+        sealrun_sandbox::plan::SANDBOX_PATH
+            .split(':')
+            .map(|d| Path::new(d).join(argv0))
+            .collect()
+    };
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .and_then(|p| p.canonicalize().ok())
+}
+
+fn chown_tree(root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(root, Some(uid), Some(gid))?;
+    if std::fs::symlink_metadata(root)?.is_dir() {
+        for e in std::fs::read_dir(root)? {
+            chown_tree(&e?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RunError::Io(format!("pipe: {e}")))
+}
+
+/// Copy a pipe to a log file and (unless quiet) to our own stdout/stderr.
+async fn pump(fd: OwnedFd, log: PathBuf, to_stderr: bool, quiet: bool) -> std::io::Result<Digest> {
+    let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
+    let mut file = tokio::fs::File::create(&log).await?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if to_stderr {
+        Box::new(tokio::io::stderr())
+    } else {
+        Box::new(tokio::io::stdout())
+    };
+    loop {
+        let n = rx.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        file.write_all(&buf[..n]).await?;
+        h.update(&buf[..n]);
+        if !quiet {
+            let _ = out.write_all(&buf[..n]).await;
+            let _ = out.flush().await;
+        }
+    }
+    file.sync_all().await?;
+    Ok(Digest(h.finalize().into()))
+}
+
+/// Run the job described by the spec at `spec_path`.
+pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunError> {
+    // 1. Plan: the spec, the key, the policy.
+    let spec = JobSpec::load(spec_path)?;
+    let key = keyfile::load_signing_key(&spec.signing_key)?;
+    let mut policy = Policy::load(&spec.trust)?;
+    for (k, v) in &spec.admit {
+        policy
+            .admit
+            .entry(k.clone())
+            .or_default()
+            .extend(v.iter().cloned());
+    }
+    std::fs::create_dir_all(&spec.records).map_err(|e| RunError::Usage {
+        path: spec.records.clone(),
+        message: format!("cannot create the records folder: {e}"),
+    })?;
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown-host".into());
+    let keyid = key.public().keyid();
+    let ctx = Ctx {
+        spec: &spec,
+        key: &key,
+        invocation: new_invocation_id(),
+        started_on: now_rfc3339(),
+        builder_id: format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
+    };
+
+    // 2 + 3. Stage every input and verify the staged copy.
+    let stage_base = spec
+        .records
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let stage =
+        Stage::create(&stage_base, &ctx.invocation).map_err(|e| RunError::Io(e.to_string()))?;
+    let mut inputs = Vec::new();
+    let mut ro_binds = Vec::new();
+    for input in &spec.inputs {
+        let refuse = |message: String| -> Result<RunSummary, RunError> {
+            let facts = ctx.facts(&inputs, format!("refused: {message}"));
+            let record = ctx.finish(facts, "refused", format!("refused: {message}"))?;
+            Ok(RunSummary {
+                status: exit::VERIFY_FAILED,
+                message: format!("refused: {message}; nothing ran"),
+                record,
+                invocation: ctx.invocation.clone(),
+            })
+        };
+        let sig = match dsse::read_limited(&input.signature) {
+            Ok(s) => s,
+            Err(e) => return refuse(format!("input {:?}: {e}", input.name)),
+        };
+        let staged = match stage.copy_in(&input.name, &input.path) {
+            Ok(p) => p,
+            Err(e) => return refuse(format!("input {:?}: {e}", input.name)),
+        };
+        let vopts = VerifyOptions {
+            policy: &policy,
+            now: time::OffsetDateTime::now_utc(),
+            rollback: None,
+            expected_kind: Some(input.kind),
+            progress: None,
+        };
+        match verify_artifact(&staged, &sig, &vopts) {
+            Ok(v) => {
+                ro_binds.push(Bind {
+                    host: staged,
+                    dest: input.mount.clone().into(),
+                });
+                inputs.push(RecordedInput {
+                    name: input.name.clone(),
+                    host_path: input.path.display().to_string(),
+                    mount: input.mount.clone(),
+                    verified: v,
+                });
+            }
+            Err(e) => {
+                return refuse(format!(
+                    "input {:?} ({}): {e}",
+                    input.name,
+                    input.path.display()
+                ))
+            }
+        }
+    }
+    let code_digest = match &spec.code {
+        Some(code) => {
+            let staged = stage
+                .copy_in("code", code)
+                .map_err(|e| RunError::Io(e.to_string()))?;
+            let m = Manifest::build(&staged, &WalkOptions::default(), None)
+                .map_err(|e| RunError::Io(format!("code {}: {e}", code.display())))?;
+            ro_binds.push(Bind {
+                host: staged,
+                dest: CODE_MOUNT.into(),
+            });
+            Some(m.root_digest())
+        }
+        None => None,
+    };
+    for (host, dest) in &spec.sandbox.ro {
+        ro_binds.push(Bind {
+            host: host.clone(),
+            dest: dest.into(),
+        });
+    }
+
+    // The output folder: new or empty, so that everything in it afterwards is the job's.
+    std::fs::create_dir_all(&spec.output).map_err(|e| RunError::Usage {
+        path: spec.output.clone(),
+        message: format!("cannot create output folder: {e}"),
+    })?;
+    let non_empty = std::fs::read_dir(&spec.output)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(true);
+    if non_empty {
+        return Err(RunError::Usage {
+            path: spec.output.clone(),
+            message: "output folder is not empty; every file in it is attested as the job's output, so give a new or empty folder".into(),
+        });
+    }
+
+    // Compile the sandbox plan (profile, seccomp BPF, binds) before anything starts.
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let mut config = SandboxConfig::new(spec.command.clone());
+    config.env = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    config.profile = ProfileRef::parse(&spec.sandbox.profile);
+    config.ro_binds = ro_binds;
+    config.rw_binds = vec![Bind {
+        host: spec.output.clone(),
+        dest: OUTPUT_MOUNT.into(),
+    }];
+    if let Some(size) = spec.sandbox.tmp_size {
+        config.tmpfs.push(Tmpfs {
+            dest: "/tmp".into(),
+            size,
+        });
+    }
+    config.memory = spec.sandbox.memory;
+    config.pids = spec.sandbox.pids;
+    config.timeout = spec.sandbox.timeout;
+    config.cwd = Some(OUTPUT_MOUNT.into());
+    config.stdout = Stdio::Fd(out_w);
+    config.stderr = Stdio::Fd(err_w);
+    let executable = resolve_executable(&spec.command[0]).and_then(|p| {
+        sealrun_verifier::digest::hash_file(&p, u64::MAX)
+            .ok()
+            .map(|(_, d, _)| (p.display().to_string(), d))
+    });
+    let internal_base = serde_json::json!({
+        "launcher_version": env!("CARGO_PKG_VERSION"),
+        "limits": {
+            "memory_bytes": spec.sandbox.memory,
+            "pids": spec.sandbox.pids,
+            "timeout_s": spec.sandbox.timeout.map(|t| t.as_secs_f64()),
+            "tmp_bytes": spec.sandbox.tmp_size,
+        },
+        "staging": "copy-then-verify",
+    });
+    let plan = match SandboxPlan::build(config) {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = format!("sandbox plan: {e}");
+            let mut facts = ctx.facts(&inputs, format!("failed: {msg}"));
+            facts.internal = internal_base;
+            let record = ctx.finish(facts, "refused", format!("failed: {msg}"))?;
+            return Ok(RunSummary {
+                status: exit::SETUP_FAILED,
+                message: format!("sandbox setup failed: {e}; nothing ran"),
+                record,
+                invocation: ctx.invocation.clone(),
+            });
+        }
+    };
+    let mut internal = internal_base;
+    if let Some(o) = internal.as_object_mut() {
+        o.insert("profile".into(), plan.profile_name().into());
+        o.insert("profile_sha256".into(), plan.profile_sha256().into());
+        o.insert("bpf_sha256".into(), plan.bpf_sha256().into());
+        o.insert("landlock_abi".into(), plan.landlock_abi().into());
+        o.insert("job_host_uid".into(), plan.job_host_uid().into());
+    }
+    let job_uid = plan.job_host_uid();
+    chown_tree(&spec.output, job_uid, job_uid).map_err(|e| RunError::Usage {
+        path: spec.output.clone(),
+        message: format!("cannot hand the output folder to the job's uid {job_uid}: {e}"),
+    })?;
+
+    // 4. Start: the audit log learns of the run before the job runs.
+    audit::append(
+        &spec.audit_log,
+        &Event {
+            event: "start",
+            job: &spec.name,
+            invocation: &ctx.invocation,
+            record: None,
+            outcome: "running".into(),
+        },
+        &key,
+    )
+    .map_err(|e| RunError::Record(e.to_string()))?;
+    let log_base = spec
+        .records
+        .join(format!("{}-{}", spec.name, &ctx.invocation[..12]));
+    let stdout_log = PathBuf::from(format!("{}.stdout.log", log_base.display()));
+    let stderr_log = PathBuf::from(format!("{}.stderr.log", log_base.display()));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Io(format!("tokio runtime: {e}")))?;
+    let quiet = opts.quiet;
+    let (outcome, logs) = rt.block_on(async {
+        let out_pump = tokio::spawn(pump(out_r, stdout_log.clone(), false, quiet));
+        let err_pump = tokio::spawn(pump(err_r, stderr_log.clone(), true, quiet));
+        let started = tokio::task::spawn_blocking(move || plan.spawn())
+            .await
+            .map_err(|e| format!("supervisor: {e}"))?;
+        let outcome = match started {
+            Err(e) => Err(e.to_string()),
+            Ok(handle) => {
+                let pid = handle.pid();
+                let mut waiter = tokio::task::spawn_blocking(move || handle.wait());
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .map_err(|e| e.to_string())?;
+                let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                    .map_err(|e| e.to_string())?;
+                let mut forwarded = 0;
+                loop {
+                    tokio::select! {
+                        r = &mut waiter => break r.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
+                        _ = term.recv() => forwarded += 1,
+                        _ = int.recv() => forwarded += 1,
+                    }
+                    let sig = if forwarded > 1 { libc::SIGKILL } else { libc::SIGTERM };
+                    // SAFETY: signalling the sandbox init, our child, which is not reaped until
+                    // `waiter` completes (and this loop exits on that).
+                    unsafe { libc::kill(pid, sig) };
+                }
+            }
+        };
+        let out_d = out_pump.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        let err_d = err_pump.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        Ok::<_, String>((outcome, [out_d, err_d]))
+    })
+    .map_err(RunError::Io)?;
+    let logs = vec![
+        (
+            "stdout".to_string(),
+            stdout_log.display().to_string(),
+            logs[0],
+        ),
+        (
+            "stderr".to_string(),
+            stderr_log.display().to_string(),
+            logs[1],
+        ),
+    ];
+
+    // 5. Outputs: take them back from the job's uid, then hash (symlinks recorded, not followed).
+    let me = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    let _ = chown_tree(&spec.output, me.0, me.1);
+    let outputs =
+        outputs::hash_outputs(&spec.output).map_err(|e| RunError::Io(format!("outputs: {e}")))?;
+
+    // 6. Record and audit.
+    let (status, result, message) = match &outcome {
+        Ok(o) => {
+            let reason = attest::end_reason_text(o);
+            let ok = matches!(o.end, sealrun_sandbox::EndReason::Exited { code: 0 });
+            let result = if ok {
+                "succeeded".to_string()
+            } else {
+                format!("failed: {reason}")
+            };
+            (o.exit_status(), result, reason)
+        }
+        Err(e) => (exit::SETUP_FAILED, format!("failed: {e}"), e.clone()),
+    };
+    let mut facts = ctx.facts(&inputs, result.clone());
+    facts.code_digest = code_digest;
+    facts.executable = executable;
+    facts.internal = internal;
+    facts.outcome = outcome.as_ref().ok();
+    facts.logs = logs;
+    facts.outputs = Some(&outputs);
+    let record = ctx.finish(facts, "end", result.clone())?;
+    drop(stage);
+    Ok(RunSummary {
+        status,
+        message: format!(
+            "{result} ({message}); {} output file(s)",
+            outputs.files.resources.len()
+        ),
+        record,
+        invocation: ctx.invocation.clone(),
+    })
+}
+
+/// Labels of verified inputs, by input name (for summaries).
+pub fn input_labels(inputs: &[RecordedInput]) -> BTreeMap<String, BTreeMap<String, String>> {
+    inputs
+        .iter()
+        .map(|i| (i.name.clone(), i.verified.labels.clone()))
+        .collect()
+}
