@@ -44,7 +44,11 @@ fn setup(step: &str, detail: impl std::fmt::Display) -> SandboxError {
 }
 
 fn strerror(e: i32) -> String {
-    std::io::Error::from_raw_os_error(e).to_string()
+    let s = std::io::Error::from_raw_os_error(e).to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
 }
 
 /// A running sandbox.

@@ -1,0 +1,505 @@
+//! The escape suite: each case runs an attack from inside `sealrun exec` and asserts the specific
+//! failure (and, where the sandbox observes it, the report entry). All attacks target only
+//! loopback, the test's own temp dirs and the test's own processes.
+
+mod common;
+
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn tcp_connect_to_host_loopback_listener_fails_and_is_reported() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let r = py(
+        &[],
+        &format!(
+            r#"
+s = socket.socket(); s.settimeout(3)
+try:
+    s.connect(("127.0.0.1", {port})); print("CONNECTED")
+except OSError as e:
+    print("ERR", e.errno)
+"#
+        ),
+    );
+    assert_eq!(
+        ok(&r).trim(),
+        format!("ERR {}", 101),
+        "ENETUNREACH expected: {r:?}"
+    );
+    assert!(l.accept().is_err(), "the host listener must never accept");
+    assert!(
+        r.egress().contains(&format!("127.0.0.1:{port}")),
+        "{:?}",
+        r.report
+    );
+    assert!(r.denied().contains(&"connect".to_string()));
+}
+
+#[test]
+fn udp_send_to_host_loopback_fails_and_is_reported() {
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_nonblocking(true).unwrap();
+    let port = u.local_addr().unwrap().port();
+    let r = py(
+        &[],
+        &format!(
+            r#"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.sendto(b"leak", ("127.0.0.1", {port})); print("SENT")
+except OSError as e:
+    print("ERR", e.errno)
+"#
+        ),
+    );
+    assert_eq!(ok(&r).trim(), "ERR 101", "{r:?}");
+    let mut buf = [0u8; 16];
+    assert!(
+        u.recv_from(&mut buf).is_err(),
+        "nothing may arrive on the host"
+    );
+    assert!(
+        r.egress().contains(&format!("127.0.0.1:{port}")),
+        "{:?}",
+        r.report
+    );
+}
+
+#[test]
+fn dns_lookup_fails() {
+    // `.invalid` never resolves anywhere; no resolver config is visible inside, so glibc would
+    // only ever try 127.0.0.1:53 — inside the sandbox's own network namespace.
+    let r = py(
+        &[],
+        r#"
+try:
+    print("RESOLVED", socket.getaddrinfo("sealrun-test.invalid", 80))
+except socket.gaierror as e:
+    print("GAIERROR")
+"#,
+    );
+    assert_eq!(ok(&r).trim(), "GAIERROR", "{r:?}");
+}
+
+#[test]
+fn raw_socket_is_refused() {
+    let r = py(
+        &[],
+        r#"
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); print("RAW")
+except OSError as e:
+    print("ERR", e.errno)
+"#,
+    );
+    assert_eq!(ok(&r).trim(), "ERR 1", "{r:?}");
+}
+
+#[test]
+fn host_unix_socket_file_is_unreachable() {
+    let t = tempdir();
+    let path = t.path().join("host.sock");
+    let l = UnixListener::bind(&path).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let bind = format!("{}:/hostdir", t.path().display());
+    let r = py(
+        &["--ro", &bind],
+        r#"
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect("/hostdir/host.sock"); print("CONNECTED")
+except OSError as e:
+    print("ERR", e.errno)
+"#,
+    );
+    assert_eq!(ok(&r).trim(), "ERR 13", "EACCES expected: {r:?}");
+    assert!(
+        l.accept().is_err(),
+        "the host unix listener must never accept"
+    );
+    assert!(
+        r.egress().contains(&"/hostdir/host.sock".to_string()),
+        "{:?}",
+        r.report
+    );
+}
+
+#[test]
+fn host_abstract_unix_socket_is_unreachable() {
+    let name = format!("sealrun-test-{}", std::process::id());
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let l = UnixListener::bind_addr(&addr).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let r = py(
+        &[],
+        &format!(
+            r#"
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect("\0{name}"); print("CONNECTED")
+except OSError as e:
+    print("ERR", e.errno)
+"#
+        ),
+    );
+    assert!(ok(&r).starts_with("ERR"), "{r:?}");
+    assert!(
+        l.accept().is_err(),
+        "the host abstract listener must never accept"
+    );
+    assert!(r.egress().contains(&format!("@{name}")), "{:?}", r.report);
+}
+
+#[test]
+fn host_files_are_invisible() {
+    let t = tempfile::tempdir().unwrap();
+    let secret = t.path().join("secret.txt");
+    std::fs::write(&secret, "host secret").unwrap();
+    let r = py(
+        &[],
+        &format!(
+            r#"
+for p in ["/etc/shadow", "/etc/gshadow", "/root/.bash_history", "/home", "/var/log", "/sys/kernel", {secret:?}, "/proc/1/root/etc/shadow"]:
+    try:
+        open(p).read(); print("READ", p)
+    except OSError as e:
+        print("ERR", e.errno, p)
+print("ROOT", sorted(os.listdir("/")))
+"#,
+            secret = secret.display().to_string()
+        ),
+    );
+    let out = ok(&r);
+    assert!(!out.contains("READ"), "{out}");
+    assert_eq!(
+        out.matches("ERR 2 ").count(),
+        7,
+        "every host path must be absent: {out}"
+    );
+    assert!(
+        out.contains("ERR 13 /proc/1/root/etc/shadow"),
+        "the init's root is off limits: {out}"
+    );
+    assert!(
+        !out.contains("'home'") && !out.contains("'var'") && !out.contains("'sys'"),
+        "{out}"
+    );
+}
+
+#[test]
+fn write_through_read_only_bind_fails() {
+    let t = tempdir();
+    std::fs::write(t.path().join("data.txt"), "original").unwrap();
+    std::fs::set_permissions(
+        t.path().join("data.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let bind = format!("{}:/in", t.path().display());
+    let r = py(
+        &["--ro", &bind],
+        r#"
+for p, mode in [("/in/data.txt", "w"), ("/in/new.txt", "w"), ("/usr/sealrun-probe", "w"), ("/sealrun-probe", "w")]:
+    try:
+        open(p, mode).write("x"); print("WROTE", p)
+    except OSError as e:
+        print("ERR", e.errno, p)
+"#,
+    );
+    let out = ok(&r);
+    assert!(!out.contains("WROTE"), "{out}");
+    assert_eq!(
+        out.matches("ERR 30 ").count(),
+        4,
+        "EROFS expected everywhere: {out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.path().join("data.txt")).unwrap(),
+        "original"
+    );
+    assert!(!t.path().join("new.txt").exists());
+}
+
+#[test]
+fn ptrace_is_denied_and_reported() {
+    let r = py(
+        &[],
+        r#"
+pid = os.fork()
+if pid == 0:
+    import time; time.sleep(5); os._exit(0)
+r, e = sc(101, 16, pid, 0, 0)   # ptrace(PTRACE_ATTACH, child)
+print("ptrace", r, e)
+r, e = sc(310, pid, 0, 0, 0, 0, 0)  # process_vm_readv
+print("vm_readv", r, e)
+os.kill(pid, 9); os.waitpid(pid, 0)
+"#,
+    );
+    assert_eq!(ok(&r).trim(), "ptrace -1 1\nvm_readv -1 1", "{r:?}");
+    assert!(r.denied().contains(&"ptrace".to_string()), "{:?}", r.report);
+    assert!(
+        r.denied().contains(&"process_vm_readv".to_string()),
+        "{:?}",
+        r.report
+    );
+}
+
+#[test]
+fn killing_a_host_pid_fails() {
+    let mut victim = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = victim.id();
+    let r = py(
+        &[],
+        &format!(
+            r#"
+try:
+    os.kill({pid}, 15); print("KILLED")
+except ProcessLookupError:
+    print("ESRCH")
+print("PIDS", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
+"#
+        ),
+    );
+    let out = ok(&r);
+    assert!(out.starts_with("ESRCH"), "{out}");
+    assert!(
+        out.contains("PIDS [1, 2]"),
+        "only init and the job are visible: {out}"
+    );
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the host process must survive"
+    );
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+}
+
+#[test]
+fn mount_unshare_setns_are_denied_and_reported() {
+    let r = py(
+        &[],
+        r#"
+r, e = sc(165, b"none", b"/tmp", b"tmpfs", 0, 0); print("mount", r, e)
+r, e = sc(272, 0x10000000); print("unshare", r, e)
+fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+r, e = sc(308, fd, 0); print("setns", r, e)
+r, e = sc(155, b"/tmp", b"/tmp"); print("pivot_root", r, e)
+r, e = sc(56, 0x10000000 | 17, 0, 0, 0, 0); print("clone_newuser", r, e)
+"#,
+    );
+    let out = ok(&r);
+    for line in [
+        "mount -1 1",
+        "unshare -1 1",
+        "setns -1 1",
+        "pivot_root -1 1",
+        "clone_newuser -1 1",
+    ] {
+        assert!(out.contains(line), "{line} missing in {out}");
+    }
+    for name in ["mount", "unshare", "setns", "pivot_root"] {
+        assert!(
+            r.denied().contains(&name.to_string()),
+            "{name} not reported: {:?}",
+            r.report
+        );
+    }
+}
+
+#[test]
+fn leaked_descriptor_is_closed() {
+    let t = tempfile::tempdir().unwrap();
+    let secret = t.path().join("secret");
+    std::fs::write(&secret, "leaked?").unwrap();
+    // The shell opens fd 7 without CLOEXEC, so sealrun inherits it.
+    let rep = t.path().join("report.json");
+    let p = python();
+    let script = "import os\ntry:\n    print('READ', os.read(7, 100))\nexcept OSError as e:\n    print('ERR', e.errno)\nprint('FDS', sorted(os.listdir('/proc/self/fd')))";
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"exec 7<"$1"; shift; exec "$@""#)
+        .arg("sh")
+        .arg(&secret)
+        .arg(sealrun_bin())
+        .args(["exec", "--profile", "python", "--report"])
+        .arg(&rep)
+        .args(["--", &p, "-c", script])
+        .output()
+        .unwrap();
+    let r = finish(out, &rep);
+    let o = ok(&r);
+    assert!(o.contains("ERR 9"), "EBADF expected: {o}");
+    assert!(
+        o.contains("FDS ['0', '1', '2', '3']"),
+        "only stdio (+ the listing's own fd): {o}"
+    );
+}
+
+#[test]
+fn kernel_attack_surface_calls_are_denied() {
+    let r = py(
+        &[],
+        r#"
+buf = ctypes.create_string_buffer(256)
+for name, nr, args in [
+    ("bpf", 321, (0, buf, 128)),
+    ("perf_event_open", 298, (buf, 0, -1 & 0xffffffffffffffff, -1 & 0xffffffffffffffff, 0)),
+    ("keyctl", 250, (0, 0, 0, 0, 0)),
+    ("add_key", 248, (b"user", b"x", b"y", 1, 0xfffffffffffffffd)),
+    ("io_uring_setup", 425, (1, buf)),
+    ("userfaultfd", 323, (0,)),
+]:
+    r, e = sc(nr, *args)
+    print(name, r, e)
+"#,
+    );
+    let out = ok(&r);
+    for name in [
+        "bpf",
+        "perf_event_open",
+        "keyctl",
+        "add_key",
+        "io_uring_setup",
+        "userfaultfd",
+    ] {
+        assert!(out.contains(&format!("{name} -1 1\n")), "{name}: {out}");
+        assert!(
+            r.denied().contains(&name.to_string()),
+            "{name} not reported: {:?}",
+            r.report
+        );
+    }
+}
+
+#[test]
+fn tiocsti_is_denied_even_with_high_bits_set() {
+    let r = py(
+        &[],
+        r#"
+c = ctypes.c_char(b"x")
+for req in (0x5412, 0x5412 | (1 << 32), 0x541C):
+    r, e = sc(16, 0, req, ctypes.byref(c))
+    print(hex(req), r, e)
+r, e = sc(16, 0, 0x5401, ctypes.byref(ctypes.create_string_buffer(64)))  # TCGETS: allowed, ENOTTY on /dev/null
+print("tcgets", r, e)
+"#,
+    );
+    let out = ok(&r);
+    assert!(out.contains("0x5412 -1 1\n"), "{out}");
+    assert!(out.contains("0x100005412 -1 1\n"), "{out}");
+    assert!(out.contains("0x541c -1 1\n"), "{out}");
+    assert!(
+        out.contains("tcgets -1 25"),
+        "ordinary ioctls still reach the kernel: {out}"
+    );
+}
+
+#[test]
+fn x32_and_clone3_get_enosys() {
+    let r = py(
+        &[],
+        r#"
+r, e = sc(0x40000000 | 39); print("x32_getpid", r, e)
+r, e = sc(435, 0, 0); print("clone3", r, e)
+"#,
+    );
+    assert_eq!(ok(&r).trim(), "x32_getpid -1 38\nclone3 -1 38", "{r:?}");
+}
+
+#[test]
+fn setuid_binary_grants_nothing() {
+    let t = tempdir();
+    let src = t.path().join("ids.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\n#include <unistd.h>\nint main(void){printf(\"%d %d\\n\", (int)getuid(), (int)geteuid()); return 0;}\n",
+    )
+    .unwrap();
+    let bin = t.path().join("ids");
+    let st = Command::new("gcc")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+    let bind = format!("{}:/t", t.path().display());
+    let r = exec(
+        &["--ro", &bind],
+        &[
+            "/bin/sh",
+            "-c",
+            "/t/ids; /usr/bin/su root -c true; echo su=$?",
+        ],
+    );
+    let out = ok(&r);
+    assert!(
+        out.starts_with("1000 1000\n"),
+        "setuid must not change the euid: {out}"
+    );
+    assert!(!out.contains("su=0"), "{out}");
+}
+
+#[test]
+fn capability_sets_are_empty() {
+    let r = exec(
+        &[],
+        &[
+            "/bin/sh",
+            "-c",
+            "grep ^Cap /proc/self/status; grep NoNewPrivs /proc/self/status; id -u",
+        ],
+    );
+    let out = ok(&r);
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(
+            out.contains(&format!("{set}:\t0000000000000000")),
+            "{set}: {out}"
+        );
+    }
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.trim_end().ends_with("1000"), "{out}");
+}
+
+#[test]
+fn environment_holds_nothing_of_the_launcher() {
+    let mut c = Command::new(sealrun_bin());
+    c.env("SEALRUN_TEST_SECRET", "hunter2")
+        .env("AWS_SECRET_ACCESS_KEY", "x");
+    let r = exec_with(c, &["--env", "EXTRA=1"], &["/usr/bin/env"]);
+    let out = ok(&r);
+    assert!(!out.contains("hunter2") && !out.contains("AWS_"), "{out}");
+    let mut keys: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["EXTRA", "HOME", "LANG", "PATH", "TMPDIR"], "{out}");
+}
+
+#[test]
+fn hostname_and_network_are_private() {
+    let r = exec(&[], &["/bin/sh", "-c", "cat /proc/sys/kernel/hostname; ls /sys 2>&1; cat /proc/net/dev | tail -n +3 | cut -d: -f1"]);
+    let out = ok(&r);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("sealrun"));
+    assert!(out.contains("No such file"), "no /sys: {out}");
+    let ifaces: Vec<&str> = out.lines().skip(2).map(str::trim).collect();
+    assert_eq!(ifaces, ["lo"], "{out}");
+}
+
+#[allow(dead_code)]
+fn read_all(mut r: impl Read) -> String {
+    let mut s = String::new();
+    r.read_to_string(&mut s).unwrap();
+    s
+}

@@ -1,0 +1,150 @@
+//! Limits: pids, memory, tmpfs caps, timeouts that kill the whole tree; each end reason reported
+//! distinctly.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn fork_bomb_is_stopped_by_the_pids_limit() {
+    let t0 = Instant::now();
+    let r = py(
+        &["--pids", "32", "--timeout", "60s"],
+        r#"
+import time
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(30); os._exit(0)
+        n += 1
+except BlockingIOError:
+    print("refused after", n); sys.stdout.flush(); sys.exit(3)
+"#,
+    );
+    assert_eq!(r.code, 3, "{r:?}");
+    assert_eq!(r.end_kind(), "pids_limit", "{:?}", r.report);
+    assert_eq!(r.report["end"]["status"], 3);
+    assert!(r.stdout.contains("refused after"), "{r:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "the sleeping children must die with the sandbox"
+    );
+}
+
+#[test]
+fn memory_bomb_is_oom_killed() {
+    let r = py(
+        &["--memory", "64M", "--timeout", "60s"],
+        r#"
+chunks = []
+while True:
+    chunks.append(bytearray(8 << 20))
+"#,
+    );
+    assert_eq!(r.code, 137, "{r:?}");
+    assert_eq!(r.end_kind(), "oom_killed", "{:?}", r.report);
+    assert!(r.stderr.contains("out-of-memory"), "{}", r.stderr);
+}
+
+#[test]
+fn tmpfs_is_capped() {
+    let r = exec(
+        &["--tmpfs", "/tmp:1M", "--tmpfs", "/scratch:512K"],
+        &["/bin/sh", "-c", "dd if=/dev/zero of=/tmp/f bs=64k count=64 2>/dev/null; echo tmp=$?; stat -c %s /tmp/f; dd if=/dev/zero of=/scratch/g bs=64k count=64 2>/dev/null; echo scratch=$?; stat -c %s /scratch/g"],
+    );
+    let out = ok(&r);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "tmp=1", "{out}");
+    assert!(lines[1].parse::<u64>().unwrap() <= 1 << 20, "{out}");
+    assert_eq!(lines[2], "scratch=1", "{out}");
+    assert!(lines[3].parse::<u64>().unwrap() <= 512 << 10, "{out}");
+}
+
+#[test]
+fn timeout_kills_setsid_double_forked_grandchildren() {
+    let t = tempdir();
+    let out = writable_dir(t.path(), "out");
+    let bind = format!("{}:/out", out.display());
+    // A grandchild leaves the session and double-forks, then would write a marker after 3 s.
+    let script = "setsid sh -c '(sh -c \"sleep 3; echo alive > /out/marker\" &) ; exec sleep 1000' & sleep 1000";
+    let t0 = Instant::now();
+    let r = exec(
+        &["--timeout", "1s", "--rw", &bind],
+        &["/bin/sh", "-c", script],
+    );
+    let took = t0.elapsed();
+    assert_eq!(r.code, 124, "{r:?}");
+    assert_eq!(r.end_kind(), "timeout", "{:?}", r.report);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !out.join("marker").exists(),
+        "a grandchild survived the timeout"
+    );
+    // No process of the sandbox is left on the host (all ran as the job's host uid).
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+        .unwrap();
+    if uid == "0" {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(st) = std::fs::read_to_string(e.path().join("status")) {
+                let u = st.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
+                assert!(
+                    !u.contains("\t101000\t"),
+                    "survivor {}: {st}",
+                    e.path().display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn exit_codes_and_signals_pass_through() {
+    assert_eq!(exec(&[], &["/bin/sh", "-c", "exit 7"]).code, 7);
+    let r = exec(&[], &["/bin/sh", "-c", "kill -TERM $$"]);
+    assert_eq!(r.code, 128 + 15, "{r:?}");
+    assert_eq!(r.report["end"]["kind"], "signaled");
+    assert_eq!(r.report["end"]["signal"], 15);
+}
+
+#[test]
+fn setup_failures_exit_125_naming_the_step() {
+    let r = exec(&["--cwd", "/does-not-exist"], &["/bin/true"]);
+    assert_eq!(r.code, 125, "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "sandbox setup failed at chdir working directory: /does-not-exist: No such file"
+        ),
+        "{}",
+        r.stderr
+    );
+    let r = exec(&[], &["/no/such/binary"]);
+    assert_eq!(r.code, 125);
+    assert!(
+        r.stderr
+            .contains("sandbox setup failed at execve: /no/such/binary"),
+        "{}",
+        r.stderr
+    );
+    let r = exec(&["--ro", "/no/such/dir"], &["/bin/true"]);
+    assert_eq!(r.code, 125);
+    assert!(r.stderr.contains("/no/such/dir"), "{}", r.stderr);
+    let r = exec(&["--profile", "no-such-profile"], &["/bin/true"]);
+    assert_eq!(r.code, 125);
+    assert!(r.stderr.contains("unknown profile"), "{}", r.stderr);
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    let r = exec(&["--memory", "lots"], &["/bin/true"]);
+    assert_eq!(r.code, 64, "{r:?}");
+    let r = exec(&["--timeout", "soon"], &["/bin/true"]);
+    assert_eq!(r.code, 64, "{r:?}");
+}
