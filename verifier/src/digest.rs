@@ -23,6 +23,11 @@ pub const DEFAULT_SHARD_SIZE: u64 = 64 << 20;
 /// Size of the read buffer used for every file and shard.
 const READ_BUF: usize = 256 << 10;
 
+thread_local! {
+    /// One read buffer per worker thread, reused for every file it hashes.
+    static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; READ_BUF]);
+}
+
 /// A SHA-256 digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(pub [u8; 32]);
@@ -138,15 +143,14 @@ pub fn hash_file(path: &Path, shard_size: u64) -> io::Result<(Algorithm, Digest,
     let shard_size = shard_size.max(1);
     let algorithm = Algorithm::for_size(size, shard_size);
     match algorithm {
-        Algorithm::Sha256 => {
-            let mut buf = vec![0u8; READ_BUF.min(size.max(1) as usize)];
-            let (d, n) = hash_stream(&mut file, size, &mut buf)?;
+        Algorithm::Sha256 => BUF.with_borrow_mut(|buf| {
+            let (d, n) = hash_stream(&mut file, size, buf)?;
             let mut probe = [0u8; 1];
             if n != size || file.read(&mut probe)? != 0 {
                 return Err(changed(path));
             }
             Ok((algorithm, d, size))
-        }
+        }),
         Algorithm::Sha256Shards => {
             let shards = size.div_ceil(shard_size);
             let digests: Vec<Digest> = (0..shards)
@@ -156,8 +160,7 @@ pub fn hash_file(path: &Path, shard_size: u64) -> io::Result<(Algorithm, Digest,
                     let len = shard_size.min(size - start);
                     let mut f = File::open(path)?;
                     f.seek(SeekFrom::Start(start))?;
-                    let mut buf = vec![0u8; READ_BUF];
-                    let (d, n) = hash_stream(&mut f, len, &mut buf)?;
+                    let (d, n) = BUF.with_borrow_mut(|buf| hash_stream(&mut f, len, buf))?;
                     if n != len {
                         return Err(changed(path));
                     }

@@ -121,19 +121,28 @@ pub fn read_limited(path: &Path) -> Result<Vec<u8>, DsseError> {
 }
 
 /// Parse JSON into `T`, reporting the JSON path of the first problem.
+///
+/// The fast path parses without tracking; only a failed parse is repeated with
+/// path tracking to name where the problem is.
 pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DsseError> {
+    if let Ok(v) = serde_json::from_slice(bytes) {
+        return Ok(v);
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let p = e.path().to_string();
-        DsseError::Malformed {
-            json_path: if p == "." {
-                "$".into()
-            } else {
-                format!("$.{p}")
-            },
-            reason: e.into_inner().to_string(),
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let p = e.path().to_string();
+            Err(DsseError::Malformed {
+                json_path: if p == "." {
+                    "$".into()
+                } else {
+                    format!("$.{p}")
+                },
+                reason: e.into_inner().to_string(),
+            })
         }
-    })
+    }
 }
 
 fn b64(field: String, s: &str) -> Result<Vec<u8>, DsseError> {

@@ -172,11 +172,25 @@ fn file_kind(ft: &std::fs::FileType) -> &'static str {
 }
 
 /// List the regular files under `root` (or `root` itself if it is a file),
-/// refusing symlinks and special files. Returns `(relative path, absolute path)`.
+/// refusing symlinks and special files. Returns `(relative path, absolute path)`,
+/// sorted by path components.
 pub fn list_files(
     root: &Path,
     opts: &WalkOptions,
 ) -> Result<Vec<(String, PathBuf)>, ManifestError> {
+    let mut files = walk(root, opts)?.collect::<Result<Vec<_>, _>>()?;
+    files.sort_by(|a, b| path_order(&a.0, &b.0));
+    Ok(files)
+}
+
+type WalkItem = Result<(String, PathBuf), ManifestError>;
+
+/// The regular files under `root` as they are found (not sorted), or an error
+/// for the first symlink, special file or unreadable entry.
+fn walk<'a>(
+    root: &'a Path,
+    opts: &'a WalkOptions,
+) -> Result<Box<dyn Iterator<Item = WalkItem> + Send + 'a>, ManifestError> {
     let meta = std::fs::symlink_metadata(root).map_err(|source| ManifestError::Io {
         path: root.to_path_buf(),
         source,
@@ -194,7 +208,10 @@ pub fn list_files(
                     path: root.display().to_string(),
                     reason: "file name is not valid UTF-8",
                 })?;
-        return Ok(vec![(name.to_string(), root.to_path_buf())]);
+        return Ok(Box::new(std::iter::once(Ok((
+            name.to_string(),
+            root.to_path_buf(),
+        )))));
     }
     if !meta.is_dir() {
         return Err(ManifestError::SpecialFile {
@@ -202,45 +219,63 @@ pub fn list_files(
             kind: file_kind(&meta.file_type()),
         });
     }
-    let mut files = Vec::new();
     let walker = walkdir::WalkDir::new(root)
         .follow_links(false)
-        .sort_by_file_name()
         .min_depth(1)
         .into_iter()
-        .filter_entry(|e| match rel_path(root, e.path()) {
+        .filter_entry(move |e| match rel_path(root, e.path()) {
             Ok(rel) => !is_ignored(&rel, &opts.ignore),
             Err(_) => true,
         });
-    for entry in walker {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(root).to_path_buf();
-            ManifestError::Io {
-                path,
-                source: e
-                    .into_io_error()
-                    .unwrap_or_else(|| io::Error::other("filesystem loop")),
+    Ok(Box::new(walker.filter_map(move |entry| {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let path = e.path().unwrap_or(root).to_path_buf();
+                return Some(Err(ManifestError::Io {
+                    path,
+                    source: e
+                        .into_io_error()
+                        .unwrap_or_else(|| io::Error::other("filesystem loop")),
+                }));
             }
-        })?;
-        let rel = rel_path(root, entry.path())?;
+        };
+        let rel = match rel_path(root, entry.path()) {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
         let ft = entry.file_type();
         if ft.is_dir() {
-            continue;
+            return None;
         }
         if ft.is_symlink() {
-            return Err(ManifestError::Symlink { path: rel });
+            return Some(Err(ManifestError::Symlink { path: rel }));
         }
         if !ft.is_file() {
-            return Err(ManifestError::SpecialFile {
+            return Some(Err(ManifestError::SpecialFile {
                 path: rel,
                 kind: file_kind(&ft),
-            });
+            }));
         }
-        check_path(&rel)?;
-        files.push((rel, entry.into_path()));
+        Some(check_path(&rel).map(|()| (rel, entry.into_path())))
+    })))
+}
+
+/// The error to report among several: the one whose path sorts first, so the
+/// message does not depend on thread scheduling.
+fn first_error(errors: Vec<ManifestError>) -> Option<ManifestError> {
+    fn key(e: &ManifestError) -> String {
+        match e {
+            ManifestError::Io { path, .. } => path.display().to_string(),
+            ManifestError::Symlink { path }
+            | ManifestError::SpecialFile { path, .. }
+            | ManifestError::UnsafePath { path, .. } => path.clone(),
+            _ => String::new(),
+        }
     }
-    files.sort_by(|a, b| path_order(&a.0, &b.0));
-    Ok(files)
+    errors
+        .into_iter()
+        .min_by(|a, b| path_order(&key(a), &key(b)))
 }
 
 impl Manifest {
@@ -253,19 +288,20 @@ impl Manifest {
         if opts.shard_size < 4096 {
             return Err(ManifestError::BadShardSize(opts.shard_size));
         }
-        let files = list_files(root, opts)?;
         if let Some(pb) = progress {
-            let total: u64 = files
+            let total: u64 = list_files(root, opts)?
                 .iter()
                 .filter_map(|(_, p)| std::fs::symlink_metadata(p).ok().map(|m| m.len()))
                 .sum();
             pb.set_length(total);
         }
-        let resources =
-            files
-                .par_iter()
-                .map(|(rel, abs)| {
-                    let (algorithm, digest, size) = digest::hash_file(abs, opts.shard_size)
+        // Hash files as the walk finds them (walking overlaps hashing), then sort.
+        let results: Vec<Result<Resource, ManifestError>> =
+            walk(root, opts)?
+                .par_bridge()
+                .map(|item| {
+                    let (rel, abs) = item?;
+                    let (algorithm, digest, size) = digest::hash_file(&abs, opts.shard_size)
                         .map_err(|source| ManifestError::Io {
                             path: abs.clone(),
                             source,
@@ -274,13 +310,25 @@ impl Manifest {
                         pb.inc(size);
                     }
                     Ok(Resource {
-                        path: rel.clone(),
+                        path: rel,
                         size,
                         algorithm,
                         digest,
                     })
                 })
-                .collect::<Result<Vec<_>, ManifestError>>()?;
+                .collect();
+        let mut resources = Vec::with_capacity(results.len());
+        let mut errors = Vec::new();
+        for r in results {
+            match r {
+                Ok(r) => resources.push(r),
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(e) = first_error(errors) {
+            return Err(e);
+        }
+        resources.sort_by(|a, b| path_order(&a.path, &b.path));
         Ok(Manifest {
             shard_size: opts.shard_size,
             resources,

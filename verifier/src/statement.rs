@@ -54,7 +54,7 @@ pub fn parse<P: for<'de> Deserialize<'de>>(
     payload: &[u8],
     predicate_type: &str,
 ) -> Result<Statement<P>, DsseError> {
-    let raw: Statement<serde_json::Value> =
+    let raw: Statement<Box<serde_json::value::RawValue>> =
         parse_json(payload).map_err(|e| prefix(e, "payload"))?;
     if raw.type_ != STATEMENT_TYPE {
         return Err(DsseError::Malformed {
@@ -87,8 +87,7 @@ pub fn parse<P: for<'de> Deserialize<'de>>(
             }
         }
     }
-    let pred_bytes = serde_json::to_vec(&raw.predicate).expect("value serializes");
-    let predicate: P = parse_json(&pred_bytes).map_err(|e| match e {
+    let predicate: P = parse_json(raw.predicate.get().as_bytes()).map_err(|e| match e {
         DsseError::Malformed { json_path, reason } => DsseError::Malformed {
             json_path: format!("payload$.predicate{}", json_path.trim_start_matches('$')),
             reason,
