@@ -135,3 +135,176 @@ pub fn ensure_python_module(module: &str, package: &str) {
         text(&out)
     );
 }
+
+// ---- Run fixtures (`sealrun run` tests) ----
+
+/// The trust policy of [`RunFixture`]: `registry` may sign datasets, `launcher`
+/// may sign records and checkpoints.
+pub const RUN_TRUST: &str = r#"[[key]]
+name = "registry"
+public_key = "reg.pub"
+kinds = ["dataset"]
+[[key]]
+name = "launcher"
+public_key = "launcher.pub"
+kinds = ["record", "checkpoint"]
+"#;
+
+/// The default `[sandbox]` body of [`RunFixture::job`].
+pub const RUN_SANDBOX: &str = "profile = \"python\"\nmemory = \"512M\"\ntimeout = \"60s\"\n";
+
+/// The bytes of the fixture's signed dataset file `data/points.csv`.
+pub const RUN_DATA: &[u8] = b"x,y\n1,2\n3,4\n";
+
+/// A scratch folder with two keys (`reg`, `launcher`), a signed dataset
+/// (`data/points.csv`, `data.sig`, label classification=internal) and
+/// `trust.toml`; jobs are added with [`RunFixture::job`].
+pub struct RunFixture {
+    tmp: tempfile::TempDir,
+    /// Key id of `launcher.pub` (as printed by `sealrun keygen`).
+    pub launcher_keyid: String,
+    /// Key id of `reg.pub`.
+    pub reg_keyid: String,
+}
+
+fn keyid_of(keygen_output: &str) -> String {
+    keygen_output
+        .lines()
+        .find_map(|l| l.strip_prefix("key id: "))
+        .expect("keygen prints `key id: ...`")
+        .trim()
+        .to_string()
+}
+
+impl RunFixture {
+    /// Keys, signed dataset and trust policy in a new temporary folder.
+    pub fn new() -> RunFixture {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let reg_keyid = keyid_of(&ok(sealrun(dir, &["keygen", "--out", "reg"])));
+        let launcher_keyid = keyid_of(&ok(sealrun(dir, &["keygen", "--out", "launcher"])));
+        write_tree(dir, &[("data/points.csv", RUN_DATA)]);
+        ok(sealrun(
+            dir,
+            &[
+                "sign",
+                "data",
+                "--key",
+                "reg.key",
+                "--kind",
+                "dataset",
+                "--label",
+                "classification=internal",
+            ],
+        ));
+        std::fs::write(dir.join("trust.toml"), RUN_TRUST).expect("write trust.toml");
+        RunFixture {
+            tmp,
+            launcher_keyid,
+            reg_keyid,
+        }
+    }
+
+    /// The fixture's folder.
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Write job `NAME.toml` running `python3 /code/train.py ARGS...` with
+    /// `script` as `NAME-code/train.py`, output `NAME-out`, input `points`
+    /// (`data`, `data.sig`) and `[sandbox]` body `sandbox`. Returns the spec's
+    /// file name (relative to [`RunFixture::dir`]).
+    pub fn job(&self, name: &str, script: &str, args: &[&str], sandbox: &str) -> String {
+        let dir = self.dir();
+        write_tree(
+            dir,
+            &[(&format!("{name}-code/train.py"), script.as_bytes())],
+        );
+        let mut command = vec!["\"python3\"".to_string(), "\"/code/train.py\"".to_string()];
+        command.extend(args.iter().map(|a| format!("{a:?}")));
+        let spec = format!(
+            "name = {name:?}\ncommand = [{}]\ncode = \"{name}-code\"\noutput = \"{name}-out\"\ntrust = \"trust.toml\"\nsigning_key = \"launcher.key\"\n[[input]]\nname = \"points\"\npath = \"data\"\nsignature = \"data.sig\"\n[sandbox]\n{sandbox}",
+            command.join(", ")
+        );
+        let file = format!("{name}.toml");
+        std::fs::write(dir.join(&file), spec).expect("write job spec");
+        file
+    }
+
+    /// `sealrun run --quiet SPEC` in the fixture's folder.
+    pub fn run(&self, spec: &str) -> Output {
+        sealrun(self.dir(), &["run", spec, "--quiet"])
+    }
+
+    /// The run records (`records/*.json`) of job `name`, sorted by path.
+    pub fn records(&self, name: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir().join("records"))
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        let f = p.file_name().unwrap_or_default().to_string_lossy();
+                        f.starts_with(&format!("{name}-")) && f.ends_with(".json")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// The one record of job `name` (panics unless there is exactly one).
+    pub fn record(&self, name: &str) -> PathBuf {
+        let r = self.records(name);
+        assert_eq!(r.len(), 1, "expected one record of {name}, found {r:?}");
+        r.into_iter().next().expect("one record")
+    }
+
+    /// `sealrun-verify log audit.log --trust trust.toml [--json]`.
+    pub fn verify_log(&self, json: bool) -> Output {
+        let mut args = vec!["log", "audit.log", "--trust", "trust.toml"];
+        if json {
+            args.push("--json");
+        }
+        verify(self.dir(), &args)
+    }
+}
+
+impl Default for RunFixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The in-toto statement inside a DSSE envelope file (payload decoded, not verified).
+pub fn envelope_statement(path: &Path) -> serde_json::Value {
+    use base64::Engine as _;
+    let env: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("read envelope")).expect("JSON");
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(env["payload"].as_str().expect("payload"))
+        .expect("base64 payload");
+    serde_json::from_slice(&payload).expect("statement JSON")
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The byproduct named `name` of a run record's statement.
+pub fn byproduct<'a>(statement: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    statement["predicate"]["runDetails"]["byproducts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|b| b["name"] == name))
+        .unwrap_or_else(|| panic!("no byproduct {name:?} in {statement:#}"))
+}
+
+/// The audit log's lines, parsed.
+pub fn audit_entries(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .expect("read audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+        .collect()
+}
