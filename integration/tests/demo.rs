@@ -1,6 +1,7 @@
-//! The README's first command: `sealrun demo` runs end to end.
+//! The README's first command: `sealrun demo` runs end to end: sign → verify →
+//! sandboxed training → signed record → offline verification → tamper refused.
 
-use sealrun_integration::{ok, sealrun};
+use sealrun_integration::{ok, sealrun, verify};
 
 #[test]
 fn demo_runs_end_to_end_and_keeps_files_with_dir() {
@@ -12,15 +13,25 @@ fn demo_runs_end_to_end_and_keeps_files_with_dir() {
     ));
     assert!(t.contains("demo passed"), "{t}");
     assert!(
-        t.contains("FAILED (digest_mismatch)"),
+        t.contains("trained on 400 rows"),
+        "the training job must have run:\n{t}"
+    );
+    assert!(
+        t.contains("refused: input \"points\""),
         "the tamper step must be refused:\n{t}"
     );
+    assert!(t.contains("digest mismatch"), "{t}");
     for f in [
         "keys/registry.key",
-        "keys/registry.pub",
+        "keys/launcher.pub",
         "dataset.sig",
         "trust.toml",
+        "out/model.json",
+        "audit.log",
     ] {
         assert!(dir.join(f).exists(), "{f} missing");
     }
+    // What the demo left behind verifies independently: 1 run and 1 refusal.
+    let t = ok(verify(&dir, &["log", "audit.log", "--trust", "trust.toml"]));
+    assert!(t.contains("1 finished run(s), 1 refusal(s)"), "{t}");
 }

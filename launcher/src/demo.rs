@@ -61,6 +61,7 @@ fn write_dataset(dir: &Path) -> Result<()> {
 }
 
 fn run_shown(cmd: &mut Command) -> Result<(bool, String)> {
+    cmd.stdin(std::process::Stdio::null());
     let out = cmd
         .output()
         .with_context(|| format!("cannot run {cmd:?}"))?;
@@ -75,13 +76,16 @@ fn run_shown(cmd: &mut Command) -> Result<(bool, String)> {
     Ok((out.status.success(), text))
 }
 
+/// The training script the demo runs in the sandbox.
+const TRAIN_PY: &str = include_str!("demo/train.py");
+
 /// Run the demo in `dir` (created if needed; a temporary one if `None`).
 pub fn run(dir: Option<&Path>) -> Result<()> {
     let mut tmp = None;
     let dir = match dir {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-            d.to_path_buf()
+            d.canonicalize()?
         }
         None => tmp
             .insert(tempfile::Builder::new().prefix("sealrun-demo-").tempdir()?)
@@ -91,13 +95,18 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
     let verify = sibling("sealrun-verify")?;
     println!("sealrun demo in {}", dir.display());
 
-    step(1, "generate the dataset registry's Ed25519 key pair");
+    step(
+        1,
+        "generate two Ed25519 key pairs: the dataset registry's and this launcher's",
+    );
     let keys = dir.join("keys");
     std::fs::create_dir_all(&keys)?;
-    let kp = keyfile::generate(&keys.join("registry"), true)?;
+    let reg = keyfile::generate(&keys.join("registry"), true)?;
+    let launcher = keyfile::generate(&keys.join("launcher"), true)?;
     println!(
-        "    registry key id {} (private key mode 0600)",
-        &kp.keyid[..16]
+        "    registry key id {}, launcher key id {}",
+        &reg.keyid[..16],
+        &launcher.keyid[..16]
     );
 
     step(
@@ -105,6 +114,9 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
         "write a synthetic dataset and sign it (kind dataset, labels, version 1)",
     );
     let data = dir.join("dataset");
+    if data.exists() {
+        std::fs::remove_dir_all(&data)?;
+    }
     write_dataset(&data)?;
     let labels = [
         "classification=internal".to_string(),
@@ -112,7 +124,7 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
     ];
     let (sig, p) = sign::sign(&sign::SignRequest {
         path: &data,
-        key: &kp.private,
+        key: &reg.private,
         kind: Kind::Dataset,
         name: Some("demo-points".into()),
         labels: &labels,
@@ -123,53 +135,105 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
         quiet: true,
     })?;
     println!(
-        "    {} files hashed, DSSE envelope over an in-toto statement -> {}",
+        "    {} files hashed; DSSE envelope over an in-toto statement -> {}",
         p.manifest.resources.len(),
         sig.display()
     );
 
-    step(3, "write a trust policy: the registry key may sign datasets labelled internal/public, pii=false");
-    let policy = dir.join("trust.toml");
+    step(3, "write the trust policy: who may sign what");
     std::fs::write(
-        &policy,
-        "# Which keys are trusted, for what.\n[[key]]\nname = \"dataset-registry\"\npublic_key = \"keys/registry.pub\"\nkinds = [\"dataset\"]\n[key.labels]\nclassification = [\"public\", \"internal\"]\npii = [\"false\"]\n",
+        dir.join("trust.toml"),
+        "# The registry may sign datasets labelled public/internal without PII;\n# the launcher may sign run records and audit checkpoints.\n[[key]]\nname = \"dataset-registry\"\npublic_key = \"keys/registry.pub\"\nkinds = [\"dataset\"]\n[key.labels]\nclassification = [\"public\", \"internal\"]\npii = [\"false\"]\n\n[[key]]\nname = \"launcher\"\npublic_key = \"keys/launcher.pub\"\nkinds = [\"record\", \"checkpoint\"]\n",
     )?;
 
-    step(
-        4,
-        "verify offline with the separate verifier (sealrun-verify)",
-    );
-    let verify_cmd = || {
-        let mut c = Command::new(&verify);
-        c.current_dir(&dir).args([
-            "artifact",
-            "dataset",
-            "--signature",
-            "dataset.sig",
-            "--trust",
-            "trust.toml",
-        ]);
-        c
-    };
-    let (good, _) = run_shown(&mut verify_cmd())?;
+    step(4, "verify the dataset offline with the separate verifier");
+    let (good, _) = run_shown(Command::new(&verify).current_dir(&dir).args([
+        "artifact",
+        "dataset",
+        "--signature",
+        "dataset.sig",
+        "--trust",
+        "trust.toml",
+    ]))?;
     if !good {
         bail!("the untouched dataset did not verify");
     }
 
+    step(5, "train in the sandbox: sealrun run job.toml");
+    println!(
+        "    inputs are copied, re-verified, and bound read-only; the job runs with no network,"
+    );
+    println!(
+        "    no capabilities, seccomp + Landlock, memory/pids/time limits, in its own namespaces"
+    );
+    let code = dir.join("code");
+    std::fs::create_dir_all(&code)?;
+    std::fs::write(code.join("train.py"), TRAIN_PY)?;
+    let out = dir.join("out");
+    if out.exists() {
+        std::fs::remove_dir_all(&out)?;
+    }
+    std::fs::write(
+        dir.join("job.toml"),
+        "name = \"demo-train\"\ncommand = [\"python3\", \"/code/train.py\"]\ncode = \"code\"\noutput = \"out\"\ntrust = \"trust.toml\"\nsigning_key = \"keys/launcher.key\"\nadmit = { classification = [\"public\", \"internal\"] }\n\n[env]\nEPOCHS = \"300\"\n\n[[input]]\nname = \"points\"\npath = \"dataset\"\nsignature = \"dataset.sig\"\nkind = \"dataset\"\n\n[sandbox]\nprofile = \"python\"\nmemory = \"256M\"\npids = 32\ntimeout = \"2m\"\n",
+    )?;
+    let summary = crate::run::run_job(&dir.join("job.toml"), &crate::run::RunOptions::default())?;
+    println!("    {}", summary.message);
+    if summary.status != 0 {
+        bail!(
+            "the training job did not succeed (status {})",
+            summary.status
+        );
+    }
+    let record = summary.record;
+    println!("    signed run record: {}", record.display());
+
     step(
-        5,
-        "flip one byte of the dataset, as a poisoning attacker would, and verify again",
+        6,
+        "verify the run record, its outputs on disk, and the audit log, offline",
+    );
+    let rec = record.display().to_string();
+    let (ok_rec, _) = run_shown(Command::new(&verify).current_dir(&dir).args([
+        "record",
+        &rec,
+        "--trust",
+        "trust.toml",
+        "--outputs",
+        "out",
+    ]))?;
+    let (ok_log, _) = run_shown(Command::new(&verify).current_dir(&dir).args([
+        "log",
+        "audit.log",
+        "--trust",
+        "trust.toml",
+    ]))?;
+    if !ok_rec || !ok_log {
+        bail!("the run record or audit log did not verify");
+    }
+
+    step(
+        7,
+        "flip one byte of the dataset, as a poisoning attacker would, and run again",
     );
     let target = data.join("train/points.csv");
     let mut bytes = std::fs::read(&target)?;
     let at = bytes.len() / 2;
     bytes[at] ^= 0x01;
     std::fs::write(&target, &bytes)?;
-    let (bad, text) = run_shown(&mut verify_cmd())?;
-    if bad || !text.contains("digest mismatch") {
+    std::fs::remove_dir_all(&out)?;
+    let again = crate::run::run_job(&dir.join("job.toml"), &crate::run::RunOptions::default())?;
+    println!("    {}", again.message);
+    if again.status != crate::run::exit::VERIFY_FAILED || !again.message.contains("digest mismatch")
+    {
         bail!("the tampered dataset was not refused as expected");
     }
-    println!("    refused: the error names the artifact, the file and both digests");
+    println!("    refused before anything ran; the refusal is signed and in the audit log:");
+    run_shown(Command::new(&verify).current_dir(&dir).args([
+        "log",
+        "audit.log",
+        "--trust",
+        "trust.toml",
+    ]))?;
 
     if tmp.is_some() {
         println!("\ndemo passed. Its files were in a temporary folder, now removed; pass --dir DIR to keep them.");

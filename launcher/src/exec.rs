@@ -65,6 +65,10 @@ pub struct ExecArgs {
     /// Write the outcome (end reason, resource use, denied syscalls, egress attempts) as JSON.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Write the compiled seccomp program (raw BPF, as `bwrap --seccomp` reads it) to FILE and
+    /// exit without running anything.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub dump_bpf: Option<PathBuf>,
     /// The command and its arguments (after `--`).
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -163,6 +167,10 @@ pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
             return Ok(exit_codes::SETUP_FAILED);
         }
     };
+    if let Some(path) = &args.dump_bpf {
+        std::fs::write(path, plan.bpf_main_bytes())?;
+        return Ok(0);
+    }
     let outcome = match plan.run() {
         Ok(o) => o,
         Err(e) => {
