@@ -26,7 +26,7 @@ fn demo_runs_end_to_end_and_keeps_files_with_dir() {
         "keys/launcher.pub",
         "dataset.sig",
         "trust.toml",
-        "out/model.json",
+        "code/train.py",
         "audit.log",
     ] {
         assert!(dir.join(f).exists(), "{f} missing");
