@@ -9,6 +9,7 @@ pub mod demo;
 pub mod exec;
 pub mod keyfile;
 pub mod run;
+pub mod secrets;
 pub mod sign;
 pub mod spec;
 pub mod stage;

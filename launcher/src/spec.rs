@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sealrun_verifier::policy::Kind;
+
+use crate::secrets::{SecretSpec, Source};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -54,6 +56,18 @@ struct RawSpec {
     inputs: Vec<RawInput>,
     #[serde(default)]
     sandbox: RawSandbox,
+    #[serde(default)]
+    secrets: BTreeMap<String, RawSecret>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    from: Spanned<String>,
+    ttl: Spanned<String>,
+    path: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_leak: bool,
 }
 
 #[derive(Deserialize)]
@@ -124,6 +138,8 @@ pub struct JobSpec {
     pub env: BTreeMap<String, String>,
     pub inputs: Vec<Input>,
     pub sandbox: SandboxSpec,
+    /// Secrets handed to the job through a private tmpfs.
+    pub secrets: Vec<SecretSpec>,
     /// The spec as JSON, for the record's externalParameters.
     pub as_json: serde_json::Value,
 }
@@ -413,6 +429,66 @@ impl JobSpec {
             .as_ref()
             .map(|p| p.get_ref().clone())
             .unwrap_or_else(|| "default".into());
+        let mut secrets = Vec::new();
+        for (name, r) in &raw.secrets {
+            let f = |k: &str| format!("secrets.{name}.{k}");
+            if !valid_name(name) {
+                return Err(ctx.err(
+                    r.from.span(),
+                    &format!("secrets.{name}"),
+                    "secret names use 1-64 characters from A-Z a-z 0-9 . _ -",
+                ));
+            }
+            let source = match r.from.get_ref().split_once(':') {
+                Some(("env", var)) if !var.is_empty() => Source::Env(var.to_string()),
+                Some(("file", path)) if !path.is_empty() => Source::File(ctx.base.join(path)),
+                _ => {
+                    return Err(ctx.err(
+                        r.from.span(),
+                        &f("from"),
+                        "use \"env:VARIABLE\" or \"file:PATH\" (the value itself never goes in the spec)",
+                    ))
+                }
+            };
+            let ttl = humantime::parse_duration(r.ttl.get_ref()).map_err(|e| {
+                ctx.err(
+                    r.ttl.span(),
+                    &f("ttl"),
+                    format!(
+                        "invalid duration {:?}: {e} (use e.g. 30s, 10m)",
+                        r.ttl.get_ref()
+                    ),
+                )
+            })?;
+            if ttl.is_zero() {
+                return Err(ctx.err(r.ttl.span(), &f("ttl"), "must be longer than zero"));
+            }
+            let path = match &r.path {
+                Some(p) => {
+                    let v = p.get_ref();
+                    let ok = v.starts_with("/run/")
+                        && v.len() > 5
+                        && !v.ends_with('/')
+                        && !v.split('/').any(|c| c == ".." || c == ".");
+                    if !ok {
+                        return Err(ctx.err(p.span(), &f("path"), format!("{v:?}: secrets live on a private tmpfs under /run/, e.g. /run/secrets/{name}")));
+                    }
+                    v.clone()
+                }
+                None => format!("/run/secrets/{name}"),
+            };
+            if secrets.iter().any(|s: &SecretSpec| s.path == path) {
+                let span = r.path.as_ref().map(|p| p.span()).unwrap_or(r.from.span());
+                return Err(ctx.err(span, &f("path"), format!("{path} is used by two secrets")));
+            }
+            secrets.push(SecretSpec {
+                name: name.clone(),
+                source,
+                ttl,
+                path,
+                allow_leak: r.allow_leak,
+            });
+        }
         let as_json = toml::from_str::<toml::Value>(text)
             .ok()
             .and_then(|v| serde_json::to_value(v).ok())
@@ -438,6 +514,7 @@ impl JobSpec {
                 ro,
                 tmp_size,
             },
+            secrets,
             as_json,
         })
     }
