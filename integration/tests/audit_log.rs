@@ -410,3 +410,34 @@ fn concurrent_launchers_share_one_log() {
         );
     }
 }
+
+#[test]
+fn four_concurrent_launchers_keep_one_chain() {
+    let f = RunFixture::new();
+    let names = ["w", "x", "y", "z"];
+    let jobs: Vec<String> = names
+        .iter()
+        .map(|n| f.job(n, SCRIPT, &[], RUN_SANDBOX))
+        .collect();
+    let children: Vec<_> = jobs
+        .iter()
+        .map(|j| {
+            Command::new(bin("sealrun"))
+                .current_dir(f.dir())
+                .args(["run", j, "--quiet"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let (code, j) = verify_json(&f);
+    assert_eq!(code, 0, "{j:#}");
+    assert_eq!(j["summary"]["entries"], 8);
+    assert_eq!(j["summary"]["runs_finished"], 4);
+    assert_eq!(j["summary"]["checkpoint_seq"], 8);
+}

@@ -574,3 +574,154 @@ fn b64(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+#[test]
+fn sigterm_to_the_launcher_is_forwarded_and_the_run_recorded() {
+    let f = RunFixture::new();
+    let script = r#"import signal, sys, time
+def term(*_):
+    open("/out/term", "w").write("got SIGTERM")
+    sys.exit(7)
+signal.signal(signal.SIGTERM, term)
+open("/out/started", "w").write("1")
+time.sleep(30)
+"#;
+    let job = f.job("train", script, &[], RUN_SANDBOX);
+    let child = Command::new(bin("sealrun"))
+        .current_dir(f.dir())
+        .args(["run", &job, "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&f.dir().join("train-out/started"), "job start");
+    // SAFETY: kill(2) of the launcher this test just spawned (not yet reaped).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let t0 = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    fails_with(out, 7, &["failed: exited 7"]);
+    assert_eq!(
+        std::fs::read_to_string(f.dir().join("train-out/term")).unwrap(),
+        "got SIGTERM"
+    );
+    let record = f.record("train");
+    verify_record(&f, &record, Some("train-out"));
+    assert_eq!(end_of(&record)["result"], "failed: exited 7");
+    let t = ok(f.verify_log(false));
+    assert!(!t.contains("UNFINISHED"), "{t}");
+}
+
+#[test]
+fn outputs_changed_after_the_run_fail_record_verification() {
+    let f = RunFixture::new();
+    let job = f.job("train", TRAIN, &[], RUN_SANDBOX);
+    ok(f.run(&job));
+    let record = f.record("train");
+    let rec = record.display().to_string();
+    let check = |needles: &[&str]| {
+        let out = verify(
+            f.dir(),
+            &[
+                "record",
+                &rec,
+                "--trust",
+                "trust.toml",
+                "--outputs",
+                "train-out",
+            ],
+        );
+        fails_with(out, 1, needles);
+    };
+    let model = f.dir().join("train-out/model.txt");
+    let orig = std::fs::read(&model).unwrap();
+    let mut changed = orig.clone();
+    changed[0] ^= 1;
+    std::fs::write(&model, &changed).unwrap();
+    check(&["model.txt", "digest mismatch"]);
+    std::fs::write(&model, &orig).unwrap();
+    std::fs::write(f.dir().join("train-out/extra.bin"), b"x").unwrap();
+    check(&["extra.bin"]);
+    std::fs::remove_file(f.dir().join("train-out/extra.bin")).unwrap();
+    std::fs::remove_file(f.dir().join("train-out/sub/metrics.json")).unwrap();
+    check(&["sub/metrics.json", "missing"]);
+}
+
+#[test]
+fn record_signed_by_a_key_not_allowed_for_records_is_refused() {
+    let f = RunFixture::new();
+    let job = f.job("train", TRAIN, &[], RUN_SANDBOX);
+    ok(f.run(&job));
+    let record = f.record("train").display().to_string();
+    std::fs::write(
+        f.dir().join("trust-ckpt-only.toml"),
+        sealrun_integration::RUN_TRUST.replace(
+            "kinds = [\"record\", \"checkpoint\"]",
+            "kinds = [\"checkpoint\"]",
+        ),
+    )
+    .unwrap();
+    let out = verify(
+        f.dir(),
+        &[
+            "record",
+            &record,
+            "--trust",
+            "trust-ckpt-only.toml",
+            "--json",
+        ],
+    );
+    let t = fails_with(out, 1, &["kind_not_allowed", "\"launcher\""]);
+    assert!(t.contains("may not") || t.contains("does not allow"), "{t}");
+}
+
+#[test]
+fn resource_use_is_recorded() {
+    let f = RunFixture::new();
+    let script = "x = b'\\x01' * (100 << 20)\nopen('/out/n', 'w').write(str(len(x)))\n";
+    let job = f.job("train", script, &[], RUN_SANDBOX);
+    ok(f.run(&job));
+    let record = f.record("train");
+    let st = envelope_statement(&record);
+    let end = &byproduct(&st, "end")["annotations"];
+    let peak = end["peak_memory_bytes"].as_u64().unwrap();
+    assert!(
+        (100 << 20..512 << 20).contains(&peak),
+        "peak memory {peak} for a 100 MiB job"
+    );
+    assert!(end["cpu_user_ms"].as_u64().unwrap() + end["cpu_sys_ms"].as_u64().unwrap() > 0);
+    assert!(end["wall_ms"].as_u64().is_some());
+    let sb = &byproduct(&st, "sandbox")["annotations"];
+    assert!(sb["denied_syscalls"].is_array() && sb["egress_attempts"].is_array());
+    let ip = &st["predicate"]["buildDefinition"]["internalParameters"];
+    assert_eq!(ip["profile"], "python");
+    assert_eq!(ip["limits"]["memory_bytes"], 512u64 << 20);
+    assert_eq!(ip["limits"]["timeout_s"], 60.0);
+    for k in ["profile_sha256", "bpf_sha256"] {
+        assert_eq!(ip[k].as_str().map(str::len), Some(64), "{k}: {ip:#}");
+    }
+    assert!(ip["landlock_abi"].is_number(), "{ip:#}");
+    assert!(ip["launcher_version"].is_string(), "{ip:#}");
+}
+
+#[test]
+fn output_fifo_is_recorded_not_opened() {
+    let f = RunFixture::new();
+    let script = "import os\nos.mkfifo('/out/pipe')\nopen('/out/real.txt', 'w').write('r')\n";
+    let job = f.job("train", script, &[], RUN_SANDBOX);
+    let t0 = Instant::now();
+    ok(f.run(&job));
+    assert!(t0.elapsed() < Duration::from_secs(20), "hashing blocked?");
+    let record = f.record("train");
+    verify_record(&f, &record, Some("train-out"));
+    let st = envelope_statement(&record);
+    assert_eq!(st["subject"].as_array().unwrap().len(), 1);
+    assert_eq!(st["subject"][0]["name"], "real.txt");
+    let nf = byproduct(&st, "output-non-files")["annotations"]["not_followed"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(nf.len(), 1, "{nf:#?}");
+    assert_eq!(nf[0]["path"], "pipe");
+    assert_ne!(nf[0]["kind"], "symlink");
+}
