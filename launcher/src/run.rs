@@ -31,6 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::attest::{self, RecordedInput, RunFacts};
 use crate::audit::{self, Event};
+use crate::secrets::{self, Leak, Redactor, Secret};
 use crate::spec::{JobSpec, SpecError, CODE_MOUNT, OUTPUT_MOUNT};
 use crate::stage::Stage;
 use crate::{keyfile, now_rfc3339};
@@ -43,6 +44,8 @@ pub mod exit {
     pub const VERIFY_FAILED: u8 = 65;
     /// The record or audit log could not be written.
     pub const RECORD_FAILED: u8 = 74;
+    /// The job succeeded but a secret leaked into its logs or outputs.
+    pub const SECRET_LEAKED: u8 = 66;
     pub use sealrun_sandbox::exit_codes::{SETUP_FAILED, TIMEOUT};
 }
 
@@ -59,6 +62,8 @@ pub enum RunError {
     Usage { path: PathBuf, message: String },
     #[error("{0}")]
     Io(String),
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
     #[error("cannot write the run record or audit log: {0}")]
     Record(String),
 }
@@ -189,8 +194,15 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RunError::Io(format!("pipe: {e}")))
 }
 
-/// Copy a pipe to a log file and (unless quiet) to our own stdout/stderr.
-async fn pump(fd: OwnedFd, log: PathBuf, to_stderr: bool, quiet: bool) -> std::io::Result<Digest> {
+/// Copy a pipe to a log file and (unless quiet) to our own stdout/stderr,
+/// redacting secrets on the way; returns the log's digest and the secrets seen.
+async fn pump(
+    fd: OwnedFd,
+    log: PathBuf,
+    to_stderr: bool,
+    quiet: bool,
+    mut redactor: Redactor,
+) -> std::io::Result<(Digest, Vec<String>)> {
     let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
     let mut file = tokio::fs::File::create(&log).await?;
     let mut h = Sha256::new();
@@ -202,18 +214,23 @@ async fn pump(fd: OwnedFd, log: PathBuf, to_stderr: bool, quiet: bool) -> std::i
     };
     loop {
         let n = rx.read(&mut buf).await?;
+        let clean = if n == 0 {
+            redactor.finish()
+        } else {
+            redactor.feed(&buf[..n])
+        };
+        file.write_all(&clean).await?;
+        h.update(&clean);
+        if !quiet && !clean.is_empty() {
+            let _ = out.write_all(&clean).await;
+            let _ = out.flush().await;
+        }
         if n == 0 {
             break;
         }
-        file.write_all(&buf[..n]).await?;
-        h.update(&buf[..n]);
-        if !quiet {
-            let _ = out.write_all(&buf[..n]).await;
-            let _ = out.flush().await;
-        }
     }
     file.sync_all().await?;
-    Ok(Digest(h.finalize().into()))
+    Ok((Digest(h.finalize().into()), redactor.seen()))
 }
 
 /// Run the job described by the spec at `spec_path`.
@@ -221,6 +238,17 @@ pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunErr
     // 1. Plan: the spec, the key, the policy.
     let spec = JobSpec::load(spec_path)?;
     let key = keyfile::load_signing_key(&spec.signing_key)?;
+    // Secrets: read each once, into memory that is zeroed on drop, in a process
+    // that cannot be core-dumped or traced by its peers.
+    if !spec.secrets.is_empty() {
+        secrets::protect_process();
+    }
+    let secrets: Vec<Secret> = spec
+        .secrets
+        .iter()
+        .map(Secret::load)
+        .collect::<Result<_, _>>()?;
+    let fingerprint_key = key.derive("secret-fingerprint");
     let mut policy = Policy::load(&spec.trust)?;
     for (k, v) in &spec.admit {
         policy
@@ -436,8 +464,8 @@ pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunErr
         .map_err(|e| RunError::Io(format!("tokio runtime: {e}")))?;
     let quiet = opts.quiet;
     let (outcome, logs) = rt.block_on(async {
-        let out_pump = tokio::spawn(pump(out_r, stdout_log.clone(), false, quiet));
-        let err_pump = tokio::spawn(pump(err_r, stderr_log.clone(), true, quiet));
+        let out_pump = tokio::spawn(pump(out_r, stdout_log.clone(), false, quiet, Redactor::new(&secrets)));
+        let err_pump = tokio::spawn(pump(err_r, stderr_log.clone(), true, quiet, Redactor::new(&secrets)));
         let started = tokio::task::spawn_blocking(move || plan.spawn())
             .await
             .map_err(|e| format!("supervisor: {e}"))?;
@@ -469,16 +497,24 @@ pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunErr
         Ok::<_, String>((outcome, [out_d, err_d]))
     })
     .map_err(RunError::Io)?;
+    let [(out_digest, out_seen), (err_digest, err_seen)] = logs;
+    let mut leaks: Vec<Leak> = Vec::new();
+    for (place, seen) in [("stdout", out_seen), ("stderr", err_seen)] {
+        leaks.extend(seen.into_iter().map(|secret| Leak {
+            secret,
+            place: place.to_string(),
+        }));
+    }
     let logs = vec![
         (
             "stdout".to_string(),
             stdout_log.display().to_string(),
-            logs[0],
+            out_digest,
         ),
         (
             "stderr".to_string(),
             stderr_log.display().to_string(),
-            logs[1],
+            err_digest,
         ),
     ];
 
@@ -490,18 +526,33 @@ pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunErr
     let _ = chown_tree(&spec.output, me.0, me.1);
     let outputs =
         outputs::hash_outputs(&spec.output).map_err(|e| RunError::Io(format!("outputs: {e}")))?;
+    leaks.extend(secrets::scan_outputs(&spec.output, &secrets));
+    let blocking: Vec<&Leak> = leaks
+        .iter()
+        .filter(|l| {
+            secrets
+                .iter()
+                .any(|s| s.spec.name == l.secret && !s.spec.allow_leak)
+        })
+        .collect();
 
     // 6. Record and audit.
     let (status, result, message) = match &outcome {
         Ok(o) => {
             let reason = attest::end_reason_text(o);
             let ok = matches!(o.end, sealrun_sandbox::EndReason::Exited { code: 0 });
-            let result = if ok {
-                "succeeded".to_string()
+            if ok && !blocking.is_empty() {
+                let list: Vec<String> = blocking
+                    .iter()
+                    .map(|l| format!("{} in {}", l.secret, l.place))
+                    .collect();
+                let result = format!("failed: secret leaked: {}", list.join(", "));
+                (exit::SECRET_LEAKED, result, reason)
+            } else if ok {
+                (0, "succeeded".to_string(), reason)
             } else {
-                format!("failed: {reason}")
-            };
-            (o.exit_status(), result, reason)
+                (o.exit_status(), format!("failed: {reason}"), reason)
+            }
         }
         Err(e) => (exit::SETUP_FAILED, format!("failed: {e}"), e.clone()),
     };
@@ -512,6 +563,31 @@ pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunErr
     facts.outcome = outcome.as_ref().ok();
     facts.logs = logs;
     facts.outputs = Some(&outputs);
+    if !secrets.is_empty() {
+        let delivered: Vec<serde_json::Value> = secrets
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.spec.name,
+                    "path": s.spec.path,
+                    "ttl_s": s.spec.ttl.as_secs_f64(),
+                    "delivery": "tmpfs",
+                    "fingerprint": s.fingerprint(&*fingerprint_key),
+                    "allow_leak": s.spec.allow_leak,
+                })
+            })
+            .collect();
+        facts
+            .extra_byproducts
+            .push(sealrun_verifier::record::ResourceDescriptor {
+                name: Some("secrets".into()),
+                annotations: Some(serde_json::json!({
+                    "secrets": delivered,
+                    "leaked": leaks,
+                })),
+                ..Default::default()
+            });
+    }
     let record = ctx.finish(facts, "end", result.clone())?;
     drop(stage);
     Ok(RunSummary {

@@ -149,6 +149,19 @@ impl SigningKey {
         PublicKey::Ed25519(self.0.verifying_key())
     }
 
+    /// A 32-byte key for another purpose, derived from this key and `context`
+    /// (SHA-256 over a domain prefix, the context and the private key bytes).
+    /// Used for keyed fingerprints; reveals nothing about the signing key.
+    pub fn derive(&self, context: &str) -> zeroize::Zeroizing<[u8; 32]> {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"sealrun-derive-v1\0");
+        h.update(context.as_bytes());
+        h.update([0u8]);
+        h.update(self.0.to_bytes());
+        zeroize::Zeroizing::new(h.finalize().into())
+    }
+
     /// Sign `msg`; 64 raw bytes.
     pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
         self.0.sign(msg).to_bytes().to_vec()
