@@ -441,3 +441,25 @@ fn four_concurrent_launchers_keep_one_chain() {
     assert_eq!(j["summary"]["runs_finished"], 4);
     assert_eq!(j["summary"]["checkpoint_seq"], 8);
 }
+
+#[test]
+fn unwritable_audit_log_stops_the_run_with_74() {
+    let f = RunFixture::new();
+    std::fs::create_dir(f.dir().join("audit.log")).unwrap();
+    let job = f.job(
+        "e",
+        "open('/out/marker', 'w').write('ran')\n",
+        &[],
+        RUN_SANDBOX,
+    );
+    let out = f.run(&job);
+    fails_with(
+        out,
+        74,
+        &["cannot write the run record or audit log", "audit.log"],
+    );
+    assert!(
+        !f.dir().join("e-out/marker").exists(),
+        "the job ran unlogged"
+    );
+}

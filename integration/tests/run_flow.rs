@@ -401,9 +401,31 @@ fn marked_pids(marker: &str) -> Vec<(u32, String)> {
     v
 }
 
+/// Remove the (empty) cgroups a SIGKILLed launcher `pid` could not remove itself
+/// (`/sys/fs/cgroup/{memory,pids}/sealrun/<pid>-N`, or under the unified hierarchy).
+fn remove_leaked_cgroups(pid: u32) {
+    let prefix = format!("{pid}-");
+    for base in [
+        "/sys/fs/cgroup/memory/sealrun",
+        "/sys/fs/cgroup/pids/sealrun",
+        "/sys/fs/cgroup/unified/sealrun",
+        "/sys/fs/cgroup/sealrun",
+    ] {
+        let Ok(rd) = std::fs::read_dir(base) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                // rmdir only succeeds on an empty cgroup: nothing else is touched.
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+    }
+}
+
 /// Start job `kill` (sleeps 30 s, argv carries `marker`), wait until it runs,
-/// SIGKILL the launcher and reap it.
-fn start_and_kill_launcher(f: &RunFixture, marker: &str) {
+/// SIGKILL the launcher and reap it; returns the launcher's pid.
+fn start_and_kill_launcher(f: &RunFixture, marker: &str) -> u32 {
     let script = r#"import time, sys
 open("/out/started", "w").write(sys.argv[1])
 time.sleep(30)
@@ -424,6 +446,7 @@ open("/out/finished", "w").write("x")
     );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    child.id()
 }
 
 /// Kill what is left of this test's own job (by pid; the marker is unique to it).
@@ -437,7 +460,9 @@ fn kill_leftovers(marker: &str) -> Vec<(u32, String)> {
                 .find_map(|l| l.strip_prefix("PPid:"))
                 .and_then(|p| p.trim().parse::<i32>().ok())
             {
-                if ppid > 1 {
+                let comm =
+                    std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
+                if ppid > 1 && ppid as u32 != std::process::id() && comm.starts_with("sealrun") {
                     // SAFETY: plain kill(2) of a process this test started (its sandbox init).
                     unsafe { libc::kill(ppid, libc::SIGKILL) };
                 }
@@ -454,7 +479,7 @@ fn kill_leftovers(marker: &str) -> Vec<(u32, String)> {
 fn launcher_sigkilled_mid_run_leaves_no_process() {
     let f = RunFixture::new();
     let marker = format!("sealrun-kill-marker-a-{}", std::process::id());
-    start_and_kill_launcher(&f, &marker);
+    let launcher = start_and_kill_launcher(&f, &marker);
     let t0 = Instant::now();
     loop {
         if marked_pids(&marker).is_empty() {
@@ -462,21 +487,26 @@ fn launcher_sigkilled_mid_run_leaves_no_process() {
         }
         if t0.elapsed() > Duration::from_secs(5) {
             let left = kill_leftovers(&marker);
+            std::thread::sleep(Duration::from_millis(300));
+            remove_leaked_cgroups(launcher);
             panic!("processes of the job survived the launcher by 5 s: {left:?}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!f.dir().join("kill-out/finished").exists());
+    remove_leaked_cgroups(launcher);
 }
 
 #[test]
 fn launcher_sigkilled_mid_run_leaves_a_verifiable_log_with_the_unfinished_run() {
     let f = RunFixture::new();
     let marker = format!("sealrun-kill-marker-b-{}", std::process::id());
-    start_and_kill_launcher(&f, &marker);
+    let launcher = start_and_kill_launcher(&f, &marker);
     // (Whether the job outlives the launcher is the test above; end it here either way.)
     std::thread::sleep(Duration::from_millis(500));
     kill_leftovers(&marker);
+    std::thread::sleep(Duration::from_millis(300));
+    remove_leaked_cgroups(launcher);
     // The log still verifies and shows the run as unfinished.
     let entries = audit_entries(&f.dir().join("audit.log"));
     assert_eq!(entries.len(), 1);
