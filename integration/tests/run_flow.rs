@@ -529,7 +529,6 @@ fn launcher_sigkilled_mid_run_leaves_a_verifiable_log_with_the_unfinished_run() 
 }
 
 #[test]
-#[ignore = "bug: a run with no output files attests the spec file as its subject (launcher/src/attest.rs), so `sealrun-verify record --outputs` on its (empty) output folder fails with missing_file"]
 fn record_of_run_without_outputs_verifies_against_its_empty_output_folder() {
     let f = RunFixture::new();
     let job = f.job("train", "import sys\nsys.exit(2)\n", &[], RUN_SANDBOX);

@@ -143,7 +143,6 @@ fn integer_field_of_wrong_type() {
 }
 
 #[test]
-#[ignore = "bug: `pids = 0` is reported at 1:1 instead of its own line (launcher/src/spec.rs: ctx.err(0..0, \"sandbox.pids\", ..), pids is not Spanned)"]
 fn zero_pids_names_its_line() {
     let (f, good) = fixture();
     check(

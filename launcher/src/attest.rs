@@ -30,6 +30,16 @@ pub struct RecordedInput {
     pub host_path: String,
     pub mount: String,
     pub verified: Verified,
+    pub proof: Proof,
+}
+
+/// What vouched for an input: a copy is kept in `records/artifacts/SHA.json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Proof {
+    /// `signature` or `record`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub sha256: String,
 }
 
 /// Everything the record is built from.
@@ -89,6 +99,7 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
             annotations: Some(json!({
                 "artifact": v.name, "kind": v.kind, "version": v.version, "labels": v.labels,
                 "signer": v.signer, "keyid": v.keyid, "format": v.format, "mount": i.mount,
+                "proof": i.proof,
             })),
         });
     }
@@ -175,13 +186,15 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
         })
         .unwrap_or_default();
     if subjects.is_empty() {
-        // in-toto needs a subject: a run with no outputs attests its spec.
+        // in-toto needs a subject: a run with no outputs attests its spec, under
+        // a name no output path can have (output subjects are relative paths).
         let spec_bytes = std::fs::read(&f.spec.file).unwrap_or_default();
+        let file = Path::new(&f.spec.file)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "job.toml".into());
         subjects.push(Subject {
-            name: Path::new(&f.spec.file)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "job.toml".into()),
+            name: format!("{}{file}", sealrun_verifier::record::SPEC_SUBJECT_PREFIX),
             digest: sha(&Digest::of(&spec_bytes)),
         });
     }

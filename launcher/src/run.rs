@@ -17,22 +17,25 @@ use std::path::{Path, PathBuf};
 
 use rand_core::RngCore;
 use sealrun_sandbox::{Bind, ProfileRef, SandboxConfig, SandboxPlan, Stdio, Tmpfs};
-use sealrun_verifier::artifact::{verify_artifact, VerifyOptions};
+use sealrun_verifier::artifact::{verify_artifact, Verified, VerifyOptions};
+use sealrun_verifier::chain::{verify_chain, Index};
 use sealrun_verifier::digest::Digest;
 use sealrun_verifier::dsse;
 use sealrun_verifier::keys::SigningKey;
+use sealrun_verifier::labels;
 use sealrun_verifier::manifest::{Manifest, WalkOptions};
 use sealrun_verifier::outputs;
 use sealrun_verifier::policy::Policy;
 use sealrun_verifier::record::sign_record;
+use sealrun_verifier::record::{outputs_digest, verify_record, ProducedArtifact};
 use sealrun_verifier::rollback::write_atomic;
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::attest::{self, RecordedInput, RunFacts};
+use crate::attest::{self, Proof, RecordedInput, RunFacts};
 use crate::audit::{self, Event};
 use crate::secrets::{self, Leak, Redactor, Secret};
-use crate::spec::{JobSpec, SpecError, CODE_MOUNT, OUTPUT_MOUNT};
+use crate::spec::{JobSpec, Proof as SpecProof, SpecError, CODE_MOUNT, OUTPUT_MOUNT};
 use crate::stage::Stage;
 use crate::{keyfile, now_rfc3339};
 
@@ -233,6 +236,117 @@ async fn pump(
     Ok((Digest(h.finalize().into()), redactor.seen()))
 }
 
+/// Keep a copy of a proof (signature or producer record) in `records/artifacts/`
+/// under its SHA-256, so the chain can be verified offline from the records folder.
+fn keep_proof(records: &Path, bytes: &[u8]) -> Result<String, String> {
+    let sha = Digest::of(bytes).to_hex();
+    let dir = records.join("artifacts");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("{sha}.json"));
+    if !path.exists() {
+        write_atomic(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(sha)
+}
+
+/// Verify one staged input against what vouches for it; returns what was
+/// verified and the proof reference for the record.
+fn verify_input(
+    input: &crate::spec::Input,
+    staged: &Path,
+    policy: &Policy,
+    spec: &JobSpec,
+) -> Result<(Verified, Proof), String> {
+    let now = time::OffsetDateTime::now_utc();
+    match &input.proof {
+        SpecProof::Signature(sig_path) => {
+            let sig = dsse::read_limited(sig_path).map_err(|e| e.to_string())?;
+            let vopts = VerifyOptions {
+                policy,
+                now,
+                rollback: None,
+                expected_kind: Some(input.kind),
+                progress: None,
+            };
+            let v = verify_artifact(staged, &sig, &vopts).map_err(|e| e.to_string())?;
+            let sha = keep_proof(&spec.records, &sig)?;
+            Ok((
+                v,
+                Proof {
+                    kind: "signature",
+                    sha256: sha,
+                },
+            ))
+        }
+        SpecProof::Record(rec_path) => {
+            let bytes = dsse::read_limited(rec_path).map_err(|e| e.to_string())?;
+            let shown = rec_path.display().to_string();
+            // The files must be exactly the producer's attested outputs.
+            let vr =
+                verify_record(&shown, &bytes, policy, Some(staged)).map_err(|e| e.to_string())?;
+            if !vr.succeeded() {
+                return Err(format!(
+                    "the producer run recorded in {shown} did not succeed"
+                ));
+            }
+            let produced = vr
+                .produced()
+                .ok_or_else(|| format!("record {shown} declares no produced artifact"))?;
+            if produced.kind != input.kind {
+                return Err(format!(
+                    "record {shown} attests kind {}, but the input is declared as {}",
+                    produced.kind, input.kind
+                ));
+            }
+            let digest = vr.subjects_digest().to_hex();
+            if produced.outputs_digest != digest {
+                return Err(format!(
+                    "record {shown}: outputs digest does not match its subjects"
+                ));
+            }
+            policy
+                .check_stage(
+                    vr.job_name(),
+                    vr.code_digest(),
+                    produced.kind,
+                    Some(&spec.name),
+                )
+                .map_err(|e| e.to_string())?;
+            if let Some((k, v)) = policy.admit_violation(&produced.labels) {
+                return Err(format!(
+                    "label {k}={v} (propagated from its inputs) is not admitted by this job"
+                ));
+            }
+            // Its own inputs must trace back to trusted signed datasets.
+            let dir = rec_path.parent().unwrap_or(Path::new("."));
+            let index = Index::from_dir(dir).map_err(|e| e.to_string())?;
+            verify_chain(&shown, &bytes, &index, policy).map_err(|e| e.to_string())?;
+            let sha = keep_proof(&spec.records, &bytes)?;
+            let v = Verified {
+                name: vr.job_name().to_string(),
+                kind: produced.kind,
+                version: None,
+                labels: produced.labels,
+                digest,
+                files: vr.statement.subject.len(),
+                bytes: 0,
+                signer: vr.signer.clone(),
+                keyid: vr.keyid.clone(),
+                key_algorithm: "ed25519".into(),
+                format: "sealrun-record",
+                expires: None,
+            };
+            Ok((
+                v,
+                Proof {
+                    kind: "record",
+                    sha256: sha,
+                },
+            ))
+        }
+    }
+}
+
 /// Run the job described by the spec at `spec_path`.
 pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunError> {
     // 1. Plan: the spec, the key, the policy.
@@ -294,23 +408,12 @@ pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunErr
                 invocation: ctx.invocation.clone(),
             })
         };
-        let sig = match dsse::read_limited(&input.signature) {
-            Ok(s) => s,
-            Err(e) => return refuse(format!("input {:?}: {e}", input.name)),
-        };
         let staged = match stage.copy_in(&input.name, &input.path) {
             Ok(p) => p,
             Err(e) => return refuse(format!("input {:?}: {e}", input.name)),
         };
-        let vopts = VerifyOptions {
-            policy: &policy,
-            now: time::OffsetDateTime::now_utc(),
-            rollback: None,
-            expected_kind: Some(input.kind),
-            progress: None,
-        };
-        match verify_artifact(&staged, &sig, &vopts) {
-            Ok(v) => {
+        match verify_input(input, &staged, &policy, &spec) {
+            Ok((verified, proof)) => {
                 ro_binds.push(Bind {
                     host: staged,
                     dest: input.mount.clone().into(),
@@ -319,7 +422,8 @@ pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunErr
                     name: input.name.clone(),
                     host_path: input.path.display().to_string(),
                     mount: input.mount.clone(),
-                    verified: v,
+                    verified,
+                    proof,
                 });
             }
             Err(e) => {
@@ -563,6 +667,28 @@ pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunErr
     facts.outcome = outcome.as_ref().ok();
     facts.logs = logs;
     facts.outputs = Some(&outputs);
+    // What this run produced, as one artifact consumers can check against.
+    let input_labels: Vec<BTreeMap<String, String>> =
+        inputs.iter().map(|i| i.verified.labels.clone()).collect();
+    let produced = ProducedArtifact {
+        kind: spec.produces,
+        labels: labels::propagate(&input_labels, &spec.declassify),
+        outputs_digest: outputs_digest(
+            outputs
+                .files
+                .resources
+                .iter()
+                .map(|r| (r.path.as_str(), &r.digest)),
+        )
+        .to_hex(),
+    };
+    facts
+        .extra_byproducts
+        .push(sealrun_verifier::record::ResourceDescriptor {
+            name: Some("artifact".into()),
+            annotations: serde_json::to_value(&produced).ok(),
+            ..Default::default()
+        });
     if !secrets.is_empty() {
         let delivered: Vec<serde_json::Value> = secrets
             .iter()
@@ -599,12 +725,4 @@ pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunErr
         record,
         invocation: ctx.invocation.clone(),
     })
-}
-
-/// Labels of verified inputs, by input name (for summaries).
-pub fn input_labels(inputs: &[RecordedInput]) -> BTreeMap<String, BTreeMap<String, String>> {
-    inputs
-        .iter()
-        .map(|i| (i.name.clone(), i.verified.labels.clone()))
-        .collect()
 }

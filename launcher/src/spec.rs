@@ -58,6 +58,9 @@ struct RawSpec {
     sandbox: RawSandbox,
     #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
+    produces: Option<Kind>,
+    #[serde(default)]
+    declassify: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +79,7 @@ struct RawInput {
     name: Spanned<String>,
     path: Spanned<String>,
     signature: Option<Spanned<String>>,
+    from_record: Option<Spanned<String>>,
     #[serde(default = "default_kind")]
     kind: Kind,
     mount: Option<Spanned<String>>,
@@ -90,7 +94,7 @@ fn default_kind() -> Kind {
 struct RawSandbox {
     profile: Option<Spanned<String>>,
     memory: Option<Spanned<String>>,
-    pids: Option<u64>,
+    pids: Option<Spanned<u64>>,
     timeout: Option<Spanned<String>>,
     #[serde(default)]
     ro: Vec<Spanned<String>>,
@@ -102,10 +106,20 @@ struct RawSandbox {
 pub struct Input {
     pub name: String,
     pub path: PathBuf,
-    pub signature: PathBuf,
+    /// What vouches for the input.
+    pub proof: Proof,
     pub kind: Kind,
     /// Absolute path inside the sandbox.
     pub mount: String,
+}
+
+/// What vouches for an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proof {
+    /// A signature (sealrun envelope or model-signing bundle).
+    Signature(PathBuf),
+    /// The signed run record of the stage that produced it.
+    Record(PathBuf),
 }
 
 /// Sandbox settings of a job.
@@ -140,6 +154,10 @@ pub struct JobSpec {
     pub sandbox: SandboxSpec,
     /// Secrets handed to the job through a private tmpfs.
     pub secrets: Vec<SecretSpec>,
+    /// The kind of artifact the outputs are (default `model`).
+    pub produces: Kind,
+    /// Label keys this stage is declared to remove from what it derives (e.g. `pii`).
+    pub declassify: Vec<String>,
     /// The spec as JSON, for the record's externalParameters.
     pub as_json: serde_json::Value,
 }
@@ -344,13 +362,17 @@ impl JobSpec {
                 ));
             }
             let path = ctx.path(&r.path, &f("path"), true)?;
-            let signature = match &r.signature {
-                Some(s) => ctx.path(s, &f("signature"), true)?,
-                None => {
+            let proof = match (&r.signature, &r.from_record) {
+                (Some(sig), None) => Proof::Signature(ctx.path(sig, &f("signature"), true)?),
+                (None, Some(rec)) => Proof::Record(ctx.path(rec, &f("from_record"), true)?),
+                (Some(_), Some(rec)) => {
+                    return Err(ctx.err(rec.span(), &f("from_record"), "give either `signature` or `from_record`, not both"))
+                }
+                (None, None) => {
                     return Err(ctx.err(
                         r.name.span(),
                         &f("signature"),
-                        "missing: every input needs the signature that vouches for it (unsigned means untrusted)",
+                        "missing: every input needs a `signature`, or the `from_record` of the stage that produced it (unsigned means untrusted)",
                     ))
                 }
             };
@@ -370,7 +392,7 @@ impl JobSpec {
             inputs.push(Input {
                 name,
                 path,
-                signature,
+                proof,
                 kind: r.kind,
                 mount,
             });
@@ -410,8 +432,8 @@ impl JobSpec {
                 })
             })
             .transpose()?;
-        if sb.pids == Some(0) {
-            return Err(ctx.err(0..0, "sandbox.pids", "must be at least 1"));
+        if let Some(p) = sb.pids.as_ref().filter(|p| *p.get_ref() == 0) {
+            return Err(ctx.err(p.span(), "sandbox.pids", "must be at least 1"));
         }
         let mut ro = Vec::new();
         for (i, v) in sb.ro.iter().enumerate() {
@@ -509,12 +531,14 @@ impl JobSpec {
             sandbox: SandboxSpec {
                 profile,
                 memory,
-                pids: sb.pids,
+                pids: sb.pids.as_ref().map(|p| *p.get_ref()),
                 timeout,
                 ro,
                 tmp_size,
             },
             secrets,
+            produces: raw.produces.unwrap_or(Kind::Model),
+            declassify: raw.declassify.clone(),
             as_json,
         })
     }

@@ -406,31 +406,28 @@ pub fn compare(artifact: &str, expected: &Manifest, actual: &Manifest) -> Result
     }
 }
 
-/// Verify the artifact at `path` against the signature bytes `sig`.
-///
-/// Accepts sealrun envelopes and OpenSSF model-signing Sigstore bundles.
-pub fn verify_artifact(
-    path: &Path,
+/// Verify a sealrun signature without looking at the files: envelope,
+/// signer, statement, manifest structure, subject and policy (not rollback).
+/// Returns what it vouches for and the signed manifest. `shown` names the
+/// artifact in errors until the signed name is known.
+pub fn verify_signature(
     sig: &[u8],
+    shown: &str,
     opts: &VerifyOptions,
-) -> Result<Verified, VerifyError> {
-    let shown = format!("{:?}", path.display().to_string());
-    if model_signing::is_bundle(sig) {
-        return model_signing::verify(path, sig, opts);
-    }
+) -> Result<(Verified, Manifest), VerifyError> {
     let env_err = |artifact: &str| {
         let artifact = artifact.to_string();
         move |source| VerifyError::Envelope { artifact, source }
     };
     // 1. Structure of the envelope.
-    let env = Envelope::parse(sig).map_err(env_err(&shown))?;
+    let env = Envelope::parse(sig).map_err(env_err(shown))?;
     // 2. Payload type, then signature by a trusted key.
     let (signer, payload): (&TrustedKey, Vec<u8>) = env
         .verify(IN_TOTO_PAYLOAD_TYPE, |id| opts.policy.lookup(id))
-        .map_err(env_err(&shown))?;
+        .map_err(env_err(shown))?;
     // 3. Statement and predicate shape.
     let st: Statement<ArtifactPredicate> =
-        statement::parse(&payload, ARTIFACT_PREDICATE_TYPE).map_err(env_err(&shown))?;
+        statement::parse(&payload, ARTIFACT_PREDICATE_TYPE).map_err(env_err(shown))?;
     let p = st.predicate;
     let artifact = format!("{:?}", p.name);
     p.manifest
@@ -454,7 +451,7 @@ pub fn verify_artifact(
             root,
         });
     }
-    // 4. Policy: kind, labels, admission, expiry, rollback.
+    // 4. Policy: kind, labels, admission, expiry.
     check_policy(
         &artifact,
         signer,
@@ -463,38 +460,7 @@ pub fn verify_artifact(
         &p.labels,
         p.expires.as_deref(),
     )?;
-    let mut state = match opts.rollback {
-        Some(file) => {
-            let state = RollbackState::load(file).map_err(|source| VerifyError::Rollback {
-                artifact: artifact.clone(),
-                source,
-            })?;
-            if let Some(seen) = state.seen(&p.name).filter(|&seen| p.version < seen) {
-                return Err(VerifyError::RolledBack {
-                    artifact,
-                    version: p.version,
-                    seen,
-                });
-            }
-            Some(state)
-        }
-        None => None,
-    };
-    // 5. Every byte on disk.
-    let walk = WalkOptions {
-        shard_size: p.manifest.shard_size,
-        ignore: Vec::new(),
-    };
-    check_tree(&artifact, path, &p.manifest, &walk, opts.progress)?;
-    if let Some(state) = state.as_mut() {
-        state
-            .accept(&p.name, p.version)
-            .map_err(|source| VerifyError::Rollback {
-                artifact: artifact.clone(),
-                source,
-            })?;
-    }
-    Ok(Verified {
+    let verified = Verified {
         name: p.name,
         kind: p.kind,
         version: Some(p.version),
@@ -507,7 +473,58 @@ pub fn verify_artifact(
         key_algorithm: signer.key.algorithm().to_string(),
         format: "sealrun",
         expires: p.expires,
-    })
+    };
+    Ok((verified, p.manifest))
+}
+
+/// Verify the artifact at `path` against the signature bytes `sig`.
+///
+/// Accepts sealrun envelopes and OpenSSF model-signing Sigstore bundles.
+pub fn verify_artifact(
+    path: &Path,
+    sig: &[u8],
+    opts: &VerifyOptions,
+) -> Result<Verified, VerifyError> {
+    if model_signing::is_bundle(sig) {
+        return model_signing::verify(path, sig, opts);
+    }
+    let shown = format!("{:?}", path.display().to_string());
+    let (verified, manifest) = verify_signature(sig, &shown, opts)?;
+    let artifact = format!("{:?}", verified.name);
+    let version = verified.version.unwrap_or(0);
+    // 5. Rollback.
+    let mut state = match opts.rollback {
+        Some(file) => {
+            let state = RollbackState::load(file).map_err(|source| VerifyError::Rollback {
+                artifact: artifact.clone(),
+                source,
+            })?;
+            if let Some(seen) = state.seen(&verified.name).filter(|&seen| version < seen) {
+                return Err(VerifyError::RolledBack {
+                    artifact,
+                    version,
+                    seen,
+                });
+            }
+            Some(state)
+        }
+        None => None,
+    };
+    // 6. Every byte on disk.
+    let walk = WalkOptions {
+        shard_size: manifest.shard_size,
+        ignore: Vec::new(),
+    };
+    check_tree(&artifact, path, &manifest, &walk, opts.progress)?;
+    if let Some(state) = state.as_mut() {
+        state
+            .accept(&verified.name, version)
+            .map_err(|source| VerifyError::Rollback {
+                artifact: artifact.clone(),
+                source,
+            })?;
+    }
+    Ok(verified)
 }
 
 /// The policy checks shared by every signature format.

@@ -173,28 +173,55 @@ pub fn check_chain(log: &str, bytes: &[u8]) -> Result<Vec<(Entry, String)>, Audi
     }
     for (i, line) in lines.iter().enumerate() {
         let expected_seq = i as u64 + 1;
-        let broken = |reason: String| AuditError::Broken {
+        let broken = |seq: u64, reason: String| AuditError::Broken {
             log: log.to_string(),
-            seq: expected_seq,
-            line: i + 1,
+            seq,
+            line: seq as usize,
             reason,
         };
-        let e: Entry =
-            serde_json::from_slice(line).map_err(|e| broken(format!("not a valid entry: {e}")))?;
+        let e: Entry = serde_json::from_slice(line)
+            .map_err(|e| broken(expected_seq, format!("not a valid entry: {e}")))?;
         if e.seq != expected_seq {
-            return Err(broken(format!(
-                "sequence number is {}, expected {expected_seq} (entry deleted, inserted or reordered)",
-                e.seq
-            )));
+            // A sequence number from the future means entries are missing here
+            // (deleted, or a later one moved up); one from the past means the line
+            // before this one does not belong (inserted).
+            let (seq, what) = if e.seq > expected_seq {
+                (expected_seq, "entry deleted or moved")
+            } else {
+                (expected_seq - 1, "entry inserted before this one")
+            };
+            return Err(broken(
+                seq,
+                format!(
+                    "line {} has sequence number {}, expected {expected_seq} ({what})",
+                    i + 1,
+                    e.seq
+                ),
+            ));
         }
         if e.prev != prev {
-            return Err(broken(format!(
-                "prev is {}, but the previous line hashes to {prev} (an earlier line was modified, or this one was moved)",
-                e.prev
-            )));
+            // Blame the previous line if the next line still vouches for this one
+            // (this line is intact, its predecessor changed); otherwise this line.
+            let vouched = lines
+                .get(i + 1)
+                .and_then(|next| serde_json::from_slice::<Entry>(next).ok())
+                .is_some_and(|n| n.prev == Digest::of(line).to_hex());
+            let seq = if vouched && expected_seq > 1 {
+                expected_seq - 1
+            } else {
+                expected_seq
+            };
+            return Err(broken(
+                seq,
+                format!(
+                    "entry {expected_seq} names prev {}, but the line before it hashes to {prev} (entry {seq} was modified, forged or moved)",
+                    e.prev
+                ),
+            ));
         }
         if e.to_line() != *line {
             return Err(broken(
+                expected_seq,
                 "line is not in canonical form (edited by hand?)".into(),
             ));
         }

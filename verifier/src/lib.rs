@@ -7,9 +7,11 @@
 
 pub mod artifact;
 pub mod audit;
+pub mod chain;
 pub mod digest;
 pub mod dsse;
 pub mod keys;
+pub mod labels;
 pub mod manifest;
 pub mod model_signing;
 pub mod outputs;

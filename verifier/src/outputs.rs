@@ -15,7 +15,7 @@ use crate::manifest::{Manifest, ManifestError, WalkOptions};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NonFile {
     pub path: String,
-    /// `symlink`, `fifo`, `socket`, `device`.
+    /// `symlink` or `special` (FIFO, socket, device).
     pub kind: &'static str,
     /// The link target, for symlinks (as text, never resolved).
     #[serde(skip_serializing_if = "Option::is_none")]

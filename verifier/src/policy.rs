@@ -127,6 +127,96 @@ pub struct Policy {
     pub keys: Vec<TrustedKey>,
     /// Label key → values a consumer admits (empty: admit everything).
     pub admit: BTreeMap<String, BTreeSet<String>>,
+    /// Pipeline stages: who may produce what, and consume whom. Empty: any
+    /// stage whose record is signed by a trusted launcher key.
+    pub stages: Vec<StagePolicy>,
+}
+
+/// What one pipeline stage may do.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagePolicy {
+    /// The job name of the stage.
+    pub name: String,
+    /// If set, the stage's code folder must have this root digest (hex, optional `sha256:` prefix).
+    pub code: Option<String>,
+    /// Kinds the stage may produce (default: any).
+    pub produces: Option<Vec<Kind>>,
+    /// Stages whose outputs it may consume (default: any).
+    pub consumes: Option<Vec<String>>,
+}
+
+/// Why a stage may not produce or consume something.
+#[derive(Debug, thiserror::Error)]
+pub enum StageViolation {
+    #[error("stage {0:?} is not listed in the trust policy's [[stage]] entries")]
+    Unknown(String),
+    #[error("stage {stage:?} ran code sha256:{actual}, but the policy requires sha256:{expected}")]
+    Code {
+        stage: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("stage {stage:?} may not produce kind {kind}")]
+    Produces { stage: String, kind: Kind },
+    #[error("stage {consumer:?} may not consume the outputs of stage {producer:?}")]
+    Consumes { consumer: String, producer: String },
+}
+
+impl Policy {
+    /// Check that `producer` (with code digest `code`) may produce `kind`, and
+    /// that `consumer` (if named) may consume it. No `[[stage]]` entries: allowed.
+    pub fn check_stage(
+        &self,
+        producer: &str,
+        code: Option<&str>,
+        kind: Kind,
+        consumer: Option<&str>,
+    ) -> Result<(), StageViolation> {
+        if self.stages.is_empty() {
+            return Ok(());
+        }
+        let p = self
+            .stages
+            .iter()
+            .find(|s| s.name == producer)
+            .ok_or_else(|| StageViolation::Unknown(producer.to_string()))?;
+        if let Some(expected) = &p.code {
+            let expected = expected.trim_start_matches("sha256:").to_ascii_lowercase();
+            let actual = code.unwrap_or("(none)").to_string();
+            if expected != actual {
+                return Err(StageViolation::Code {
+                    stage: producer.to_string(),
+                    expected,
+                    actual,
+                });
+            }
+        }
+        if let Some(kinds) = &p.produces {
+            if !kinds.contains(&kind) {
+                return Err(StageViolation::Produces {
+                    stage: producer.to_string(),
+                    kind,
+                });
+            }
+        }
+        if let Some(consumer) = consumer {
+            let c = self
+                .stages
+                .iter()
+                .find(|s| s.name == consumer)
+                .ok_or_else(|| StageViolation::Unknown(consumer.to_string()))?;
+            if let Some(allowed) = &c.consumes {
+                if !allowed.iter().any(|a| a == producer) {
+                    return Err(StageViolation::Consumes {
+                        consumer: consumer.to_string(),
+                        producer: producer.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
@@ -136,6 +226,8 @@ struct PolicyFile {
     key: Vec<KeyEntry>,
     #[serde(default)]
     admit: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    stage: Vec<StagePolicy>,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +251,7 @@ impl Policy {
                 labels: None,
             }],
             admit: BTreeMap::new(),
+            stages: Vec::new(),
         }
     }
 
@@ -237,7 +330,11 @@ impl Policy {
             .into_iter()
             .map(|(k, v)| (k, v.into_iter().collect()))
             .collect();
-        Ok(Policy { keys, admit })
+        Ok(Policy {
+            keys,
+            admit,
+            stages: file.stage,
+        })
     }
 
     /// Trusted keys matching `keyid`; an empty keyid matches every key.

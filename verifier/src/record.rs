@@ -24,6 +24,10 @@ use crate::statement::{self, Statement, Subject};
 
 /// SLSA Provenance v1.
 pub const SLSA_PROVENANCE_V1: &str = "https://slsa.dev/provenance/v1";
+/// Subject name prefix of the job spec, used as the only subject of a run
+/// that produced no output files (never a valid relative output path).
+pub const SPEC_SUBJECT_PREFIX: &str = "/sealrun/job-spec/";
+
 /// The buildType of a sealrun run.
 pub const BUILD_TYPE: &str = "https://sealrun.dev/run/v1";
 
@@ -87,6 +91,35 @@ pub struct RunDetails {
 pub struct Provenance {
     pub build_definition: BuildDefinition,
     pub run_details: RunDetails,
+}
+
+/// The digest that identifies a run's outputs as one artifact: SHA-256 over
+/// the subjects sorted by path components, each as the path's length (u64
+/// big-endian), the path, and the 32 raw SHA-256 bytes. A consumer that
+/// verified the files against the subjects computes the same value.
+pub fn outputs_digest<'a>(files: impl IntoIterator<Item = (&'a str, &'a Digest)>) -> Digest {
+    let mut v: Vec<(&str, &Digest)> = files.into_iter().collect();
+    v.sort_by(|a, b| path_order(a.0, b.0));
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut h, b"sealrun-outputs-v1\0");
+    for (p, d) in v {
+        sha2::Digest::update(&mut h, (p.len() as u64).to_be_bytes());
+        sha2::Digest::update(&mut h, p.as_bytes());
+        sha2::Digest::update(&mut h, d.0);
+    }
+    Digest(sha2::Digest::finalize(h).into())
+}
+
+/// The artifact a run produced, as its record describes it (byproduct `artifact`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProducedArtifact {
+    /// The kind the stage declares it produces (`features`, `model`, ...).
+    pub kind: Kind,
+    /// Labels propagated from its inputs (see `labels::propagate`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// [`outputs_digest`] of the subjects.
+    pub outputs_digest: String,
 }
 
 /// Sign a run record.
@@ -155,6 +188,57 @@ pub struct VerifiedRecord {
 }
 
 impl VerifiedRecord {
+    /// The produced artifact, if the record declares one.
+    pub fn produced(&self) -> Option<ProducedArtifact> {
+        self.byproduct("artifact")
+            .and_then(|b| b.annotations.clone())
+            .and_then(|a| serde_json::from_value(a).ok())
+    }
+
+    /// The job (stage) name from externalParameters.
+    pub fn job_name(&self) -> &str {
+        self.statement
+            .predicate
+            .build_definition
+            .external_parameters
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("")
+    }
+
+    /// The code folder's root digest, if the run had one.
+    pub fn code_digest(&self) -> Option<&str> {
+        self.statement
+            .predicate
+            .build_definition
+            .resolved_dependencies
+            .iter()
+            .find(|d| d.name.as_deref() == Some("code"))
+            .and_then(|d| d.digest.get("sha256"))
+            .map(String::as_str)
+    }
+
+    /// The outputs digest computed from the subjects.
+    pub fn subjects_digest(&self) -> Digest {
+        let parsed: Vec<(String, Digest)> = self
+            .statement
+            .subject
+            .iter()
+            .filter(|s| !s.name.starts_with(SPEC_SUBJECT_PREFIX))
+            .filter_map(|s| Some((s.name.clone(), s.digest.get("sha256")?.parse().ok()?)))
+            .collect();
+        outputs_digest(parsed.iter().map(|(n, d)| (n.as_str(), d)))
+    }
+
+    /// Whether the run succeeded (byproduct `end`, `result` = `succeeded`).
+    pub fn succeeded(&self) -> bool {
+        self.byproduct("end")
+            .and_then(|b| b.annotations.as_ref())
+            .and_then(|a| a.get("result"))
+            .and_then(|r| r.as_str())
+            == Some("succeeded")
+    }
+
     /// A byproduct by name.
     pub fn byproduct(&self, name: &str) -> Option<&ResourceDescriptor> {
         self.statement
@@ -254,7 +338,7 @@ pub fn verify_record(
 fn subjects_manifest(subjects: &[Subject]) -> Result<Manifest, String> {
     let mut resources = Vec::new();
     for s in subjects {
-        if s.name.is_empty() && subjects.len() == 1 {
+        if subjects.len() == 1 && s.name.starts_with(SPEC_SUBJECT_PREFIX) {
             continue;
         }
         crate::manifest::check_path(&s.name).map_err(|_| s.name.clone())?;

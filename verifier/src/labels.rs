@@ -1,0 +1,106 @@
+//! Label propagation: what is derived from labelled data inherits its labels.
+//!
+//! Guarantees: `classification` of a derived artifact is the highest of its
+//! inputs' (public < internal < confidential < restricted; an unknown value
+//! ranks above all of them, so it is never silently lowered); `pii` is `true`
+//! if any input has `pii=true`, unless the stage is declared to remove PII; a
+//! label only some inputs carry, or carried with different values, is dropped
+//! (except the two above), so nothing is vouched for that was not.
+
+use std::collections::BTreeMap;
+
+/// Classification levels, lowest first.
+pub const CLASSIFICATION_ORDER: [&str; 4] = ["public", "internal", "confidential", "restricted"];
+
+fn rank(v: &str) -> usize {
+    CLASSIFICATION_ORDER
+        .iter()
+        .position(|c| *c == v)
+        .unwrap_or(CLASSIFICATION_ORDER.len())
+}
+
+/// Propagate the labels of `inputs` to what a stage derives from them.
+/// `declassify` lists label keys the stage is declared to remove (e.g. `pii`).
+pub fn propagate(
+    inputs: &[BTreeMap<String, String>],
+    declassify: &[String],
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if inputs.is_empty() {
+        return out;
+    }
+    if let Some(c) = inputs
+        .iter()
+        .filter_map(|l| l.get("classification"))
+        .max_by_key(|v| rank(v))
+    {
+        out.insert("classification".to_string(), c.clone());
+    }
+    if inputs
+        .iter()
+        .any(|l| l.get("pii").map(String::as_str) == Some("true"))
+    {
+        out.insert("pii".to_string(), "true".to_string());
+    } else if inputs
+        .iter()
+        .all(|l| l.get("pii").map(String::as_str) == Some("false"))
+    {
+        out.insert("pii".to_string(), "false".to_string());
+    }
+    let first = &inputs[0];
+    for (k, v) in first {
+        if k == "classification" || k == "pii" {
+            continue;
+        }
+        if inputs.iter().all(|l| l.get(k) == Some(v)) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    for k in declassify {
+        if k == "pii" {
+            out.insert("pii".to_string(), "false".to_string());
+        } else {
+            out.remove(k);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn highest_classification_and_sticky_pii() {
+        let out = propagate(
+            &[
+                l(&[("classification", "internal"), ("pii", "true")]),
+                l(&[("classification", "public"), ("pii", "false")]),
+            ],
+            &[],
+        );
+        assert_eq!(out, l(&[("classification", "internal"), ("pii", "true")]));
+    }
+
+    #[test]
+    fn declared_removal_and_unknown_ranks_highest() {
+        let out = propagate(
+            &[
+                l(&[("classification", "top-secret"), ("pii", "true")]),
+                l(&[("classification", "restricted")]),
+            ],
+            &["pii".into()],
+        );
+        assert_eq!(
+            out,
+            l(&[("classification", "top-secret"), ("pii", "false")])
+        );
+    }
+}
