@@ -35,7 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::attest::{self, Proof, RecordedInput, RunFacts};
 use crate::audit::{self, Event};
 use crate::secrets::{self, Leak, Redactor, Secret};
-use crate::spec::{JobSpec, Proof as SpecProof, SpecError, CODE_MOUNT, OUTPUT_MOUNT};
+use crate::spec::{JobSpec, Proof as SpecProof, Spec, SpecError, CODE_MOUNT, OUTPUT_MOUNT};
 use crate::stage::Stage;
 use crate::{keyfile, now_rfc3339};
 
@@ -256,9 +256,22 @@ fn verify_input(
     staged: &Path,
     policy: &Policy,
     spec: &JobSpec,
+    stage_records: &BTreeMap<String, PathBuf>,
 ) -> Result<(Verified, Proof), String> {
     let now = time::OffsetDateTime::now_utc();
-    match &input.proof {
+    let stage_record;
+    let proof = match &input.proof {
+        SpecProof::Stage(name) => {
+            stage_record = stage_records
+                .get(name)
+                .ok_or_else(|| format!("stage {name:?} has not produced a record"))?
+                .clone();
+            SpecProof::Record(stage_record.clone())
+        }
+        other => other.clone(),
+    };
+    match &proof {
+        SpecProof::Stage(_) => unreachable!("resolved above"),
         SpecProof::Signature(sig_path) => {
             let sig = dsse::read_limited(sig_path).map_err(|e| e.to_string())?;
             let vopts = VerifyOptions {
@@ -347,10 +360,21 @@ fn verify_input(
     }
 }
 
-/// Run the job described by the spec at `spec_path`.
+/// Run the job or pipeline described by the spec at `spec_path`.
 pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunError> {
-    // 1. Plan: the spec, the key, the policy.
-    let spec = JobSpec::load(spec_path)?;
+    match Spec::load(spec_path)? {
+        Spec::Job(job) => run_spec(&job, opts, &BTreeMap::new()),
+        Spec::Pipeline(p) => crate::pipeline::run_pipeline(&p, opts),
+    }
+}
+
+/// Run one validated job; `stage_records` maps earlier pipeline stages to their records.
+pub fn run_spec(
+    spec: &JobSpec,
+    opts: &RunOptions,
+    stage_records: &BTreeMap<String, PathBuf>,
+) -> Result<RunSummary, RunError> {
+    // 1. Plan: the key, the policy (the spec is validated).
     let key = keyfile::load_signing_key(&spec.signing_key)?;
     // Secrets: read each once, into memory that is zeroed on drop, in a process
     // that cannot be core-dumped or traced by its peers.
@@ -412,7 +436,7 @@ pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunErr
             Ok(p) => p,
             Err(e) => return refuse(format!("input {:?}: {e}", input.name)),
         };
-        match verify_input(input, &staged, &policy, &spec) {
+        match verify_input(input, &staged, &policy, spec, stage_records) {
             Ok((verified, proof)) => {
                 ro_binds.push(Bind {
                     host: staged,

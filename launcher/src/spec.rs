@@ -44,8 +44,8 @@ struct RawSpec {
     command: Spanned<Vec<String>>,
     code: Option<Spanned<String>>,
     output: Spanned<String>,
-    trust: Spanned<String>,
-    signing_key: Spanned<String>,
+    trust: Option<Spanned<String>>,
+    signing_key: Option<Spanned<String>>,
     records: Option<Spanned<String>>,
     audit_log: Option<Spanned<String>>,
     #[serde(default)]
@@ -77,9 +77,10 @@ struct RawSecret {
 #[serde(deny_unknown_fields)]
 struct RawInput {
     name: Spanned<String>,
-    path: Spanned<String>,
+    path: Option<Spanned<String>>,
     signature: Option<Spanned<String>>,
     from_record: Option<Spanned<String>>,
+    from_stage: Option<Spanned<String>>,
     #[serde(default = "default_kind")]
     kind: Kind,
     mount: Option<Spanned<String>>,
@@ -120,6 +121,8 @@ pub enum Proof {
     Signature(PathBuf),
     /// The signed run record of the stage that produced it.
     Record(PathBuf),
+    /// An earlier stage of the same pipeline: its record, once it has run.
+    Stage(String),
 }
 
 /// Sandbox settings of a job.
@@ -173,6 +176,8 @@ struct Ctx<'a> {
     file: &'a Path,
     text: &'a str,
     base: PathBuf,
+    /// `stage[N].` inside a pipeline.
+    prefix: String,
 }
 
 impl Ctx<'_> {
@@ -189,7 +194,7 @@ impl Ctx<'_> {
             path: self.file.to_path_buf(),
             line,
             col,
-            field: field.to_string(),
+            field: format!("{}{field}", self.prefix),
             message: message.into(),
         }
     }
@@ -215,6 +220,139 @@ impl Ctx<'_> {
             ));
         }
         Ok(p)
+    }
+}
+
+impl<'a> Ctx<'a> {
+    fn new(text: &'a str, file: &'a Path) -> Ctx<'a> {
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let base = base.canonicalize().unwrap_or(base);
+        Ctx {
+            file,
+            text,
+            base,
+            prefix: String::new(),
+        }
+    }
+}
+
+fn parse_raw<T: for<'de> Deserialize<'de>>(ctx: &Ctx) -> Result<T, SpecError> {
+    let de = toml::Deserializer::new(ctx.text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", "");
+        let inner = e.into_inner();
+        let span = inner.span().unwrap_or(0..0);
+        let msg = inner.message().trim().replace('\n', " ");
+        ctx.err(span, if field == "." { "(spec)" } else { &field }, msg)
+    })
+}
+
+/// Settings a pipeline gives every stage.
+#[derive(Default)]
+struct Shared {
+    trust: Option<Spanned<String>>,
+    signing_key: Option<Spanned<String>>,
+    records: Option<Spanned<String>>,
+    audit_log: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    name: Spanned<String>,
+    trust: Option<Spanned<String>>,
+    signing_key: Option<Spanned<String>>,
+    records: Option<Spanned<String>>,
+    audit_log: Option<Spanned<String>>,
+    stage: Vec<RawSpec>,
+}
+
+/// A validated pipeline: stages in order, each a job.
+#[derive(Debug, Clone)]
+pub struct PipelineSpec {
+    pub file: PathBuf,
+    pub name: String,
+    pub stages: Vec<JobSpec>,
+}
+
+/// A spec file: one job, or a pipeline of `[[stage]]`s.
+#[derive(Debug, Clone)]
+pub enum Spec {
+    Job(Box<JobSpec>),
+    Pipeline(PipelineSpec),
+}
+
+impl Spec {
+    /// Load a job or pipeline spec (a pipeline has `[[stage]]` tables).
+    pub fn load(file: &Path) -> Result<Spec, SpecError> {
+        let text = std::fs::read_to_string(file).map_err(|source| SpecError::Io {
+            path: file.to_path_buf(),
+            source,
+        })?;
+        let is_pipeline = toml::from_str::<toml::Table>(&text)
+            .map(|t| t.contains_key("stage"))
+            .unwrap_or(false);
+        if !is_pipeline {
+            return JobSpec::parse(&text, file).map(|j| Spec::Job(Box::new(j)));
+        }
+        let ctx = Ctx::new(&text, file);
+        let raw: RawPipeline = parse_raw(&ctx)?;
+        if !valid_name(raw.name.get_ref()) {
+            return Err(ctx.err(
+                raw.name.span(),
+                "name",
+                "use 1-64 characters from A-Z a-z 0-9 . _ -",
+            ));
+        }
+        let shared = Shared {
+            trust: raw.trust,
+            signing_key: raw.signing_key,
+            records: raw.records,
+            audit_log: raw.audit_log,
+        };
+        let mut stages: Vec<JobSpec> = Vec::new();
+        let mut earlier: Vec<(String, PathBuf)> = Vec::new();
+        let table: toml::Table = toml::from_str(&text).unwrap_or_default();
+        let stage_values = table
+            .get("stage")
+            .and_then(|s| s.as_array())
+            .cloned()
+            .unwrap_or_default();
+        for (i, st) in raw.stage.into_iter().enumerate() {
+            let sctx = Ctx {
+                prefix: format!("stage[{i}]."),
+                ..Ctx::new(&text, file)
+            };
+            if earlier.iter().any(|(n, _)| n == st.name.get_ref()) {
+                return Err(sctx.err(
+                    st.name.span(),
+                    "name",
+                    format!("two stages are named {:?}", st.name.get_ref()),
+                ));
+            }
+            let mut job = JobSpec::build(&sctx, st, &shared, &earlier)?;
+            if let Some(v) = stage_values.get(i) {
+                job.as_json = serde_json::to_value(v).unwrap_or(serde_json::Value::Null);
+            }
+            job.file = file.to_path_buf();
+            earlier.push((job.name.clone(), job.output.clone()));
+            stages.push(job);
+        }
+        if stages.is_empty() {
+            return Err(ctx.err(0..0, "stage", "a pipeline needs at least one [[stage]]"));
+        }
+        Ok(Spec::Pipeline(PipelineSpec {
+            file: file.to_path_buf(),
+            name: raw.name.into_inner(),
+            stages,
+        }))
     }
 }
 
@@ -272,25 +410,17 @@ impl JobSpec {
 
     /// Validate spec text; `file` names it in errors and anchors relative paths.
     pub fn parse(text: &str, file: &Path) -> Result<JobSpec, SpecError> {
-        let base = file
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        let base = base.canonicalize().unwrap_or(base);
-        let ctx = Ctx { file, text, base };
-        let de = toml::Deserializer::new(text);
-        let raw: RawSpec = serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e
-                .path()
-                .to_string()
-                .replace(".$__serde_spanned_private_value", "");
-            let inner = e.into_inner();
-            let span = inner.span().unwrap_or(0..0);
-            let msg = inner.message().trim().replace('\n', " ");
-            ctx.err(span, if field == "." { "(spec)" } else { &field }, msg)
-        })?;
+        let ctx = Ctx::new(text, file);
+        let raw: RawSpec = parse_raw(&ctx)?;
+        JobSpec::build(&ctx, raw, &Shared::default(), &[])
+    }
 
+    fn build(
+        ctx: &Ctx,
+        raw: RawSpec,
+        shared: &Shared,
+        earlier: &[(String, PathBuf)],
+    ) -> Result<JobSpec, SpecError> {
         if !valid_name(raw.name.get_ref()) {
             return Err(ctx.err(
                 raw.name.span(),
@@ -320,13 +450,21 @@ impl JobSpec {
             }
         }
         let output = ctx.path(&raw.output, "output", false)?;
-        let trust = ctx.path(&raw.trust, "trust", true)?;
-        let signing_key = ctx.path(&raw.signing_key, "signing_key", true)?;
-        let records = match &raw.records {
+        let required = |own: &Option<Spanned<String>>,
+                        common: &Option<Spanned<String>>,
+                        field: &str| {
+            match own.as_ref().or(common.as_ref()) {
+                Some(v) => ctx.path(v, field, true),
+                None => Err(ctx.err(0..0, field, format!("missing field `{field}`"))),
+            }
+        };
+        let trust = required(&raw.trust, &shared.trust, "trust")?;
+        let signing_key = required(&raw.signing_key, &shared.signing_key, "signing_key")?;
+        let records = match raw.records.as_ref().or(shared.records.as_ref()) {
             Some(r) => ctx.path(r, "records", false)?,
             None => ctx.base.join("records"),
         };
-        let audit_log = match &raw.audit_log {
+        let audit_log = match raw.audit_log.as_ref().or(shared.audit_log.as_ref()) {
             Some(a) => ctx.path(a, "audit_log", false)?,
             None => ctx.base.join("audit.log"),
         };
@@ -361,19 +499,44 @@ impl JobSpec {
                     format!("input {name:?} is declared twice"),
                 ));
             }
-            let path = ctx.path(&r.path, &f("path"), true)?;
-            let proof = match (&r.signature, &r.from_record) {
-                (Some(sig), None) => Proof::Signature(ctx.path(sig, &f("signature"), true)?),
-                (None, Some(rec)) => Proof::Record(ctx.path(rec, &f("from_record"), true)?),
-                (Some(_), Some(rec)) => {
-                    return Err(ctx.err(rec.span(), &f("from_record"), "give either `signature` or `from_record`, not both"))
+            let proof = match (&r.signature, &r.from_record, &r.from_stage) {
+                (Some(sig), None, None) => Proof::Signature(ctx.path(sig, &f("signature"), true)?),
+                (None, Some(rec), None) => Proof::Record(ctx.path(rec, &f("from_record"), true)?),
+                (None, None, Some(st)) => {
+                    if !earlier.iter().any(|(n, _)| n == st.get_ref()) {
+                        return Err(ctx.err(
+                            st.span(),
+                            &f("from_stage"),
+                            format!("no earlier stage is named {:?} (a stage may only consume stages listed before it)", st.get_ref()),
+                        ));
+                    }
+                    Proof::Stage(st.get_ref().clone())
                 }
-                (None, None) => {
+                (None, None, None) => {
                     return Err(ctx.err(
                         r.name.span(),
                         &f("signature"),
-                        "missing: every input needs a `signature`, or the `from_record` of the stage that produced it (unsigned means untrusted)",
+                        "missing: every input needs a `signature`, the `from_record` of the run that produced it, or (in a pipeline) `from_stage` (unsigned means untrusted)",
                     ))
+                }
+                _ => {
+                    return Err(ctx.err(
+                        r.name.span(),
+                        &f("signature"),
+                        "give exactly one of `signature`, `from_record` or `from_stage`",
+                    ))
+                }
+            };
+            let path = match (&r.path, &proof) {
+                (Some(p), Proof::Stage(_)) => ctx.path(p, &f("path"), false)?,
+                (Some(p), _) => ctx.path(p, &f("path"), true)?,
+                (None, Proof::Stage(st)) => earlier
+                    .iter()
+                    .find(|(n, _)| n == st)
+                    .map(|(_, out)| out.clone())
+                    .expect("checked above"),
+                (None, _) => {
+                    return Err(ctx.err(r.name.span(), &f("path"), "missing field `path`"))
                 }
             };
             let mount = match &r.mount {
@@ -511,12 +674,12 @@ impl JobSpec {
                 allow_leak: r.allow_leak,
             });
         }
-        let as_json = toml::from_str::<toml::Value>(text)
+        let as_json = toml::from_str::<toml::Value>(ctx.text)
             .ok()
             .and_then(|v| serde_json::to_value(v).ok())
             .unwrap_or(serde_json::Value::Null);
         Ok(JobSpec {
-            file: file.to_path_buf(),
+            file: ctx.file.to_path_buf(),
             name: raw.name.into_inner(),
             command: raw.command.into_inner(),
             code,

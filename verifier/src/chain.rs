@@ -159,6 +159,8 @@ struct Walker<'a> {
     edges: Vec<Edge>,
     /// Records on the current path (by digest).
     visiting: Vec<String>,
+    /// Records already verified with their whole chain (by digest).
+    done: BTreeMap<String, VerifiedRecord>,
 }
 
 fn short(sha: &str) -> &str {
@@ -179,6 +181,7 @@ pub fn verify_chain(
         nodes: BTreeMap::new(),
         edges: Vec::new(),
         visiting: Vec::new(),
+        done: BTreeMap::new(),
     };
     let root = Digest::of(bytes).to_hex();
     w.visit_record(name, bytes, &mut Vec::new())?;
@@ -204,6 +207,9 @@ impl Walker<'_> {
         };
         if self.visiting.contains(&id) {
             return Err(ChainError::Cycle { path: here(stack) });
+        }
+        if let Some(done) = self.done.get(&id) {
+            return Ok(done.clone());
         }
         let vr =
             verify_record(name, bytes, self.policy, None).map_err(|source| ChainError::Record {
@@ -274,8 +280,9 @@ impl Walker<'_> {
                         });
                     }
                     let kind = sub.produced().map(|p| p.kind).unwrap_or(Kind::Model);
+                    let consumer = (!vr.is_pipeline()).then(|| vr.job_name());
                     self.policy
-                        .check_stage(sub.job_name(), sub.code_digest(), kind, Some(vr.job_name()))
+                        .check_stage(sub.job_name(), sub.code_digest(), kind, consumer)
                         .map_err(|e| ChainError::Policy {
                             path: path_now.clone(),
                             reason: e.to_string(),
@@ -334,6 +341,7 @@ impl Walker<'_> {
         }
         stack.pop();
         self.visiting.pop();
+        self.done.insert(id.clone(), vr.clone());
         let produced = vr.produced();
         self.nodes.insert(
             id.clone(),
@@ -433,11 +441,19 @@ impl Graph {
     /// Readable text, top record first, each input indented below what consumed it.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        self.text_rec(&self.root, 0, "", &mut out);
+        let mut shown = Vec::new();
+        self.text_rec(&self.root, 0, "", &mut out, &mut shown);
         out
     }
 
-    fn text_rec(&self, id: &str, depth: usize, via: &str, out: &mut String) {
+    fn text_rec(
+        &self,
+        id: &str,
+        depth: usize,
+        via: &str,
+        out: &mut String,
+        shown: &mut Vec<String>,
+    ) {
         let Some(n) = self.node(id) else { return };
         let pad = "    ".repeat(depth);
         let via = if via.is_empty() {
@@ -445,6 +461,11 @@ impl Graph {
         } else {
             format!("input {via:?} <- ")
         };
+        if shown.iter().any(|s| s == id) {
+            out.push_str(&format!("{pad}{via}{} (shown above)\n", self.describe(n)));
+            return;
+        }
+        shown.push(id.to_string());
         out.push_str(&format!("{pad}{via}{}\n", self.describe(n)));
         if depth == 0 {
             if let Node::Stage { outputs, .. } = n {
@@ -454,7 +475,7 @@ impl Graph {
             }
         }
         for e in self.edges.iter().filter(|e| e.to == id) {
-            self.text_rec(&e.from, depth + 1, &e.input, out);
+            self.text_rec(&e.from, depth + 1, &e.input, out, shown);
         }
     }
 

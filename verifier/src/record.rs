@@ -24,6 +24,9 @@ use crate::statement::{self, Statement, Subject};
 
 /// SLSA Provenance v1.
 pub const SLSA_PROVENANCE_V1: &str = "https://slsa.dev/provenance/v1";
+/// The buildType of a pipeline summary record.
+pub const PIPELINE_BUILD_TYPE: &str = "https://sealrun.dev/pipeline/v1";
+
 /// Subject name prefix of the job spec, used as the only subject of a run
 /// that produced no output files (never a valid relative output path).
 pub const SPEC_SUBJECT_PREFIX: &str = "/sealrun/job-spec/";
@@ -178,7 +181,7 @@ impl RecordError {
 }
 
 /// A verified record.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct VerifiedRecord {
     pub statement: Statement<Provenance>,
     pub signer: String,
@@ -187,7 +190,26 @@ pub struct VerifiedRecord {
     pub envelope_digest: Digest,
 }
 
+/// Parse a record's statement without checking its signature (for a launcher
+/// reading back the record it just wrote). Never use this to trust a record.
+pub fn parse_unverified(bytes: &[u8]) -> Option<VerifiedRecord> {
+    let env = Envelope::parse(bytes).ok()?;
+    let payload = env.payload_bytes().ok()?;
+    let statement = statement::parse(&payload, SLSA_PROVENANCE_V1).ok()?;
+    Some(VerifiedRecord {
+        statement,
+        signer: String::new(),
+        keyid: String::new(),
+        envelope_digest: Digest::of(bytes),
+    })
+}
+
 impl VerifiedRecord {
+    /// Whether this is a pipeline summary rather than one run.
+    pub fn is_pipeline(&self) -> bool {
+        self.statement.predicate.build_definition.build_type == PIPELINE_BUILD_TYPE
+    }
+
     /// The produced artifact, if the record declares one.
     pub fn produced(&self) -> Option<ProducedArtifact> {
         self.byproduct("artifact")
@@ -282,7 +304,9 @@ pub fn verify_record(
     if p.build_definition.build_type.is_empty() {
         return Err(missing("buildDefinition.buildType"));
     }
-    if p.build_definition.build_type != BUILD_TYPE {
+    if p.build_definition.build_type != BUILD_TYPE
+        && p.build_definition.build_type != PIPELINE_BUILD_TYPE
+    {
         return Err(RecordError::BuildType {
             record,
             found: p.build_definition.build_type.clone(),

@@ -1,0 +1,156 @@
+//! Multi-stage pipelines: `[[stage]]`s run in order, each a job; a stage's
+//! inputs may be signed datasets or the outputs of an earlier stage.
+//!
+//! Guarantees: before a stage starts, every earlier stage output it consumes is
+//! copied, then re-verified byte for byte against that stage's signed record and
+//! its chain (a change between stages stops the pipeline, naming the stage, the
+//! file and the reason); the first stage that does not succeed stops the
+//! pipeline; the pipeline gets a signed summary record whose subjects are the
+//! stage records by digest, and whose dependencies let `sealrun-verify chain`
+//! walk every stage back to its signed datasets.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use sealrun_verifier::digest::Digest;
+use sealrun_verifier::record::{
+    sign_record, BuildDefinition, BuildMetadata, Builder, Provenance, ResourceDescriptor,
+    RunDetails, PIPELINE_BUILD_TYPE,
+};
+use sealrun_verifier::rollback::write_atomic;
+use sealrun_verifier::statement::Subject;
+use serde_json::json;
+
+use crate::audit::{self, Event};
+use crate::run::{run_spec, RunError, RunOptions, RunSummary};
+use crate::spec::PipelineSpec;
+use crate::{keyfile, now_rfc3339};
+
+/// Run every stage of `p` in order; returns the summary.
+pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, RunError> {
+    let first = &p.stages[0];
+    let key = keyfile::load_signing_key(&first.signing_key)?;
+    let mut b = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    let invocation = hex::encode(b);
+    let started_on = now_rfc3339();
+    let mut stage_records: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut deps = Vec::new();
+    let mut subjects = Vec::new();
+    let mut outcome = String::from("succeeded");
+    let mut status = 0u8;
+    let mut last_message = String::new();
+    for (i, stage) in p.stages.iter().enumerate() {
+        eprintln!(
+            "sealrun: pipeline {:?}: stage {}/{} {:?}",
+            p.name,
+            i + 1,
+            p.stages.len(),
+            stage.name
+        );
+        let s = run_spec(stage, opts, &stage_records)?;
+        let bytes = std::fs::read(&s.record)
+            .map_err(|e| RunError::Io(format!("{}: {e}", s.record.display())))?;
+        let sha = Digest::of(&bytes).to_hex();
+        let vr = sealrun_verifier::record::parse_unverified(&bytes);
+        let outputs = vr
+            .as_ref()
+            .map(|r| r.subjects_digest().to_hex())
+            .unwrap_or_default();
+        deps.push(ResourceDescriptor {
+            name: Some(stage.name.clone()),
+            uri: Some(format!("file:{}", s.record.display())),
+            digest: BTreeMap::from([("sha256".to_string(), outputs)]),
+            annotations: Some(json!({
+                "kind": stage.produces,
+                "proof": {"type": "record", "sha256": sha},
+                "result": if s.status == 0 { "succeeded" } else { "failed" },
+            })),
+            ..Default::default()
+        });
+        subjects.push(Subject {
+            name: s
+                .record
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            digest: BTreeMap::from([("sha256".to_string(), sha)]),
+        });
+        eprintln!("sealrun: stage {:?}: {}", stage.name, s.message);
+        stage_records.insert(stage.name.clone(), s.record.clone());
+        if s.status != 0 {
+            status = s.status;
+            outcome = format!("failed: stage {:?}: {}", stage.name, s.message);
+            last_message = outcome.clone();
+            // Later stages never run; their absence is part of the record.
+            break;
+        }
+        last_message = s.message;
+    }
+    let prov = Provenance {
+        build_definition: BuildDefinition {
+            build_type: PIPELINE_BUILD_TYPE.to_string(),
+            external_parameters: json!({
+                "name": p.name,
+                "stages": p.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+                "file": p.file.display().to_string(),
+            }),
+            internal_parameters: json!({"launcher_version": env!("CARGO_PKG_VERSION")}),
+            resolved_dependencies: deps,
+        },
+        run_details: RunDetails {
+            builder: Builder {
+                id: format!(
+                    "https://sealrun.dev/launcher/v1?keyid={}",
+                    key.public().keyid()
+                ),
+                version: BTreeMap::from([(
+                    "sealrun".to_string(),
+                    env!("CARGO_PKG_VERSION").to_string(),
+                )]),
+            },
+            metadata: BuildMetadata {
+                invocation_id: invocation.clone(),
+                started_on,
+                finished_on: now_rfc3339(),
+            },
+            byproducts: vec![ResourceDescriptor {
+                name: Some("end".into()),
+                annotations: Some(json!({"result": outcome, "reason": outcome})),
+                ..Default::default()
+            }],
+        },
+    };
+    let env = sign_record(subjects, &prov, &key);
+    let bytes = env.to_json();
+    let path = first
+        .records
+        .join(format!("{}-{}.pipeline.json", p.name, &invocation[..12]));
+    write_atomic(&path, &bytes)
+        .map_err(|e| RunError::Record(format!("{}: {e}", path.display())))?;
+    audit::append(
+        &first.audit_log,
+        &Event {
+            event: "pipeline",
+            job: &p.name,
+            invocation: &invocation,
+            record: Some(Digest::of(&bytes)),
+            outcome: outcome.clone(),
+        },
+        &key,
+    )
+    .map_err(|e| RunError::Record(e.to_string()))?;
+    Ok(RunSummary {
+        status,
+        message: if status == 0 {
+            format!(
+                "pipeline succeeded: {} stage(s); last: {last_message}",
+                p.stages.len()
+            )
+        } else {
+            last_message
+        },
+        record: path,
+        invocation,
+    })
+}
