@@ -574,3 +574,290 @@ pub fn describe_candidates(c: &[CString]) -> String {
 pub fn cstr_to_string(c: &CStr) -> String {
     c.to_string_lossy().into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    //! A recording [`Sys`] double: asserts the order of the setup sequence without a kernel.
+    use super::*;
+    use crate::config::SandboxConfig;
+    use crate::sys::SysResult;
+    use std::cell::RefCell;
+
+    #[derive(Default)]
+    struct Recorder {
+        calls: RefCell<Vec<String>>,
+        fail_at: Option<&'static str>,
+    }
+
+    impl Recorder {
+        fn rec(&self, s: impl Into<String>) -> SysResult<()> {
+            let s = s.into();
+            let fail = self.fail_at.is_some_and(|f| s.starts_with(f));
+            self.calls.borrow_mut().push(s);
+            if fail {
+                Err(libc::EPERM)
+            } else {
+                Ok(())
+            }
+        }
+        /// Assert `items` were called in this order (each found after the previous one).
+        fn assert_order(&self, items: &[&str]) {
+            let calls = self.calls.borrow();
+            let mut from = 0;
+            for it in items {
+                match calls[from..].iter().position(|c| c.starts_with(it)) {
+                    Some(i) => from += i + 1,
+                    None => panic!("{it:?} not called after position {from}: {calls:#?}"),
+                }
+            }
+        }
+        fn pos(&self, prefix: &str) -> usize {
+            self.calls
+                .borrow()
+                .iter()
+                .position(|c| c.starts_with(prefix))
+                .unwrap_or_else(|| panic!("{prefix} not called: {:?}", self.calls.borrow()))
+        }
+    }
+
+    fn s(c: &CStr) -> String {
+        cstr_to_string(c)
+    }
+
+    impl Sys for Recorder {
+        fn prctl(&self, option: libc::c_int, _: libc::c_ulong) -> SysResult<()> {
+            self.rec(format!("prctl {option}"))
+        }
+        fn read_byte(&self, _: i32) -> SysResult<Option<u8>> {
+            self.rec("read_byte").map(|_| Some(1))
+        }
+        fn write_all(&self, _: i32, _: &[u8]) -> SysResult<()> {
+            self.rec("write_all")
+        }
+        fn close(&self, _: i32) -> SysResult<()> {
+            Ok(())
+        }
+        fn setresuid(&self, uid: u32) -> SysResult<()> {
+            self.rec(format!("setresuid {uid}"))
+        }
+        fn setresgid(&self, gid: u32) -> SysResult<()> {
+            self.rec(format!("setresgid {gid}"))
+        }
+        fn setgroups_empty(&self) -> SysResult<()> {
+            self.rec("setgroups")
+        }
+        fn mount(
+            &self,
+            src: Option<&CStr>,
+            target: &CStr,
+            _: Option<&CStr>,
+            flags: libc::c_ulong,
+            _: Option<&CStr>,
+        ) -> SysResult<()> {
+            self.rec(format!(
+                "mount {} {} {flags:#x}",
+                src.map(s).unwrap_or_default(),
+                s(target)
+            ))
+        }
+        fn umount2(&self, target: &CStr, _: libc::c_int) -> SysResult<()> {
+            self.rec(format!("umount2 {}", s(target)))
+        }
+        fn mkdir(&self, path: &CStr, _: libc::mode_t) -> SysResult<()> {
+            self.rec(format!("mkdir {}", s(path)))
+        }
+        fn create_file(&self, path: &CStr) -> SysResult<()> {
+            self.rec(format!("create {}", s(path)))
+        }
+        fn symlink(&self, t: &CStr, l: &CStr) -> SysResult<()> {
+            self.rec(format!("symlink {} {}", s(t), s(l)))
+        }
+        fn chdir(&self, path: &CStr) -> SysResult<()> {
+            self.rec(format!("chdir {}", s(path)))
+        }
+        fn pivot_root(&self, _: &CStr, _: &CStr) -> SysResult<()> {
+            self.rec("pivot_root")
+        }
+        fn open_nofollow(&self, path: &CStr) -> SysResult<i32> {
+            self.rec(format!("openat2 {}", s(path))).map(|_| 100)
+        }
+        fn open_tree_clone(&self, _: i32) -> SysResult<i32> {
+            self.rec("open_tree").map(|_| 101)
+        }
+        fn mount_setattr(&self, _: i32, attr: u64) -> SysResult<()> {
+            self.rec(format!("mount_setattr {attr:#x}"))
+        }
+        fn move_mount(&self, _: i32, target: &CStr) -> SysResult<()> {
+            self.rec(format!("move_mount {}", s(target)))
+        }
+        fn sethostname(&self, _: &[u8]) -> SysResult<()> {
+            self.rec("sethostname")
+        }
+        fn loopback_up(&self) -> SysResult<()> {
+            self.rec("loopback_up")
+        }
+        fn fork(&self) -> SysResult<libc::pid_t> {
+            self.rec("fork").map(|_| 2)
+        }
+        fn setsid(&self) -> SysResult<()> {
+            self.rec("setsid")
+        }
+        fn setrlimit(&self, r: libc::__rlimit_resource_t, v: u64) -> SysResult<()> {
+            self.rec(format!("setrlimit {r} {v}"))
+        }
+        fn dup2(&self, a: i32, b: i32) -> SysResult<()> {
+            self.rec(format!("dup2 {a} {b}"))
+        }
+        fn open_rw(&self, path: &CStr) -> SysResult<i32> {
+            self.rec(format!("open {}", s(path))).map(|_| 3)
+        }
+        fn close_range(&self, a: u32, b: u32) -> SysResult<()> {
+            self.rec(format!("close_range {a} {b}"))
+        }
+        fn reset_signals(&self) -> SysResult<()> {
+            self.rec("reset_signals")
+        }
+        fn drop_bounding_and_ambient(&self) -> SysResult<()> {
+            self.rec("drop_bounding")
+        }
+        fn capset_zero(&self) -> SysResult<()> {
+            self.rec("capset")
+        }
+        fn landlock_add_path(&self, _: i32, path: &CStr, _: u64) -> SysResult<()> {
+            self.rec(format!("landlock_add_rule {}", s(path)))
+        }
+        fn landlock_restrict(&self, _: i32) -> SysResult<()> {
+            self.rec("landlock_restrict_self")
+        }
+        fn seccomp(&self, prog: &[seccompiler::sock_filter], listener: bool) -> SysResult<i32> {
+            self.rec(format!("seccomp listener={listener} len={}", prog.len()))
+                .map(|_| 9)
+        }
+        fn send_fd(&self, _: i32, fd: i32) -> SysResult<()> {
+            self.rec(format!("send_fd {fd}"))
+        }
+        fn execve(&self, path: &CStr, _: &[*const libc::c_char], _: &[*const libc::c_char]) -> i32 {
+            let _ = self.rec(format!("execve {}", s(path)));
+            libc::ENOENT
+        }
+    }
+
+    fn plan() -> SandboxPlan {
+        let mut c = SandboxConfig::new(vec!["/bin/true".into()]);
+        c.ro_binds.push(crate::config::Bind {
+            host: "/usr".into(),
+            dest: "/data".into(),
+        });
+        SandboxPlan::build(c).unwrap()
+    }
+
+    fn fds() -> ChildFds {
+        ChildFds {
+            sync_r: 3,
+            err_w: 4,
+            status_w: 5,
+            sock: 6,
+            ruleset: 7,
+            stdout: -1,
+            stderr: -1,
+        }
+    }
+
+    #[test]
+    fn init_sequence_order() {
+        let p = plan();
+        let r = Recorder::default();
+        let mut trees = vec![-1; p.mounts.binds.len()];
+        init_setup(&r, &p, &fds(), &mut trees).unwrap();
+        let order = [
+            "prctl 1", // PR_SET_PDEATHSIG
+            "read_byte",
+            "mount  / 0x44000", // MS_REC|MS_PRIVATE
+            "mount tmpfs /tmp ",
+            "mount proc /tmp/proc",
+            "mount tmpfs /tmp/tmp ",
+            "move_mount /tmp/usr",
+            "chdir /tmp",
+            "pivot_root",
+            "umount2 .",
+            "chdir /",
+            "mount  / ", // remount read-only
+            "sethostname",
+            "loopback_up",
+        ];
+        r.assert_order(&order);
+        // The /data bind is attached after /dev exists and before pivot_root.
+        assert!(r.pos("move_mount /tmp/data") < r.pos("pivot_root"));
+        if p.ids == IdMode::Root {
+            assert!(r.pos("setresuid 0") < r.pos("mount  / 0x44000"));
+            assert!(
+                !r.calls.borrow().iter().any(|c| c.starts_with("openat2")),
+                "root mode: the parent clones binds"
+            );
+        } else {
+            assert!(
+                r.pos("openat2 /usr") < r.pos("mount tmpfs /tmp "),
+                "binds resolved before the new root hides /tmp"
+            );
+        }
+    }
+
+    #[test]
+    fn job_sequence_order_seccomp_last() {
+        let p = plan();
+        let r = Recorder::default();
+        let f = job_setup(
+            &r,
+            &p,
+            &fds(),
+            &ExecArrays {
+                argv: &[std::ptr::null()],
+                envp: &[std::ptr::null()],
+            },
+        );
+        assert_eq!(f.step, Step::Exec);
+        let order = [
+            "setsid",
+            "reset_signals",
+            "setrlimit 4 0", // RLIMIT_CORE
+            "dup2 3 0",
+            "chdir /tmp",
+            "close_range 3 3",
+            "close_range 8 4294967295",
+            "drop_bounding",
+            "capset",
+            "prctl 38", // PR_SET_NO_NEW_PRIVS
+            "landlock_add_rule /",
+            "landlock_restrict_self",
+            "seccomp listener=true",
+            "send_fd 9",
+            "seccomp listener=false",
+            "execve /bin/true",
+        ];
+        r.assert_order(&order);
+        let calls = r.calls.borrow();
+        assert!(
+            calls[calls.len() - 2].starts_with("seccomp listener=false"),
+            "seccomp is the last step before execve"
+        );
+    }
+
+    #[test]
+    fn a_failing_step_is_reported_with_its_index() {
+        let p = plan();
+        let r = Recorder {
+            fail_at: Some("move_mount /tmp/data"),
+            ..Default::default()
+        };
+        let mut trees = vec![-1; p.mounts.binds.len()];
+        let f = init_setup(&r, &p, &fds(), &mut trees).unwrap_err();
+        assert_eq!(f.step, Step::BindMount);
+        assert_eq!(f.errno, libc::EPERM);
+        assert!(crate::mounts::describe_op(&p.mounts, f.index as usize).contains("/usr -> /data"));
+        assert!(
+            !r.calls.borrow().iter().any(|c| c == "pivot_root"),
+            "nothing after the failure"
+        );
+        assert_eq!(Fail::decode(&f.encode()), Some(f));
+    }
+}

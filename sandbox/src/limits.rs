@@ -5,9 +5,8 @@
 //!
 //! cgroup v2 is used when `/sys/fs/cgroup` is a cgroup2 mount (a child of the caller's own cgroup,
 //! which must be delegated); otherwise v1 `memory` and `pids` hierarchies under
-//! `/sys/fs/cgroup/{memory,pids}/sealrun/<id>`. Without writable cgroups and without requested
-//! limits the run proceeds without one (rootless); requested limits that cannot be enforced are an
-//! error.
+//! `/sys/fs/cgroup/{memory,pids}/sealrun/<id>`. A cgroup is made only when a memory or pids limit
+//! is requested; a requested limit that cannot be enforced is an error (never silently unlimited).
 
 use std::path::{Path, PathBuf};
 
@@ -97,6 +96,12 @@ impl Cgroup {
         pids: Option<u64>,
     ) -> Result<Option<Cgroup>, CgroupError> {
         let wanted = memory.is_some() || pids.is_some();
+        // Without limits a cgroup adds nothing the pid namespace does not already give (one tree,
+        // killed as a whole), and attaching a task to a v1 cgroup can cost milliseconds (an RCU
+        // grace period): no cgroup is made.
+        if !wanted {
+            return Ok(None);
+        }
         let made = if is_cgroup2(V1_ROOT) {
             Self::create_v2(id)
         } else {

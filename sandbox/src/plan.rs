@@ -236,6 +236,18 @@ impl SandboxPlan {
         &self.seccomp.sha256
     }
 
+    /// The compiled main seccomp program as raw `struct sock_filter` bytes (what `bwrap
+    /// --seccomp` reads), for benchmarks and inspection.
+    pub fn bpf_main_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.seccomp.main.len() * 8);
+        for ins in &self.seccomp.main {
+            out.extend_from_slice(&ins.code.to_ne_bytes());
+            out.extend_from_slice(&[ins.jt, ins.jf]);
+            out.extend_from_slice(&ins.k.to_ne_bytes());
+        }
+        out
+    }
+
     /// The kernel's Landlock ABI (0 = not available; the run then proceeds without it).
     pub fn landlock_abi(&self) -> u32 {
         self.landlock.abi
