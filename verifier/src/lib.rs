@@ -5,11 +5,13 @@
 //! auditor can build and run it on any machine.
 #![forbid(unsafe_code)]
 
+pub mod aibom;
 pub mod artifact;
 pub mod audit;
 pub mod chain;
 pub mod digest;
 pub mod dsse;
+pub mod gate;
 pub mod keys;
 pub mod labels;
 pub mod manifest;

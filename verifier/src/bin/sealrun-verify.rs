@@ -59,6 +59,60 @@ enum Command {
     ///   sealrun-verify chain records/train-1234.json --records records --trust trust.toml --format dot
     #[command(verbatim_doc_comment)]
     Chain(ChainArgs),
+    /// Write an AI bill of materials (CycloneDX 1.6 JSON) for a verified chain:
+    /// the model with its hashes, its datasets with their classification, the
+    /// code of every stage and the launcher.
+    ///
+    /// Example:
+    ///   sealrun-verify aibom records/train-1234.json --records records --trust trust.toml -o aibom.json
+    #[command(verbatim_doc_comment)]
+    Aibom(AibomArgs),
+    /// Release gate: exit 0 only if the chain verifies and every run in it meets
+    /// the gate policy (signed inputs, success, approved sandbox profile, no
+    /// denied syscalls or egress attempts, no secret leaks).
+    ///
+    /// Example:
+    ///   sealrun-verify gate records/train-1234.json --policy release-gate.toml
+    #[command(verbatim_doc_comment)]
+    Gate(GateArgs),
+}
+
+#[derive(clap::Args)]
+struct AibomArgs {
+    /// The run record of the model.
+    record: PathBuf,
+    /// The records folder (producer records and signatures).
+    #[arg(long)]
+    records: PathBuf,
+    /// Trust policy used to verify the chain first.
+    #[arg(
+        long,
+        short = 't',
+        required_unless_present = "key",
+        conflicts_with = "key"
+    )]
+    trust: Option<PathBuf>,
+    /// Shortcut: trust this one public key (PEM) for everything.
+    #[arg(long, short = 'k')]
+    key: Option<PathBuf>,
+    /// Write the document here (default: standard output).
+    #[arg(long, short = 'o')]
+    out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct GateArgs {
+    /// The run (or pipeline) record to gate.
+    record: PathBuf,
+    /// The gate policy (TOML): `trust = "trust.toml"`, `approved_profiles = [...]`, ...
+    #[arg(long)]
+    policy: PathBuf,
+    /// The records folder (default: the record's folder).
+    #[arg(long)]
+    records: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -179,6 +233,108 @@ fn main() -> ExitCode {
         Command::Record(args) => run_record(args),
         Command::Log(args) => run_log(args),
         Command::Chain(args) => run_chain(args),
+        Command::Aibom(args) => run_aibom(args),
+        Command::Gate(args) => run_gate(args),
+    }
+}
+
+fn run_aibom(args: AibomArgs) -> ExitCode {
+    let policy = match policy_from(&args.trust, &args.key) {
+        Ok(p) => p,
+        Err(e) => return usage_error(false, e),
+    };
+    let (bytes, index) = match read_record_and_index(&args.record, &args.records) {
+        Ok(x) => x,
+        Err(e) => return usage_error(false, e),
+    };
+    let name = args.record.display().to_string();
+    let graph = match chain::verify_chain(&name, &bytes, &index, &policy) {
+        Ok(g) => g,
+        Err(e) => return failed(false, e.kind(), e.to_string(), serde_json::json!({})),
+    };
+    let top = match record::verify_record(&name, &bytes, &policy, None) {
+        Ok(t) => t,
+        Err(e) => return failed(false, e.kind(), e.to_string(), serde_json::json!({})),
+    };
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let doc = sealrun_verifier::aibom::build(&graph, &top, &now);
+    let mut text = serde_json::to_string_pretty(&doc).expect("json");
+    text.push('\n');
+    match &args.out {
+        Some(path) => {
+            if let Err(e) = sealrun_verifier::rollback::write_atomic(path, text.as_bytes()) {
+                return usage_error(false, anyhow::anyhow!("{}: {e}", path.display()));
+            }
+            eprintln!("wrote CycloneDX 1.6 AI-BOM to {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    ExitCode::from(exit::OK)
+}
+
+fn read_record_and_index(
+    record: &std::path::Path,
+    records: &std::path::Path,
+) -> Result<(Vec<u8>, chain::Index)> {
+    let bytes = dsse::read_limited(record)?;
+    let index = chain::Index::from_dir(records)?;
+    Ok((bytes, index))
+}
+
+fn run_gate(args: GateArgs) -> ExitCode {
+    let (gate, trust) = match sealrun_verifier::gate::load(&args.policy) {
+        Ok(x) => x,
+        Err(e) => return usage_error(args.json, e.into()),
+    };
+    let records = args.records.clone().unwrap_or_else(|| {
+        args.record
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+    });
+    let (bytes, index) = match read_record_and_index(&args.record, &records) {
+        Ok(x) => x,
+        Err(e) => return usage_error(args.json, e),
+    };
+    let name = args.record.display().to_string();
+    match sealrun_verifier::gate::evaluate(&name, &bytes, &index, &gate, &trust) {
+        Ok(v) => {
+            if args.json {
+                println!("{}", serde_json::json!({"ok": v.passed, "verdict": v}));
+            } else if v.passed {
+                println!(
+                    "PASS gate {}: {} run(s) checked, chain verified, no violations",
+                    args.policy.display(),
+                    v.stages_checked
+                );
+            } else {
+                for x in &v.violations {
+                    eprintln!(
+                        "sealrun-verify: gate: stage {:?}: {}: {}",
+                        x.stage, x.check, x.detail
+                    );
+                }
+                eprintln!(
+                    "sealrun-verify: FAILED (gate): {} violation(s) in {} run(s)",
+                    v.violations.len(),
+                    v.stages_checked
+                );
+            }
+            ExitCode::from(if v.passed {
+                exit::OK
+            } else {
+                exit::VERIFY_FAILED
+            })
+        }
+        Err(sealrun_verifier::gate::GateError::Chain(e)) => {
+            failed(args.json, e.kind(), e.to_string(), serde_json::json!({}))
+        }
+        Err(e) => usage_error(args.json, e.into()),
     }
 }
 

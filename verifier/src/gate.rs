@@ -1,0 +1,237 @@
+//! The release gate: objective checks a run (and every stage behind it) must
+//! pass before its outputs may be released.
+//!
+//! Guarantees: the chain of custody verifies first (so every input is signed
+//! or produced by a verified stage); then, for the record and every stage
+//! record in its chain, each check of the gate policy is evaluated and every
+//! failure is reported (not only the first), naming the stage and the reason.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::chain::{verify_chain, ChainError, Index, Node};
+use crate::policy::{Policy, PolicyError};
+use crate::record::parse_unverified;
+
+/// The gate policy (TOML).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatePolicy {
+    /// The trust policy used to verify the chain (relative to the gate file).
+    pub trust: String,
+    /// Every run in the chain must have succeeded (default true).
+    #[serde(default = "yes")]
+    pub require_success: bool,
+    /// Sandbox profiles a run may have used (empty: any).
+    #[serde(default)]
+    pub approved_profiles: Vec<String>,
+    /// Allow runs that attempted denied system calls (default false).
+    #[serde(default)]
+    pub allow_denied_syscalls: bool,
+    /// Allow runs that attempted network egress (default false).
+    #[serde(default)]
+    pub allow_egress_attempts: bool,
+    /// Allow runs in which a secret leaked (default false).
+    #[serde(default)]
+    pub allow_secret_leaks: bool,
+    /// Highest classification the released artifact may carry.
+    pub max_classification: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Why the gate could not be evaluated at all.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("{path}: cannot read gate policy: {message}")]
+    Policy { path: PathBuf, message: String },
+    #[error(transparent)]
+    Trust(#[from] PolicyError),
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}
+
+/// One failed check.
+#[derive(Clone, Debug, Serialize)]
+pub struct Violation {
+    pub stage: String,
+    pub check: &'static str,
+    pub detail: String,
+}
+
+/// The gate's verdict.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    pub passed: bool,
+    pub stages_checked: usize,
+    pub violations: Vec<Violation>,
+}
+
+/// Load a gate policy and the trust policy it names.
+pub fn load(path: &Path) -> Result<(GatePolicy, Policy), GateError> {
+    let text = std::fs::read_to_string(path).map_err(|e| GateError::Policy {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let gate: GatePolicy = toml::from_str(&text).map_err(|e| GateError::Policy {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().replace('\n', " "),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let trust = Policy::load(&base.join(&gate.trust))?;
+    Ok((gate, trust))
+}
+
+/// Evaluate the gate on the record `bytes` with its chain in `index`.
+pub fn evaluate(
+    name: &str,
+    bytes: &[u8],
+    index: &Index,
+    gate: &GatePolicy,
+    trust: &Policy,
+) -> Result<Verdict, GateError> {
+    let graph = verify_chain(name, bytes, index, trust)?;
+    let mut violations = Vec::new();
+    let mut checked = 0;
+    let stage_ids: BTreeSet<String> = graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n, Node::Stage { .. }))
+        .map(|n| n.id().to_string())
+        .collect();
+    for id in &stage_ids {
+        let rec_bytes = if *id == graph.root {
+            bytes.to_vec()
+        } else {
+            match index.files.get(id) {
+                Some((_, b)) => b.clone(),
+                None => continue,
+            }
+        };
+        let Some(vr) = parse_unverified(&rec_bytes) else {
+            continue;
+        };
+        checked += 1;
+        let stage = vr.job_name().to_string();
+        let mut fail = |check: &'static str, detail: String| {
+            violations.push(Violation {
+                stage: stage.clone(),
+                check,
+                detail,
+            })
+        };
+        if gate.require_success && !vr.succeeded() {
+            let result = vr
+                .byproduct("end")
+                .and_then(|b| b.annotations.as_ref())
+                .and_then(|a| a.get("result"))
+                .and_then(|r| r.as_str())
+                .unwrap_or("unknown")
+                .to_string();
+            fail("run_succeeded", result);
+        }
+        if vr.is_pipeline() {
+            continue;
+        }
+        let internal = &vr.statement.predicate.build_definition.internal_parameters;
+        if !gate.approved_profiles.is_empty() {
+            let profile = internal
+                .get("profile")
+                .and_then(|p| p.as_str())
+                .unwrap_or("(none)");
+            if !gate.approved_profiles.iter().any(|p| p == profile) {
+                fail(
+                    "approved_profile",
+                    format!("sandbox profile {profile:?} is not approved"),
+                );
+            }
+        }
+        let sandbox = vr.byproduct("sandbox").and_then(|b| b.annotations.clone());
+        let list = |key: &str| -> Vec<serde_json::Value> {
+            sandbox
+                .as_ref()
+                .and_then(|s| s.get(key))
+                .and_then(|v| v.as_array())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let denied = list("denied_syscalls");
+        if !gate.allow_denied_syscalls && !denied.is_empty() {
+            fail(
+                "no_denied_syscalls",
+                serde_json::Value::Array(denied).to_string(),
+            );
+        }
+        let egress = list("egress_attempts");
+        if !gate.allow_egress_attempts && !egress.is_empty() {
+            fail(
+                "no_egress_attempts",
+                serde_json::Value::Array(egress).to_string(),
+            );
+        }
+        let leaked = vr
+            .byproduct("secrets")
+            .and_then(|b| b.annotations.as_ref())
+            .and_then(|a| a.get("leaked"))
+            .and_then(|l| l.as_array())
+            .cloned()
+            .unwrap_or_default();
+        if !gate.allow_secret_leaks && !leaked.is_empty() {
+            fail(
+                "no_secret_leaks",
+                serde_json::Value::Array(leaked).to_string(),
+            );
+        }
+        for dep in &vr
+            .statement
+            .predicate
+            .build_definition
+            .resolved_dependencies
+        {
+            let is_input = dep
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.get("kind").is_some());
+            let has_proof = dep
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.get("proof").is_some());
+            if is_input && !has_proof {
+                fail(
+                    "inputs_signed",
+                    format!(
+                        "input {:?} has no signature or producer record",
+                        dep.name.clone().unwrap_or_default()
+                    ),
+                );
+            }
+        }
+        if let (Some(max), Some(produced)) = (&gate.max_classification, vr.produced()) {
+            if *id == graph.root {
+                if let Some(c) = produced.labels.get("classification") {
+                    let rank = |v: &str| {
+                        crate::labels::CLASSIFICATION_ORDER
+                            .iter()
+                            .position(|x| *x == v)
+                            .unwrap_or(usize::MAX)
+                    };
+                    if rank(c) > rank(max) {
+                        fail(
+                            "max_classification",
+                            format!("output is classified {c}, above {max}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(Verdict {
+        passed: violations.is_empty(),
+        stages_checked: checked,
+        violations,
+    })
+}
