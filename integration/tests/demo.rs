@@ -17,21 +17,28 @@ fn demo_runs_end_to_end_and_keeps_files_with_dir() {
         "the training job must have run:\n{t}"
     );
     assert!(
-        t.contains("refused: input \"points\""),
+        t.contains("refused: input \"raw\""),
         "the tamper step must be refused:\n{t}"
     );
     assert!(t.contains("digest mismatch"), "{t}");
+    assert!(
+        t.contains("OK chain of custody verified (4 nodes, 3 links)"),
+        "{t}"
+    );
+    assert!(t.contains("PASS gate"), "{t}");
+    assert!(dir.join("aibom.json").exists());
     for f in [
         "keys/registry.key",
         "keys/launcher.pub",
         "dataset.sig",
         "trust.toml",
-        "code/train.py",
+        "code/train/train.py",
+        "pipeline.toml",
         "audit.log",
     ] {
         assert!(dir.join(f).exists(), "{f} missing");
     }
     // What the demo left behind verifies independently: 1 run and 1 refusal.
     let t = ok(verify(&dir, &["log", "audit.log", "--trust", "trust.toml"]));
-    assert!(t.contains("1 finished run(s), 1 refusal(s)"), "{t}");
+    assert!(t.contains("3 finished run(s), 1 refusal(s)"), "{t}");
 }

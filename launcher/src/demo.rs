@@ -76,8 +76,67 @@ fn run_shown(cmd: &mut Command) -> Result<(bool, String)> {
     Ok((out.status.success(), text))
 }
 
-/// The training script the demo runs in the sandbox.
+/// The three stages the demo runs in the sandbox.
+const INGEST_PY: &str = include_str!("demo/ingest.py");
+const FEATURES_PY: &str = include_str!("demo/features.py");
 const TRAIN_PY: &str = include_str!("demo/train.py");
+
+/// The demo pipeline: ingest -> features -> train, each stage in the sandbox.
+const PIPELINE_TOML: &str = r#"# The demo pipeline: three stages, each a sandboxed job.
+name = "demo-pipeline"
+trust = "trust.toml"
+signing_key = "keys/launcher.key"
+
+[[stage]]
+name = "ingest"
+command = ["python3", "/code/ingest.py"]
+code = "code/ingest"
+output = "work/ingest"
+produces = "dataset"
+admit = { classification = ["public", "internal"] }
+[[stage.input]]
+name = "raw"
+path = "dataset"
+signature = "dataset.sig"
+[stage.sandbox]
+profile = "python"
+memory = "256M"
+pids = 32
+timeout = "2m"
+
+[[stage]]
+name = "features"
+command = ["python3", "/code/features.py"]
+code = "code/features"
+output = "work/features"
+produces = "features"
+[[stage.input]]
+name = "clean"
+from_stage = "ingest"
+kind = "dataset"
+[stage.sandbox]
+profile = "python"
+memory = "256M"
+pids = 32
+timeout = "2m"
+
+[[stage]]
+name = "train"
+command = ["python3", "/code/train.py"]
+code = "code/train"
+output = "work/model"
+produces = "model"
+env = { EPOCHS = "300" }
+[[stage.input]]
+name = "features"
+from_stage = "features"
+kind = "features"
+[stage.sandbox]
+profile = "python"
+memory = "256M"
+pids = 32
+timeout = "2m"
+"#;
 
 /// Run the demo in `dir` (created if needed; a temporary one if `None`).
 pub fn run(dir: Option<&Path>) -> Result<()> {
@@ -159,47 +218,66 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
         bail!("the untouched dataset did not verify");
     }
 
-    step(5, "train in the sandbox: sealrun run job.toml");
-    println!(
-        "    inputs are copied, re-verified, and bound read-only; the job runs with no network,"
+    step(
+        5,
+        "run the pipeline ingest -> features -> train: sealrun run pipeline.toml",
     );
+    println!("    each stage runs in the sandbox (own namespaces, read-only root, no network, no");
     println!(
-        "    no capabilities, seccomp + Landlock, memory/pids/time limits, in its own namespaces"
+        "    capabilities, seccomp + Landlock, limits); its inputs are copied and re-verified"
     );
-    let code = dir.join("code");
-    std::fs::create_dir_all(&code)?;
-    std::fs::write(code.join("train.py"), TRAIN_PY)?;
-    let out = dir.join("out");
-    if out.exists() {
-        std::fs::remove_dir_all(&out)?;
+    println!("    first: the dataset against its signature, each stage's outputs against that");
+    println!("    stage's signed record");
+    for (stage, script, text) in [
+        ("ingest", "ingest.py", INGEST_PY),
+        ("features", "features.py", FEATURES_PY),
+        ("train", "train.py", TRAIN_PY),
+    ] {
+        let d = dir.join("code").join(stage);
+        std::fs::create_dir_all(&d)?;
+        std::fs::write(d.join(script), text)?;
     }
-    std::fs::write(
-        dir.join("job.toml"),
-        "name = \"demo-train\"\ncommand = [\"python3\", \"/code/train.py\"]\ncode = \"code\"\noutput = \"out\"\ntrust = \"trust.toml\"\nsigning_key = \"keys/launcher.key\"\nadmit = { classification = [\"public\", \"internal\"] }\n\n[env]\nEPOCHS = \"300\"\n\n[[input]]\nname = \"points\"\npath = \"dataset\"\nsignature = \"dataset.sig\"\nkind = \"dataset\"\n\n[sandbox]\nprofile = \"python\"\nmemory = \"256M\"\npids = 32\ntimeout = \"2m\"\n",
+    let work = dir.join("work");
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    std::fs::write(dir.join("pipeline.toml"), PIPELINE_TOML)?;
+    let summary = crate::run::run_job(
+        &dir.join("pipeline.toml"),
+        &crate::run::RunOptions::default(),
     )?;
-    let summary = crate::run::run_job(&dir.join("job.toml"), &crate::run::RunOptions::default())?;
     println!("    {}", summary.message);
     if summary.status != 0 {
-        bail!(
-            "the training job did not succeed (status {})",
-            summary.status
-        );
+        bail!("the pipeline did not succeed (status {})", summary.status);
     }
-    let record = summary.record;
-    println!("    signed run record: {}", record.display());
+    let records = dir.join("records");
+    let train_record = std::fs::read_dir(&records)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("train-") && n.ends_with(".json"))
+        })
+        .context("the train stage wrote no record")?;
+    println!("    pipeline summary record: {}", summary.record.display());
 
-    step(
-        6,
-        "verify the run record, its outputs on disk, and the audit log, offline",
-    );
-    let rec = record.display().to_string();
+    step(6, "verify offline: the model's record and outputs, its chain of custody, the audit log, an AI-BOM, the release gate");
+    let rec = train_record.display().to_string();
     let (ok_rec, _) = run_shown(Command::new(&verify).current_dir(&dir).args([
         "record",
         &rec,
         "--trust",
         "trust.toml",
         "--outputs",
-        "out",
+        "work/model",
+    ]))?;
+    let (ok_chain, _) = run_shown(Command::new(&verify).current_dir(&dir).args([
+        "chain",
+        &rec,
+        "--records",
+        "records",
+        "--trust",
+        "trust.toml",
     ]))?;
     let (ok_log, _) = run_shown(Command::new(&verify).current_dir(&dir).args([
         "log",
@@ -207,8 +285,30 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
         "--trust",
         "trust.toml",
     ]))?;
-    if !ok_rec || !ok_log {
-        bail!("the run record or audit log did not verify");
+    let (ok_bom, _) = run_shown(Command::new(&verify).current_dir(&dir).args([
+        "aibom",
+        &rec,
+        "--records",
+        "records",
+        "--trust",
+        "trust.toml",
+        "-o",
+        "aibom.json",
+    ]))?;
+    std::fs::write(
+        dir.join("release-gate.toml"),
+        "# Release only what ran clean: signed inputs, success, approved profile,\n# no denied syscalls, no egress attempts, no secret leaks.\ntrust = \"trust.toml\"\napproved_profiles = [\"python\"]\nmax_classification = \"internal\"\n",
+    )?;
+    let (ok_gate, _) = run_shown(Command::new(&verify).current_dir(&dir).args([
+        "gate",
+        &rec,
+        "--policy",
+        "release-gate.toml",
+        "--records",
+        "records",
+    ]))?;
+    if !(ok_rec && ok_chain && ok_log && ok_bom && ok_gate) {
+        bail!("the records, chain, audit log or release gate did not verify");
     }
 
     step(
@@ -220,8 +320,11 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
     let at = bytes.len() / 2;
     bytes[at] ^= 0x01;
     std::fs::write(&target, &bytes)?;
-    std::fs::remove_dir_all(&out)?;
-    let again = crate::run::run_job(&dir.join("job.toml"), &crate::run::RunOptions::default())?;
+    std::fs::remove_dir_all(&work)?;
+    let again = crate::run::run_job(
+        &dir.join("pipeline.toml"),
+        &crate::run::RunOptions::default(),
+    )?;
     println!("    {}", again.message);
     if again.status != crate::run::exit::VERIFY_FAILED || !again.message.contains("digest mismatch")
     {

@@ -154,6 +154,31 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+static SANDBOX_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = SANDBOX_PID.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe; the pid is our own sandbox init.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to `sealrun` go to the sandbox init, which forwards
+/// them to the command (which runs in its own session and so does not get the terminal's).
+fn forward_signals_to(pid: libc::pid_t) {
+    SANDBOX_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        // SAFETY: installing an async-signal-safe handler.
+        unsafe {
+            libc::signal(
+                sig,
+                forward as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+    }
+}
+
 /// Run the command in the sandbox; returns the exit status to use.
 pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
     let config = match config(&args) {
@@ -171,7 +196,15 @@ pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
         std::fs::write(path, plan.bpf_main_bytes())?;
         return Ok(0);
     }
-    let outcome = match plan.run() {
+    let handle = match plan.spawn() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("sealrun: {e}");
+            return Ok(exit_codes::SETUP_FAILED);
+        }
+    };
+    forward_signals_to(handle.pid());
+    let outcome = match handle.wait() {
         Ok(o) => o,
         Err(e) => {
             eprintln!("sealrun: {e}");

@@ -404,7 +404,7 @@ pub fn run_spec(
         .unwrap_or_else(|_| "unknown-host".into());
     let keyid = key.public().keyid();
     let ctx = Ctx {
-        spec: &spec,
+        spec,
         key: &key,
         invocation: new_invocation_id(),
         started_on: now_rfc3339(),

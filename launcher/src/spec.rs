@@ -540,7 +540,7 @@ impl JobSpec {
                 }
             };
             let mount = match &r.mount {
-                Some(m) => check_mount(&ctx, m, &f("mount"))?,
+                Some(m) => check_mount(ctx, m, &f("mount"))?,
                 None => format!("{INPUTS_ROOT}/{name}"),
             };
             if mounts.iter().any(|m| {
@@ -606,7 +606,7 @@ impl JobSpec {
                 None => (v.get_ref().clone(), v.get_ref().clone()),
             };
             let hp = ctx.path(&Spanned::new(v.span(), host), &field, true)?;
-            let dest = check_mount(&ctx, &Spanned::new(v.span(), dest), &field)?;
+            let dest = check_mount(ctx, &Spanned::new(v.span(), dest), &field)?;
             ro.push((hp, dest));
         }
         let profile = sb

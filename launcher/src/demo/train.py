@@ -1,6 +1,6 @@
 """Logistic regression by gradient descent, Python standard library only.
 
-Reads /inputs/points/train/points.csv (x1,x2,label), writes /out/model.json
+Reads /inputs/features/features.csv (x1,x2,label), writes /out/model.json
 and /out/metrics.json. Run by `sealrun demo` inside the sandbox.
 """
 import csv
@@ -9,7 +9,7 @@ import math
 import os
 
 rows = []
-with open("/inputs/points/train/points.csv", newline="") as f:
+with open("/inputs/features/features.csv", newline="") as f:
     for r in csv.DictReader(f):
         rows.append((float(r["x1"]), float(r["x2"]), int(r["label"])))
 
