@@ -148,3 +148,63 @@ fn usage_errors_exit_64() {
     let r = exec(&["--timeout", "soon"], &["/bin/true"]);
     assert_eq!(r.code, 64, "{r:?}");
 }
+
+#[test]
+fn sigterm_to_sealrun_reaches_the_command() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(sealrun_bin())
+        .args([
+            "exec",
+            "--",
+            "/bin/sh",
+            "-c",
+            "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut out, &mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let st = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(st.code(), Some(3), "{rest}");
+    assert_eq!(rest, "got TERM\n");
+}
+
+#[test]
+fn the_sandbox_dies_with_a_killed_launcher() {
+    use std::process::{Command, Stdio};
+    let t = tempdir();
+    let out = writable_dir(t.path(), "out");
+    let bind = format!("{}:/out", out.display());
+    let mut child = Command::new(sealrun_bin())
+        .args([
+            "exec",
+            "--rw",
+            &bind,
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo ready; sleep 2; echo alive > /out/marker",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut stdout, &mut buf).unwrap();
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !out.join("marker").exists(),
+        "the job outlived its launcher"
+    );
+}

@@ -5,9 +5,10 @@
 //! with status 125 before anything runs; seccomp is the last thing before `execve`.
 //!
 //! Init (after `clone` with all seven namespace flags):
-//!  1. `PR_SET_PDEATHSIG(SIGKILL)`: the sandbox dies with its supervisor thread.
-//!  2. Wait for the supervisor to write the uid/gid maps and put us in the cgroup (EOF = it died).
-//!  3. Root mode: become inside-root (mapped, unprivileged on the host) and clear groups.
+//!  1. Wait for the supervisor to write the uid/gid maps and put us in the cgroup (EOF = it died).
+//!  2. Root mode: become inside-root (mapped, unprivileged on the host) and clear groups.
+//!  3. `PR_SET_PDEATHSIG(SIGKILL)` (after the last credential change, which would clear it), then
+//!     check the supervisor is still there: the sandbox dies with its supervisor thread.
 //!  4. Make every mount private: nothing we do propagates to the host.
 //!  5. Rootless: resolve and clone bind sources (`openat2` no-symlinks + `open_tree` +
 //!     `mount_setattr` read-only). (Root mode: the supervisor did this before `clone`.)
@@ -292,21 +293,26 @@ pub fn init_setup<S: Sys>(
     fds: &ChildFds,
     trees: &mut [i32],
 ) -> Result<(), Fail> {
-    // 1. Die with the supervisor.
-    sys.prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
-        .map_err(at(Step::Pdeathsig))?;
-    // 2. Wait for the maps and the cgroup. EOF means the supervisor is gone.
+    // 1. Wait for the maps and the cgroup. EOF means the supervisor is gone.
     match sys.read_byte(fds.sync_r) {
         Ok(Some(_)) => {}
         Ok(None) => return Err(at(Step::WaitForSupervisor)(libc::EPIPE)),
         Err(e) => return Err(at(Step::WaitForSupervisor)(e)),
     }
     let _ = sys.close(fds.sync_r);
-    // 3. Root mode: become the (unprivileged on the host) inside root, drop host groups.
+    // 2. Root mode: become the (unprivileged on the host) inside root, drop host groups.
     if plan.ids == IdMode::Root {
         sys.setgroups_empty().map_err(at(Step::BecomeInsideRoot))?;
         sys.setresgid(0).map_err(at(Step::BecomeInsideRoot))?;
         sys.setresuid(0).map_err(at(Step::BecomeInsideRoot))?;
+    }
+    // 3. Die with the supervisor. Set after the last credential change of the init (a change of
+    //    credentials clears it); the supervisor may have died before: check its end of the
+    //    socketpair is still open.
+    sys.prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+        .map_err(at(Step::Pdeathsig))?;
+    if !sys.peer_alive(fds.sock).map_err(at(Step::Pdeathsig))? {
+        return Err(at(Step::Pdeathsig)(libc::ESRCH));
     }
     // 4. Nothing propagates back to the host.
     sys.mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
@@ -543,12 +549,15 @@ fn reap(job: libc::pid_t, status_w: i32) -> ! {
     loop {
         let mut st = 0;
         // SAFETY: waitpid into a live int.
-        let r = unsafe { libc::waitpid(-1, &mut st, 0) };
+        // SAFETY: a zeroed rusage is valid.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 into live out-parameters.
+        let r = unsafe { libc::wait4(-1, &mut st, 0, &mut ru) };
         if r == job {
-            let b = st.to_ne_bytes();
-            // SAFETY: write 4 bytes from a live buffer, then exit.
+            let b = encode_status(st, &ru);
+            // SAFETY: write the message from a live buffer, then exit.
             unsafe {
-                libc::write(status_w, b.as_ptr().cast(), 4);
+                libc::write(status_w, b.as_ptr().cast(), b.len());
                 libc::_exit(0)
             }
         }
@@ -560,6 +569,31 @@ fn reap(job: libc::pid_t, status_w: i32) -> ! {
             }
         }
     }
+}
+
+/// Length of the init's status message: wait status, user and system CPU (µs), max RSS (KiB) of
+/// the command (and the descendants it reaped).
+pub const STATUS_LEN: usize = 32;
+
+fn encode_status(st: i32, ru: &libc::rusage) -> [u8; STATUS_LEN] {
+    let us = |tv: libc::timeval| (tv.tv_sec as u64) * 1_000_000 + tv.tv_usec as u64;
+    let mut b = [0u8; STATUS_LEN];
+    b[..4].copy_from_slice(&st.to_ne_bytes());
+    b[8..16].copy_from_slice(&us(ru.ru_utime).to_ne_bytes());
+    b[16..24].copy_from_slice(&us(ru.ru_stime).to_ne_bytes());
+    b[24..32].copy_from_slice(&(ru.ru_maxrss as u64).to_ne_bytes());
+    b
+}
+
+/// Decode the init's status message: (wait status, user µs, system µs, max RSS KiB).
+pub fn decode_status(b: &[u8; STATUS_LEN]) -> (i32, u64, u64, u64) {
+    let w = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    (
+        i32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        w(8),
+        w(16),
+        w(24),
+    )
 }
 
 /// The candidates as displayed in errors.
@@ -627,6 +661,9 @@ mod tests {
     impl Sys for Recorder {
         fn prctl(&self, option: libc::c_int, _: libc::c_ulong) -> SysResult<()> {
             self.rec(format!("prctl {option}"))
+        }
+        fn peer_alive(&self, _: i32) -> SysResult<bool> {
+            self.rec("peer_alive").map(|_| true)
         }
         fn read_byte(&self, _: i32) -> SysResult<Option<u8>> {
             self.rec("read_byte").map(|_| Some(1))
@@ -770,8 +807,9 @@ mod tests {
         let mut trees = vec![-1; p.mounts.binds.len()];
         init_setup(&r, &p, &fds(), &mut trees).unwrap();
         let order = [
-            "prctl 1", // PR_SET_PDEATHSIG
             "read_byte",
+            "prctl 1", // PR_SET_PDEATHSIG, after the credential change
+            "peer_alive",
             "mount  / 0x44000", // MS_REC|MS_PRIVATE
             "mount tmpfs /tmp ",
             "mount proc /tmp/proc",
@@ -789,7 +827,10 @@ mod tests {
         // The /data bind is attached after /dev exists and before pivot_root.
         assert!(r.pos("move_mount /tmp/data") < r.pos("pivot_root"));
         if p.ids == IdMode::Root {
-            assert!(r.pos("setresuid 0") < r.pos("mount  / 0x44000"));
+            assert!(
+                r.pos("setresuid 0") < r.pos("prctl 1"),
+                "a credential change clears PDEATHSIG"
+            );
             assert!(
                 !r.calls.borrow().iter().any(|c| c.starts_with("openat2")),
                 "root mode: the parent clones binds"

@@ -119,7 +119,32 @@ impl Cgroup {
         Ok(Some(cg))
     }
 
+    /// Remove cgroups left behind by supervisors that were killed (their id starts with the
+    /// supervisor's pid, which no longer exists). Empty cgroups only: `rmdir` refuses others.
+    fn remove_stale(dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name.to_str().and_then(|n| {
+                n.trim_start_matches("sealrun-")
+                    .split('-')
+                    .next()?
+                    .parse::<i32>()
+                    .ok()
+            }) else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+    }
+
     fn create_v1(id: &str) -> Result<Cgroup, CgroupError> {
+        Self::remove_stale(&Path::new(V1_ROOT).join("memory/sealrun"));
+        Self::remove_stale(&Path::new(V1_ROOT).join("pids/sealrun"));
         let memory = Path::new(V1_ROOT).join("memory/sealrun").join(id);
         let pids = Path::new(V1_ROOT).join("pids/sealrun").join(id);
         std::fs::create_dir_all(&memory).map_err(|e| cg_err(&memory, e))?;

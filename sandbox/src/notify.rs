@@ -139,26 +139,44 @@ pub const MAX_EGRESS_RECORDS: usize = 1000;
 
 /// Serve notifications on `listener` until every task using the filter is gone.
 /// `errnos` maps observed call numbers to the errno to answer with.
-pub fn serve(listener: OwnedFd, errnos: &BTreeMap<i64, u32>) -> Observed {
+///
+/// With `stop`, also returns once `stop` becomes readable (the command has ended; what is left is
+/// being killed), after answering whatever is already queued.
+pub fn serve(listener: OwnedFd, errnos: &BTreeMap<i64, u32>, stop: Option<OwnedFd>) -> Observed {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut egress = Vec::new();
     let fd = listener.as_raw_fd();
+    let stop_fd = stop.as_ref().map_or(-1, |s| s.as_raw_fd());
+    let mut stopping = false;
     loop {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one live pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+        let mut pfds = [
+            libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: live pollfds; a negative fd is ignored by poll.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), 2, if stopping { 0 } else { -1 }) };
         if r < 0 {
             if errno() == libc::EINTR {
                 continue;
             }
             break;
         }
-        if pfd.revents & libc::POLLIN == 0 {
-            break; // POLLHUP: no task uses the filter any more
+        if pfds[1].revents != 0 {
+            stopping = true;
+        }
+        if pfds[0].revents & libc::POLLIN == 0 {
+            if stopping || pfds[0].revents != 0 {
+                break; // POLLHUP: no task uses the filter any more; or stopping and idle
+            }
+            continue;
         }
         let mut n = Notif::default();
         // SAFETY: `n` is a zeroed, live seccomp_notif of the size encoded in the ioctl number.

@@ -9,6 +9,7 @@
 //! once the command has been exec'd.
 
 use std::ffi::CString;
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -289,11 +290,13 @@ fn supervise_in(
 
     // The notification supervisor.
     let errnos = plan.seccomp.observed.clone();
+    let (stop_r, stop_w) = pipe()?;
+    let mut stop_w = std::fs::File::from(stop_w);
     let notifier = std::thread::Builder::new()
         .name("sealrun-notify".into())
         .spawn(
             move || match crate::notify::recv_fd(sock_parent.as_raw_fd()) {
-                Ok(Some(listener)) => crate::notify::serve(listener, &errnos),
+                Ok(Some(listener)) => crate::notify::serve(listener, &errnos, Some(stop_r)),
                 _ => crate::notify::Observed::default(),
             },
         )
@@ -319,62 +322,90 @@ fn supervise_in(
         let _ = tx.send(pid);
     }
 
-    // Wait, with the timeout.
+    // Wait for the command's status (the init writes it, with the command's resource use, just
+    // before it exits), with the timeout.
     let mut timed_out = false;
-    if let Some(t) = plan.timeout {
-        // SAFETY: pidfd_open on our own unreaped child.
-        let pfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
-        if pfd >= 0 {
-            // SAFETY: the kernel just gave us this descriptor.
-            let pfd = unsafe { OwnedFd::from_raw_fd(pfd as RawFd) };
-            let deadline = start + t;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let mut p = libc::pollfd {
-                    fd: pfd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                let ms = left.as_millis().min(i32::MAX as u128) as i32;
-                // SAFETY: one live pollfd.
-                let r = unsafe { libc::poll(&mut p, 1, ms) };
-                if r > 0 {
-                    break;
-                }
-                if r == 0 || left.is_zero() {
-                    timed_out = true;
-                    // SAFETY: our own child; killing the pid-namespace init kills the namespace.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    if let Some(cg) = cgroup {
-                        cg.kill_all();
-                    }
-                    break;
-                }
-            }
+    let mut msg = [0u8; crate::child::STATUS_LEN];
+    let deadline = plan.timeout.map(|t| start + t);
+    let got = loop {
+        let ms = match deadline {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32,
+            None => -1,
+        };
+        let mut p = libc::pollfd {
+            fd: status_r.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
         }
-    }
+        if r == 0 {
+            timed_out = true;
+            // SAFETY: our own child; killing the pid-namespace init kills the namespace.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            if let Some(cg) = cgroup {
+                cg.kill_all();
+            }
+            break false;
+        }
+        break read_exact_or_eof(status_r.as_raw_fd(), &mut msg) == msg.len();
+    };
+    let wall = start.elapsed();
+    let _ = stop_w.write_all(&[1]);
+    // Reap the init. Without a cgroup to remove and with the status in hand, the rest of the
+    // teardown (the kernel killing what is left in the pid namespace, freeing the namespaces)
+    // need not delay the answer: a background thread reaps.
     let mut status = 0;
     // SAFETY: a zeroed rusage is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: wait4 on our own child into live out-parameters.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-        if r == pid {
-            break;
-        }
-        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return Err(SandboxError::Supervise(format!(
-                "wait4: {}",
-                std::io::Error::last_os_error()
-            )));
+    let must_wait = cgroup.is_some() || !got;
+    // SAFETY: wait4 on our own child into live out-parameters.
+    let reaped = unsafe {
+        libc::wait4(
+            pid,
+            &mut status,
+            if must_wait { 0 } else { libc::WNOHANG },
+            &mut ru,
+        )
+    } == pid;
+    if !reaped && !must_wait {
+        let _ = std::thread::Builder::new()
+            .name("sealrun-reap".into())
+            .spawn(move || {
+                // SAFETY: reaping our own child.
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            });
+    } else if !reaped {
+        loop {
+            // SAFETY: as above.
+            let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+            if r == pid {
+                break;
+            }
+            if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return Err(SandboxError::Supervise(format!(
+                    "wait4: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
         }
     }
-    let wall = start.elapsed();
-    let mut sb = [0u8; 4];
-    let job_status = if read_exact_or_eof(status_r.as_raw_fd(), &mut sb) == 4 {
-        i32::from_ne_bytes(sb)
+    let (job_status, cpu_user_us, cpu_sys_us, maxrss_kb) = if got {
+        crate::child::decode_status(&msg)
     } else {
-        status
+        let us = |tv: libc::timeval| (tv.tv_sec as u64) * 1_000_000 + tv.tv_usec as u64;
+        (
+            status,
+            us(ru.ru_utime),
+            us(ru.ru_stime),
+            ru.ru_maxrss as u64,
+        )
     };
     let stats = cgroup.map(|c| c.stats()).unwrap_or_default();
     let observed = notifier.join().unwrap_or_default();
@@ -406,16 +437,15 @@ fn supervise_in(
             code: libc::WEXITSTATUS(job_status),
         }
     };
-    let ms = |tv: libc::timeval| (tv.tv_sec as u64) * 1000 + (tv.tv_usec as u64) / 1000;
     Ok(Outcome {
         end,
         wall_ms: wall.as_millis() as u64,
-        cpu_user_ms: ms(ru.ru_utime),
-        cpu_sys_ms: ms(ru.ru_stime),
+        cpu_user_ms: cpu_user_us / 1000,
+        cpu_sys_ms: cpu_sys_us / 1000,
         peak_memory_bytes: if stats.peak_memory > 0 {
             stats.peak_memory
         } else {
-            (ru.ru_maxrss as u64) * 1024
+            maxrss_kb * 1024
         },
         denied_syscalls: observed.denied,
         egress_attempts: observed.egress,

@@ -14,6 +14,8 @@ pub type SysResult<T> = Result<T, i32>;
 #[allow(missing_docs)]
 pub trait Sys {
     fn prctl(&self, option: libc::c_int, arg2: libc::c_ulong) -> SysResult<()>;
+    /// Whether the other end of the socket `fd` is still open.
+    fn peer_alive(&self, fd: i32) -> SysResult<bool>;
     fn read_byte(&self, fd: i32) -> SysResult<Option<u8>>;
     fn write_all(&self, fd: i32, buf: &[u8]) -> SysResult<()>;
     fn close(&self, fd: i32) -> SysResult<()>;
@@ -130,6 +132,17 @@ impl Sys for LinuxSys {
             )
         } as libc::c_long)
         .map(drop)
+    }
+
+    fn peer_alive(&self, fd: i32) -> SysResult<bool> {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd, no wait.
+        check(unsafe { libc::poll(&mut p, 1, 0) } as libc::c_long)?;
+        Ok(p.revents & (libc::POLLRDHUP | libc::POLLHUP) == 0)
     }
 
     fn read_byte(&self, fd: i32) -> SysResult<Option<u8>> {
