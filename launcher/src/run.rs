@@ -270,8 +270,23 @@ fn verify_input(
         }
         other => other.clone(),
     };
-    match &proof {
-        SpecProof::Stage(_) => unreachable!("resolved above"),
+    let from = match &input.proof {
+        SpecProof::Stage(name) => format!("outputs of stage {name:?}: "),
+        _ => String::new(),
+    };
+    verify_proof(input, staged, policy, spec, &proof, now).map_err(|e| format!("{from}{e}"))
+}
+
+fn verify_proof(
+    input: &crate::spec::Input,
+    staged: &Path,
+    policy: &Policy,
+    spec: &JobSpec,
+    proof: &SpecProof,
+    now: time::OffsetDateTime,
+) -> Result<(Verified, Proof), String> {
+    match proof {
+        SpecProof::Stage(_) => unreachable!("resolved by verify_input"),
         SpecProof::Signature(sig_path) => {
             let sig = dsse::read_limited(sig_path).map_err(|e| e.to_string())?;
             let vopts = VerifyOptions {
@@ -474,6 +489,19 @@ pub fn run_spec(
         }
         None => None,
     };
+    // The stage policy: may this job (by name and code) produce what it declares?
+    let code_hex = code_digest.map(|d| d.to_hex());
+    if let Err(e) = policy.check_stage(&spec.name, code_hex.as_deref(), spec.produces, None) {
+        let message = format!("stage policy: {e}");
+        let facts = ctx.facts(&inputs, format!("refused: {message}"));
+        let record = ctx.finish(facts, "refused", format!("refused: {message}"))?;
+        return Ok(RunSummary {
+            status: exit::VERIFY_FAILED,
+            message: format!("refused: {message}; nothing ran"),
+            record,
+            invocation: ctx.invocation.clone(),
+        });
+    }
     for (host, dest) in &spec.sandbox.ro {
         ro_binds.push(Bind {
             host: host.clone(),

@@ -674,6 +674,45 @@ impl JobSpec {
                 allow_leak: r.allow_leak,
             });
         }
+        if raw.declassify.iter().any(|k| k == "classification") {
+            return Err(ctx.err(
+                0..0,
+                "declassify",
+                "a stage may declare it removes `pii` or other labels, never lower `classification`",
+            ));
+        }
+        // The output folder must not overlap anything the job reads or the launcher writes.
+        let overlaps = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
+        let out_span = raw.output.span();
+        for (what, p) in inputs
+            .iter()
+            .map(|i: &Input| (format!("input {:?}", i.name), i.path.clone()))
+            .chain(
+                code.iter()
+                    .map(|c| ("the code folder".to_string(), c.clone())),
+            )
+            .chain(std::iter::once((
+                "the records folder".to_string(),
+                records.clone(),
+            )))
+            .chain(
+                earlier
+                    .iter()
+                    .map(|(n, o)| (format!("the output of stage {n:?}"), o.clone())),
+            )
+        {
+            if overlaps(&output, &p) {
+                return Err(ctx.err(
+                    out_span.clone(),
+                    "output",
+                    format!(
+                        "{} overlaps {what} ({}); give the job a folder of its own",
+                        output.display(),
+                        p.display()
+                    ),
+                ));
+            }
+        }
         let as_json = toml::from_str::<toml::Value>(ctx.text)
             .ok()
             .and_then(|v| serde_json::to_value(v).ok())

@@ -216,6 +216,16 @@ impl Walker<'_> {
                 path: here(stack),
                 source,
             })?;
+        // The stage policy applies to every run in the chain, the top one included.
+        if !vr.is_pipeline() {
+            let kind = vr.produced().map(|p| p.kind).unwrap_or(Kind::Model);
+            self.policy
+                .check_stage(vr.job_name(), vr.code_digest(), kind, None)
+                .map_err(|e| ChainError::Policy {
+                    path: here(stack),
+                    reason: e.to_string(),
+                })?;
+        }
         let label = format!("stage {:?} [{}]", vr.job_name(), short(&id));
         stack.push(label);
         self.visiting.push(id.clone());

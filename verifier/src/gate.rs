@@ -103,6 +103,7 @@ pub fn evaluate(
         .filter(|n| matches!(n, Node::Stage { .. }))
         .map(|n| n.id().to_string())
         .collect();
+    let root_is_pipeline = parse_unverified(bytes).is_some_and(|r| r.is_pipeline());
     for id in &stage_ids {
         let rec_bytes = if *id == graph.root {
             bytes.to_vec()
@@ -210,21 +211,27 @@ pub fn evaluate(
                 );
             }
         }
-        if let (Some(max), Some(produced)) = (&gate.max_classification, vr.produced()) {
-            if *id == graph.root {
-                if let Some(c) = produced.labels.get("classification") {
-                    let rank = |v: &str| {
-                        crate::labels::CLASSIFICATION_ORDER
-                            .iter()
-                            .position(|x| *x == v)
-                            .unwrap_or(usize::MAX)
-                    };
-                    if rank(c) > rank(max) {
-                        fail(
-                            "max_classification",
-                            format!("output is classified {c}, above {max}"),
-                        );
+        // The classification ceiling applies to what is released: the gated run's
+        // outputs, or for a pipeline summary every stage's (labels only rise along
+        // a chain, so this is the final artifact's classification).
+        if let Some(max) = &gate.max_classification {
+            let released = *id == graph.root || root_is_pipeline;
+            if released {
+                let rank = |v: &str| {
+                    crate::labels::CLASSIFICATION_ORDER
+                        .iter()
+                        .position(|x| *x == v)
+                        .unwrap_or(usize::MAX)
+                };
+                match vr.produced().as_ref().and_then(|p| p.labels.get("classification").cloned()) {
+                    Some(c) if rank(&c) > rank(max) => {
+                        fail("max_classification", format!("output is classified {c}, above {max}"))
                     }
+                    Some(_) => {}
+                    None => fail(
+                        "max_classification",
+                        format!("output carries no classification label, so it cannot be shown to be at most {max}"),
+                    ),
                 }
             }
         }

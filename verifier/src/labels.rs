@@ -5,7 +5,9 @@
 //! ranks above all of them, so it is never silently lowered); `pii` is `true`
 //! if any input has `pii=true`, unless the stage is declared to remove PII; a
 //! label only some inputs carry, or carried with different values, is dropped
-//! (except the two above), so nothing is vouched for that was not.
+//! (except the two above), so nothing is vouched for that was not. A stage may
+//! declare that it removes `pii` (or drops a free-form label), never that it
+//! lowers `classification`.
 
 use std::collections::BTreeMap;
 
@@ -57,10 +59,15 @@ pub fn propagate(
         }
     }
     for k in declassify {
-        if k == "pii" {
-            out.insert("pii".to_string(), "false".to_string());
-        } else {
-            out.remove(k);
+        match k.as_str() {
+            "pii" => {
+                out.insert("pii".to_string(), "false".to_string());
+            }
+            // A classification can never be lowered by a stage's own declaration.
+            "classification" => {}
+            _ => {
+                out.remove(k);
+            }
         }
     }
     out
