@@ -503,3 +503,22 @@ fn read_all(mut r: impl Read) -> String {
     r.read_to_string(&mut s).unwrap();
     s
 }
+
+#[test]
+fn i386_syscall_kills_the_process() {
+    let t = tempdir();
+    let src = t.path().join("i386.c");
+    // getpid through the i386 entry point (int 0x80, eax = 20): a foreign-ABI call.
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\nint main(void){long r; fflush(stdout); __asm__ volatile(\"int $0x80\" : \"=a\"(r) : \"a\"(20L) : \"memory\"); printf(\"ran %ld\\n\", r); return 0;}\n",
+    )
+    .unwrap();
+    let bin = t.path().join("i386");
+    assert!(Command::new("gcc").arg("-o").arg(&bin).arg(&src).status().unwrap().success());
+    let bind = format!("{}:/t", t.path().display());
+    let r = exec(&["--ro", &bind], &["/t/i386"]);
+    assert_eq!(r.code, 128 + 31, "killed by SIGSYS: {r:?}");
+    assert!(!r.stdout.contains("ran"), "{r:?}");
+    assert_eq!(r.report["end"]["signal"], 31);
+}
