@@ -18,7 +18,7 @@
 //!  8. `pivot_root(".", ".")` + `umount2(MNT_DETACH)`: the host root becomes unreachable.
 //!  9. Remount `/` read-only.
 //! 10. Hostname `sealrun`; bring up `lo` (the only interface of the new network namespace).
-//! 11. Fork the job; then reap everything (zombies of orphans included) and forward
+//! 11. Start the job (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no page-table copy); then reap everything (zombies of orphans included) and forward
 //!     SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the job; report its status and exit —
 //!     which kills everything left in the pid namespace.
 //!
@@ -270,17 +270,18 @@ pub fn init_main<S: Sys>(
     fds: &ChildFds,
     trees: &mut [i32],
     exec: &ExecArrays<'_>,
+    job_stack: &mut [u8],
 ) -> ! {
     if let Err(f) = init_setup(sys, plan, fds, trees) {
         report(sys, fds, f)
     }
-    // 11. Fork the job.
-    let pid = match sys.fork() {
+    // 11. Start the job (vfork-style: no page-table copy; we resume once it has exec'd).
+    let mut job = || {
+        let f = job_setup(sys, plan, fds, exec);
+        report(sys, fds, f)
+    };
+    let pid = match sys.spawn_job(&mut job, job_stack) {
         Err(e) => report(sys, fds, at(Step::Fork)(e)),
-        Ok(0) => {
-            let f = job_setup(sys, plan, fds, exec);
-            report(sys, fds, f)
-        }
         Ok(pid) => pid,
     };
     reap(pid, fds.status_w)
@@ -733,8 +734,8 @@ mod tests {
         fn loopback_up(&self) -> SysResult<()> {
             self.rec("loopback_up")
         }
-        fn fork(&self) -> SysResult<libc::pid_t> {
-            self.rec("fork").map(|_| 2)
+        fn spawn_job(&self, _: &mut dyn FnMut() -> i32, _: &mut [u8]) -> SysResult<libc::pid_t> {
+            self.rec("spawn_job").map(|_| 2)
         }
         fn setsid(&self) -> SysResult<()> {
             self.rec("setsid")

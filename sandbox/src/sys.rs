@@ -46,7 +46,9 @@ pub trait Sys {
     fn move_mount(&self, fd: i32, target: &CStr) -> SysResult<()>;
     fn sethostname(&self, name: &[u8]) -> SysResult<()>;
     fn loopback_up(&self) -> SysResult<()>;
-    fn fork(&self) -> SysResult<libc::pid_t>;
+    /// Start `job` as a child sharing our memory on its own `stack`, suspending us until it
+    /// execs or exits (`clone(CLONE_VM|CLONE_VFORK)`: no page tables are copied).
+    fn spawn_job(&self, job: &mut dyn FnMut() -> i32, stack: &mut [u8]) -> SysResult<libc::pid_t>;
     fn setsid(&self) -> SysResult<()>;
     fn setrlimit(&self, resource: libc::__rlimit_resource_t, value: u64) -> SysResult<()>;
     fn dup2(&self, from: i32, to: i32) -> SysResult<()>;
@@ -334,20 +336,27 @@ impl Sys for LinuxSys {
         crate::net::loopback_up()
     }
 
-    fn fork(&self) -> SysResult<libc::pid_t> {
-        // SAFETY: a raw clone(SIGCHLD) behaves like fork; the child only runs async-signal-safe
-        // code from here on (this process is already single-threaded).
-        check(unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                libc::SIGCHLD as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
+    fn spawn_job(&self, job: &mut dyn FnMut() -> i32, stack: &mut [u8]) -> SysResult<libc::pid_t> {
+        extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
+            // SAFETY: `arg` is the `&mut &mut dyn FnMut` below, alive until the clone returns
+            // (CLONE_VFORK keeps this frame suspended while the child runs).
+            let job = unsafe { &mut *(arg as *mut &mut dyn FnMut() -> i32) };
+            job()
+        }
+        let mut obj: &mut dyn FnMut() -> i32 = job;
+        // Stacks grow down: pass the 16-byte aligned top.
+        let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+        // SAFETY: the child runs `trampoline` on its own stack in our address space while we are
+        // suspended (CLONE_VFORK); it only makes raw system calls and ends in execve or _exit.
+        let pid = unsafe {
+            libc::clone(
+                trampoline,
+                top as *mut libc::c_void,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                &mut obj as *mut &mut dyn FnMut() -> i32 as *mut libc::c_void,
             )
-        })
-        .map(|p| p as libc::pid_t)
+        };
+        check(pid as libc::c_long).map(|p| p as libc::pid_t)
     }
 
     fn setsid(&self) -> SysResult<()> {
