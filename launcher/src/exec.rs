@@ -196,15 +196,7 @@ pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
         std::fs::write(path, plan.bpf_main_bytes())?;
         return Ok(0);
     }
-    let handle = match plan.spawn() {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("sealrun: {e}");
-            return Ok(exit_codes::SETUP_FAILED);
-        }
-    };
-    forward_signals_to(handle.pid());
-    let outcome = match handle.wait() {
+    let outcome = match plan.run_with(forward_signals_to) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("sealrun: {e}");

@@ -91,13 +91,29 @@ impl SandboxPlan {
         supervise(self, None)
     }
 
+    /// Like [`SandboxPlan::run`], calling `on_start` with the host pid of the sandbox init once
+    /// the command has been exec'd (e.g. to forward signals to it; see [`SandboxHandle::kill`]).
+    pub fn run_with(
+        self,
+        on_start: impl FnOnce(libc::pid_t) + Send + 'static,
+    ) -> Result<Outcome, SandboxError> {
+        supervise(self, Some(Box::new(on_start)))
+    }
+
     /// Start the sandbox on a dedicated supervisor thread; returns once the command has been
     /// exec'd (or the setup failed).
     pub fn spawn(self) -> Result<SandboxHandle, SandboxError> {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sealrun-sandbox".into())
-            .spawn(move || supervise(self, Some(tx)))
+            .spawn(move || {
+                supervise(
+                    self,
+                    Some(Box::new(move |pid| {
+                        let _ = tx.send(pid);
+                    })),
+                )
+            })
             .map_err(|e| setup("supervisor thread", e))?;
         match rx.recv() {
             Ok(pid) => Ok(SandboxHandle { pid, thread }),
@@ -115,6 +131,8 @@ impl SandboxPlan {
 fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| setup("pipe", e))
 }
+
+type OnStart = Box<dyn FnOnce(libc::pid_t) + Send>;
 
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -168,10 +186,7 @@ fn describe_fail(plan: &SandboxPlan, f: &Fail) -> SandboxError {
     setup(f.step.name(), detail)
 }
 
-fn supervise(
-    mut plan: SandboxPlan,
-    started: Option<mpsc::Sender<libc::pid_t>>,
-) -> Result<Outcome, SandboxError> {
+fn supervise(mut plan: SandboxPlan, started: Option<OnStart>) -> Result<Outcome, SandboxError> {
     let start = Instant::now();
     let id = format!(
         "{}-{}",
@@ -189,7 +204,7 @@ fn supervise(
 
 fn supervise_in(
     plan: &mut SandboxPlan,
-    started: Option<mpsc::Sender<libc::pid_t>>,
+    started: Option<OnStart>,
     cgroup: Option<&Cgroup>,
     start: Instant,
 ) -> Result<Outcome, SandboxError> {
@@ -320,8 +335,8 @@ fn supervise_in(
     // The command runs; its stdio copies in the supervisor are no longer needed.
     drop(plan.stdout.take());
     drop(plan.stderr.take());
-    if let Some(tx) = started {
-        let _ = tx.send(pid);
+    if let Some(f) = started {
+        f(pid);
     }
 
     // Wait for the command's status (the init writes it, with the command's resource use, just
