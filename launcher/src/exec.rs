@@ -7,31 +7,10 @@ use std::time::Duration;
 
 use sealrun_sandbox::{exit_codes, Bind, ProfileRef, SandboxConfig, SandboxPlan, Tmpfs};
 
-/// Run a command isolated by namespaces, a read-only pivoted root, seccomp, Landlock and limits,
-/// with no network egress.
-///
-/// The command runs as uid 1000 in fresh user, mount, pid, network (loopback only), ipc, uts and
-/// cgroup namespaces, with no capabilities, `no_new_privs`, a seccomp profile, Landlock, and an
-/// environment reset to PATH, HOME=/tmp, TMPDIR=/tmp, LANG plus `--env`. It sees the profile's
-/// system paths read-only, your `--ro`/`--rw` binds, a 256 MiB tmpfs /tmp (the default working
-/// directory), /dev/shm, a minimal /dev and its own /proc.
-///
-/// Exit status: the command's own (128+N if killed by signal N); 124 timeout; 125 the sandbox
-/// could not be set up (the message names the step); 64 usage error; 137 OOM-killed.
-///
-/// When started as root the command runs as host uid 101000: `--rw` directories must be
-/// writable by it (e.g. `chown 101000 DIR`).
-///
-/// Examples:
-///
-///   sealrun exec -- /bin/true
-///
-///   sealrun exec --profile python --ro data:/data --rw out:/out --memory 2G --pids 256
-///       --timeout 10m -- python3 /data/train.py --out /out
-///
-///   sealrun exec --profile ./my-seccomp.json --report run.json -- ./tool
+/// Arguments of `sealrun exec` (the long help, with examples and exit statuses, is
+/// [`AFTER_HELP`]).
 #[derive(clap::Args, Debug)]
-#[command(verbatim_doc_comment)]
+#[command(after_help = AFTER_HELP)]
 pub struct ExecArgs {
     /// Profile: a built-in name (default, minimal, python) or a path to an OCI/Docker seccomp
     /// JSON file.
@@ -73,6 +52,25 @@ pub struct ExecArgs {
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
+
+/// Shown after the options in `sealrun exec --help`.
+pub const AFTER_HELP: &str = "\
+The command runs as uid 1000 in new user, mount, pid, network (loopback only), ipc, uts and cgroup
+namespaces, with no capabilities, no_new_privs, seccomp, Landlock, a read-only root, a 256 MiB
+tmpfs /tmp (the default working directory), /dev/shm, a minimal /dev, its own /proc, and an
+environment reset to PATH, HOME=/tmp, TMPDIR=/tmp, LANG plus --env. When started as root it runs
+as host uid 101000: --rw directories must be writable by that uid (e.g. chown 101000 DIR).
+
+Exit status: the command's own; 128+N if it was killed by signal N (137 also for an OOM kill);
+124 timeout; 125 the sandbox could not be set up (the message names the step); 64 usage error.
+
+Examples:
+  sealrun exec -- /bin/true
+  sealrun exec --profile python --ro data:/data --rw out:/out --memory 2G --pids 256 \\
+      --timeout 10m -- python3 /data/train.py --out /out
+  sealrun exec --profile ./my-seccomp.json --report run.json -- ./tool
+
+See docs/sandbox.md for the setup order, the profiles and how to write one.";
 
 /// Parse `512`, `64K`, `512M`, `2G`, `1T` (binary multiples; optional `B`/`iB`).
 pub fn parse_size(s: &str) -> Result<u64, String> {

@@ -18,7 +18,8 @@
 //!  8. `pivot_root(".", ".")` + `umount2(MNT_DETACH)`: the host root becomes unreachable.
 //!  9. Remount `/` read-only.
 //! 10. Hostname `sealrun`; bring up `lo` (the only interface of the new network namespace).
-//! 11. Start the job (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no page-table copy); then reap everything (zombies of orphans included) and forward
+//! 11. Start the job (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no page-table copy);
+//!     then reap everything (zombies of orphans included) and forward
 //!     SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the job; report its status and exit —
 //!     which kills everything left in the pid namespace.
 //!
