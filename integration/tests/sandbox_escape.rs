@@ -515,10 +515,28 @@ fn i386_syscall_kills_the_process() {
     )
     .unwrap();
     let bin = t.path().join("i386");
-    assert!(Command::new("gcc").arg("-o").arg(&bin).arg(&src).status().unwrap().success());
+    assert!(Command::new("gcc")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .unwrap()
+        .success());
     let bind = format!("{}:/t", t.path().display());
     let r = exec(&["--ro", &bind], &["/t/i386"]);
     assert_eq!(r.code, 128 + 31, "killed by SIGSYS: {r:?}");
     assert!(!r.stdout.contains("ran"), "{r:?}");
     assert_eq!(r.report["end"]["signal"], 31);
+}
+
+#[test]
+fn the_init_is_off_limits() {
+    let r = exec(
+        &[],
+        &["/bin/sh", "-c", "for f in environ mem cmdline fd/0; do cat /proc/1/$f >/dev/null 2>&1 && echo READ $f || echo DENIED $f; done"],
+    );
+    let out = ok(&r);
+    for f in ["environ", "mem", "fd/0"] {
+        assert!(out.contains(&format!("DENIED {f}")), "{out}");
+    }
 }

@@ -99,3 +99,12 @@ fn rootless_limits_without_cgroup_access_fail_clearly() {
         );
     }
 }
+
+#[test]
+fn rootless_init_is_off_limits_to_the_job() {
+    // The init and the job share a uid here: only non-dumpability keeps the job out.
+    let Some(r) = rootless(&[], &["/bin/sh", "-c", "cat /proc/1/environ >/dev/null 2>&1 && echo READ || echo DENIED; cat /proc/1/mem >/dev/null 2>&1 && echo MEM || echo NOMEM"]) else {
+        return;
+    };
+    assert_eq!(ok(&r), "DENIED\nNOMEM\n", "{r:?}");
+}

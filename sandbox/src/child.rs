@@ -9,6 +9,7 @@
 //!  2. Root mode: become inside-root (mapped, unprivileged on the host) and clear groups.
 //!  3. `PR_SET_PDEATHSIG(SIGKILL)` (after the last credential change, which would clear it), then
 //!     check the supervisor is still there: the sandbox dies with its supervisor thread.
+//!     `PR_SET_DUMPABLE(0)`: the job cannot ptrace or read the init through /proc.
 //!  4. Make every mount private: nothing we do propagates to the host.
 //!  5. Rootless: resolve and clone bind sources (`openat2` no-symlinks + `open_tree` +
 //!     `mount_setattr` read-only). (Root mode: the supervisor did this before `clone`.)
@@ -316,6 +317,12 @@ pub fn init_setup<S: Sys>(
     if !sys.peer_alive(fds.sock).map_err(at(Step::Pdeathsig))? {
         return Err(at(Step::Pdeathsig)(libc::ESRCH));
     }
+    //    Not dumpable: the job (same uid as the init when rootless) can neither ptrace the init nor
+    //    read or write its /proc/1/{mem,environ,fd,…} — the init keeps its capabilities over the
+    //    sandbox's namespaces and still holds the launcher's environment. (`execve` of the job
+    //    makes the job itself dumpable again.)
+    sys.prctl(libc::PR_SET_DUMPABLE, 0)
+        .map_err(at(Step::Pdeathsig))?;
     // 4. Nothing propagates back to the host.
     sys.mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
         .map_err(at(Step::MakeMountsPrivate))?;
@@ -812,6 +819,7 @@ mod tests {
             "read_byte",
             "prctl 1", // PR_SET_PDEATHSIG, after the credential change
             "peer_alive",
+            "prctl 4",          // PR_SET_DUMPABLE
             "mount  / 0x44000", // MS_REC|MS_PRIVATE
             "mount tmpfs /tmp ",
             "mount proc /tmp/proc",
