@@ -11,9 +11,8 @@ fn errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
-/// The highest capability number the kernel knows (from `/proc/sys/kernel/cap_last_cap`, read
-/// before the fork; 63 is a safe upper bound since dropping an unknown cap fails with EINVAL,
-/// which is ignored).
+/// An upper bound for capability numbers: dropping past the kernel's last capability fails with
+/// EINVAL, which ends the loop.
 pub const CAP_UPPER: libc::c_ulong = 63;
 
 /// Clear the ambient set and drop every capability from the bounding set.

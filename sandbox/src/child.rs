@@ -613,7 +613,7 @@ pub fn describe_candidates(c: &[CString]) -> String {
         .join(", ")
 }
 
-/// Used by the recording double in tests.
+/// A C string as text (for messages and the recording double in tests).
 pub fn cstr_to_string(c: &CStr) -> String {
     c.to_string_lossy().into_owned()
 }

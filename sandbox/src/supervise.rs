@@ -8,7 +8,6 @@
 //! dedicated thread (which is the sandbox's parent for `PR_SET_PDEATHSIG`) and returns a handle
 //! once the command has been exec'd.
 
-use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -478,10 +477,4 @@ fn supervise_in(
         profile_sha256: plan.profile_sha256.clone(),
         bpf_sha256: plan.seccomp.sha256.clone(),
     })
-}
-
-/// Unused helper kept for symmetry with the child side.
-#[allow(dead_code)]
-fn c(s: &str) -> CString {
-    CString::new(s).unwrap_or_default()
 }
