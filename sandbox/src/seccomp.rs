@@ -176,17 +176,18 @@ pub struct Compiled {
 
 /// Calls never routed to the supervisor: the sandbox itself needs them between installing the
 /// guard filter and `execve`.
-const NEVER_OBSERVED: &[&str] = &[
-    "sendmsg",
-    "close",
-    "seccomp",
-    "execve",
-    "exit",
-    "exit_group",
-    "rt_sigreturn",
+const NEVER_OBSERVED: &[i64] = &[
+    libc::SYS_sendmsg,
+    libc::SYS_close,
+    libc::SYS_seccomp,
+    libc::SYS_execve,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    libc::SYS_rt_sigreturn,
 ];
 
-type Group = BTreeMap<i64, Vec<Option<SeccompRule>>>;
+/// A call's rules by action (`None` = an unconditional rule).
+type PerAction = BTreeMap<Action, Vec<Option<SeccompRule>>>;
 
 fn rule_applies(r: &OciSyscall, kernel: (u32, u32)) -> bool {
     let native = |a: &String| a == "amd64" || a == "x86_64" || a == "SCMP_ARCH_X86_64";
@@ -258,7 +259,8 @@ pub fn compile_for_kernel(
         action: profile.default_action.clone(),
     })?;
     let multi_arch = profile.is_multi_arch();
-    let mut groups: BTreeMap<Action, Group> = BTreeMap::new();
+    // Rules by call number, then by action (in precedence order).
+    let mut by_nr: BTreeMap<i64, PerAction> = BTreeMap::new();
     let mut skipped = Vec::new();
 
     for r in &profile.syscalls {
@@ -304,10 +306,10 @@ pub fn compile_for_kernel(
                     detail: e.to_string(),
                 })?)
             };
-            groups
-                .entry(action)
-                .or_default()
+            by_nr
                 .entry(nr)
+                .or_default()
+                .entry(action)
                 .or_default()
                 .push(rule);
         }
@@ -318,49 +320,38 @@ pub fn compile_for_kernel(
 
     // Observation rewrite: unconditional ERRNO denials become ALLOW here + USER_NOTIF in the guard.
     let mut observed = BTreeMap::new();
-    for &(name, nr) in syscall_table::X86_64 {
-        if NEVER_OBSERVED.contains(&name) {
+    for &(_, nr) in syscall_table::X86_64 {
+        if NEVER_OBSERVED.contains(&nr) {
             continue;
         }
-        let mut errno = None;
-        let mut other = false;
-        for (act, g) in &groups {
-            if let Some(rules) = g.get(&nr) {
-                match act {
-                    Action::Errno(e) if rules.iter().any(Option::is_none) && errno.is_none() => {
-                        errno = Some(*e)
-                    }
-                    Action::Errno(_) => {}
-                    Action::KillProcess | Action::KillThread | Action::Trap => other = true,
-                    _ => {}
-                }
+        let errno = match by_nr.get(&nr) {
+            // Not named by any rule: the default action.
+            None => match default {
+                Action::Errno(e) => Some(e),
+                _ => None,
+            },
+            Some(per) => {
+                let kill_or_trap = per
+                    .keys()
+                    .any(|a| matches!(a, Action::KillProcess | Action::KillThread | Action::Trap));
+                let errno = per.iter().find_map(|(a, rs)| match a {
+                    Action::Errno(e) if rs.iter().any(Option::is_none) => Some(*e),
+                    _ => None,
+                });
+                errno.filter(|_| !kill_or_trap)
             }
-        }
-        let denied_by_default = groups.values().all(|g| !g.contains_key(&nr));
-        let errno = match (errno, default) {
-            (Some(e), _) => Some(e),
-            (None, Action::Errno(e)) if denied_by_default => Some(e),
-            _ => None,
         };
         // ENOSYS is a compatibility answer ("this call does not exist, fall back"), as for clone3,
         // not a policy alarm: such calls are denied but not observed.
-        if let (Some(e), false) = (errno, other) {
-            if e == libc::ENOSYS as u32 {
-                continue;
-            }
+        if let Some(e) = errno.filter(|e| *e != libc::ENOSYS as u32) {
             observed.insert(nr, e);
-        }
-    }
-    for (act, g) in groups.iter_mut() {
-        if matches!(act, Action::Errno(_)) {
-            g.retain(|nr, _| !observed.contains_key(nr));
         }
     }
 
     // Per-syscall code: for each number with rules, one seccompiler block per action group in
     // precedence order; a call no block matches gets the default action. Numbers whose rules come
     // down to one unconditional action need no block: the tree returns it directly.
-    let mut nrs: BTreeSet<i64> = groups.values().flat_map(|g| g.keys().copied()).collect();
+    let mut nrs: BTreeSet<i64> = by_nr.keys().copied().collect();
     nrs.extend(observed.keys().copied());
     let mut asm = Asm::default();
     let default_ret = asm.ret(default.ret());
@@ -372,10 +363,10 @@ pub fn compile_for_kernel(
             leaves.push((nr as u32, allow_ret));
             continue;
         }
-        let per_action: Vec<(Action, &Vec<Option<SeccompRule>>)> = groups
-            .iter()
-            .filter_map(|(a, g)| g.get(&nr).map(|r| (*a, r)))
-            .collect();
+        let per_action: Vec<(Action, &Vec<Option<SeccompRule>>)> = by_nr
+            .get(&nr)
+            .map(|per| per.iter().map(|(a, r)| (*a, r)).collect())
+            .unwrap_or_default();
         // The first (most restrictive) action with an unconditional rule, if no conditional rule
         // of a more restrictive action precedes it, is the answer.
         if let Some((act, rs)) = per_action.first() {
