@@ -5,7 +5,7 @@
 //! with status 125 before anything runs; seccomp is the last thing before `execve`.
 //!
 //! Init (after `clone` with all seven namespace flags):
-//!  1. Wait for the supervisor to write the uid/gid maps and put us in the cgroup (EOF = it died).
+//!  1. Wait for the supervisor to write the uid/gid maps (EOF = it died).
 //!  2. Root mode: become inside-root (mapped, unprivileged on the host) and clear groups.
 //!  3. `PR_SET_PDEATHSIG(SIGKILL)` (after the last credential change, which would clear it), then
 //!     check the supervisor is still there: the sandbox dies with its supervisor thread.
@@ -19,7 +19,8 @@
 //!  8. `pivot_root(".", ".")` + `umount2(MNT_DETACH)`: the host root becomes unreachable.
 //!  9. Remount `/` read-only.
 //! 10. Hostname `sealrun`; bring up `lo` (the only interface of the new network namespace).
-//! 11. Start the job (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no page-table copy);
+//! 11. Wait until the supervisor has moved us into the cgroup (it does so while we build the
+//!     mounts). Start the job (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no page-table copy);
 //!     then reap everything (zombies of orphans included) and forward
 //!     SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the job; report its status and exit —
 //!     which kills everything left in the pid namespace.
@@ -277,7 +278,15 @@ pub fn init_main<S: Sys>(
     if let Err(f) = init_setup(sys, plan, fds, trees) {
         report(sys, fds, f)
     }
-    // 11. Start the job (vfork-style: no page-table copy; we resume once it has exec'd).
+    // 11. Wait until the supervisor has put us in the cgroup (done while we built the mounts), so
+    //     that everything the job does is limited; then start the job (vfork-style: no
+    //     page-table copy; we resume once it has exec'd).
+    match sys.read_byte(fds.sync_r) {
+        Ok(Some(_)) => {}
+        Ok(None) => report(sys, fds, at(Step::WaitForSupervisor)(libc::EPIPE)),
+        Err(e) => report(sys, fds, at(Step::WaitForSupervisor)(e)),
+    }
+    let _ = sys.close(fds.sync_r);
     let mut job = || {
         let f = job_setup(sys, plan, fds, exec);
         report(sys, fds, f)
@@ -302,7 +311,6 @@ pub fn init_setup<S: Sys>(
         Ok(None) => return Err(at(Step::WaitForSupervisor)(libc::EPIPE)),
         Err(e) => return Err(at(Step::WaitForSupervisor)(e)),
     }
-    let _ = sys.close(fds.sync_r);
     // 2. Root mode: become the (unprivileged on the host) inside root, drop host groups.
     if plan.ids == IdMode::Root {
         sys.setgroups_empty().map_err(at(Step::BecomeInsideRoot))?;

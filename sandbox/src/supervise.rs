@@ -289,19 +289,29 @@ fn supervise_in(
         }
     };
 
-    // Maps and cgroup, then release the child.
+    // Maps, then release the child; the cgroup is joined while the child builds its mounts (a v1
+    // cgroup migration can take milliseconds) — the init waits for it before starting the job.
     if let Err(e) = plan.ids.write_maps(pid) {
         kill_and_reap();
         return Err(setup("uid_map", e));
     }
+    // SAFETY: one byte from a live buffer to our pipe.
+    unsafe { libc::write(sync_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
     if let Some(cg) = cgroup {
         if let Err(e) = cg.add(pid) {
             kill_and_reap();
+            // The child may have failed (and exited) first: its report is the real cause.
+            let mut rec = [0u8; 12];
+            if read_exact_or_eof(err_r.as_raw_fd(), &mut rec) == rec.len() {
+                if let Some(f) = Fail::decode(&rec) {
+                    return Err(describe_fail(plan, &f));
+                }
+            }
             return Err(setup("cgroup", e));
         }
     }
-    // SAFETY: one byte from a live buffer to our pipe.
-    unsafe { libc::write(sync_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+    // SAFETY: as above.
+    unsafe { libc::write(sync_w.as_raw_fd(), [2u8].as_ptr().cast(), 1) };
     drop(sync_w);
 
     // The notification supervisor.
