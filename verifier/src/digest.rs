@@ -20,8 +20,10 @@ use sha2::{Digest as _, Sha256};
 /// small enough that a 2 GiB file yields 32 shards to spread over the cores.
 pub const DEFAULT_SHARD_SIZE: u64 = 64 << 20;
 
-/// Size of the read buffer used for every file and shard.
-const READ_BUF: usize = 256 << 10;
+/// Size of the read buffer used for every file and shard. Small enough to stay in
+/// the L2 cache: the kernel copies page-cache data into it and SHA-256 reads it
+/// back while it is still hot (256 KiB buffers cost 5x more system time here).
+const READ_BUF: usize = 64 << 10;
 
 thread_local! {
     /// One read buffer per worker thread, reused for every file it hashes.
