@@ -524,8 +524,13 @@ fn i386_syscall_kills_the_process() {
         .success());
     let bind = format!("{}:/t", t.path().display());
     let r = exec(&["--ro", &bind], &["/t/i386"]);
-    assert_eq!(r.code, 128 + 31, "killed by SIGSYS: {r:?}");
     assert!(!r.stdout.contains("ran"), "{r:?}");
+    if r.code == 128 + 11 {
+        // The kernel has no ia32 entry point at all (no IA32_EMULATION): nothing to filter.
+        eprintln!("SKIP: int 0x80 is not available on this kernel");
+        return;
+    }
+    assert_eq!(r.code, 128 + 31, "killed by SIGSYS: {r:?}");
     assert_eq!(r.report["end"]["signal"], 31);
 }
 
