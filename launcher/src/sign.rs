@@ -100,6 +100,7 @@ pub fn sign(req: &SignRequest) -> Result<(PathBuf, ArtifactPredicate), SignError
         walk: WalkOptions {
             shard_size: req.shard_size,
             ignore: Vec::new(),
+            ..Default::default()
         },
     };
     let bar = progress::bytes_bar("hashing", req.quiet);

@@ -489,7 +489,28 @@ pub fn verify_artifact(
         return model_signing::verify(path, sig, opts);
     }
     let shown = format!("{:?}", path.display().to_string());
-    let (verified, manifest) = verify_signature(sig, &shown, opts)?;
+    // The signature checks and hashing the tree are independent: run them at the
+    // same time (both cores), but report in order: a bad signature or policy
+    // refusal wins over anything found on disk, and nothing on disk is trusted
+    // unless the signature holds. The tree is hashed with the default shard size;
+    // if the signer chose another, it is hashed again with that one.
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let default_walk = WalkOptions {
+        cancel: Some(cancel.clone()),
+        ..WalkOptions::default()
+    };
+    let (signed, speculative) = rayon::join(
+        || {
+            let r = verify_signature(sig, &shown, opts);
+            if r.is_err() {
+                // Refused: stop hashing, report at once.
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            r
+        },
+        || Manifest::build(path, &default_walk, opts.progress),
+    );
+    let (verified, manifest) = signed?;
     let artifact = format!("{:?}", verified.name);
     let version = verified.version.unwrap_or(0);
     // 5. Rollback.
@@ -511,11 +532,20 @@ pub fn verify_artifact(
         None => None,
     };
     // 6. Every byte on disk.
-    let walk = WalkOptions {
-        shard_size: manifest.shard_size,
-        ignore: Vec::new(),
-    };
-    check_tree(&artifact, path, &manifest, &walk, opts.progress)?;
+    let actual = if manifest.shard_size == default_walk.shard_size {
+        speculative
+    } else {
+        Manifest::build(
+            path,
+            &WalkOptions::with_shard_size(manifest.shard_size),
+            None,
+        )
+    }
+    .map_err(|source| VerifyError::Tree {
+        artifact: artifact.clone(),
+        source,
+    })?;
+    compare(&artifact, &manifest, &actual)?;
     if let Some(state) = state.as_mut() {
         state
             .accept(&verified.name, version)

@@ -62,6 +62,8 @@ pub enum ManifestError {
     Duplicate { path: String },
     #[error("{path}: manifest is not sorted by path at this entry")]
     Unsorted { path: String },
+    #[error("hashing was cancelled")]
+    Cancelled,
     #[error("shard_size must be at least 4096, found {0}")]
     BadShardSize(u64),
     #[error(
@@ -82,6 +84,9 @@ pub struct WalkOptions {
     pub shard_size: u64,
     /// Paths (relative to the root, matched on whole components) left out.
     pub ignore: Vec<String>,
+    /// Set to stop hashing early (files not yet started are skipped and the
+    /// build fails with [`ManifestError::Cancelled`]).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for WalkOptions {
@@ -89,7 +94,24 @@ impl Default for WalkOptions {
         WalkOptions {
             shard_size: digest::DEFAULT_SHARD_SIZE,
             ignore: Vec::new(),
+            cancel: None,
         }
+    }
+}
+
+impl WalkOptions {
+    /// Options with another shard size.
+    pub fn with_shard_size(shard_size: u64) -> Self {
+        WalkOptions {
+            shard_size,
+            ..Default::default()
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
@@ -301,6 +323,9 @@ impl Manifest {
                 .par_bridge()
                 .map(|item| {
                     let (rel, abs) = item?;
+                    if opts.cancelled() {
+                        return Err(ManifestError::Cancelled);
+                    }
                     let (algorithm, digest, size) = digest::hash_file(&abs, opts.shard_size)
                         .map_err(|source| ManifestError::Io {
                             path: abs.clone(),
@@ -519,6 +544,19 @@ mod tests {
         m.check().unwrap();
         let m2 = Manifest::build(d.path(), &WalkOptions::default(), None).unwrap();
         assert_eq!(m.root_digest(), m2.root_digest());
+    }
+
+    #[test]
+    fn cancelled_build_stops() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a"), b"1").unwrap();
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let opts = WalkOptions {
+            cancel: Some(flag),
+            ..Default::default()
+        };
+        let e = Manifest::build(d.path(), &opts, None).unwrap_err();
+        assert!(matches!(e, ManifestError::Cancelled), "{e}");
     }
 
     #[cfg(unix)]

@@ -171,6 +171,7 @@ pub fn verify(path: &Path, sig: &[u8], opts: &VerifyOptions) -> Result<Verified,
     let walk = WalkOptions {
         shard_size: u64::MAX,
         ignore: p.serialization.ignore_paths.clone(),
+        ..Default::default()
     };
     // model-signing records no sizes: compare digests only, sizes from disk.
     let actual =

@@ -73,6 +73,7 @@ pub fn hash_outputs(dir: &Path) -> Result<Outputs, ManifestError> {
         &WalkOptions {
             shard_size: u64::MAX,
             ignore,
+            ..Default::default()
         },
         None,
     )?;
