@@ -191,13 +191,21 @@ fn report_is_written_atomically_as_json() {
 fn virtualenv_interpreter_given_by_host_path_runs() {
     let t = tempdir();
     let venv = t.path().join("venv");
-    let st = std::process::Command::new(python()).args(["-m", "venv", "--without-pip"]).arg(&venv).status().unwrap();
+    let st = std::process::Command::new(python())
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
     assert!(st.success());
     std::fs::write(venv.join("lib/marker.txt"), "x").ok();
     let py = venv.join("bin/python");
     let r = exec(
         &["--profile", "python"],
-        &[py.to_str().unwrap(), "-c", "import sys; print(sys.prefix != sys.base_prefix, sys.prefix)"],
+        &[
+            py.to_str().unwrap(),
+            "-c",
+            "import sys; print(sys.prefix != sys.base_prefix, sys.prefix)",
+        ],
     );
     let out = ok(&r);
     assert_eq!(out.trim(), format!("True {}", venv.display()), "{r:?}");

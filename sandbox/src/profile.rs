@@ -4,7 +4,8 @@
 //! A profile is a pair: a seccomp profile in the OCI/Docker JSON format
 //! (`seccomp/NAME.json`) and a mount profile (`mounts/NAME.json`, falling back to
 //! `mounts/default.json`). Names are looked up in `$SEALRUN_PROFILES`, then in
-//! `<binary dir>/../share/sealrun/profiles`, then in the copy embedded in the binary.
+//! `<binary dir>/../share/sealrun/profiles`, then in the source tree the binary was built from
+//! (`sandbox-profiles/`, if it still exists), then in the copy embedded in the binary.
 
 use std::path::{Path, PathBuf};
 
@@ -220,6 +221,9 @@ fn profile_dirs() -> Vec<PathBuf> {
             dirs.push(bin.join("../share/sealrun/profiles"));
         }
     }
+    // A development build also reads the source tree's profiles (same content as the embedded
+    // copy unless edited since the build).
+    dirs.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../sandbox-profiles")));
     dirs
 }
 
