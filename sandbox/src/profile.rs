@@ -223,7 +223,10 @@ fn profile_dirs() -> Vec<PathBuf> {
     }
     // A development build also reads the source tree's profiles (same content as the embedded
     // copy unless edited since the build).
-    dirs.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../sandbox-profiles")));
+    dirs.push(PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../sandbox-profiles"
+    )));
     dirs
 }
 
