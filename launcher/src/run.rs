@@ -100,6 +100,13 @@ pub struct RunOptions {
     pub quiet: bool,
 }
 
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 fn new_invocation_id() -> String {
     let mut b = [0u8; 16];
     rand_core::OsRng.fill_bytes(&mut b);
@@ -396,6 +403,7 @@ pub fn run_spec(
     if !spec.secrets.is_empty() {
         secrets::protect_process();
     }
+    tracing::debug!(job = %spec.name, file = %spec.file.display(), "spec validated");
     let secrets: Vec<Secret> = spec
         .secrets
         .iter()
@@ -453,6 +461,7 @@ pub fn run_spec(
         };
         match verify_input(input, &staged, &policy, spec, stage_records) {
             Ok((verified, proof)) => {
+                tracing::debug!(input = %input.name, digest = %verified.digest, signer = %verified.signer, "input verified");
                 ro_binds.push(Bind {
                     host: staged,
                     dest: input.mount.clone().into(),
@@ -549,6 +558,14 @@ pub fn run_spec(
     config.pids = spec.sandbox.pids;
     config.timeout = spec.sandbox.timeout;
     config.cwd = Some(OUTPUT_MOUNT.into());
+    config.secrets = secrets
+        .iter()
+        .map(|s| sealrun_sandbox::config::SecretFile {
+            dest: s.spec.path.clone().into(),
+            data: zeroize::Zeroizing::new(s.expose().to_vec()),
+            ttl: s.spec.ttl,
+        })
+        .collect();
     config.stdout = Stdio::Fd(out_w);
     config.stderr = Stdio::Fd(err_w);
     let executable = resolve_executable(&spec.command[0]).and_then(|p| {
@@ -590,6 +607,14 @@ pub fn run_spec(
         o.insert("job_host_uid".into(), plan.job_host_uid().into());
     }
     let job_uid = plan.job_host_uid();
+    tracing::debug!(
+        profile = plan.profile_name(),
+        bpf = plan.bpf_sha256(),
+        landlock_abi = plan.landlock_abi(),
+        job_uid,
+        secrets = ?secrets,
+        "sandbox planned"
+    );
     chown_tree(&spec.output, job_uid, job_uid).map_err(|e| RunError::Usage {
         path: spec.output.clone(),
         message: format!("cannot hand the output folder to the job's uid {job_uid}: {e}"),
@@ -614,6 +639,7 @@ pub fn run_spec(
     let stdout_log = PathBuf::from(format!("{}.stdout.log", log_base.display()));
     let stderr_log = PathBuf::from(format!("{}.stderr.log", log_base.display()));
 
+    let delivered_on = time::OffsetDateTime::now_utc();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -750,6 +776,8 @@ pub fn run_spec(
                     "path": s.spec.path,
                     "ttl_s": s.spec.ttl.as_secs_f64(),
                     "delivery": "tmpfs",
+                    "delivered_on": rfc3339(delivered_on),
+                    "expires_on": rfc3339(delivered_on + s.spec.ttl),
                     "fingerprint": s.fingerprint(&*fingerprint_key),
                     "allow_leak": s.spec.allow_leak,
                 })
@@ -767,6 +795,7 @@ pub fn run_spec(
             });
     }
     let record = ctx.finish(facts, "end", result.clone())?;
+    tracing::debug!(record = %record.display(), %result, "run recorded");
     drop(stage);
     Ok(RunSummary {
         status,

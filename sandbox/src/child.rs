@@ -66,6 +66,7 @@ pub enum Step {
     MountTmpfs,
     Symlink,
     MountProc,
+    WriteSecret,
     Chdir,
     PivotRoot,
     DetachOldRoot,
@@ -108,6 +109,7 @@ impl Step {
         Step::MountTmpfs,
         Step::Symlink,
         Step::MountProc,
+        Step::WriteSecret,
         Step::Chdir,
         Step::PivotRoot,
         Step::DetachOldRoot,
@@ -155,6 +157,7 @@ impl Step {
             Step::MountTmpfs => "mount tmpfs",
             Step::Symlink => "symlink",
             Step::MountProc => "mount proc",
+            Step::WriteSecret => "write secret file",
             Step::Chdir => "chdir new root",
             Step::PivotRoot => "pivot_root",
             Step::DetachOldRoot => "umount2 old root",
@@ -295,7 +298,7 @@ pub fn init_main<S: Sys>(
         Err(e) => report(sys, fds, at(Step::Fork)(e)),
         Ok(pid) => pid,
     };
-    reap(pid, fds.status_w)
+    reap(pid, fds.status_w, &plan.secrets)
 }
 
 /// Steps 1–10.
@@ -380,6 +383,16 @@ pub fn init_setup<S: Sys>(
                 )
                 .map_err(at_i(Step::MountProc, i))?,
         }
+    }
+    // 7b. Secrets: 0400 files owned by the job on their private tmpfs (never on a disk,
+    //     never in the host's mount table).
+    let owner = match plan.ids {
+        crate::namespaces::IdMode::Root => Some(JOB_ID),
+        crate::namespaces::IdMode::Rootless { .. } => None,
+    };
+    for (i, sec) in plan.secrets.iter().enumerate() {
+        sys.write_secret(&sec.staged, &sec.data, owner)
+            .map_err(at_i(Step::WriteSecret, i))?;
     }
     // 8. Switch roots; detach the old one.
     sys.chdir(root).map_err(at(Step::Chdir))?;
@@ -538,7 +551,7 @@ extern "C" fn forward(sig: libc::c_int) {
 }
 
 /// Init after the fork: reap, forward signals, report the job's status, exit.
-fn reap(job: libc::pid_t, status_w: i32) -> ! {
+fn reap(job: libc::pid_t, status_w: i32, secrets: &[crate::plan::PlannedSecret]) -> ! {
     JOB_PID.store(job, Ordering::Relaxed);
     // SAFETY: close_range on our own descriptors; the status pipe is kept.
     unsafe {
@@ -563,6 +576,23 @@ fn reap(job: libc::pid_t, status_w: i32) -> ! {
             )
         };
     }
+    // Secret TTLs: deadlines from now (the job has just started), a SIGALRM timer
+    // that interrupts wait4 (no SA_RESTART), and an unlink when each one passes.
+    let start = monotonic_ns();
+    let mut deadlines = [u64::MAX; crate::plan::MAX_SECRETS];
+    for (d, sec) in deadlines.iter_mut().zip(secrets) {
+        *d = start.saturating_add(sec.ttl.as_nanos().min(u64::MAX as u128) as u64);
+    }
+    if !secrets.is_empty() {
+        // SAFETY: a zeroed sigaction is valid; the handler does nothing, which is
+        // async-signal-safe; no SA_RESTART so wait4 returns EINTR.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = wake as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+        }
+        expire_secrets(secrets, &mut deadlines);
+    }
     loop {
         let mut st = 0;
         // SAFETY: waitpid into a live int.
@@ -578,6 +608,9 @@ fn reap(job: libc::pid_t, status_w: i32) -> ! {
                 libc::_exit(0)
             }
         }
+        if r < 0 && !secrets.is_empty() {
+            expire_secrets(secrets, &mut deadlines);
+        }
         if r < 0 {
             let e = std::io::Error::last_os_error().raw_os_error();
             if e != Some(libc::EINTR) {
@@ -585,6 +618,46 @@ fn reap(job: libc::pid_t, status_w: i32) -> ! {
                 unsafe { libc::_exit(1) }
             }
         }
+    }
+}
+
+extern "C" fn wake(_: libc::c_int) {}
+
+fn monotonic_ns() -> u64 {
+    // SAFETY: a zeroed timespec is valid; clock_gettime writes into it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: CLOCK_MONOTONIC with a live out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Unlink every secret whose deadline has passed, then arm the timer for the next.
+fn expire_secrets(secrets: &[crate::plan::PlannedSecret], deadlines: &mut [u64]) {
+    let now = monotonic_ns();
+    let mut next = u64::MAX;
+    for (sec, d) in secrets.iter().zip(deadlines.iter_mut()) {
+        if *d <= now {
+            // SAFETY: unlink of a NUL-terminated path prepared before the fork.
+            unsafe { libc::unlink(sec.path.as_ptr()) };
+            *d = u64::MAX;
+        } else {
+            next = next.min(*d);
+        }
+    }
+    if next != u64::MAX {
+        let wait = next - now;
+        let it = libc::itimerval {
+            it_interval: libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            },
+            it_value: libc::timeval {
+                tv_sec: (wait / 1_000_000_000) as libc::time_t,
+                tv_usec: ((wait % 1_000_000_000) / 1000).max(1) as libc::suseconds_t,
+            },
+        };
+        // SAFETY: setitimer with a live value and no old-value pointer.
+        unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) };
     }
 }
 
@@ -722,6 +795,9 @@ mod tests {
         }
         fn create_file(&self, path: &CStr) -> SysResult<()> {
             self.rec(format!("create {}", s(path)))
+        }
+        fn write_secret(&self, path: &CStr, _: &[u8], owner: Option<u32>) -> SysResult<()> {
+            self.rec(format!("write_secret {} {owner:?}", s(path)))
         }
         fn symlink(&self, t: &CStr, l: &CStr) -> SysResult<()> {
             self.rec(format!("symlink {} {}", s(t), s(l)))

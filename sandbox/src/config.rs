@@ -68,6 +68,30 @@ pub struct Tmpfs {
     pub size: u64,
 }
 
+/// A secret handed to the job as a read-only file (mode 0400, owned by the job's
+/// uid) on a private tmpfs that exists only in the sandbox's mount namespace.
+/// The sandbox init removes the file when `ttl` has passed since the job started.
+pub struct SecretFile {
+    /// Absolute path inside the sandbox, under `/run/` (e.g. `/run/secrets/token`).
+    pub dest: PathBuf,
+    /// The value; zeroed when dropped.
+    pub data: zeroize::Zeroizing<Vec<u8>>,
+    /// How long the file exists after the job starts.
+    pub ttl: Duration,
+}
+
+impl std::fmt::Debug for SecretFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SecretFile({}, <{} bytes redacted>, ttl {:?})",
+            self.dest.display(),
+            self.data.len(),
+            self.ttl
+        )
+    }
+}
+
 /// Where the command's stdout/stderr go. Stdin is always `/dev/null`.
 #[derive(Debug, Default)]
 pub enum Stdio {
@@ -110,6 +134,8 @@ pub struct SandboxConfig {
     pub stdout: Stdio,
     /// Command stderr.
     pub stderr: Stdio,
+    /// Secrets delivered as files on a private tmpfs, removed at their TTL.
+    pub secrets: Vec<SecretFile>,
 }
 
 impl SandboxConfig {
@@ -130,6 +156,7 @@ impl SandboxConfig {
             fsize: None,
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
+            secrets: Vec::new(),
         }
     }
 }

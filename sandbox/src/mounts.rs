@@ -218,6 +218,16 @@ impl Builder {
         Ok(())
     }
 
+    /// A small private tmpfs for secret files: the job may read, never write or exec.
+    pub fn secret_dir(&mut self, dest: &Path, size: u64) -> Result<(), MountError> {
+        let dest = check_dest(dest)?;
+        self.entries.retain(|(d, _)| d != &dest);
+        self.entries
+            .push((dest.clone(), Entry::Tmpfs { size, mode: 0o755 }));
+        self.landlock.push((dest, LandlockClass::ReadNoExec));
+        Ok(())
+    }
+
     /// `/dev` (tmpfs + device binds + symlinks), `/proc`, and a read-only `/sys` if asked.
     pub fn standard(&mut self, sys: bool) -> Result<(), MountError> {
         self.entries.push((

@@ -48,6 +48,9 @@ pub enum PlanError {
     /// `--cwd` is not absolute.
     #[error("working directory {0:?} must be an absolute path")]
     Cwd(String),
+    /// A secret's path or count (never its value).
+    #[error("secret: {0}")]
+    Secret(String),
 }
 
 /// The sandbox's fixed `PATH`.
@@ -74,7 +77,32 @@ pub struct SandboxPlan {
     pub(crate) timeout: Option<Duration>,
     pub(crate) stdout: Option<OwnedFd>,
     pub(crate) stderr: Option<OwnedFd>,
+    pub(crate) secrets: Vec<PlannedSecret>,
 }
+
+/// A secret file, ready for the child: where to write it before and after the
+/// root switch, the bytes (zeroed on drop), and its time to live.
+pub(crate) struct PlannedSecret {
+    /// Path under the new root, before `pivot_root`.
+    pub(crate) staged: CString,
+    /// Path inside the sandbox.
+    pub(crate) path: CString,
+    pub(crate) data: zeroize::Zeroizing<Vec<u8>>,
+    pub(crate) ttl: Duration,
+}
+
+impl std::fmt::Debug for PlannedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PlannedSecret({:?}, <redacted>, {:?})",
+            self.path, self.ttl
+        )
+    }
+}
+
+/// At most this many secrets per sandbox (the init tracks their deadlines on its stack).
+pub const MAX_SECRETS: usize = 16;
 
 fn cs(what: &'static str, s: &[u8]) -> Result<CString, PlanError> {
     CString::new(s).map_err(|_| PlanError::Nul {
@@ -153,6 +181,44 @@ impl SandboxPlan {
                 b.tmpfs(&t.dest, t.size, 0o1777)?;
             }
         }
+        // Secrets: one small private tmpfs per folder that holds them.
+        if config.secrets.len() > MAX_SECRETS {
+            return Err(PlanError::Secret(format!(
+                "at most {MAX_SECRETS} secrets per sandbox"
+            )));
+        }
+        let mut secret_dirs: Vec<PathBuf> = Vec::new();
+        for sf in &config.secrets {
+            let d = &sf.dest;
+            let ok = d.is_absolute()
+                && d.starts_with("/run/")
+                && d.parent().is_some_and(|p| p != Path::new("/run"))
+                && !d.components().any(|c| {
+                    matches!(
+                        c,
+                        std::path::Component::ParentDir | std::path::Component::CurDir
+                    )
+                });
+            if !ok {
+                return Err(PlanError::Secret(format!(
+                    "{}: a secret's path must be a file in a folder under /run/, e.g. /run/secrets/NAME",
+                    d.display()
+                )));
+            }
+            let dir = d.parent().expect("checked above").to_path_buf();
+            if !secret_dirs.contains(&dir) {
+                secret_dirs.push(dir);
+            }
+        }
+        for dir in &secret_dirs {
+            let bytes: u64 = config
+                .secrets
+                .iter()
+                .filter(|s| s.dest.parent() == Some(dir.as_path()))
+                .map(|s| s.data.len() as u64 + 4096)
+                .sum();
+            b.secret_dir(dir, bytes + (64 << 10))?;
+        }
         for bind in &config.ro_binds {
             b.bind(&bind.host, &bind.dest, false)?;
         }
@@ -196,6 +262,17 @@ impl SandboxPlan {
             Some(c) => cs("cwd", c.as_os_str().as_bytes())?,
             None => c"/tmp".to_owned(),
         };
+        let mut secrets = Vec::new();
+        for sf in config.secrets {
+            let staged = Path::new(crate::mounts::NEW_ROOT)
+                .join(sf.dest.strip_prefix("/").unwrap_or(&sf.dest));
+            secrets.push(PlannedSecret {
+                staged: cs("secret path", staged.as_os_str().as_bytes())?,
+                path: cs("secret path", sf.dest.as_os_str().as_bytes())?,
+                data: sf.data,
+                ttl: sf.ttl,
+            });
+        }
         let fd = |s: Stdio| match s {
             Stdio::Inherit => None,
             Stdio::Fd(f) => Some(f),
@@ -218,6 +295,7 @@ impl SandboxPlan {
             timeout: config.timeout,
             stdout: fd(config.stdout),
             stderr: fd(config.stderr),
+            secrets,
         })
     }
 

@@ -33,6 +33,9 @@ pub trait Sys {
     fn umount2(&self, target: &CStr, flags: libc::c_int) -> SysResult<()>;
     fn mkdir(&self, path: &CStr, mode: libc::mode_t) -> SysResult<()>;
     fn create_file(&self, path: &CStr) -> SysResult<()>;
+    /// Create `path` exclusively (no symlink follow), mode 0400, write `data`, and
+    /// give it to `owner` (uid = gid) if set.
+    fn write_secret(&self, path: &CStr, data: &[u8], owner: Option<u32>) -> SysResult<()>;
     fn symlink(&self, target: &CStr, link: &CStr) -> SysResult<()>;
     fn chdir(&self, path: &CStr) -> SysResult<()>;
     fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> SysResult<()>;
@@ -242,6 +245,25 @@ impl Sys for LinuxSys {
             )
         } as libc::c_long)?;
         self.close(fd as i32)
+    }
+
+    fn write_secret(&self, path: &CStr, data: &[u8], owner: Option<u32>) -> SysResult<()> {
+        // SAFETY: path is a NUL-terminated string; O_EXCL|O_NOFOLLOW never opens an
+        // existing file or a symlink.
+        let fd = check(unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o400,
+            )
+        } as libc::c_long)? as i32;
+        let r = self.write_all(fd, data).and_then(|()| match owner {
+            // SAFETY: fchown on the descriptor we just opened.
+            Some(uid) => check(unsafe { libc::fchown(fd, uid, uid) } as libc::c_long).map(|_| ()),
+            None => Ok(()),
+        });
+        let _ = self.close(fd);
+        r
     }
 
     fn symlink(&self, target: &CStr, link: &CStr) -> SysResult<()> {
