@@ -475,7 +475,6 @@ fn kill_leftovers(marker: &str) -> Vec<(u32, String)> {
 }
 
 #[test]
-#[ignore = "bug: sandbox init survives a SIGKILLed launcher (PR_SET_PDEATHSIG is cleared by the later setresuid to inside-root, sandbox/src/child.rs steps 1 and 3)"]
 fn launcher_sigkilled_mid_run_leaves_no_process() {
     let f = RunFixture::new();
     let marker = format!("sealrun-kill-marker-a-{}", std::process::id());
