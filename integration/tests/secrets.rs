@@ -893,3 +893,72 @@ fn spec_errors_exit_64_name_the_field_and_never_show_the_value() {
         "a spec error wrote a record"
     );
 }
+
+// ---- Findings: leaks the scanner misses ----
+
+const NAMES: &str = r#"import os
+v = open("/run/secrets/token", "rb").read()
+open("/out/" + v.hex() + ".bin", "w").write("nothing\n")
+os.symlink("/nonexistent/" + v.hex(), "/out/link")
+"#;
+
+#[test]
+#[ignore = "bug: output file names and symlink targets are not scanned (launcher/src/secrets.rs scan_outputs scans contents only); the hex of the secret lands in the signed record's subjects and output-non-files, and the run succeeds"]
+fn secret_in_output_names_and_symlink_targets_is_flagged() {
+    let f = RunFixture::new();
+    let value = secret_value("output_names");
+    let job = secret_job(&f, "names", NAMES, &[], &token_from_env("10m", ""));
+    let out = run_secret(&f, &job, &value, true);
+    let t = text(&out);
+    let launcher_out = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+    assert!(hits(&launcher_out, &value).is_empty(), "{t}");
+    let audit = std::fs::read(f.dir().join("audit.log")).unwrap();
+    assert!(hits(&audit, &value).is_empty(), "the audit log shows it");
+    assert_eq!(out.status.code(), Some(66), "not flagged:\n{t}");
+    let l = leaked(&f, "names");
+    assert!(
+        l.iter()
+            .any(|(s, p)| s == "token" && p.starts_with("output:")),
+        "{l:?}"
+    );
+}
+
+const PREFIXED_B64: &str = r#"import base64
+v = open("/run/secrets/token", "rb").read()
+open("/out/basic.txt", "w").write("Authorization: Basic " + base64.b64encode(b"user:" + v).decode() + "\n")
+open("/out/bearer.txt", "w").write(base64.b64encode(b"Bearer " + v).decode() + "\n")
+"#;
+
+#[test]
+#[ignore = "bug: base64 of the value is only caught when the value starts at a 3-byte boundary of the encoded data (launcher/src/secrets.rs Secret::patterns); base64(\"user:\" + token), i.e. an HTTP Basic header, passes"]
+fn base64_of_the_value_inside_longer_data_is_flagged() {
+    let f = RunFixture::new();
+    let value = secret_value("prefixed_base64");
+    let job = secret_job(&f, "basic", PREFIXED_B64, &[], &token_from_env("10m", ""));
+    let t = exit_code(&run_secret(&f, &job, &value, true), 66);
+    assert!(t.contains("secret leaked"), "{t}");
+    assert_eq!(
+        leaked(&f, "basic"),
+        vec![
+            ("token".to_string(), "output:basic.txt".to_string()),
+            ("token".to_string(), "output:bearer.txt".to_string())
+        ]
+    );
+}
+
+#[test]
+#[ignore = "bug: path = \"/run/token\" passes spec validation (launcher/src/spec.rs, secrets path check) but the sandbox plan refuses it (sandbox/src/plan.rs, secret dirs): exit 125 with a record instead of a spec error (64)"]
+fn secret_path_directly_in_run_is_a_spec_error() {
+    let f = RunFixture::new();
+    let value = secret_value("path_in_run");
+    let job = secret_job(
+        &f,
+        "inrun",
+        "print('never runs')\n",
+        &[],
+        &token_from_env("10m", "path = \"/run/token\"\n"),
+    );
+    let t = exit_code(&run_secret(&f, &job, &value, true), 64);
+    assert!(t.contains("secrets.token.path"), "{t}");
+    assert!(f.records("inrun").is_empty(), "{t}");
+}
