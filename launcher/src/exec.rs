@@ -153,19 +153,22 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 static SANDBOX_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+static PENDING_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 extern "C" fn forward(sig: libc::c_int) {
-    let pid = SANDBOX_PID.load(std::sync::atomic::Ordering::Relaxed);
+    let pid = SANDBOX_PID.load(std::sync::atomic::Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill(2) is async-signal-safe; the pid is our own sandbox init.
         unsafe { libc::kill(pid, sig) };
+    } else {
+        PENDING_SIGNAL.store(sig, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 /// SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to `sealrun` go to the sandbox init, which forwards
-/// them to the command (which runs in its own session and so does not get the terminal's).
-fn forward_signals_to(pid: libc::pid_t) {
-    SANDBOX_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
+/// them to the command (which runs in its own session and so does not get the terminal's). One
+/// that arrives while the sandbox is being built is delivered as soon as the command runs.
+fn catch_signals() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
         // SAFETY: installing an async-signal-safe handler.
         unsafe {
@@ -174,6 +177,15 @@ fn forward_signals_to(pid: libc::pid_t) {
                 forward as extern "C" fn(libc::c_int) as libc::sighandler_t,
             )
         };
+    }
+}
+
+fn forward_signals_to(pid: libc::pid_t) {
+    SANDBOX_PID.store(pid, std::sync::atomic::Ordering::SeqCst);
+    let pending = PENDING_SIGNAL.swap(0, std::sync::atomic::Ordering::SeqCst);
+    if pending > 0 {
+        // SAFETY: our own sandbox init.
+        unsafe { libc::kill(pid, pending) };
     }
 }
 
@@ -194,6 +206,7 @@ pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
         std::fs::write(path, plan.bpf_main_bytes())?;
         return Ok(0);
     }
+    catch_signals();
     let outcome = match plan.run_with(forward_signals_to) {
         Ok(o) => o,
         Err(e) => {
