@@ -155,7 +155,7 @@ fn deleted_entry_names_its_seq() {
         &f,
         "broken_chain",
         Some(3),
-        &["sequence number is 4, expected 3"],
+        &["has sequence number 4, expected 3"],
     );
 }
 
@@ -169,7 +169,7 @@ fn reordered_entries_name_the_first_moved_seq() {
         &f,
         "broken_chain",
         Some(3),
-        &["sequence number is 4, expected 3"],
+        &["has sequence number 4, expected 3"],
     );
 }
 
@@ -216,7 +216,7 @@ fn inserted_naive_entry_names_its_seq() {
     e["prev"] = "0".repeat(64).into();
     l.insert(2, to_line(&e));
     write_lines(&f, &l);
-    assert_bad(&f, "broken_chain", Some(3), &["prev is"]);
+    assert_bad(&f, "broken_chain", Some(3), &["names prev"]);
 }
 
 #[test]

@@ -903,7 +903,6 @@ os.symlink("/nonexistent/" + v.hex(), "/out/link")
 "#;
 
 #[test]
-#[ignore = "bug: output file names and symlink targets are not scanned (launcher/src/secrets.rs scan_outputs scans contents only); the hex of the secret lands in the signed record's subjects and output-non-files, and the run succeeds"]
 fn secret_in_output_names_and_symlink_targets_is_flagged() {
     let f = RunFixture::new();
     let value = secret_value("output_names");
@@ -918,9 +917,21 @@ fn secret_in_output_names_and_symlink_targets_is_flagged() {
     let l = leaked(&f, "names");
     assert!(
         l.iter()
-            .any(|(s, p)| s == "token" && p.starts_with("output:")),
+            .any(|(s, p)| s == "token" && p == "output-name:[REDACTED:token].bin"),
         "{l:?}"
     );
+    assert!(
+        l.iter()
+            .any(|(s, p)| s == "token" && p == "output-name:link"),
+        "the symlink target counts too: {l:?}"
+    );
+    // The signed record names the file and the link target redacted, never the value.
+    for rec in f.records("names") {
+        let bytes = std::fs::read(&rec).unwrap();
+        let statement = sealrun_integration::envelope_statement(&rec).to_string();
+        assert!(hits(&bytes, &value).is_empty(), "{}", rec.display());
+        assert!(hits(statement.as_bytes(), &value).is_empty(), "{statement}");
+    }
 }
 
 const PREFIXED_B64: &str = r#"import base64
@@ -930,7 +941,6 @@ open("/out/bearer.txt", "w").write(base64.b64encode(b"Bearer " + v).decode() + "
 "#;
 
 #[test]
-#[ignore = "bug: base64 of the value is only caught when the value starts at a 3-byte boundary of the encoded data (launcher/src/secrets.rs Secret::patterns); base64(\"user:\" + token), i.e. an HTTP Basic header, passes"]
 fn base64_of_the_value_inside_longer_data_is_flagged() {
     let f = RunFixture::new();
     let value = secret_value("prefixed_base64");
@@ -947,7 +957,6 @@ fn base64_of_the_value_inside_longer_data_is_flagged() {
 }
 
 #[test]
-#[ignore = "bug: path = \"/run/token\" passes spec validation (launcher/src/spec.rs, secrets path check) but the sandbox plan refuses it (sandbox/src/plan.rs, secret dirs): exit 125 with a record instead of a spec error (64)"]
 fn secret_path_directly_in_run_is_a_spec_error() {
     let f = RunFixture::new();
     let value = secret_value("path_in_run");

@@ -706,9 +706,39 @@ pub fn run_spec(
         nix::unistd::getegid().as_raw(),
     );
     let _ = chown_tree(&spec.output, me.0, me.1);
-    let outputs =
+    let mut outputs =
         outputs::hash_outputs(&spec.output).map_err(|e| RunError::Io(format!("outputs: {e}")))?;
     leaks.extend(secrets::scan_outputs(&spec.output, &secrets));
+    // Names and link targets count too, and never reach the record unredacted.
+    if !secrets.is_empty() {
+        let mut found = Vec::new();
+        for r in &mut outputs.files.resources {
+            let (shown, seen) = secrets::redact_text(&r.path, &secrets);
+            if !seen.is_empty() {
+                found.extend(seen.into_iter().map(|secret| Leak {
+                    secret,
+                    place: format!("output-name:{shown}"),
+                }));
+                r.path = shown;
+            }
+        }
+        for o in &mut outputs.other {
+            let (shown, seen) = secrets::redact_text(&o.path, &secrets);
+            let target = o.target.clone().unwrap_or_default();
+            let (target_shown, target_seen) = secrets::redact_text(&target, &secrets);
+            for secret in seen.into_iter().chain(target_seen) {
+                found.push(Leak {
+                    secret,
+                    place: format!("output-name:{shown}"),
+                });
+            }
+            o.path = shown;
+            if o.target.is_some() {
+                o.target = Some(target_shown);
+            }
+        }
+        leaks.extend(found);
+    }
     let blocking: Vec<&Leak> = leaks
         .iter()
         .filter(|l| {

@@ -162,10 +162,16 @@ impl Secret {
         // base64 of the value: the characters that encode whole 3-byte groups do not
         // depend on what follows, so they also match base64 of a longer blob starting
         // with the value.
-        let whole = v.len() / 3 * 3;
-        if whole >= 6 {
-            push(STANDARD_NO_PAD.encode(&v[..whole]).into_bytes());
-            push(URL_SAFE_NO_PAD.encode(&v[..whole]).into_bytes());
+        // Inside longer data (`user:VALUE`, `Bearer VALUE`) the value may start at any
+        // offset modulo 3: from the first 3-byte boundary inside the value, the whole
+        // groups encode the same way whatever precedes them.
+        for skip in 0..3 {
+            let w = &v[skip.min(v.len())..];
+            let whole = w.len() / 3 * 3;
+            if whole >= 6 {
+                push(STANDARD_NO_PAD.encode(&w[..whole]).into_bytes());
+                push(URL_SAFE_NO_PAD.encode(&w[..whole]).into_bytes());
+            }
         }
         push(STANDARD_NO_PAD.encode(v).into_bytes());
         push(URL_SAFE_NO_PAD.encode(v).into_bytes());
@@ -313,6 +319,18 @@ impl Redactor {
     }
 }
 
+/// Redact every secret (and its encodings) in a short text such as a file
+/// name or link target; returns the redacted text and the secrets found.
+pub fn redact_text(text: &str, secrets: &[Secret]) -> (String, Vec<String>) {
+    if secrets.is_empty() {
+        return (text.to_string(), Vec::new());
+    }
+    let mut r = Redactor::new(secrets);
+    let mut out = r.feed(text.as_bytes());
+    out.extend(r.finish());
+    (String::from_utf8_lossy(&out).into_owned(), r.seen())
+}
+
 /// Scan every regular file under `dir` for any secret pattern (streaming, with
 /// overlap between reads). Symlinks are not followed.
 pub fn scan_outputs(dir: &Path, secrets: &[Secret]) -> Vec<Leak> {
@@ -346,10 +364,11 @@ pub fn scan_outputs(dir: &Path, secrets: &[Secret]) -> Vec<Leak> {
             let _ = r.feed(&buf[..n]);
         }
         let _ = r.finish();
+        let (shown, _) = redact_text(&rel, secrets);
         for s in r.seen() {
             leaks.push(Leak {
                 secret: s,
-                place: format!("output:{rel}"),
+                place: format!("output:{shown}"),
             });
         }
     }

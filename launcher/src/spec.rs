@@ -652,7 +652,9 @@ impl JobSpec {
                 Some(p) => {
                     let v = p.get_ref();
                     let ok = v.starts_with("/run/")
-                        && v.len() > 5
+                        && Path::new(v)
+                            .parent()
+                            .is_some_and(|d| d != Path::new("/run"))
                         && !v.ends_with('/')
                         && !v.split('/').any(|c| c == ".." || c == ".");
                     if !ok {
