@@ -266,15 +266,7 @@ impl VerifyError {
     /// A stable machine-readable name for the reason.
     pub fn kind(&self) -> &'static str {
         match self {
-            VerifyError::Envelope { source, .. } => match source {
-                DsseError::Io { .. } => "unreadable",
-                DsseError::TooLarge { .. } => "envelope_too_large",
-                DsseError::Malformed { .. } => "malformed_envelope",
-                DsseError::PayloadType { .. } => "payload_type",
-                DsseError::NoSignatures => "unsigned",
-                DsseError::UnknownKey { .. } => "unknown_key",
-                DsseError::BadSignature { .. } => "bad_signature",
-            },
+            VerifyError::Envelope { source, .. } => source.kind(),
             VerifyError::KindNotAllowed { .. } => "kind_not_allowed",
             VerifyError::WrongKind { .. } => "wrong_kind",
             VerifyError::LabelNotAllowed { .. } => "label_not_allowed",

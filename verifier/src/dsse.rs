@@ -45,6 +45,21 @@ pub enum DsseError {
     BadSignature { keyid: String },
 }
 
+impl DsseError {
+    /// A stable machine-readable name for the reason.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DsseError::Io { .. } => "unreadable",
+            DsseError::TooLarge { .. } => "envelope_too_large",
+            DsseError::Malformed { .. } => "malformed_envelope",
+            DsseError::PayloadType { .. } => "payload_type",
+            DsseError::NoSignatures => "unsigned",
+            DsseError::UnknownKey { .. } => "unknown_key",
+            DsseError::BadSignature { .. } => "bad_signature",
+        }
+    }
+}
+
 /// One signature.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signature {

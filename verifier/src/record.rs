@@ -162,15 +162,7 @@ impl RecordError {
     /// A stable machine-readable name for the reason.
     pub fn kind(&self) -> &'static str {
         match self {
-            RecordError::Envelope { source, .. } => match source {
-                DsseError::Io { .. } => "unreadable",
-                DsseError::TooLarge { .. } => "envelope_too_large",
-                DsseError::Malformed { .. } => "malformed_envelope",
-                DsseError::PayloadType { .. } => "payload_type",
-                DsseError::NoSignatures => "unsigned",
-                DsseError::UnknownKey { .. } => "unknown_key",
-                DsseError::BadSignature { .. } => "bad_signature",
-            },
+            RecordError::Envelope { source, .. } => source.kind(),
             RecordError::NotARecordKey { .. } => "kind_not_allowed",
             RecordError::MissingField { .. } => "missing_field",
             RecordError::BuildType { .. } => "build_type",

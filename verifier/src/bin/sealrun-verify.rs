@@ -77,6 +77,22 @@ enum Command {
     Gate(GateArgs),
 }
 
+/// Whom to trust: a policy file, or one key for everything.
+#[derive(clap::Args)]
+struct TrustArgs {
+    /// Trust policy (TOML) naming the trusted keys and what each may sign.
+    #[arg(
+        long = "trust",
+        short = 't',
+        required_unless_present = "key",
+        conflicts_with = "key"
+    )]
+    policy: Option<PathBuf>,
+    /// Shortcut: trust this one public key (PEM) for every kind and label.
+    #[arg(long, short = 'k')]
+    key: Option<PathBuf>,
+}
+
 #[derive(clap::Args)]
 struct AibomArgs {
     /// The run record of the model.
@@ -84,17 +100,8 @@ struct AibomArgs {
     /// The records folder (producer records and signatures).
     #[arg(long)]
     records: PathBuf,
-    /// Trust policy used to verify the chain first.
-    #[arg(
-        long,
-        short = 't',
-        required_unless_present = "key",
-        conflicts_with = "key"
-    )]
-    trust: Option<PathBuf>,
-    /// Shortcut: trust this one public key (PEM) for everything.
-    #[arg(long, short = 'k')]
-    key: Option<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Write the document here (default: standard output).
     #[arg(long, short = 'o')]
     out: Option<PathBuf>,
@@ -122,17 +129,8 @@ struct ChainArgs {
     /// The records folder holding producer records and signatures (records/artifacts/).
     #[arg(long)]
     records: PathBuf,
-    /// Trust policy (keys for datasets and records; [[stage]] rules).
-    #[arg(
-        long,
-        short = 't',
-        required_unless_present = "key",
-        conflicts_with = "key"
-    )]
-    trust: Option<PathBuf>,
-    /// Shortcut: trust this one public key (PEM) for everything.
-    #[arg(long, short = 'k')]
-    key: Option<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Output: readable text, Graphviz dot, or JSON.
     #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
     format: GraphFormat,
@@ -149,17 +147,8 @@ enum GraphFormat {
 struct RecordArgs {
     /// The record (DSSE envelope) to verify.
     record: PathBuf,
-    /// Trust policy naming the launcher keys allowed to sign records.
-    #[arg(
-        long,
-        short = 't',
-        required_unless_present = "key",
-        conflicts_with = "key"
-    )]
-    trust: Option<PathBuf>,
-    /// Shortcut: trust this one public key (PEM) for everything.
-    #[arg(long, short = 'k')]
-    key: Option<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Check that the files in this directory are exactly the record's subjects.
     #[arg(long)]
     outputs: Option<PathBuf>,
@@ -172,17 +161,8 @@ struct RecordArgs {
 struct LogArgs {
     /// The audit log (JSON lines); its checkpoint is read from LOG.checkpoint.
     log: PathBuf,
-    /// Trust policy naming the keys allowed to sign checkpoints.
-    #[arg(
-        long,
-        short = 't',
-        required_unless_present = "key",
-        conflicts_with = "key"
-    )]
-    trust: Option<PathBuf>,
-    /// Shortcut: trust this one public key (PEM) for everything.
-    #[arg(long, short = 'k')]
-    key: Option<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Accept a log without a checkpoint (truncation then goes undetected).
     #[arg(long)]
     no_checkpoint: bool,
@@ -198,17 +178,8 @@ struct ArtifactArgs {
     /// The signature (DSSE envelope or Sigstore bundle). Default: PATH.sig
     #[arg(long, short = 's')]
     signature: Option<PathBuf>,
-    /// Trust policy (TOML) naming the trusted keys and what each may sign.
-    #[arg(
-        long,
-        short = 't',
-        required_unless_present = "key",
-        conflicts_with = "key"
-    )]
-    trust: Option<PathBuf>,
-    /// Shortcut: trust this one public key (PEM) for every kind and label.
-    #[arg(long, short = 'k')]
-    key: Option<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Require the artifact to be of this kind (dataset, features, code, model).
     /// For model-signing bundles, the kind to check the policy with (default model).
     #[arg(long)]
@@ -239,7 +210,7 @@ fn main() -> ExitCode {
 }
 
 fn run_aibom(args: AibomArgs) -> ExitCode {
-    let policy = match policy_from(&args.trust, &args.key) {
+    let policy = match policy_from(&args.trust) {
         Ok(p) => p,
         Err(e) => return usage_error(false, e),
     };
@@ -340,7 +311,7 @@ fn run_gate(args: GateArgs) -> ExitCode {
 
 fn run_chain(args: ChainArgs) -> ExitCode {
     let json = matches!(args.format, GraphFormat::Json);
-    let policy = match policy_from(&args.trust, &args.key) {
+    let policy = match policy_from(&args.trust) {
         Ok(p) => p,
         Err(e) => return usage_error(json, e),
     };
@@ -372,8 +343,8 @@ fn run_chain(args: ChainArgs) -> ExitCode {
     }
 }
 
-fn policy_from(trust: &Option<PathBuf>, key: &Option<PathBuf>) -> Result<Policy> {
-    match (trust, key) {
+fn policy_from(t: &TrustArgs) -> Result<Policy> {
+    match (&t.policy, &t.key) {
         (Some(t), _) => Ok(Policy::load(t)?),
         (None, Some(k)) => {
             let pem = std::fs::read_to_string(k)
@@ -413,7 +384,7 @@ fn failed(json: bool, kind: &str, message: String, extra: serde_json::Value) -> 
 }
 
 fn run_record(args: RecordArgs) -> ExitCode {
-    let policy = match policy_from(&args.trust, &args.key) {
+    let policy = match policy_from(&args.trust) {
         Ok(p) => p,
         Err(e) => return usage_error(args.json, e),
     };
@@ -459,7 +430,7 @@ fn run_record(args: RecordArgs) -> ExitCode {
 }
 
 fn run_log(args: LogArgs) -> ExitCode {
-    let policy = match policy_from(&args.trust, &args.key) {
+    let policy = match policy_from(&args.trust) {
         Ok(p) => p,
         Err(e) => return usage_error(args.json, e),
     };
@@ -498,16 +469,7 @@ fn run_log(args: LogArgs) -> ExitCode {
 }
 
 fn load_policy(args: &ArtifactArgs) -> Result<Policy> {
-    let mut policy = match (&args.trust, &args.key) {
-        (Some(t), _) => Policy::load(t)?,
-        (None, Some(k)) => {
-            let pem = std::fs::read_to_string(k)
-                .with_context(|| format!("cannot read public key {}", k.display()))?;
-            let key = PublicKey::from_pem(&pem).with_context(|| format!("{}", k.display()))?;
-            Policy::single_key(&k.display().to_string(), key)
-        }
-        (None, None) => anyhow::bail!("give --trust POLICY or --key PUBLIC_KEY"),
-    };
+    let mut policy = policy_from(&args.trust)?;
     for a in &args.admit {
         let (k, v) = a
             .split_once('=')
