@@ -18,8 +18,7 @@
 //!     `/dev/shm`, minimal `/dev`, fresh `/proc` (we are pid 1 of the new pid namespace).
 //!  8. `pivot_root(".", ".")` + `umount2(MNT_DETACH)`: the host root becomes unreachable.
 //!  9. Remount `/` read-only.
-//! 10. Hostname `sealrun`; bring up `lo` (the only interface of the new network namespace) —
-//!     unless the supervisor made the namespace ahead (root mode, see [`crate::net`]).
+//! 10. Hostname `sealrun`; bring up `lo` (the only interface of the new network namespace).
 //! 11. Wait until the supervisor has moved us into the cgroup (it does so while we build the
 //!     mounts). Start the job (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no page-table copy);
 //!     then reap everything (zombies of orphans included) and forward
@@ -412,9 +411,7 @@ pub fn init_setup<S: Sys>(
     .map_err(at(Step::RemountRootReadOnly))?;
     // 10. Identity of the machine and its only network interface.
     sys.sethostname(b"sealrun").map_err(at(Step::Hostname))?;
-    if plan.netns.is_none() {
-        sys.loopback_up().map_err(at(Step::Loopback))?;
-    }
+    sys.loopback_up().map_err(at(Step::Loopback))?;
     Ok(())
 }
 
@@ -918,14 +915,9 @@ mod tests {
             "chdir /",
             "mount  / ", // remount read-only
             "sethostname",
+            "loopback_up",
         ];
         r.assert_order(&order);
-        // lo is brought up here unless the supervisor made the network namespace ahead.
-        if p.netns.is_none() {
-            r.assert_order(&["sethostname", "loopback_up"]);
-        } else {
-            assert!(!r.calls.borrow().iter().any(|c| c == "loopback_up"));
-        }
         // The /data bind is attached after /dev exists and before pivot_root.
         assert!(r.pos("move_mount /tmp/data") < r.pos("pivot_root"));
         if p.ids == IdMode::Root {

@@ -3,13 +3,6 @@
 //! interface and no route, so nothing leaves the sandbox (the host's 127.0.0.1 is a different
 //! interface in a different namespace). Outbound `connect`/`sendto` attempts are additionally
 //! reported and refused by [`crate::notify`].
-//!
-//! When started as root, the (comparatively slow) creation of that namespace is overlapped with
-//! plan building: a helper thread creates a fresh network namespace, brings `lo` up, and hands
-//! over its fd ([`Prefetched`]); the supervisor enters it just for the `clone`. Each namespace is
-//! used by exactly one sandbox. It is then owned by the host's user namespace, so nothing in the
-//! sandbox — not even its init — holds `CAP_NET_ADMIN` over it. Unprivileged, the sandbox creates
-//! its network namespace in its `clone` and brings `lo` up itself.
 
 use crate::sys::SysResult;
 
@@ -53,37 +46,5 @@ pub fn loopback_up() -> SysResult<()> {
         Err(e)
     } else {
         Ok(())
-    }
-}
-
-/// A fresh network namespace with `lo` up, made on a helper thread while the plan is built.
-#[derive(Debug)]
-pub struct Prefetched(std::thread::JoinHandle<Option<std::os::fd::OwnedFd>>);
-
-impl Prefetched {
-    /// Start making one (root only; `None` otherwise).
-    pub fn start() -> Option<Prefetched> {
-        if nix::unistd::geteuid().as_raw() != 0 {
-            return None;
-        }
-        std::thread::Builder::new()
-            .name("sealrun-netns".into())
-            .spawn(|| {
-                // SAFETY: unshare of this thread's network namespace only (the thread exits next).
-                if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                    return None;
-                }
-                loopback_up().ok()?;
-                std::fs::File::open("/proc/thread-self/ns/net")
-                    .ok()
-                    .map(std::os::fd::OwnedFd::from)
-            })
-            .ok()
-            .map(Prefetched)
-    }
-
-    /// The namespace fd, if it could be made.
-    pub fn finish(self) -> Option<std::os::fd::OwnedFd> {
-        self.0.join().ok().flatten()
     }
 }

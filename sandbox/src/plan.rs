@@ -78,9 +78,6 @@ pub struct SandboxPlan {
     pub(crate) stdout: Option<OwnedFd>,
     pub(crate) stderr: Option<OwnedFd>,
     pub(crate) secrets: Vec<PlannedSecret>,
-    /// A fresh network namespace with `lo` up, made while planning (root only); else the clone
-    /// makes one.
-    pub(crate) netns: Option<OwnedFd>,
 }
 
 /// A secret file, ready for the child: where to write it before and after the
@@ -120,8 +117,6 @@ impl SandboxPlan {
         if config.argv.is_empty() {
             return Err(PlanError::NoCommand);
         }
-        // The network namespace is made on a helper thread meanwhile (root only).
-        let netns = crate::net::Prefetched::start();
         let profile = crate::profile::load(&config.profile)?;
         let seccomp = crate::seccomp::compile(&profile.seccomp, &profile.seccomp_source)?;
 
@@ -301,7 +296,6 @@ impl SandboxPlan {
             stdout: fd(config.stdout),
             stderr: fd(config.stderr),
             secrets,
-            netns: netns.and_then(crate::net::Prefetched::finish),
         })
     }
 

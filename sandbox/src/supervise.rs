@@ -254,47 +254,24 @@ fn supervise_in(
     // the status pipe must survive the init's own lifetime: clear CLOEXEC where exec matters.
     // (err_w stays CLOEXEC: its closing at the job's execve is the success signal.)
 
-    // With a network namespace made ahead, enter it for the clone only (setns of the network
-    // namespace is per thread) and clone without CLONE_NEWNET.
-    let mut flags = crate::namespaces::CLONE_FLAGS;
-    let own_netns = match &plan.netns {
-        Some(ns) => {
-            let own =
-                std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| setup("setns", e))?;
-            // SAFETY: setns on this thread with a network-namespace fd we own.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(setup("setns", std::io::Error::last_os_error()));
-            }
-            flags &= !libc::CLONE_NEWNET;
-            Some(own)
-        }
-        None => None,
-    };
     // SAFETY: raw clone without CLONE_VM behaves like fork with new namespaces. The child runs
     // only `init_main`, which uses async-signal-safe raw syscalls on pre-built data and never
     // returns.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
+            (crate::namespaces::CLONE_FLAGS | libc::SIGCHLD) as libc::c_ulong,
             0usize,
             0usize,
             0usize,
             0usize,
         )
     };
-    let clone_errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-    if let Some(own) = &own_netns {
-        if pid != 0 {
-            // SAFETY: back to this thread's own network namespace.
-            if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                // Never keep running in the sandbox's namespace.
-                std::process::abort();
-            }
-        }
-    }
     if pid < 0 {
-        return Err(setup("clone", strerror(clone_errno)));
+        return Err(setup(
+            "clone",
+            strerror(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
+        ));
     }
     if pid == 0 {
         crate::child::init_main(&LinuxSys, plan, &fds, &mut trees, &exec, &mut job_stack);
