@@ -545,3 +545,19 @@ fn the_init_is_off_limits() {
         assert!(out.contains(&format!("DENIED {f}")), "{out}");
     }
 }
+
+#[test]
+fn vsock_sockets_are_refused() {
+    // AF_VSOCK is not confined by network namespaces: it would reach the hypervisor host.
+    let r = py(
+        &[],
+        r#"
+for fam, name in [(40, "vsock"), (17, "packet")]:
+    try:
+        socket.socket(fam, socket.SOCK_STREAM if fam == 40 else socket.SOCK_RAW); print(name, "OPENED")
+    except OSError as e:
+        print(name, "ERR", e.errno)
+"#,
+    );
+    assert_eq!(ok(&r).trim(), "vsock ERR 1\npacket ERR 1", "{r:?}");
+}

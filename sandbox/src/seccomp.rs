@@ -800,6 +800,34 @@ mod tests {
             ),
             RET_ALLOW
         );
+        // Socket families: the usual ones; never AF_VSOCK (not confined by network namespaces).
+        for fam in [
+            libc::AF_UNIX,
+            libc::AF_INET,
+            libc::AF_INET6,
+            libc::AF_NETLINK,
+        ] {
+            assert_eq!(
+                run(
+                    &c.main,
+                    libc::SYS_socket,
+                    [fam as u64, 1, 0, 0, 0, 0],
+                    AUDIT_ARCH_X86_64
+                ),
+                RET_ALLOW
+            );
+        }
+        for fam in [libc::AF_VSOCK, libc::AF_PACKET, libc::AF_BLUETOOTH] {
+            assert_eq!(
+                run(
+                    &c.main,
+                    libc::SYS_socket,
+                    [fam as u64, 1, 0, 0, 0, 0],
+                    AUDIT_ARCH_X86_64
+                ),
+                eperm
+            );
+        }
         // Foreign ABIs.
         assert_eq!(run(&c.main, 39, z, 0x4000_0003), RET_KILL_PROCESS);
         assert_eq!(run(&c.guard, 39, z, 0x4000_0003), RET_KILL_PROCESS);
