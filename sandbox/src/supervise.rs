@@ -65,7 +65,8 @@ impl SandboxHandle {
     }
 
     /// Send `sig` to the sandbox: SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2 are forwarded to the
-    /// command by the init; SIGKILL ends the whole sandbox at once.
+    /// command by the init; SIGKILL ends the whole sandbox at once. Call it only before
+    /// [`SandboxHandle::wait`] has returned (afterwards the pid may have been reaped and reused).
     pub fn kill(&self, sig: i32) -> std::io::Result<()> {
         // SAFETY: sending a signal to our own child (not yet reaped while the thread runs).
         if unsafe { libc::kill(self.pid, sig) } < 0 {
