@@ -141,18 +141,38 @@ fn hash_stream(reader: &mut impl Read, len: u64, buf: &mut [u8]) -> io::Result<(
 /// is reported as an I/O error rather than hashed inconsistently.
 pub fn hash_file(path: &Path, shard_size: u64) -> io::Result<(Algorithm, Digest, u64)> {
     let mut file = File::open(path)?;
-    let size = file.metadata()?.len();
     let shard_size = shard_size.max(1);
-    let algorithm = Algorithm::for_size(size, shard_size);
-    match algorithm {
-        Algorithm::Sha256 => BUF.with_borrow_mut(|buf| {
-            let (d, n) = hash_stream(&mut file, size, buf)?;
-            let mut probe = [0u8; 1];
-            if n != size || file.read(&mut probe)? != 0 {
+    // Stream from the start; most files fit in one buffer and need no `stat`.
+    // Only once a buffer fills up is the size asked for, to choose sharding.
+    let streamed = BUF.with_borrow_mut(|buf| -> io::Result<Option<(Digest, u64)>> {
+        let mut h = Sha256::new();
+        let mut total = 0u64;
+        let mut sized = false;
+        loop {
+            let n = file.read(buf)?;
+            if n == 0 {
+                return Ok(Some((Digest(h.finalize().into()), total)));
+            }
+            h.update(&buf[..n]);
+            total += n as u64;
+            if !sized && (total >= buf.len() as u64 || total > shard_size) {
+                sized = true;
+                if file.metadata()?.len() > shard_size {
+                    return Ok(None);
+                }
+            }
+            if total > shard_size {
                 return Err(changed(path));
             }
-            Ok((algorithm, d, size))
-        }),
+        }
+    })?;
+    if let Some((d, n)) = streamed {
+        return Ok((Algorithm::Sha256, d, n));
+    }
+    let size = file.metadata()?.len();
+    let algorithm = Algorithm::for_size(size, shard_size);
+    match algorithm {
+        Algorithm::Sha256 => Err(changed(path)),
         Algorithm::Sha256Shards => {
             let shards = size.div_ceil(shard_size);
             let digests: Vec<Digest> = (0..shards)
