@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/tmp/sealrun-bench}
-runs=${RUNS:-3}
+runs=${RUNS:-5}
 cargo build --release --quiet -p sealrun-verifier -p sealrun-launcher
 S=$PWD/target/release/sealrun
 V=$PWD/target/release/sealrun-verify
@@ -45,21 +45,23 @@ echo "preparing data in $work (cached between runs)"
 make_data
 [ -f bench.key ] || "$S" keygen --out bench >/dev/null
 
-# Run a command $runs times; print the best wall time (s) and peak RSS (KiB).
+# Run a command $runs times; print the best wall time (s), the median, and the
+# peak RSS (KiB) of any run (one Python process per tool, so the RSS is its own).
 measure() {
-    local best="" rss=0
-    for _ in $(seq "$runs"); do
-        local out
-        /usr/bin/time -f '%e %M' -o "$work/.time" "$@" >/dev/null 2>&1 || true
-        out=$(tail -1 "$work/.time")
-        local t=${out% *} m=${out#* }
-        if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; fi
-        [ "$m" -gt "$rss" ] && rss=$m
-    done
-    echo "$best $rss"
+    python3 - "$runs" "$@" <<'PY'
+import resource, subprocess, sys, time
+runs, cmd = int(sys.argv[1]), sys.argv[2:]
+xs = []
+for _ in range(runs):
+    t = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    xs.append(time.perf_counter() - t)
+xs.sort()
+print(f"{xs[0]:.4f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {xs[len(xs) // 2]:.4f}")
+PY
 }
 
-printf '%-6s %-22s %8s %8s %10s %8s\n' shape tool seconds GB/s peakRSS_MiB vs_openssl
+printf '%-6s %-22s %8s %8s %8s %10s %10s\n' shape tool best_s median_s GB/s peakRSS_MiB vs_openssl
 for shape in mid small large; do
     if [ "$shape" = large ]; then target=large/blob.bin; else target=$shape; fi
     # sign once; then warm the cache
@@ -67,12 +69,12 @@ for shape in mid small large; do
     mapfile -t files < <(if [ -d "$target" ]; then find "$target" -type f | sort; else echo "$target"; fi)
     bytes=$(cat "${files[@]}" | wc -c)
     "$V" artifact "$target" --signature "$shape.sig" --key bench.pub >/dev/null
-    read -r t_s r_s < <(measure "$V" artifact "$target" --signature "$shape.sig" --key bench.pub)
-    read -r t_o r_o < <(measure openssl dgst -sha256 "${files[@]}")
-    read -r t_h r_h < <(measure sha256sum "${files[@]}")
-    for row in "sealrun-verify $t_s $r_s" "openssl-dgst-sha256 $t_o $r_o" "sha256sum $t_h $r_h"; do
+    read -r t_s r_s m_s < <(measure "$V" artifact "$target" --signature "$shape.sig" --key bench.pub)
+    read -r t_o r_o m_o < <(measure openssl dgst -sha256 "${files[@]}")
+    read -r t_h r_h m_h < <(measure sha256sum "${files[@]}")
+    for row in "sealrun-verify $t_s $r_s $m_s" "openssl-dgst-sha256 $t_o $r_o $m_o" "sha256sum $t_h $r_h $m_h"; do
         set -- $row
-        awk -v s="$shape" -v n="$1" -v t="$2" -v r="$3" -v b="$bytes" -v to="$t_o" \
-            'BEGIN{ gbs = (t > 0 ? b / t / 1e9 : 0); printf "%-6s %-22s %8.3f %8.2f %10.1f %7.2fx\n", s, n, t, gbs, r/1024, (t > 0 ? to / t : 0) }'
+        awk -v s="$shape" -v n="$1" -v t="$2" -v r="$3" -v m="$4" -v b="$bytes" -v to="$t_o" \
+            'BEGIN{ gbs = (t > 0 ? b / t / 1e9 : 0); printf "%-6s %-22s %8.3f %8.3f %8.2f %10.1f %9.2fx\n", s, n, t, m, gbs, r/1024, (t > 0 ? to / t : 0) }'
     done
 done
