@@ -30,6 +30,7 @@ pub mod net;
 pub mod notify;
 pub mod outcome;
 pub mod plan;
+mod precompiled;
 pub mod profile;
 pub mod seccomp;
 pub mod supervise;

@@ -39,6 +39,9 @@ pub enum PlanError {
     /// Seccomp compilation.
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
+    /// Seccomp profile parsing or compilation.
+    #[error(transparent)]
+    SeccompProfile(#[from] crate::seccomp::ProfileCompileError),
     /// Mount planning.
     #[error(transparent)]
     Mount(#[from] MountError),
@@ -118,7 +121,7 @@ impl SandboxPlan {
             return Err(PlanError::NoCommand);
         }
         let profile = crate::profile::load(&config.profile)?;
-        let seccomp = crate::seccomp::compile(&profile.seccomp, &profile.seccomp_source)?;
+        let seccomp = crate::seccomp::compile_profile(&profile)?;
 
         // Environment: allowlist, then --env.
         let mut env: Vec<(String, String)> = vec![

@@ -176,8 +176,11 @@ pub struct LoadedProfile {
     pub name: String,
     /// Where the seccomp JSON came from (`embedded:seccomp/NAME.json` or a path).
     pub seccomp_source: String,
-    /// Parsed seccomp profile.
-    pub seccomp: OciSeccomp,
+    /// The seccomp JSON as read (parsed by [`LoadedProfile::seccomp`] — only when no
+    /// precompiled program matches its digest, see [`crate::seccomp::compile_profile`]).
+    pub seccomp_json: Vec<u8>,
+    /// SHA-256 of `seccomp_json`.
+    pub seccomp_digest: [u8; 32],
     /// Hex SHA-256 of the seccomp JSON bytes followed by the mount JSON bytes.
     pub sha256: String,
     /// Parsed mount profile.
@@ -283,23 +286,36 @@ pub fn load(profile: &ProfileRef) -> Result<LoadedProfile, ProfileError> {
         None => find("mounts/default.json")?
             .ok_or_else(|| ProfileError::UnknownName("mounts/default".into()))?,
     };
-    let seccomp: OciSeccomp =
-        serde_json::from_slice(&sbytes).map_err(|source| ProfileError::Parse {
-            path: src.clone(),
-            source,
-        })?;
     let mounts: MountProfile = serde_json::from_slice(&mbytes)
         .map_err(|source| ProfileError::Parse { path: msrc, source })?;
+    let seccomp_digest: [u8; 32] = Sha256::digest(&sbytes).into();
     let mut h = Sha256::new();
     h.update(&sbytes);
     h.update(&mbytes);
     Ok(LoadedProfile {
         name,
         seccomp_source: src,
-        seccomp,
+        seccomp_json: sbytes,
+        seccomp_digest,
         sha256: hex::encode(h.finalize()),
         mounts,
     })
+}
+
+impl LoadedProfile {
+    /// Parse the seccomp JSON.
+    pub fn seccomp(&self) -> Result<OciSeccomp, ProfileError> {
+        serde_json::from_slice(&self.seccomp_json).map_err(|source| ProfileError::Parse {
+            path: self.seccomp_source.clone(),
+            source,
+        })
+    }
+}
+
+/// The seccomp JSON of a shipped profile as embedded in the binary.
+pub fn embedded_seccomp(name: &str) -> Option<&'static str> {
+    let rel = format!("seccomp/{name}.json");
+    EMBEDDED.iter().find(|(n, _)| *n == rel).map(|(_, t)| *t)
 }
 
 /// The running kernel's `(major, minor)`.
@@ -368,7 +384,7 @@ mod tests {
         for n in ["default", "minimal", "python"] {
             let p = load(&ProfileRef::Name(n.into())).unwrap();
             assert_eq!(p.sha256.len(), 64);
-            assert!(!p.seccomp.is_multi_arch(), "{n}");
+            assert!(!p.seccomp().unwrap().is_multi_arch(), "{n}");
         }
     }
 

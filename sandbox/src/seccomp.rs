@@ -237,6 +237,30 @@ fn condition(
         .map_err(|e| bad(e.to_string()))
 }
 
+/// Errors of [`compile_profile`].
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileCompileError {
+    /// The JSON did not parse.
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
+    /// It did not compile.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+}
+
+/// The programs for a loaded profile: the shipped profiles' programs are compiled at build time
+/// (`precompiled.rs`, kept current by a test) and used when the profile's bytes are exactly the
+/// shipped ones; anything else is parsed and compiled now.
+pub fn compile_profile(p: &crate::profile::LoadedProfile) -> Result<Compiled, ProfileCompileError> {
+    if let Some(pre) = crate::precompiled::ALL
+        .iter()
+        .find(|pre| pre.seccomp_digest == p.seccomp_digest)
+    {
+        return Ok(pre.to_compiled());
+    }
+    Ok(compile(&p.seccomp()?, &p.seccomp_source)?)
+}
+
 /// Compile a parsed profile. `source` names it in errors.
 pub fn compile(profile: &OciSeccomp, source: &str) -> Result<Compiled, SeccompError> {
     compile_for_kernel(profile, source, crate::profile::kernel_version())
@@ -731,7 +755,7 @@ mod tests {
     #[test]
     fn shipped_default_profile_semantics() {
         let p = crate::profile::load(&crate::config::ProfileRef::Name("default".into())).unwrap();
-        let c = compile(&p.seccomp, "default").unwrap();
+        let c = compile(&p.seccomp().unwrap(), "default").unwrap();
         let z = [0u64; 6];
         let eperm = RET_ERRNO | 1;
         // Allowed, not observed.
