@@ -45,11 +45,11 @@ echo "preparing data in $work (cached between runs)"
 make_data
 [ -f bench.key ] || "$S" keygen --out bench >/dev/null
 
-# Run a command $runs times; print the best wall time (s), the median, and the
-# peak RSS (KiB) of any run (one Python process per tool, so the RSS is its own).
+# Run a command $runs times; print the best wall time (s), its peak RSS (KiB,
+# from GNU time on one more run) and the median wall time.
 measure() {
     python3 - "$runs" "$@" <<'PY'
-import resource, subprocess, sys, time
+import subprocess, sys, time
 runs, cmd = int(sys.argv[1]), sys.argv[2:]
 xs = []
 for _ in range(runs):
@@ -57,7 +57,12 @@ for _ in range(runs):
     subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     xs.append(time.perf_counter() - t)
 xs.sort()
-print(f"{xs[0]:.4f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {xs[len(xs) // 2]:.4f}")
+# Peak RSS of the tool itself (not of this Python process's fork): GNU time, one more run.
+import tempfile, os
+with tempfile.NamedTemporaryFile() as f:
+    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", f.name] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    rss = int(open(f.name).read().split()[-1])
+print(f"{xs[0]:.4f} {rss} {xs[len(xs) // 2]:.4f}")
 PY
 }
 
