@@ -152,6 +152,8 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
             .to_path_buf(),
     };
     let verify = sibling("sealrun-verify")?;
+    // Run the separate offline verifier in the demo folder and show what it says.
+    let offline = |args: &[&str]| run_shown(Command::new(&verify).current_dir(&dir).args(args));
     println!("sealrun demo in {}", dir.display());
 
     step(
@@ -206,14 +208,14 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
     )?;
 
     step(4, "verify the dataset offline with the separate verifier");
-    let (good, _) = run_shown(Command::new(&verify).current_dir(&dir).args([
+    let (good, _) = offline(&[
         "artifact",
         "dataset",
         "--signature",
         "dataset.sig",
         "--trust",
         "trust.toml",
-    ]))?;
+    ])?;
     if !good {
         bail!("the untouched dataset did not verify");
     }
@@ -263,29 +265,24 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
 
     step(6, "verify offline: the model's record and outputs, its chain of custody, the audit log, an AI-BOM, the release gate");
     let rec = train_record.display().to_string();
-    let (ok_rec, _) = run_shown(Command::new(&verify).current_dir(&dir).args([
+    let (ok_rec, _) = offline(&[
         "record",
         &rec,
         "--trust",
         "trust.toml",
         "--outputs",
         "work/model",
-    ]))?;
-    let (ok_chain, _) = run_shown(Command::new(&verify).current_dir(&dir).args([
+    ])?;
+    let (ok_chain, _) = offline(&[
         "chain",
         &rec,
         "--records",
         "records",
         "--trust",
         "trust.toml",
-    ]))?;
-    let (ok_log, _) = run_shown(Command::new(&verify).current_dir(&dir).args([
-        "log",
-        "audit.log",
-        "--trust",
-        "trust.toml",
-    ]))?;
-    let (ok_bom, _) = run_shown(Command::new(&verify).current_dir(&dir).args([
+    ])?;
+    let (ok_log, _) = offline(&["log", "audit.log", "--trust", "trust.toml"])?;
+    let (ok_bom, _) = offline(&[
         "aibom",
         &rec,
         "--records",
@@ -294,19 +291,19 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
         "trust.toml",
         "-o",
         "aibom.json",
-    ]))?;
+    ])?;
     std::fs::write(
         dir.join("release-gate.toml"),
         "# Release only what ran clean: signed inputs, success, approved profile,\n# no denied syscalls, no egress attempts, no secret leaks.\ntrust = \"trust.toml\"\napproved_profiles = [\"python\"]\nmax_classification = \"internal\"\n",
     )?;
-    let (ok_gate, _) = run_shown(Command::new(&verify).current_dir(&dir).args([
+    let (ok_gate, _) = offline(&[
         "gate",
         &rec,
         "--policy",
         "release-gate.toml",
         "--records",
         "records",
-    ]))?;
+    ])?;
     if !(ok_rec && ok_chain && ok_log && ok_bom && ok_gate) {
         bail!("the records, chain, audit log or release gate did not verify");
     }
@@ -331,12 +328,7 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
         bail!("the tampered dataset was not refused as expected");
     }
     println!("    refused before anything ran; the refusal is signed and in the audit log:");
-    run_shown(Command::new(&verify).current_dir(&dir).args([
-        "log",
-        "audit.log",
-        "--trust",
-        "trust.toml",
-    ]))?;
+    offline(&["log", "audit.log", "--trust", "trust.toml"])?;
 
     if tmp.is_some() {
         println!("\ndemo passed. Its files were in a temporary folder, now removed; pass --dir DIR to keep them.");
