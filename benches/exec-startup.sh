@@ -11,12 +11,12 @@
 #  2. an interleaved loop (python3): the commands take turns, so load from other processes hits
 #     them alike, and bwrap gets its seccomp fd without a shell. This is the headline ratio.
 #
-# Usage: benches/exec-startup.sh [path/to/sealrun]   (default: target/release/sealrun)
+# Usage: benches/exec-startup.sh [path/to/sealrun]   (default: target/x86_64-unknown-linux-gnu/release/sealrun)
 # Needs: bwrap, hyperfine, python3 (apt-get install bubblewrap hyperfine). Installs nothing itself.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-SEALRUN=${1:-target/release/sealrun}
+SEALRUN=${1:-target/x86_64-unknown-linux-gnu/release/sealrun}
 RUNS=${RUNS:-200}
 
 missing=()
