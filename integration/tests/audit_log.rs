@@ -460,4 +460,10 @@ fn unwritable_audit_log_stops_the_run_with_74() {
         !f.dir().join("e-out/marker").exists(),
         "the job ran unlogged"
     );
+    // The output folder was handed to the job's uid before the failure: it is taken back.
+    let meta = std::fs::metadata(f.dir().join("e-out")).unwrap();
+    let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    assert_eq!(owner, me, "e-out left owned by the job's uid");
 }

@@ -200,6 +200,20 @@ fn chown_tree(root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Gives an output folder back to the launcher's own uid when dropped, so no
+/// error path leaves it writable by the job's uid.
+struct OutputOwner(PathBuf);
+
+impl Drop for OutputOwner {
+    fn drop(&mut self) {
+        let (uid, gid) = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let _ = chown_tree(&self.0, uid, gid);
+    }
+}
+
 fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RunError::Io(format!("pipe: {e}")))
 }
@@ -619,6 +633,8 @@ pub fn run_spec(
         path: spec.output.clone(),
         message: format!("cannot hand the output folder to the job's uid {job_uid}: {e}"),
     })?;
+    // Whatever happens from here on, the outputs are taken back from the job's uid.
+    let output_guard = OutputOwner(spec.output.clone());
 
     // 4. Start: the audit log learns of the run before the job runs.
     audit::append(
@@ -701,11 +717,7 @@ pub fn run_spec(
     ];
 
     // 5. Outputs: take them back from the job's uid, then hash (symlinks recorded, not followed).
-    let me = (
-        nix::unistd::geteuid().as_raw(),
-        nix::unistd::getegid().as_raw(),
-    );
-    let _ = chown_tree(&spec.output, me.0, me.1);
+    drop(output_guard);
     let mut outputs =
         outputs::hash_outputs(&spec.output).map_err(|e| RunError::Io(format!("outputs: {e}")))?;
     leaks.extend(secrets::scan_outputs(&spec.output, &secrets));
