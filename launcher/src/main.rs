@@ -85,8 +85,9 @@ enum Command {
         #[arg(long, short = 'q')]
         quiet: bool,
     },
-    /// Run the built-in end-to-end demo: keys, a signed dataset, offline
-    /// verification, and a one-byte tamper that is refused.
+    /// Run the built-in end-to-end demo: sign a dataset, verify it, run a
+    /// three-stage training pipeline in the sandbox, verify its records, chain
+    /// and audit log offline, then show a one-byte tamper refused.
     Demo {
         /// Work in DIR and keep the files (default: a temporary folder).
         #[arg(long)]
