@@ -308,3 +308,84 @@ pub fn audit_entries(log: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
         .collect()
 }
+
+// ---- processes and cgroups a killed launcher may leave behind ----
+
+pub fn marked_pids(marker: &str) -> Vec<(u32, String)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(marker) {
+                v.push((pid, c));
+            }
+        }
+    }
+    v
+}
+
+/// Kill what is left of this test's own job (by pid; the marker is unique to it).
+pub fn kill_leftovers(marker: &str) -> Vec<(u32, String)> {
+    let left = marked_pids(marker);
+    for (pid, _) in &left {
+        // The sandbox init is the job's parent: killing it ends the whole pid namespace.
+        if let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(ppid) = st
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                let comm =
+                    std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
+                if ppid > 1 && ppid as u32 != std::process::id() && comm.starts_with("sealrun") {
+                    // SAFETY: plain kill(2) of a process this test started (its sandbox init).
+                    unsafe { libc::kill(ppid, libc::SIGKILL) };
+                }
+            }
+        }
+        // SAFETY: plain kill(2) of this test's own job process.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    left
+}
+
+/// Remove the (empty) cgroups a SIGKILLed launcher `pid` could not remove itself
+/// (`/sys/fs/cgroup/{memory,pids}/sealrun/<pid>-N`, or under the unified hierarchy).
+pub fn remove_leaked_cgroups(pid: u32) {
+    let prefix = format!("{pid}-");
+    for base in [
+        "/sys/fs/cgroup/memory/sealrun",
+        "/sys/fs/cgroup/pids/sealrun",
+        "/sys/fs/cgroup/unified/sealrun",
+        "/sys/fs/cgroup/sealrun",
+    ] {
+        let Ok(rd) = std::fs::read_dir(base) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                // rmdir only succeeds on an empty cgroup: nothing else is touched.
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+    }
+}
+
+/// Poll until `path` exists (the job's own progress marker), or panic.
+pub fn wait_for(path: &Path, what: &str) {
+    let t0 = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "{what}: {} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

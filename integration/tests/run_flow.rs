@@ -8,8 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sealrun_integration::{
-    audit_entries, bin, byproduct, ensure_python_module, envelope_statement, fails_with, ok, run,
-    sha256_hex, text, verify, workspace_root, RunFixture, RUN_DATA, RUN_SANDBOX,
+    audit_entries, bin, byproduct, ensure_python_module, envelope_statement, fails_with,
+    kill_leftovers, marked_pids, ok, remove_leaked_cgroups, run, sha256_hex, text, verify,
+    wait_for, workspace_root, RunFixture, RUN_DATA, RUN_SANDBOX,
 };
 
 /// Job script: copy the input to /out/model.txt, write a nested output, print to both streams.
@@ -29,19 +30,6 @@ fn verify_record(f: &RunFixture, record: &Path, outputs: Option<&str>) -> String
         args.extend(["--outputs", o]);
     }
     ok(verify(f.dir(), &args))
-}
-
-/// Poll until `path` exists (the job's own progress marker), or panic.
-fn wait_for(path: &Path, what: &str) {
-    let t0 = Instant::now();
-    while !path.exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "{what}: {} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn end_of(record: &Path) -> serde_json::Value {
@@ -382,47 +370,6 @@ open("/out/real.txt", "w").write("real")
     assert!(!rec_text.contains(&sha256_hex(&passwd)));
 }
 
-fn marked_pids(marker: &str) -> Vec<(u32, String)> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
-            let c = String::from_utf8_lossy(&c).replace('\0', " ");
-            if c.contains(marker) {
-                v.push((pid, c));
-            }
-        }
-    }
-    v
-}
-
-/// Remove the (empty) cgroups a SIGKILLed launcher `pid` could not remove itself
-/// (`/sys/fs/cgroup/{memory,pids}/sealrun/<pid>-N`, or under the unified hierarchy).
-fn remove_leaked_cgroups(pid: u32) {
-    let prefix = format!("{pid}-");
-    for base in [
-        "/sys/fs/cgroup/memory/sealrun",
-        "/sys/fs/cgroup/pids/sealrun",
-        "/sys/fs/cgroup/unified/sealrun",
-        "/sys/fs/cgroup/sealrun",
-    ] {
-        let Ok(rd) = std::fs::read_dir(base) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                // rmdir only succeeds on an empty cgroup: nothing else is touched.
-                let _ = std::fs::remove_dir(e.path());
-            }
-        }
-    }
-}
-
 /// Start job `kill` (sleeps 30 s, argv carries `marker`), wait until it runs,
 /// SIGKILL the launcher and reap it; returns the launcher's pid.
 fn start_and_kill_launcher(f: &RunFixture, marker: &str) -> u32 {
@@ -447,31 +394,6 @@ open("/out/finished", "w").write("x")
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     child.id()
-}
-
-/// Kill what is left of this test's own job (by pid; the marker is unique to it).
-fn kill_leftovers(marker: &str) -> Vec<(u32, String)> {
-    let left = marked_pids(marker);
-    for (pid, _) in &left {
-        // The sandbox init is the job's parent: killing it ends the whole pid namespace.
-        if let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            if let Some(ppid) = st
-                .lines()
-                .find_map(|l| l.strip_prefix("PPid:"))
-                .and_then(|p| p.trim().parse::<i32>().ok())
-            {
-                let comm =
-                    std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
-                if ppid > 1 && ppid as u32 != std::process::id() && comm.starts_with("sealrun") {
-                    // SAFETY: plain kill(2) of a process this test started (its sandbox init).
-                    unsafe { libc::kill(ppid, libc::SIGKILL) };
-                }
-            }
-        }
-        // SAFETY: plain kill(2) of this test's own job process.
-        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
-    }
-    left
 }
 
 #[test]

@@ -9,12 +9,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use sealrun_integration::{
-    audit_entries, bin, byproduct, envelope_statement, run, sha256_hex, text, RunFixture,
-    RUN_SANDBOX,
+    audit_entries, bin, byproduct, envelope_statement, kill_leftovers, remove_leaked_cgroups, run,
+    sha256_hex, text, wait_for, RunFixture, RUN_SANDBOX,
 };
 
 /// The environment variable the tests pass each secret through (to the `sealrun`
@@ -213,19 +213,6 @@ fn json_out(f: &RunFixture, job: &str, file: &str) -> serde_json::Value {
     let p = f.dir().join(format!("{job}-out/{file}"));
     serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
         .unwrap()
-}
-
-/// Poll until `path` exists (the job's own progress marker), or panic.
-fn wait_for(path: &Path, what: &str) {
-    let t0 = Instant::now();
-    while !path.exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "{what}: {} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Lines of the host's mount tables (this process's namespace) mentioning a secret folder.
@@ -672,68 +659,6 @@ fn a_secret_split_across_two_writes_is_still_redacted() {
 }
 
 // ---- 8. The launcher SIGKILLed mid-run ----
-
-fn marked_pids(marker: &str) -> Vec<(u32, String)> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
-            let c = String::from_utf8_lossy(&c).replace('\0', " ");
-            if c.contains(marker) {
-                v.push((pid, c));
-            }
-        }
-    }
-    v
-}
-
-/// Kill what is left of this test's own job (the marker is unique to it) and its sandbox init.
-fn kill_leftovers(marker: &str) {
-    for (pid, _) in marked_pids(marker) {
-        if let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            if let Some(ppid) = st
-                .lines()
-                .find_map(|l| l.strip_prefix("PPid:"))
-                .and_then(|p| p.trim().parse::<i32>().ok())
-            {
-                let comm =
-                    std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
-                if ppid > 1 && ppid as u32 != std::process::id() && comm.starts_with("sealrun") {
-                    // SAFETY: plain kill(2) of the sandbox init this test's launcher started.
-                    unsafe { libc::kill(ppid, libc::SIGKILL) };
-                }
-            }
-        }
-        // SAFETY: plain kill(2) of this test's own job process.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    }
-}
-
-/// Remove the (empty) cgroups a SIGKILLed launcher `pid` could not remove itself.
-fn remove_leaked_cgroups(pid: u32) {
-    let prefix = format!("{pid}-");
-    for base in [
-        "/sys/fs/cgroup/memory/sealrun",
-        "/sys/fs/cgroup/pids/sealrun",
-        "/sys/fs/cgroup/unified/sealrun",
-        "/sys/fs/cgroup/sealrun",
-    ] {
-        let Ok(rd) = std::fs::read_dir(base) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                // rmdir only succeeds on an empty cgroup: nothing else is touched.
-                let _ = std::fs::remove_dir(e.path());
-            }
-        }
-    }
-}
 
 /// Ends the test's leftover processes and cgroups, also when an assertion fails.
 struct Cleanup {

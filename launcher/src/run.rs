@@ -280,20 +280,18 @@ fn verify_input(
     stage_records: &BTreeMap<String, PathBuf>,
 ) -> Result<(Verified, Proof), String> {
     let now = time::OffsetDateTime::now_utc();
-    let stage_record;
-    let proof = match &input.proof {
+    // An earlier stage's outputs are checked like any other record input.
+    let (proof, from) = match &input.proof {
         SpecProof::Stage(name) => {
-            stage_record = stage_records
+            let record = stage_records
                 .get(name)
-                .ok_or_else(|| format!("stage {name:?} has not produced a record"))?
-                .clone();
-            SpecProof::Record(stage_record.clone())
+                .ok_or_else(|| format!("stage {name:?} has not produced a record"))?;
+            (
+                SpecProof::Record(record.clone()),
+                format!("outputs of stage {name:?}: "),
+            )
         }
-        other => other.clone(),
-    };
-    let from = match &input.proof {
-        SpecProof::Stage(name) => format!("outputs of stage {name:?}: "),
-        _ => String::new(),
+        other => (other.clone(), String::new()),
     };
     verify_proof(input, staged, policy, spec, &proof, now).map_err(|e| format!("{from}{e}"))
 }
@@ -307,7 +305,7 @@ fn verify_proof(
     now: time::OffsetDateTime,
 ) -> Result<(Verified, Proof), String> {
     match proof {
-        SpecProof::Stage(_) => unreachable!("resolved by verify_input"),
+        SpecProof::Stage(name) => Err(format!("stage {name:?} was not resolved to its record")),
         SpecProof::Signature(sig_path) => {
             let sig = dsse::read_limited(sig_path).map_err(|e| e.to_string())?;
             let vopts = VerifyOptions {
