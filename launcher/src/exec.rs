@@ -207,7 +207,8 @@ pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     catch_signals();
-    let outcome = match plan.run_with(forward_signals_to) {
+    // This process exits right after: the sandbox's teardown need not delay the answer.
+    let outcome = match plan.detach_teardown().run_with(forward_signals_to) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("sealrun: {e}");

@@ -104,16 +104,19 @@ fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
 }
 
 fn main() -> ExitCode {
-    // Diagnostics on stderr, off unless asked: SEALRUN_LOG=debug (or RUST_LOG).
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SEALRUN_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    // Diagnostics on stderr, off unless asked: SEALRUN_LOG=debug (or RUST_LOG). Without either,
+    // no subscriber is installed at all (sealrun reports to users through its own messages, never
+    // through tracing), which keeps `sealrun exec`'s start-up short.
+    if let Ok(spec) = std::env::var("SEALRUN_LOG").or_else(|_| std::env::var("RUST_LOG")) {
+        let filter = tracing_subscriber::EnvFilter::try_new(&spec)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .init();
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),

@@ -10,7 +10,7 @@
 //! parent over a socketpair with `SCM_RIGHTS`.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use crate::outcome::{DeniedSyscall, EgressAttempt};
 use crate::sys::SysResult;
@@ -137,59 +137,39 @@ pub struct Observed {
 /// Maximum egress attempts kept in the report (the count in `denied` keeps counting).
 pub const MAX_EGRESS_RECORDS: usize = 1000;
 
-/// Serve notifications on `listener` until every task using the filter is gone.
-/// `errnos` maps observed call numbers to the errno to answer with.
-///
-/// With `stop`, also returns once `stop` becomes readable (the command has ended; what is left is
-/// being killed), after answering whatever is already queued.
-pub fn serve(listener: OwnedFd, errnos: &BTreeMap<i64, u32>, stop: Option<OwnedFd>) -> Observed {
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut egress = Vec::new();
-    let fd = listener.as_raw_fd();
-    let stop_fd = stop.as_ref().map_or(-1, |s| s.as_raw_fd());
-    let mut stopping = false;
-    loop {
-        let mut pfds = [
-            libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stop_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: live pollfds; a negative fd is ignored by poll.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), 2, if stopping { 0 } else { -1 }) };
-        if r < 0 {
-            if errno() == libc::EINTR {
-                continue;
-            }
-            break;
+/// The notification server. It owns no thread: the supervisor's event loop calls
+/// [`Server::answer`] whenever the listener is readable, so waiting for the command, for its
+/// setup result and for its notifications is one `poll`.
+#[derive(Debug)]
+pub struct Server<'a> {
+    errnos: &'a BTreeMap<i64, u32>,
+    counts: BTreeMap<String, u64>,
+    egress: Vec<EgressAttempt>,
+}
+
+impl<'a> Server<'a> {
+    /// A server answering observed call numbers with the errno in `errnos` (`EPERM` otherwise).
+    pub fn new(errnos: &'a BTreeMap<i64, u32>) -> Self {
+        Server {
+            errnos,
+            counts: BTreeMap::new(),
+            egress: Vec::new(),
         }
-        if pfds[1].revents != 0 {
-            stopping = true;
-        }
-        if pfds[0].revents & libc::POLLIN == 0 {
-            if stopping || pfds[0].revents != 0 {
-                break; // POLLHUP: no task uses the filter any more; or stopping and idle
-            }
-            continue;
-        }
+    }
+
+    /// Receive one notification from `listener` and answer it with a denial. Returns `false`
+    /// when the listener is finished (an error other than an interrupted or vanished call).
+    pub fn answer(&mut self, listener: RawFd) -> bool {
+        let fd = listener;
         let mut n = Notif::default();
         // SAFETY: `n` is a zeroed, live seccomp_notif of the size encoded in the ioctl number.
         if unsafe { libc::ioctl(fd, IOCTL_NOTIF_RECV, &mut n as *mut Notif) } < 0 {
-            match errno() {
-                libc::EINTR | libc::ENOENT => continue,
-                _ => break,
-            }
+            return matches!(errno(), libc::EINTR | libc::ENOENT);
         }
         let nr = n.data.nr as i64;
         let name =
             crate::syscall_table::name(nr).map_or_else(|| format!("nr_{nr}"), str::to_string);
-        let mut answer = errnos.get(&nr).map_or(libc::EPERM, |e| *e as i32);
+        let mut answer = self.errnos.get(&nr).map_or(libc::EPERM, |e| *e as i32);
         if nr == libc::SYS_connect || nr == libc::SYS_sendto {
             let (ptr, len) = if nr == libc::SYS_connect {
                 (n.data.args[1], n.data.args[2])
@@ -204,22 +184,22 @@ pub fn serve(listener: OwnedFd, errnos: &BTreeMap<i64, u32>, stop: Option<OwnedF
                 (true, Some(b)) => describe_sockaddr(&b),
                 _ => ("?".to_string(), "?".to_string()),
             };
-            if !errnos.contains_key(&nr) {
+            if !self.errnos.contains_key(&nr) {
                 answer = match family.as_str() {
                     "inet" | "inet6" => libc::ENETUNREACH,
                     "unix" => libc::EACCES,
                     _ => libc::EPERM,
                 };
             }
-            if egress.len() < MAX_EGRESS_RECORDS {
-                egress.push(EgressAttempt {
+            if self.egress.len() < MAX_EGRESS_RECORDS {
+                self.egress.push(EgressAttempt {
                     syscall: name.clone(),
                     family,
                     address,
                 });
             }
         }
-        *counts.entry(name).or_default() += 1;
+        *self.counts.entry(name).or_default() += 1;
         let resp = NotifResp {
             id: n.id,
             val: 0,
@@ -228,13 +208,38 @@ pub fn serve(listener: OwnedFd, errnos: &BTreeMap<i64, u32>, stop: Option<OwnedF
         };
         // SAFETY: `resp` is a live seccomp_notif_resp; ENOENT (target gone) is fine to ignore.
         unsafe { libc::ioctl(fd, IOCTL_NOTIF_SEND, &resp as *const NotifResp) };
+        true
     }
-    Observed {
-        denied: counts
-            .into_iter()
-            .map(|(name, count)| DeniedSyscall { name, count })
-            .collect(),
-        egress,
+
+    /// Answer whatever is already queued on `listener`, without waiting for more.
+    pub fn drain(&mut self, listener: RawFd) {
+        loop {
+            let mut p = libc::pollfd {
+                fd: listener,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd; zero timeout.
+            let r = unsafe { libc::poll(&mut p, 1, 0) };
+            if r < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            if r <= 0 || p.revents & libc::POLLIN == 0 || !self.answer(listener) {
+                return;
+            }
+        }
+    }
+
+    /// What was seen.
+    pub fn finish(self) -> Observed {
+        Observed {
+            denied: self
+                .counts
+                .into_iter()
+                .map(|(name, count)| DeniedSyscall { name, count })
+                .collect(),
+            egress: self.egress,
+        }
     }
 }
 

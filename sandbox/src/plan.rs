@@ -81,6 +81,8 @@ pub struct SandboxPlan {
     pub(crate) stdout: Option<OwnedFd>,
     pub(crate) stderr: Option<OwnedFd>,
     pub(crate) secrets: Vec<PlannedSecret>,
+    /// Leave the exited sandbox init to the system's reaper (see [`SandboxPlan::detach_teardown`]).
+    pub(crate) detach_teardown: bool,
 }
 
 /// A secret file, ready for the child: where to write it before and after the
@@ -299,7 +301,19 @@ impl SandboxPlan {
             stdout: fd(config.stdout),
             stderr: fd(config.stderr),
             secrets,
+            detach_teardown: false,
         })
+    }
+
+    /// For a caller that exits as soon as the run returns (`sealrun exec`): once the command's
+    /// status is in, do not reap the sandbox init at all. Its teardown (the kernel killing what is
+    /// left in the pid namespace and freeing the namespaces) then finishes after this process has
+    /// exited, and the system's reaper collects it; nothing of the sandbox survives it. Without
+    /// this, a background thread reaps the init. Ignored when a cgroup is used or the status was
+    /// lost: the run then always waits for the whole teardown.
+    pub fn detach_teardown(mut self) -> Self {
+        self.detach_teardown = true;
+        self
     }
 
     /// Profile name (or path as given).

@@ -3,12 +3,14 @@
 //! a setup failure is reported with the step, the object and the errno, and nothing of the command
 //! runs; the wall-clock timeout kills the pid-namespace init, which takes the whole tree with it;
 //! the sandbox dies with the thread that created it (`PR_SET_PDEATHSIG`); cgroups are removed.
+//! The supervisor starts no thread of its own: one `poll` loop waits for the setup result, the
+//! seccomp notifications (answered in turn, see [`crate::notify`]), the command's status and the
+//! timeout.
 //!
 //! [`SandboxPlan::run`] blocks the calling thread. [`SandboxPlan::spawn`] runs the same code on a
 //! dedicated thread (which is the sandbox's parent for `PR_SET_PDEATHSIG`) and returns a handle
 //! once the command has been exec'd.
 
-use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -315,42 +317,16 @@ fn supervise_in(
     unsafe { libc::write(sync_w.as_raw_fd(), [2u8].as_ptr().cast(), 1) };
     drop(sync_w);
 
-    // The notification supervisor.
+    // One event loop, on this thread: the setup result (a 12-byte failure record, or EOF when
+    // the command was exec'd), the seccomp listener (handed over by the job before it execs),
+    // its notifications, the command's status (the init writes it, with the command's resource
+    // use, just before it exits) and the timeout.
     let errnos = plan.seccomp.observed.clone();
-    let (stop_r, stop_w) = pipe()?;
-    let mut stop_w = std::fs::File::from(stop_w);
-    let notifier = std::thread::Builder::new()
-        .name("sealrun-notify".into())
-        .spawn(
-            move || match crate::notify::recv_fd(sock_parent.as_raw_fd()) {
-                Ok(Some(listener)) => crate::notify::serve(listener, &errnos, Some(stop_r)),
-                _ => crate::notify::Observed::default(),
-            },
-        )
-        .map_err(|e| {
-            kill_and_reap();
-            setup("notify thread", e)
-        })?;
-
-    // Setup result: a 12-byte failure record, or EOF when the command was exec'd.
-    let mut rec = [0u8; 12];
-    let n = read_exact_or_eof(err_r.as_raw_fd(), &mut rec);
-    if n == rec.len() {
-        kill_and_reap();
-        let _ = notifier.join();
-        let f =
-            Fail::decode(&rec).ok_or_else(|| setup("unknown step", "corrupt failure record"))?;
-        return Err(describe_fail(plan, &f));
-    }
-    // The command runs; its stdio copies in the supervisor are no longer needed.
-    drop(plan.stdout.take());
-    drop(plan.stderr.take());
-    if let Some(f) = started {
-        f(pid);
-    }
-
-    // Wait for the command's status (the init writes it, with the command's resource use, just
-    // before it exits), with the timeout.
+    let mut server = crate::notify::Server::new(&errnos);
+    let mut sock = Some(sock_parent);
+    let mut listener: Option<OwnedFd> = None;
+    let mut setup_open = true;
+    let mut started = started;
     let mut timed_out = false;
     let mut msg = [0u8; crate::child::STATUS_LEN];
     let deadline = plan.timeout.map(|t| start + t);
@@ -362,15 +338,28 @@ fn supervise_in(
                 .min(i32::MAX as u128) as i32,
             None => -1,
         };
-        let mut p = libc::pollfd {
-            fd: status_r.as_raw_fd(),
+        let fd_or_off = |f: Option<RawFd>| libc::pollfd {
+            fd: f.unwrap_or(-1),
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one live pollfd.
-        let r = unsafe { libc::poll(&mut p, 1, ms) };
-        if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
+        let mut p = [
+            fd_or_off(setup_open.then(|| err_r.as_raw_fd())),
+            fd_or_off(sock.as_ref().map(|s| s.as_raw_fd())),
+            fd_or_off(listener.as_ref().map(|l| l.as_raw_fd())),
+            fd_or_off(Some(status_r.as_raw_fd())),
+        ];
+        // SAFETY: live pollfds; negative fds are ignored by poll.
+        let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+        if r < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            kill_and_reap();
+            return Err(SandboxError::Supervise(format!(
+                "poll: {}",
+                std::io::Error::last_os_error()
+            )));
         }
         if r == 0 {
             timed_out = true;
@@ -381,26 +370,68 @@ fn supervise_in(
             }
             break false;
         }
-        break read_exact_or_eof(status_r.as_raw_fd(), &mut msg) == msg.len();
+        if p[0].revents != 0 {
+            let mut rec = [0u8; 12];
+            if read_exact_or_eof(err_r.as_raw_fd(), &mut rec) == rec.len() {
+                kill_and_reap();
+                let f = Fail::decode(&rec)
+                    .ok_or_else(|| setup("unknown step", "corrupt failure record"))?;
+                return Err(describe_fail(plan, &f));
+            }
+            // The command runs; its stdio copies in the supervisor are no longer needed.
+            setup_open = false;
+            drop(plan.stdout.take());
+            drop(plan.stderr.take());
+            if let Some(f) = started.take() {
+                f(pid);
+            }
+        }
+        if p[1].revents != 0 {
+            // The listener, or EOF if the job never got that far.
+            if let Ok(Some(l)) = crate::notify::recv_fd(p[1].fd) {
+                listener = Some(l);
+            }
+            sock = None;
+        }
+        if p[2].revents & libc::POLLIN != 0 {
+            if !server.answer(p[2].fd) {
+                listener = None;
+            }
+        } else if p[2].revents != 0 {
+            listener = None; // POLLHUP: no task uses the filter any more
+        }
+        if p[3].revents != 0 {
+            break read_exact_or_eof(status_r.as_raw_fd(), &mut msg) == msg.len();
+        }
     };
     let wall = start.elapsed();
-    let _ = stop_w.write_all(&[1]);
+    if let Some(l) = listener.take() {
+        server.drain(l.as_raw_fd());
+    }
+    let observed = server.finish();
+    if let Some(f) = started.take() {
+        // The command ended before its exec was seen (both in the same wakeup).
+        f(pid);
+    }
     // Reap the init. Without a cgroup to remove and with the status in hand, the rest of the
     // teardown (the kernel killing what is left in the pid namespace, freeing the namespaces)
-    // need not delay the answer: a background thread reaps.
+    // need not delay the answer: a background thread reaps, or nobody at all when the caller
+    // is about to exit (`SandboxPlan::detach_teardown`).
     let mut status = 0;
     // SAFETY: a zeroed rusage is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     let must_wait = cgroup.is_some() || !got;
-    // SAFETY: wait4 on our own child into live out-parameters.
-    let reaped = unsafe {
-        libc::wait4(
-            pid,
-            &mut status,
-            if must_wait { 0 } else { libc::WNOHANG },
-            &mut ru,
-        )
-    } == pid;
+    let reaped = !must_wait && plan.detach_teardown || {
+        // SAFETY: wait4 on our own child into live out-parameters.
+        (unsafe {
+            libc::wait4(
+                pid,
+                &mut status,
+                if must_wait { 0 } else { libc::WNOHANG },
+                &mut ru,
+            )
+        }) == pid
+    };
     if !reaped && !must_wait {
         let _ = std::thread::Builder::new()
             .name("sealrun-reap".into())
@@ -435,7 +466,6 @@ fn supervise_in(
         )
     };
     let stats = cgroup.map(|c| c.stats()).unwrap_or_default();
-    let observed = notifier.join().unwrap_or_default();
 
     let as_status = |st: i32| {
         if libc::WIFSIGNALED(st) {
