@@ -40,6 +40,7 @@
 //! 22. `execve` (trying each `PATH` candidate).
 
 use std::ffi::{CStr, CString};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::mounts::{LandlockClass, MountOp};
@@ -301,13 +302,20 @@ pub fn init_main<S: Sys>(
     reap(pid, fds.status_w, &plan.secrets)
 }
 
-/// Steps 1–10.
+/// Steps 0b–10.
 pub fn init_setup<S: Sys>(
     sys: &S,
     plan: &SandboxPlan,
     fds: &ChildFds,
     trees: &mut [i32],
 ) -> Result<(), Fail> {
+    // 0b. While the supervisor writes the uid/gid maps: a clean slate the job inherits. Every
+    //    signal disposition back to default (an ignored signal would stay ignored across the
+    //    job's execve), and empty bounding and ambient capability sets, so no exec can ever
+    //    regain a capability (the init never execs; its own capabilities are untouched).
+    sys.reset_signals().map_err(at(Step::Signals))?;
+    sys.drop_bounding_and_ambient()
+        .map_err(at(Step::DropBoundingCaps))?;
     // 1. Wait for the maps and the cgroup. EOF means the supervisor is gone.
     match sys.read_byte(fds.sync_r) {
         Ok(Some(_)) => {}
@@ -415,14 +423,22 @@ pub fn init_setup<S: Sys>(
     Ok(())
 }
 
-/// Step 5 (also run by the supervisor before the clone in root mode).
+/// Step 5 (also run by the supervisor before the clone in root mode, from the descriptors opened
+/// at plan time; the child, in its own mount namespace, must look the paths up again).
 pub fn prepare_binds<S: Sys>(sys: &S, plan: &SandboxPlan, trees: &mut [i32]) -> Result<(), Fail> {
+    let planned_fds = plan.ids.parent_prepares_binds();
     for (i, b) in plan.mounts.binds.iter().enumerate() {
-        let fd = sys
-            .open_nofollow(&b.c_host)
-            .map_err(at_i(Step::OpenBindSource, i))?;
-        let tree = sys.open_tree_clone(fd);
-        let _ = sys.close(fd);
+        let tree = match &b.fd {
+            Some(fd) if planned_fds => sys.open_tree_clone(fd.as_raw_fd()),
+            _ => {
+                let fd = sys
+                    .open_nofollow(&b.c_host)
+                    .map_err(at_i(Step::OpenBindSource, i))?;
+                let tree = sys.open_tree_clone(fd);
+                let _ = sys.close(fd);
+                tree
+            }
+        };
         let tree = tree.map_err(at_i(Step::CloneBindSource, i))?;
         trees[i] = tree;
         sys.mount_setattr(tree, b.attrs)
@@ -455,9 +471,9 @@ pub fn job_setup<S: Sys>(
 }
 
 fn job_steps<S: Sys>(sys: &S, plan: &SandboxPlan, fds: &ChildFds) -> Result<(), Fail> {
-    // 12. New session, clean signal state.
+    // 12. New session; an empty signal mask (dispositions are the init's defaults, step 0b).
     sys.setsid().map_err(at(Step::Setsid))?;
-    sys.reset_signals().map_err(at(Step::Signals))?;
+    sys.clear_signal_mask().map_err(at(Step::Signals))?;
     // 13. rlimits.
     sys.setrlimit(libc::RLIMIT_CORE, 0)
         .map_err(at(Step::Rlimit))?;
@@ -496,9 +512,7 @@ fn job_steps<S: Sys>(sys: &S, plan: &SandboxPlan, fds: &ChildFds) -> Result<(), 
     }
     sys.close_range(next, u32::MAX)
         .map_err(at(Step::CloseFds))?;
-    // 16. Bounding and ambient sets (needs CAP_SETPCAP, still held).
-    sys.drop_bounding_and_ambient()
-        .map_err(at(Step::DropBoundingCaps))?;
+    // 16. The bounding and ambient sets are already empty (the init's step 0b, inherited).
     // 17. The job's identity.
     if plan.ids == IdMode::Root {
         sys.setgroups_empty().map_err(at(Step::SwitchUser))?;
@@ -847,6 +861,9 @@ mod tests {
         fn reset_signals(&self) -> SysResult<()> {
             self.rec("reset_signals")
         }
+        fn clear_signal_mask(&self) -> SysResult<()> {
+            self.rec("clear_signal_mask")
+        }
         fn drop_bounding_and_ambient(&self) -> SysResult<()> {
             self.rec("drop_bounding")
         }
@@ -900,6 +917,8 @@ mod tests {
         let mut trees = vec![-1; p.mounts.binds.len()];
         init_setup(&r, &p, &fds(), &mut trees).unwrap();
         let order = [
+            "reset_signals",
+            "drop_bounding",
             "read_byte",
             "prctl 1", // PR_SET_PDEATHSIG, after the credential change
             "peer_alive",
@@ -953,13 +972,12 @@ mod tests {
         assert_eq!(f.step, Step::Exec);
         let order = [
             "setsid",
-            "reset_signals",
+            "clear_signal_mask",
             "setrlimit 4 0", // RLIMIT_CORE
             "dup2 3 0",
             "chdir /tmp",
             "close_range 3 3",
             "close_range 8 4294967295",
-            "drop_bounding",
             "capset",
             "prctl 38", // PR_SET_NO_NEW_PRIVS
             "landlock_add_rule /",

@@ -99,6 +99,9 @@ pub struct HostRule<'a> {
     pub path: &'a Path,
     /// Read-write (else read+execute).
     pub write: bool,
+    /// The path, already opened (`O_PATH`) at plan time, and whether it is a directory; `None`
+    /// opens it here.
+    pub opened: Option<(std::os::fd::BorrowedFd<'a>, bool)>,
 }
 
 /// Build the ruleset with rules for the host bind sources.
@@ -136,19 +139,25 @@ pub fn prepare(rules: &[HostRule<'_>]) -> Result<Prepared, LandlockError> {
     }
     let mut created = ruleset.create().map_err(err)?;
     for r in rules {
-        let fd = PathFd::new(r.path).map_err(|e| LandlockError::Rule {
-            path: r.path.display().to_string(),
-            detail: e.to_string(),
-        })?;
         let want = if r.write { all } else { read };
-        let access = if r.path.is_dir() {
-            want
-        } else {
-            want & AccessFs::from_file(abi)
+        let file_access = |is_dir: bool| {
+            if is_dir {
+                want
+            } else {
+                want & AccessFs::from_file(abi)
+            }
         };
-        created = created
-            .add_rule(PathBeneath::new(fd, access))
-            .map_err(err)?;
+        created = match r.opened {
+            Some((fd, is_dir)) => created.add_rule(PathBeneath::new(fd, file_access(is_dir))),
+            None => {
+                let fd = PathFd::new(r.path).map_err(|e| LandlockError::Rule {
+                    path: r.path.display().to_string(),
+                    detail: e.to_string(),
+                })?;
+                created.add_rule(PathBeneath::new(fd, file_access(r.path.is_dir())))
+            }
+        }
+        .map_err(err)?;
     }
     let fd: Option<OwnedFd> = created.into();
     Ok(Prepared {

@@ -12,8 +12,10 @@
 //! Host symlinks in the mount profile (e.g. `/lib -> usr/lib`) are recreated as symlinks.
 
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use crate::sys::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
@@ -63,6 +65,10 @@ pub struct BindSource {
     pub is_dir: bool,
     /// Read-write.
     pub write: bool,
+    /// The source, opened at plan time without following symlinks (`O_PATH`). When started as
+    /// root the supervisor clones the bind from this very descriptor, and the Landlock rule is
+    /// made from it too: what was planned is what gets mounted, with no second path lookup.
+    pub fd: Option<Arc<OwnedFd>>,
 }
 
 /// One step of building the new root, all paths absolute under [`NEW_ROOT`].
@@ -114,6 +120,47 @@ enum Entry {
     Proc,
 }
 
+fn ro_attrs(write: bool) -> u64 {
+    if write {
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+    } else {
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+    }
+}
+
+fn fstat(fd: &OwnedFd) -> std::io::Result<libc::stat> {
+    // SAFETY: a zeroed stat is a valid out-parameter; the fd is live.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on a live descriptor into a live buffer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+fn is_dir(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// The target of the symlink `fd` (opened `O_PATH|O_NOFOLLOW`).
+fn readlink_fd(fd: &OwnedFd) -> std::io::Result<PathBuf> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: readlinkat with an empty path on a live O_PATH descriptor into a live buffer.
+    let n = unsafe {
+        libc::readlinkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)))
+}
+
 fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
 }
@@ -154,20 +201,27 @@ impl Builder {
             path: host.display().to_string(),
             source,
         })?;
-        let meta = std::fs::metadata(&canon).map_err(|source| MountError::Source {
+        let fd = crate::sys::open_path_nofollow(&canon).map_err(|source| MountError::Source {
             path: canon.display().to_string(),
             source,
         })?;
-        let attrs = if write {
-            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
-        } else {
-            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
-        };
-        self.push_bind(canon, dest, attrs, meta.is_dir(), write);
+        let st = fstat(&fd).map_err(|source| MountError::Source {
+            path: canon.display().to_string(),
+            source,
+        })?;
+        self.push_bind(canon, dest, ro_attrs(write), is_dir(&st), write, Some(fd));
         Ok(())
     }
 
-    fn push_bind(&mut self, host: PathBuf, dest: PathBuf, attrs: u64, is_dir: bool, write: bool) {
+    fn push_bind(
+        &mut self,
+        host: PathBuf,
+        dest: PathBuf,
+        attrs: u64,
+        is_dir: bool,
+        write: bool,
+        fd: Option<OwnedFd>,
+    ) {
         // A later bind of the same destination replaces an earlier one.
         self.entries.retain(|(d, _)| d != &dest);
         let src = self.binds.len();
@@ -177,27 +231,51 @@ impl Builder {
             attrs,
             is_dir,
             write,
+            fd: fd.map(Arc::new),
         });
         self.entries.push((dest, Entry::Bind { src }));
     }
 
     /// A system path from the mount profile: read-only bind at the same place, a symlink if the
-    /// host has a symlink there, nothing if it does not exist.
+    /// host has a symlink there, nothing if it does not exist. One `openat2` and one `fstat`
+    /// when no symlink leads to it (the common case); otherwise resolved as a `bind`.
     pub fn system(&mut self, path: &Path) -> Result<(), MountError> {
         let dest = check_dest(path)?;
-        match std::fs::symlink_metadata(path) {
-            Err(_) => Ok(()),
-            Ok(m) if m.file_type().is_symlink() => {
-                let target = std::fs::read_link(path).map_err(|source| MountError::Source {
+        let fd = match crate::sys::open_path_nofollow(path) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return self.bind(path, path, false),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                return Ok(())
+            }
+            Err(source) => {
+                return Err(MountError::Source {
                     path: path.display().to_string(),
                     source,
-                })?;
-                self.entries.retain(|(d, _)| d != &dest);
-                self.entries.push((dest, Entry::Symlink { target }));
-                Ok(())
+                })
             }
-            Ok(_) => self.bind(path, path, false),
+        };
+        let st = match fstat(&fd) {
+            Ok(st) => st,
+            Err(_) => return Ok(()),
+        };
+        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            let target = readlink_fd(&fd).map_err(|source| MountError::Source {
+                path: path.display().to_string(),
+                source,
+            })?;
+            self.entries.retain(|(d, _)| d != &dest);
+            self.entries.push((dest, Entry::Symlink { target }));
+            return Ok(());
         }
+        self.push_bind(
+            path.to_path_buf(),
+            dest,
+            ro_attrs(false),
+            is_dir(&st),
+            false,
+            Some(fd),
+        );
+        Ok(())
     }
 
     /// Whether `p` is already visible read-only under a bind of the same host path.
@@ -241,15 +319,16 @@ impl Builder {
             .push((PathBuf::from("/dev"), LandlockClass::DevDir));
         for d in DEVICES {
             let host = Path::new("/dev").join(d);
-            if std::fs::metadata(&host).is_err() {
+            let Ok(fd) = crate::sys::open_path_nofollow(&host) else {
                 continue;
-            }
+            };
             self.push_bind(
                 host.clone(),
                 host,
                 MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
                 false,
                 true,
+                Some(fd),
             );
         }
         for (link, target) in [
@@ -275,6 +354,7 @@ impl Builder {
                 MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
                 true,
                 false,
+                crate::sys::open_path_nofollow(Path::new("/sys")).ok(),
             );
         }
         self.landlock

@@ -214,35 +214,48 @@ const EMBEDDED: &[(&str, &str)] = &[
     ),
 ];
 
-fn profile_dirs() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Some(d) = std::env::var_os("SEALRUN_PROFILES") {
-        dirs.push(PathBuf::from(d));
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(bin) = exe.parent() {
-            dirs.push(bin.join("../share/sealrun/profiles"));
+fn profile_dirs() -> &'static [PathBuf] {
+    static DIRS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    DIRS.get_or_init(|| {
+        let mut dirs = Vec::new();
+        if let Some(d) = std::env::var_os("SEALRUN_PROFILES") {
+            dirs.push(PathBuf::from(d));
         }
-    }
-    // A development build also reads the source tree's profiles (same content as the embedded
-    // copy unless edited since the build).
-    dirs.push(PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../sandbox-profiles"
-    )));
-    dirs
+        if let Ok(exe) = std::env::current_exe() {
+            if let Some(bin) = exe.parent() {
+                dirs.push(bin.join("../share/sealrun/profiles"));
+            }
+        }
+        // A development build also reads the source tree's profiles (same content as the
+        // embedded copy unless edited since the build).
+        dirs.push(PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../sandbox-profiles"
+        )));
+        dirs
+    })
 }
 
-/// Find `rel` (e.g. `seccomp/python.json`): returns (source label, bytes).
+/// Find `rel` (e.g. `seccomp/python.json`): returns (source label, bytes). A folder that does
+/// not hold the file (or holds something else under that name) is skipped.
 fn find(rel: &str) -> Result<Option<(String, Vec<u8>)>, ProfileError> {
     for dir in profile_dirs() {
         let p = dir.join(rel);
-        if p.is_file() {
-            let bytes = std::fs::read(&p).map_err(|source| ProfileError::Read {
-                path: p.display().to_string(),
-                source,
-            })?;
-            return Ok(Some((p.display().to_string(), bytes)));
+        match std::fs::read(&p) {
+            Ok(bytes) => return Ok(Some((p.display().to_string(), bytes))),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound
+                        | std::io::ErrorKind::IsADirectory
+                        | std::io::ErrorKind::NotADirectory
+                ) => {}
+            Err(source) => {
+                return Err(ProfileError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })
+            }
         }
     }
     Ok(EMBEDDED

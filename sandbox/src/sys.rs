@@ -57,7 +57,10 @@ pub trait Sys {
     fn dup2(&self, from: i32, to: i32) -> SysResult<()>;
     fn open_rw(&self, path: &CStr) -> SysResult<i32>;
     fn close_range(&self, first: u32, last: u32) -> SysResult<()>;
+    /// Every signal disposition back to default, and an empty signal mask.
     fn reset_signals(&self) -> SysResult<()>;
+    /// An empty signal mask.
+    fn clear_signal_mask(&self) -> SysResult<()>;
     fn drop_bounding_and_ambient(&self) -> SysResult<()>;
     fn capset_zero(&self) -> SysResult<()>;
     fn landlock_add_path(&self, ruleset: i32, path: &CStr, access: u64) -> SysResult<()>;
@@ -119,6 +122,36 @@ const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// Open `path` at plan time as an `O_PATH` descriptor without following any symlink on the way
+/// (`openat2` with `RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS`). A symlink as the last component is
+/// opened itself (`O_NOFOLLOW`), so its type can be checked with `fstat` and its target read with
+/// `readlinkat`; a symlink anywhere before it fails with `ELOOP`.
+pub fn open_path_nofollow(path: &std::path::Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `c` is NUL-terminated; `how` is a live open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
 
 /// The real kernel.
 #[derive(Debug, Clone, Copy, Default)]
@@ -422,6 +455,10 @@ impl Sys for LinuxSys {
             // SAFETY: SIG_DFL is always a valid disposition.
             unsafe { libc::signal(sig, libc::SIG_DFL) };
         }
+        self.clear_signal_mask()
+    }
+
+    fn clear_signal_mask(&self) -> SysResult<()> {
         // SAFETY: an empty, initialised set.
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
