@@ -117,8 +117,15 @@ fn main() -> ExitCode {
             .with_target(false)
             .init();
     }
-    let cli = Cli::parse();
-    match run(cli) {
+    // `sealrun exec` is judged on start-up time: its plain argument forms skip clap's command
+    // tree (anything else, `--help` included, still goes through clap).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let fast = match args.get(1).and_then(|a| a.to_str()) {
+        Some("exec") => exec::parse_fast(&args[2..]).map(Command::Exec),
+        _ => None,
+    };
+    let command = fast.unwrap_or_else(|| Cli::parse_from(args).command);
+    match run(command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("sealrun: error: {e:#}");
@@ -127,8 +134,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<u8> {
-    match cli.command {
+fn run(command: Command) -> Result<u8> {
+    match command {
         Command::Keygen { out, force } => {
             let kp = keyfile::generate(&out, force)?;
             println!(

@@ -666,8 +666,8 @@ fn expire_secrets(secrets: &[crate::plan::PlannedSecret], deadlines: &mut [u64])
                 tv_usec: 0,
             },
             it_value: libc::timeval {
-                tv_sec: (wait / 1_000_000_000) as libc::time_t,
-                tv_usec: ((wait % 1_000_000_000) / 1000).max(1) as libc::suseconds_t,
+                tv_sec: (wait / 1_000_000_000) as _,
+                tv_usec: ((wait % 1_000_000_000) / 1000).max(1) as _,
             },
         };
         // SAFETY: setitimer with a live value and no old-value pointer.
@@ -846,7 +846,7 @@ mod tests {
         fn setsid(&self) -> SysResult<()> {
             self.rec("setsid")
         }
-        fn setrlimit(&self, r: libc::__rlimit_resource_t, v: u64) -> SysResult<()> {
+        fn setrlimit(&self, r: crate::sys::RlimitResource, v: u64) -> SysResult<()> {
             self.rec(format!("setrlimit {r} {v}"))
         }
         fn dup2(&self, a: i32, b: i32) -> SysResult<()> {

@@ -56,11 +56,10 @@ pub struct Stats {
 }
 
 const V1_ROOT: &str = "/sys/fs/cgroup";
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 fn is_cgroup2(p: &str) -> bool {
     nix::sys::statfs::statfs(p)
-        .map(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
         .unwrap_or(false)
 }
 

@@ -33,11 +33,11 @@ pub fn loopback_up() -> SysResult<()> {
     };
     req.name[..2].copy_from_slice(b"lo");
     // SAFETY: `req` is a live, correctly sized `struct ifreq` for SIOCGIFFLAGS.
-    let mut r = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req as *mut IfReqFlags) };
+    let mut r = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req as *mut IfReqFlags) };
     if r == 0 {
         req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
         // SAFETY: as above, for SIOCSIFFLAGS.
-        r = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req as *const IfReqFlags) };
+        r = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req as *const IfReqFlags) };
     }
     let e = errno();
     // SAFETY: closing the socket created above.

@@ -37,11 +37,11 @@ pub fn send_fd(sock: i32, fd: i32) -> SysResult<()> {
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
+        msg.msg_controllen = libc::CMSG_SPACE(4) as _;
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(4) as usize;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(4) as _;
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), fd);
         if libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) < 0 {
             return Err(errno());
@@ -65,7 +65,7 @@ pub fn recv_fd(sock: RawFd) -> std::io::Result<Option<OwnedFd>> {
             msg.msg_iov = &mut iov;
             msg.msg_iovlen = 1;
             msg.msg_control = cbuf.as_mut_ptr().cast();
-            msg.msg_controllen = std::mem::size_of_val(&cbuf);
+            msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
             let r = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
             let mut fd = -1;
             if r > 0 {
@@ -163,7 +163,7 @@ impl<'a> Server<'a> {
         let fd = listener;
         let mut n = Notif::default();
         // SAFETY: `n` is a zeroed, live seccomp_notif of the size encoded in the ioctl number.
-        if unsafe { libc::ioctl(fd, IOCTL_NOTIF_RECV, &mut n as *mut Notif) } < 0 {
+        if unsafe { libc::ioctl(fd, IOCTL_NOTIF_RECV as _, &mut n as *mut Notif) } < 0 {
             return matches!(errno(), libc::EINTR | libc::ENOENT);
         }
         let nr = n.data.nr as i64;
@@ -179,7 +179,8 @@ impl<'a> Server<'a> {
             let bytes = read_mem(n.pid, ptr, len.min(128) as usize);
             // Only trust what we read if the target is still blocked in this very call.
             // SAFETY: ID_VALID takes a pointer to the u64 id.
-            let valid = unsafe { libc::ioctl(fd, IOCTL_NOTIF_ID_VALID, &n.id as *const u64) } == 0;
+            let valid =
+                unsafe { libc::ioctl(fd, IOCTL_NOTIF_ID_VALID as _, &n.id as *const u64) } == 0;
             let (family, address) = match (valid, bytes) {
                 (true, Some(b)) => describe_sockaddr(&b),
                 _ => ("?".to_string(), "?".to_string()),
@@ -207,7 +208,7 @@ impl<'a> Server<'a> {
             flags: 0,
         };
         // SAFETY: `resp` is a live seccomp_notif_resp; ENOENT (target gone) is fine to ignore.
-        unsafe { libc::ioctl(fd, IOCTL_NOTIF_SEND, &resp as *const NotifResp) };
+        unsafe { libc::ioctl(fd, IOCTL_NOTIF_SEND as _, &resp as *const NotifResp) };
         true
     }
 

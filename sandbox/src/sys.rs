@@ -10,6 +10,13 @@ use std::ffi::CStr;
 /// Result of a raw call: the errno on failure.
 pub type SysResult<T> = Result<T, i32>;
 
+/// The `resource` argument of `setrlimit` (its C type differs between glibc and musl).
+#[cfg(target_env = "gnu")]
+pub type RlimitResource = libc::__rlimit_resource_t;
+/// The `resource` argument of `setrlimit` (its C type differs between glibc and musl).
+#[cfg(not(target_env = "gnu"))]
+pub type RlimitResource = libc::c_int;
+
 /// The operations the in-sandbox setup performs, in the vocabulary of the kernel.
 #[allow(missing_docs)]
 pub trait Sys {
@@ -53,7 +60,7 @@ pub trait Sys {
     /// execs or exits (`clone(CLONE_VM|CLONE_VFORK)`: no page tables are copied).
     fn spawn_job(&self, job: &mut dyn FnMut() -> i32, stack: &mut [u8]) -> SysResult<libc::pid_t>;
     fn setsid(&self) -> SysResult<()>;
-    fn setrlimit(&self, resource: libc::__rlimit_resource_t, value: u64) -> SysResult<()>;
+    fn setrlimit(&self, resource: RlimitResource, value: u64) -> SysResult<()>;
     fn dup2(&self, from: i32, to: i32) -> SysResult<()>;
     fn open_rw(&self, path: &CStr) -> SysResult<i32>;
     fn close_range(&self, first: u32, last: u32) -> SysResult<()>;
@@ -419,7 +426,7 @@ impl Sys for LinuxSys {
         check(unsafe { libc::setsid() } as libc::c_long).map(drop)
     }
 
-    fn setrlimit(&self, resource: libc::__rlimit_resource_t, value: u64) -> SysResult<()> {
+    fn setrlimit(&self, resource: RlimitResource, value: u64) -> SysResult<()> {
         let lim = libc::rlimit {
             rlim_cur: value,
             rlim_max: value,
