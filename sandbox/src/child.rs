@@ -364,11 +364,10 @@ pub fn init_setup<S: Sys>(
         match op {
             MountOp::Dir(p) => sys.mkdir(p, 0o755).map_err(at_i(Step::Mkdir, i))?,
             MountOp::File(p) => sys.create_file(p).map_err(at_i(Step::CreateFile, i))?,
-            MountOp::Bind(src, p) => {
-                sys.move_mount(trees[*src], p)
-                    .map_err(at_i(Step::BindMount, i))?;
-                let _ = sys.close(trees[*src]);
-            }
+            // (The tree descriptors stay open until the init's and the job's `close_range`.)
+            MountOp::Bind(src, p) => sys
+                .move_mount(trees[*src], p)
+                .map_err(at_i(Step::BindMount, i))?,
             MountOp::Tmpfs(p, data) => sys
                 .mount(
                     Some(c"tmpfs"),

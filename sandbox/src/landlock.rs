@@ -5,17 +5,18 @@
 //! are handled with no rule, i.e. denied. Best effort: on an older kernel the ruleset is as
 //! strict as that kernel allows, and the ABI and status are reported.
 //!
-//! The ruleset is created with the `landlock` crate in the parent (rules for host bind sources,
-//! whose inodes are the same inside the sandbox); rules for the sandbox's own tmpfs mounts are
-//! added by the child after `pivot_root` with raw calls, then `landlock_restrict_self`.
+//! The ruleset is created with the `landlock` crate in the parent, which also gives the access
+//! masks for the kernel's ABI. Rules for host bind sources (whose inodes are the same inside the
+//! sandbox) are added there, on the descriptors opened at plan time; rules for the sandbox's own
+//! tmpfs mounts are added by the child after `pivot_root`; then `landlock_restrict_self`.
 
 use std::ffi::CStr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use landlock::{
-    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, ABI,
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, Ruleset, RulesetAttr, ABI,
 };
 
 use crate::sys::SysResult;
@@ -137,29 +138,37 @@ pub fn prepare(rules: &[HostRule<'_>]) -> Result<Prepared, LandlockError> {
             .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
             .map_err(err)?;
     }
-    let mut created = ruleset.create().map_err(err)?;
-    for r in rules {
-        let want = if r.write { all } else { read };
-        let file_access = |is_dir: bool| {
-            if is_dir {
+    let created = ruleset.create().map_err(err)?;
+    // The host rules are added with raw calls on the descriptors opened at plan time (the crate
+    // would open and `fstat` every path again); the masks come from the crate, for this ABI.
+    let fd: Option<OwnedFd> = created.into();
+    if let Some(ruleset) = &fd {
+        for r in rules {
+            let rule_err = |e: i32| LandlockError::Rule {
+                path: r.path.display().to_string(),
+                detail: std::io::Error::from_raw_os_error(e).to_string(),
+            };
+            let want = if r.write { all } else { read };
+            let (parent, is_dir, _owned) = match r.opened {
+                Some((fd, is_dir)) => (fd.as_raw_fd(), is_dir, None),
+                None => {
+                    let f = std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_PATH)
+                        .open(r.path)
+                        .map_err(|e| rule_err(e.raw_os_error().unwrap_or(libc::EIO)))?;
+                    let is_dir = f.metadata().map(|m| m.is_dir()).unwrap_or(false);
+                    (f.as_raw_fd(), is_dir, Some(f))
+                }
+            };
+            let access = if is_dir {
                 want
             } else {
                 want & AccessFs::from_file(abi)
-            }
-        };
-        created = match r.opened {
-            Some((fd, is_dir)) => created.add_rule(PathBeneath::new(fd, file_access(is_dir))),
-            None => {
-                let fd = PathFd::new(r.path).map_err(|e| LandlockError::Rule {
-                    path: r.path.display().to_string(),
-                    detail: e.to_string(),
-                })?;
-                created.add_rule(PathBeneath::new(fd, file_access(r.path.is_dir())))
-            }
+            };
+            add_fd_rule(ruleset.as_raw_fd(), parent, access.bits()).map_err(rule_err)?;
         }
-        .map_err(err)?;
     }
-    let fd: Option<OwnedFd> = created.into();
     Ok(Prepared {
         fd,
         abi: abi_v,
@@ -178,6 +187,29 @@ fn errno() -> i32 {
 struct PathBeneathAttr {
     allowed_access: u64,
     parent_fd: i32,
+}
+
+/// Add a rule for the open descriptor `parent` to `ruleset`. Async-signal-safe.
+pub fn add_fd_rule(ruleset: i32, parent: i32, access: u64) -> SysResult<()> {
+    let attr = PathBeneathAttr {
+        allowed_access: access,
+        parent_fd: parent,
+    };
+    // SAFETY: LANDLOCK_RULE_PATH_BENEATH (1) with a live attr struct.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset,
+            1u32,
+            &attr as *const PathBeneathAttr,
+            0u32,
+        )
+    };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
 }
 
 /// Add a rule for `path` (opened `O_PATH`) to `ruleset`. Async-signal-safe.

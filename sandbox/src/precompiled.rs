@@ -9,6 +9,8 @@ use crate::seccomp::Compiled;
 
 /// One precompiled profile.
 pub(crate) struct Pre {
+    /// Name of the shipped profile.
+    pub name: &'static str,
     /// SHA-256 of the seccomp JSON bytes.
     pub seccomp_digest: [u8; 32],
     /// Main program as `(code, jt, jf, k)`.
@@ -19,6 +21,9 @@ pub(crate) struct Pre {
     pub observed: &'static [(i64, u32)],
     /// Hex SHA-256 of the programs.
     pub sha256: &'static str,
+    /// For each shipped mount profile: its name and the hex SHA-256 of this seccomp JSON followed
+    /// by that mount JSON (a profile pair's digest, see `LoadedProfile::sha256`).
+    pub pairs: &'static [(&'static str, &'static str)],
 }
 
 impl Pre {
@@ -75,8 +80,19 @@ mod tests {
                 .map(|(n, e)| format!("({n}, {e})"))
                 .collect::<Vec<_>>()
                 .join(", ");
+            let pairs = ["default", "minimal", "python"]
+                .iter()
+                .map(|m| {
+                    let mjson = crate::profile::embedded_mounts(m).unwrap();
+                    let mut h = Sha256::new();
+                    h.update(json.as_bytes());
+                    h.update(mjson.as_bytes());
+                    format!("({m:?}, {:?})", hex::encode(h.finalize()))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
             out.push_str(&format!(
-                "    // {name}\n    Pre {{\n        seccomp_digest: {digest:?},\n        main: &[{}],\n        guard: &[{}],\n        observed: &[{observed}],\n        sha256: {:?},\n    }},\n",
+                "    Pre {{\n        name: {name:?},\n        seccomp_digest: {digest:?},\n        main: &[{}],\n        guard: &[{}],\n        observed: &[{observed}],\n        sha256: {:?},\n        pairs: &[{pairs}],\n    }},\n",
                 prog(&c.main),
                 prog(&c.guard),
                 c.sha256

@@ -301,16 +301,18 @@ pub fn load(profile: &ProfileRef) -> Result<LoadedProfile, ProfileError> {
     };
     let mounts: MountProfile = serde_json::from_slice(&mbytes)
         .map_err(|source| ProfileError::Parse { path: msrc, source })?;
-    let seccomp_digest: [u8; 32] = Sha256::digest(&sbytes).into();
-    let mut h = Sha256::new();
-    h.update(&sbytes);
-    h.update(&mbytes);
+    let (seccomp_digest, sha256) = shipped_digests(&sbytes, &mbytes).unwrap_or_else(|| {
+        let mut h = Sha256::new();
+        h.update(&sbytes);
+        h.update(&mbytes);
+        (Sha256::digest(&sbytes).into(), hex::encode(h.finalize()))
+    });
     Ok(LoadedProfile {
         name,
         seccomp_source: src,
         seccomp_json: sbytes,
         seccomp_digest,
-        sha256: hex::encode(h.finalize()),
+        sha256,
         mounts,
     })
 }
@@ -329,6 +331,27 @@ impl LoadedProfile {
 pub fn embedded_seccomp(name: &str) -> Option<&'static str> {
     let rel = format!("seccomp/{name}.json");
     EMBEDDED.iter().find(|(n, _)| *n == rel).map(|(_, t)| *t)
+}
+
+/// The shipped mount profile `name`, as compiled into the binary.
+pub fn embedded_mounts(name: &str) -> Option<&'static str> {
+    let rel = format!("mounts/{name}.json");
+    EMBEDDED.iter().find(|(n, _)| *n == rel).map(|(_, t)| *t)
+}
+
+/// The digests of a shipped profile pair, without hashing: `(seccomp digest, pair hex digest)`
+/// when both files are byte for byte the ones compiled into the binary (the usual case).
+fn shipped_digests(sbytes: &[u8], mbytes: &[u8]) -> Option<([u8; 32], String)> {
+    let names = ["default", "minimal", "python"];
+    let s = names
+        .iter()
+        .find(|n| embedded_seccomp(n).is_some_and(|t| t.as_bytes() == sbytes))?;
+    let m = names
+        .iter()
+        .find(|n| embedded_mounts(n).is_some_and(|t| t.as_bytes() == mbytes))?;
+    let pre = crate::precompiled::ALL.iter().find(|p| p.name == *s)?;
+    let pair = pre.pairs.iter().find(|(name, _)| name == m)?;
+    Some((pre.seccomp_digest, pair.1.to_string()))
 }
 
 /// The running kernel's `(major, minor)`.
@@ -390,6 +413,31 @@ pub fn interpreter_prefixes(argv0: &Path) -> Vec<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn shipped_pairs_skip_hashing_and_agree_with_it() {
+        use sha2::{Digest, Sha256};
+        for sname in ["default", "minimal", "python"] {
+            for mname in ["default", "minimal", "python"] {
+                let sb = super::embedded_seccomp(sname).unwrap().as_bytes();
+                let mb = super::embedded_mounts(mname).unwrap().as_bytes();
+                let (d, pair) = super::shipped_digests(sb, mb).unwrap();
+                let mut h = Sha256::new();
+                h.update(sb);
+                h.update(mb);
+                assert_eq!(d, <[u8; 32]>::from(Sha256::digest(sb)), "{sname}");
+                assert_eq!(pair, hex::encode(h.finalize()), "{sname} + {mname}");
+            }
+        }
+        // One byte changed: not a shipped profile, so it is hashed.
+        let mut edited = super::embedded_seccomp("default")
+            .unwrap()
+            .as_bytes()
+            .to_vec();
+        edited.push(b' ');
+        let mb = super::embedded_mounts("default").unwrap().as_bytes();
+        assert!(super::shipped_digests(&edited, mb).is_none());
+    }
+
     use super::*;
 
     #[test]

@@ -276,15 +276,14 @@ impl Sys for LinuxSys {
     }
 
     fn create_file(&self, path: &CStr) -> SysResult<()> {
-        // SAFETY: path is a NUL-terminated string; the new fd is closed right away.
-        let fd = check(unsafe {
-            libc::open(
-                path.as_ptr(),
-                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                0o644,
-            )
-        } as libc::c_long)?;
-        self.close(fd as i32)
+        // An empty regular file to bind a file onto: one `mknod`, no descriptor to close. An
+        // existing file is fine (a later bind of the same destination).
+        // SAFETY: path is a NUL-terminated string.
+        match check(unsafe { libc::mknod(path.as_ptr(), libc::S_IFREG | 0o644, 0) } as libc::c_long)
+        {
+            Err(libc::EEXIST) | Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn write_secret(&self, path: &CStr, data: &[u8], owner: Option<u32>) -> SysResult<()> {
