@@ -5,10 +5,13 @@
 //! holds only null, zero, full, random, urandom, tty; `/proc` is a fresh procfs of the sandbox's
 //! pid namespace; `/sys` is absent unless the profile asks.
 //!
-//! Bind sources are resolved once at plan time (the launcher's view), then opened with
-//! `openat2(RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS)`, cloned with `open_tree(OPEN_TREE_CLONE)`
-//! and flagged read-only with `mount_setattr` *before* being attached, so a symlink swapped in
-//! after planning is refused and there is no window where a read-only bind is writable.
+//! Bind sources are resolved and opened once, at plan time (the launcher's view), with
+//! `openat2(O_PATH, RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS)`. Started as root, the supervisor
+//! clones each mount from that very descriptor (`open_tree(OPEN_TREE_CLONE)`) and flags it
+//! read-only with `mount_setattr` *before* it is attached, so a folder swapped after planning (for
+//! a symlink or for another folder) is never what the job sees, and there is no window where a
+//! read-only bind is writable. (Rootless, the child must look the paths up again in its own
+//! mount namespace, with the same `openat2` flags: a swapped-in symlink is refused.)
 //! Host symlinks in the mount profile (e.g. `/lib -> usr/lib`) are recreated as symlinks.
 
 use std::ffi::CString;
