@@ -8,8 +8,10 @@
 # Two measurements:
 #  1. hyperfine (bwrap needs a shell for its `9<file` redirection; that shell's cost is measured
 #     separately and subtracted in the summary);
-#  2. an interleaved loop (python3): the commands take turns, so load from other processes hits
-#     them alike, and bwrap gets its seccomp fd without a shell. This is the headline ratio.
+#  2. an interleaved loop (python3): each round runs every command once, in a random order, so
+#     load from other processes and drift in the machine's speed hit them alike, and bwrap gets
+#     its seccomp fd without a shell. This is the headline: the median of the per-round ratios
+#     (robust to drift between rounds), printed with the ratio of the medians.
 #
 # Usage: benches/exec-startup.sh [path/to/sealrun]   (default: target/x86_64-unknown-linux-gnu/release/sealrun)
 # Needs: bwrap, hyperfine, python3 (apt-get install bubblewrap hyperfine). Installs nothing itself.
@@ -66,7 +68,7 @@ EOF
 
 echo "== interleaved ($RUNS rounds)" >&2
 python3 - "$SEALRUN" "$work/default.bpf" "$RUNS" "$bwrap_args" <<'EOF'
-import os, shlex, statistics, subprocess, sys, time
+import os, random, shlex, statistics, subprocess, sys, time
 sealrun, bpf, runs, bwrap_args = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 cmds = {
     "/bin/true": ["/bin/true"],
@@ -76,18 +78,32 @@ cmds = {
 }
 res = {k: [] for k in cmds}
 for _ in range(runs):
-    for k, argv in cmds.items():
+    # Each round runs every command once, in a random order, so drift in the machine's speed
+    # (other tenants, the kernel's deferred namespace teardown) hits them alike.
+    order = list(cmds)
+    random.shuffle(order)
+    for k in order:
         fd = os.open(bpf, os.O_RDONLY)
         os.dup2(fd, 9, inheritable=True)
         os.close(fd)
         t = time.perf_counter()
-        subprocess.run(argv, pass_fds=(9,), check=True)
+        subprocess.run(cmds[k], pass_fds=(9,), check=True)
         res[k].append(time.perf_counter() - t)
         os.close(9)
 med = {k: statistics.median(v) * 1000 for k, v in res.items()}
 for k, v in med.items():
     print(f"interleaved: {k:32} median {v:6.2f} ms")
 b = med["bwrap"]
-print(f"interleaved: ratio sealrun/bwrap = {med['sealrun exec'] / b:.2f} default, "
-      f"{med['sealrun exec --profile minimal'] / b:.2f} minimal (goal <= 0.6)")
+print(f"interleaved: ratio of medians sealrun/bwrap = {med['sealrun exec'] / b:.3f} default, "
+      f"{med['sealrun exec --profile minimal'] / b:.3f} minimal (goal <= 0.6)")
+
+
+def per_round(k):
+    r = sorted(a / c for a, c in zip(res[k], res["bwrap"]))
+    q = lambda f: r[int(f * (len(r) - 1))]
+    return f"{q(0.5):.3f} (quartiles {q(0.25):.3f}-{q(0.75):.3f})"
+
+
+print(f"interleaved: per-round ratio sealrun/bwrap, median {per_round('sealrun exec')} default, "
+      f"{per_round('sealrun exec --profile minimal')} minimal")
 EOF
