@@ -13,12 +13,12 @@
 #     its seccomp fd without a shell. This is the headline: the median of the per-round ratios
 #     (robust to drift between rounds), printed with the ratio of the medians.
 #
-# Usage: benches/exec-startup.sh [path/to/sealrun]   (default: target/x86_64-unknown-linux-gnu/release/sealrun)
+# Usage: benches/exec-startup.sh [path/to/sealrun]   (default: target/x86_64-unknown-linux-musl/release/sealrun)
 # Needs: bwrap, hyperfine, python3 (apt-get install bubblewrap hyperfine). Installs nothing itself.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-SEALRUN=${1:-target/x86_64-unknown-linux-gnu/release/sealrun}
+SEALRUN=${1:-target/x86_64-unknown-linux-musl/release/sealrun}
 RUNS=${RUNS:-200}
 
 missing=()

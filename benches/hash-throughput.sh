@@ -12,8 +12,8 @@ cd "$(dirname "$0")/.."
 work=${1:-/tmp/sealrun-bench}
 runs=${RUNS:-5}
 cargo build --release --quiet -p sealrun-verifier -p sealrun-launcher
-S=$PWD/target/x86_64-unknown-linux-gnu/release/sealrun
-V=$PWD/target/x86_64-unknown-linux-gnu/release/sealrun-verify
+S=$PWD/target/x86_64-unknown-linux-musl/release/sealrun
+V=$PWD/target/x86_64-unknown-linux-musl/release/sealrun-verify
 mkdir -p "$work"
 cd "$work"
 

@@ -64,7 +64,7 @@ fn needles(value: &str) -> Vec<(&'static str, Vec<u8>)> {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+    !needle.is_empty() && memchr::memmem::find(hay, needle).is_some()
 }
 
 /// Which encodings of `value` occur in `hay`.
