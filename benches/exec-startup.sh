@@ -29,7 +29,7 @@ if ((${#missing[@]})); then
     exit 2
 fi
 if [[ ! -x $SEALRUN ]]; then
-    echo "$SEALRUN not found — run: cargo build --release -p sealrun-launcher" >&2
+    echo "$SEALRUN not found — run: rustup target add x86_64-unknown-linux-musl && cargo build --release -p sealrun-launcher" >&2
     exit 2
 fi
 
