@@ -64,6 +64,25 @@ fn tmpfs_is_capped() {
 }
 
 #[test]
+fn dev_shm_is_capped_and_the_rest_of_dev_is_read_only_for_the_job() {
+    // /dev/shm is a sticky folder on /dev's tmpfs, sized for it: filling it stops at the cap,
+    // and the job cannot create anything else in /dev.
+    let r = exec(
+        &["--tmpfs", "/dev/shm:1M"],
+        &["/bin/sh", "-c", "stat -c %a /dev/shm; dd if=/dev/zero of=/dev/shm/f bs=64k count=64 2>/dev/null; echo shm=$?; stat -c %s /dev/shm/f; rm /dev/shm/f; touch /dev/x 2>/dev/null; echo dev=$?"],
+    );
+    let out = ok(&r);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1777", "{out}");
+    assert_eq!(lines[1], "shm=1", "{out}");
+    assert!(
+        lines[2].parse::<u64>().unwrap() <= (1 << 20) + (64 << 10),
+        "{out}"
+    );
+    assert_eq!(lines[3], "dev=1", "{out}");
+}
+
+#[test]
 fn timeout_kills_setsid_double_forked_grandchildren() {
     let t = tempdir();
     let out = writable_dir(t.path(), "out");

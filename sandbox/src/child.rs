@@ -380,6 +380,10 @@ pub fn init_setup<S: Sys>(
             MountOp::Symlink(target, p) => {
                 sys.symlink(target, p).map_err(at_i(Step::Symlink, i))?
             }
+            MountOp::SharedDir(p, mode) => {
+                sys.mkdir(p, 0o755).map_err(at_i(Step::Mkdir, i))?;
+                sys.chmod(p, *mode).map_err(at_i(Step::Mkdir, i))?
+            }
             MountOp::Proc(p) => sys
                 .mount(
                     Some(c"proc"),
@@ -805,6 +809,9 @@ mod tests {
         }
         fn mkdir(&self, path: &CStr, _: libc::mode_t) -> SysResult<()> {
             self.rec(format!("mkdir {}", s(path)))
+        }
+        fn chmod(&self, path: &CStr, mode: libc::mode_t) -> SysResult<()> {
+            self.rec(format!("chmod {} {mode:o}", s(path)))
         }
         fn create_file(&self, path: &CStr) -> SysResult<()> {
             self.rec(format!("create {}", s(path)))

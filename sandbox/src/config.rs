@@ -118,7 +118,8 @@ pub struct SandboxConfig {
     pub ro_binds: Vec<Bind>,
     /// Read-write binds.
     pub rw_binds: Vec<Bind>,
-    /// Extra tmpfs mounts. `/tmp` and `/dev/shm` always exist (64 MiB each unless listed here).
+    /// Extra tmpfs mounts. `/tmp` (256 MiB) and `/dev/shm` (64 MiB; a folder on `/dev`'s tmpfs,
+    /// which is sized for it) always exist; listing them here resizes them.
     pub tmpfs: Vec<Tmpfs>,
     /// Memory limit in bytes (cgroup; swap included where the host accounts it).
     pub memory: Option<u64>,

@@ -87,6 +87,9 @@ pub enum MountOp {
     Tmpfs(CString, CString),
     /// Create a symlink `(link target, link path)`.
     Symlink(CString, CString),
+    /// A folder with exactly this mode (e.g. `/dev/shm`, sticky and world-writable) on the tmpfs
+    /// above it, which caps its size.
+    SharedDir(CString, u32),
     /// Mount procfs.
     Proc(CString),
 }
@@ -120,6 +123,7 @@ enum Entry {
     Bind { src: usize },
     Tmpfs { size: u64, mode: u32 },
     Symlink { target: PathBuf },
+    SharedDir { mode: u32 },
     Proc,
 }
 
@@ -309,17 +313,24 @@ impl Builder {
         Ok(())
     }
 
-    /// `/dev` (tmpfs + device binds + symlinks), `/proc`, and a read-only `/sys` if asked.
-    pub fn standard(&mut self, sys: bool) -> Result<(), MountError> {
+    /// `/dev` (tmpfs + device binds + symlinks + `/dev/shm`), `/proc`, and a read-only `/sys` if
+    /// asked. `/dev/shm` is a sticky, world-writable folder on `/dev`'s tmpfs (one mount fewer
+    /// than a tmpfs of its own), which is sized `shm_size` plus room for the device entries: only
+    /// `/dev/shm` is writable by the job, so that is its cap.
+    pub fn standard(&mut self, sys: bool, shm_size: u64) -> Result<(), MountError> {
         self.entries.push((
             PathBuf::from("/dev"),
             Entry::Tmpfs {
-                size: 64 << 10,
+                size: shm_size.saturating_add(64 << 10),
                 mode: 0o755,
             },
         ));
         self.landlock
             .push((PathBuf::from("/dev"), LandlockClass::DevDir));
+        self.entries
+            .push((PathBuf::from("/dev/shm"), Entry::SharedDir { mode: 0o1777 }));
+        self.landlock
+            .push((PathBuf::from("/dev/shm"), LandlockClass::All));
         for d in DEVICES {
             let host = Path::new("/dev").join(d);
             let Ok(fd) = crate::sys::open_path_nofollow(&host) else {
@@ -396,6 +407,7 @@ impl Builder {
                     ops.push(MountOp::Tmpfs(target, data));
                 }
                 Entry::Symlink { target: t } => ops.push(MountOp::Symlink(cstr(t), target)),
+                Entry::SharedDir { mode } => ops.push(MountOp::SharedDir(target, *mode)),
                 Entry::Proc => {
                     ops.push(MountOp::Dir(target.clone()));
                     ops.push(MountOp::Proc(target));
@@ -420,7 +432,10 @@ impl Builder {
 /// A human description of a bind source for error messages.
 pub fn describe_op(plan: &MountPlan, index: usize) -> String {
     match plan.ops.get(index) {
-        Some(MountOp::Dir(p)) | Some(MountOp::File(p)) | Some(MountOp::Proc(p)) => strip(p),
+        Some(MountOp::Dir(p))
+        | Some(MountOp::File(p))
+        | Some(MountOp::Proc(p))
+        | Some(MountOp::SharedDir(p, _)) => strip(p),
         Some(MountOp::Bind(s, p)) => format!("{} -> {}", plan.binds[*s].host.display(), strip(p)),
         Some(MountOp::Tmpfs(p, d)) => format!("tmpfs {} ({})", strip(p), d.to_string_lossy()),
         Some(MountOp::Symlink(t, p)) => format!("{} -> {}", strip(p), t.to_string_lossy()),
@@ -459,7 +474,7 @@ mod tests {
         b.tmpfs(Path::new("/tmp"), 1 << 20, 0o1777).unwrap();
         b.bind(Path::new("/usr"), Path::new("/tmp/x/usr"), false)
             .unwrap();
-        b.standard(false).unwrap();
+        b.standard(false, 1 << 20).unwrap();
         let plan = b.finish();
         let pos = |want: &str| {
             plan.ops.iter().position(|o| matches!(o, MountOp::Tmpfs(p, _) | MountOp::Bind(_, p) if p.to_str().unwrap() == want)).unwrap()

@@ -179,8 +179,7 @@ impl SandboxPlan {
             .find(|t| t.dest == Path::new("/dev/shm"))
             .map_or(crate::mounts::DEFAULT_SHM_SIZE, |t| t.size);
         b.tmpfs(Path::new("/tmp"), tmp_size, 0o1777)?;
-        b.standard(profile.mounts.sys)?;
-        b.tmpfs(Path::new("/dev/shm"), shm_size, 0o1777)?;
+        b.standard(profile.mounts.sys, shm_size)?;
         for t in &config.tmpfs {
             if t.dest != Path::new("/tmp") && t.dest != Path::new("/dev/shm") {
                 b.tmpfs(&t.dest, t.size, 0o1777)?;

@@ -39,6 +39,8 @@ pub trait Sys {
     ) -> SysResult<()>;
     fn umount2(&self, target: &CStr, flags: libc::c_int) -> SysResult<()>;
     fn mkdir(&self, path: &CStr, mode: libc::mode_t) -> SysResult<()>;
+    /// `chmod` (the mode exactly, whatever the umask).
+    fn chmod(&self, path: &CStr, mode: libc::mode_t) -> SysResult<()>;
     fn create_file(&self, path: &CStr) -> SysResult<()>;
     /// Create `path` exclusively (no symlink follow), mode 0400, write `data`, and
     /// give it to `owner` (uid = gid) if set.
@@ -273,6 +275,11 @@ impl Sys for LinuxSys {
             Err(libc::EEXIST) | Ok(_) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    fn chmod(&self, path: &CStr, mode: libc::mode_t) -> SysResult<()> {
+        // SAFETY: path is a NUL-terminated string.
+        check(unsafe { libc::chmod(path.as_ptr(), mode) } as libc::c_long).map(drop)
     }
 
     fn create_file(&self, path: &CStr) -> SysResult<()> {
