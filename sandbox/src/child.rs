@@ -356,7 +356,7 @@ pub fn init_setup<S: Sys>(
         root,
         Some(c"tmpfs"),
         libc::MS_NOSUID | libc::MS_NODEV,
-        Some(c"mode=0755,size=1m"),
+        Some(&plan.mounts.root_data),
     )
     .map_err(at(Step::NewRoot))?;
     // 7. Build it.
@@ -382,7 +382,11 @@ pub fn init_setup<S: Sys>(
             }
             MountOp::SharedDir(p, mode) => {
                 sys.mkdir(p, 0o755).map_err(at_i(Step::Mkdir, i))?;
-                sys.chmod(p, *mode).map_err(at_i(Step::Mkdir, i))?
+                sys.chmod(p, *mode).map_err(at_i(Step::Mkdir, i))?;
+                // A bind of the folder onto itself (it keeps the root's nosuid,nodev), so that
+                // it stays writable when the root is remounted read-only in step 9.
+                sys.mount(Some(p), p, None, libc::MS_BIND, None)
+                    .map_err(at_i(Step::BindMount, i))?
             }
             MountOp::Proc(p) => sys
                 .mount(

@@ -118,7 +118,7 @@ pub struct SandboxConfig {
     pub ro_binds: Vec<Bind>,
     /// Read-write binds.
     pub rw_binds: Vec<Bind>,
-    /// Extra tmpfs mounts. `/tmp` (256 MiB) and `/dev/shm` (64 MiB; a folder on `/dev`'s tmpfs,
+    /// Extra tmpfs mounts. `/tmp` (256 MiB) and `/dev/shm` (64 MiB; a folder of the root tmpfs,
     /// which is sized for it) always exist; listing them here resizes them.
     pub tmpfs: Vec<Tmpfs>,
     /// Memory limit in bytes (cgroup; swap included where the host accounts it).
