@@ -219,28 +219,10 @@ pub fn add_path_rule(ruleset: i32, path: &CStr, access: u64) -> SysResult<()> {
     if fd < 0 {
         return Err(errno());
     }
-    let attr = PathBeneathAttr {
-        allowed_access: access,
-        parent_fd: fd,
-    };
-    // SAFETY: LANDLOCK_RULE_PATH_BENEATH (1) with a live attr struct.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_add_rule,
-            ruleset,
-            1u32,
-            &attr as *const PathBeneathAttr,
-            0u32,
-        )
-    };
-    let e = errno();
+    let r = add_fd_rule(ruleset, fd, access);
     // SAFETY: closing the fd opened above.
     unsafe { libc::close(fd) };
-    if r < 0 {
-        Err(e)
-    } else {
-        Ok(())
-    }
+    r
 }
 
 /// Enforce `ruleset` on the calling thread (needs `no_new_privs`). Async-signal-safe.
