@@ -471,6 +471,25 @@ fn capability_sets_are_empty() {
 }
 
 #[test]
+fn signals_ignored_by_the_launcher_are_not_ignored_by_the_job() {
+    // The launcher ignores SIGPIPE (the Rust runtime does) and, here, SIGUSR1 and SIGTERM as
+    // well: an ignored disposition survives execve, so the sandbox must reset it, or the job
+    // could not be stopped with SIGTERM.
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(sealrun_bin());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let r = exec_with(c, &[], &["/bin/grep", "^SigIgn", "/proc/self/status"]);
+    assert_eq!(ok(&r).trim(), "SigIgn:\t0000000000000000", "{r:?}");
+}
+
+#[test]
 fn environment_holds_nothing_of_the_launcher() {
     let mut c = Command::new(sealrun_bin());
     c.env("SEALRUN_TEST_SECRET", "hunter2")

@@ -227,3 +227,32 @@ fn the_sandbox_dies_with_a_killed_launcher() {
         "the job outlived its launcher"
     );
 }
+
+#[test]
+fn a_background_process_left_by_the_command_dies_with_the_sandbox() {
+    // The command exits at once, leaving a background process that would write a marker 2 s
+    // later. `sealrun exec` returns without waiting for the sandbox's teardown; the teardown must
+    // still kill the straggler (it is in the sandbox's pid namespace).
+    let t = tempdir();
+    let out = writable_dir(t.path(), "out");
+    let bind = format!("{}:/out", out.display());
+    let t0 = Instant::now();
+    let r = exec(
+        &["--rw", &bind],
+        &[
+            "/bin/sh",
+            "-c",
+            "(sleep 2; echo alive > /out/marker) & echo started",
+        ],
+    );
+    assert_eq!(ok(&r).trim(), "started", "{r:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "exec waited for the background process"
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !out.join("marker").exists(),
+        "a background process outlived the sandbox"
+    );
+}

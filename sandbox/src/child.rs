@@ -435,16 +435,15 @@ pub fn init_setup<S: Sys>(
 pub fn prepare_binds<S: Sys>(sys: &S, plan: &SandboxPlan, trees: &mut [i32]) -> Result<(), Fail> {
     let planned_fds = plan.ids.parent_prepares_binds();
     for (i, b) in plan.mounts.binds.iter().enumerate() {
-        let tree = match &b.fd {
-            Some(fd) if planned_fds => sys.open_tree_clone(fd.as_raw_fd()),
-            _ => {
-                let fd = sys
-                    .open_nofollow(&b.c_host)
-                    .map_err(at_i(Step::OpenBindSource, i))?;
-                let tree = sys.open_tree_clone(fd);
-                let _ = sys.close(fd);
-                tree
-            }
+        let tree = if planned_fds {
+            sys.open_tree_clone(b.fd.as_raw_fd())
+        } else {
+            let fd = sys
+                .open_nofollow(&b.c_host)
+                .map_err(at_i(Step::OpenBindSource, i))?;
+            let tree = sys.open_tree_clone(fd);
+            let _ = sys.close(fd);
+            tree
         };
         let tree = tree.map_err(at_i(Step::CloneBindSource, i))?;
         trees[i] = tree;

@@ -12,7 +12,6 @@
 
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use landlock::{
@@ -100,9 +99,10 @@ pub struct HostRule<'a> {
     pub path: &'a Path,
     /// Read-write (else read+execute).
     pub write: bool,
-    /// The path, already opened (`O_PATH`) at plan time, and whether it is a directory; `None`
-    /// opens it here.
-    pub opened: Option<(std::os::fd::BorrowedFd<'a>, bool)>,
+    /// The path, opened (`O_PATH`) at plan time.
+    pub fd: std::os::fd::BorrowedFd<'a>,
+    /// Whether it is a directory.
+    pub is_dir: bool,
 }
 
 /// Build the ruleset with rules for the host bind sources.
@@ -144,29 +144,18 @@ pub fn prepare(rules: &[HostRule<'_>]) -> Result<Prepared, LandlockError> {
     let fd: Option<OwnedFd> = created.into();
     if let Some(ruleset) = &fd {
         for r in rules {
-            let rule_err = |e: i32| LandlockError::Rule {
-                path: r.path.display().to_string(),
-                detail: std::io::Error::from_raw_os_error(e).to_string(),
-            };
             let want = if r.write { all } else { read };
-            let (parent, is_dir, _owned) = match r.opened {
-                Some((fd, is_dir)) => (fd.as_raw_fd(), is_dir, None),
-                None => {
-                    let f = std::fs::OpenOptions::new()
-                        .read(true)
-                        .custom_flags(libc::O_PATH)
-                        .open(r.path)
-                        .map_err(|e| rule_err(e.raw_os_error().unwrap_or(libc::EIO)))?;
-                    let is_dir = f.metadata().map(|m| m.is_dir()).unwrap_or(false);
-                    (f.as_raw_fd(), is_dir, Some(f))
-                }
-            };
-            let access = if is_dir {
+            let access = if r.is_dir {
                 want
             } else {
                 want & AccessFs::from_file(abi)
             };
-            add_fd_rule(ruleset.as_raw_fd(), parent, access.bits()).map_err(rule_err)?;
+            add_fd_rule(ruleset.as_raw_fd(), r.fd.as_raw_fd(), access.bits()).map_err(|e| {
+                LandlockError::Rule {
+                    path: r.path.display().to_string(),
+                    detail: std::io::Error::from_raw_os_error(e).to_string(),
+                }
+            })?;
         }
     }
     Ok(Prepared {

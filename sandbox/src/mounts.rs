@@ -16,7 +16,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -75,7 +75,7 @@ pub struct BindSource {
     /// The source, opened at plan time without following symlinks (`O_PATH`). When started as
     /// root the supervisor clones the bind from this very descriptor, and the Landlock rule is
     /// made from it too: what was planned is what gets mounted, with no second path lookup.
-    pub fd: Option<Arc<OwnedFd>>,
+    pub fd: Arc<OwnedFd>,
 }
 
 /// One step of building the new root, all paths absolute under [`NEW_ROOT`].
@@ -143,37 +143,19 @@ fn ro_attrs(write: bool) -> u64 {
     }
 }
 
-fn fstat(fd: &OwnedFd) -> std::io::Result<libc::stat> {
-    // SAFETY: a zeroed stat is a valid out-parameter; the fd is live.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat on a live descriptor into a live buffer.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(st)
+fn fstat(fd: &OwnedFd) -> std::io::Result<nix::sys::stat::FileStat> {
+    nix::sys::stat::fstat(fd.as_raw_fd()).map_err(std::io::Error::from)
 }
 
-fn is_dir(st: &libc::stat) -> bool {
+fn is_dir(st: &nix::sys::stat::FileStat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
 
-/// The target of the symlink `fd` (opened `O_PATH|O_NOFOLLOW`).
+/// The target of the symlink `fd` (opened `O_PATH|O_NOFOLLOW`: an empty path names it).
 fn readlink_fd(fd: &OwnedFd) -> std::io::Result<PathBuf> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize];
-    // SAFETY: readlinkat with an empty path on a live O_PATH descriptor into a live buffer.
-    let n = unsafe {
-        libc::readlinkat(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)))
+    nix::fcntl::readlinkat(Some(fd.as_raw_fd()), "")
+        .map(PathBuf::from)
+        .map_err(std::io::Error::from)
 }
 
 fn cstr(p: &Path) -> CString {
@@ -226,7 +208,7 @@ impl Builder {
             path: canon.display().to_string(),
             source,
         })?;
-        self.push_bind(canon, dest, ro_attrs(write), is_dir(&st), write, Some(fd));
+        self.push_bind(canon, dest, ro_attrs(write), is_dir(&st), write, fd);
         Ok(())
     }
 
@@ -237,7 +219,7 @@ impl Builder {
         attrs: u64,
         is_dir: bool,
         write: bool,
-        fd: Option<OwnedFd>,
+        fd: OwnedFd,
     ) {
         // A later bind of the same destination replaces an earlier one.
         self.entries.retain(|(d, _)| d != &dest);
@@ -248,7 +230,7 @@ impl Builder {
             attrs,
             is_dir,
             write,
-            fd: fd.map(Arc::new),
+            fd: Arc::new(fd),
         });
         self.entries.push((dest, Entry::Bind { src }));
     }
@@ -290,7 +272,7 @@ impl Builder {
             ro_attrs(false),
             is_dir(&st),
             false,
-            Some(fd),
+            fd,
         );
         Ok(())
     }
@@ -348,7 +330,7 @@ impl Builder {
                 MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
                 false,
                 true,
-                Some(fd),
+                fd,
             );
         }
         for (link, target) in [
@@ -368,13 +350,19 @@ impl Builder {
         self.landlock
             .push((PathBuf::from("/proc"), LandlockClass::ReadNoExec));
         if sys {
+            let fd = crate::sys::open_path_nofollow(Path::new("/sys")).map_err(|source| {
+                MountError::Source {
+                    path: "/sys".into(),
+                    source,
+                }
+            })?;
             self.push_bind(
                 "/sys".into(),
                 "/sys".into(),
                 MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
                 true,
                 false,
-                crate::sys::open_path_nofollow(Path::new("/sys")).ok(),
+                fd,
             );
         }
         self.landlock

@@ -157,10 +157,9 @@ impl<'a> Server<'a> {
         }
     }
 
-    /// Receive one notification from `listener` and answer it with a denial. Returns `false`
+    /// Receive one notification from the listener `fd` and answer it with a denial. Returns `false`
     /// when the listener is finished (an error other than an interrupted or vanished call).
-    pub fn answer(&mut self, listener: RawFd) -> bool {
-        let fd = listener;
+    pub fn answer(&mut self, fd: RawFd) -> bool {
         let mut n = Notif::default();
         // SAFETY: `n` is a zeroed, live seccomp_notif of the size encoded in the ioctl number.
         if unsafe { libc::ioctl(fd, IOCTL_NOTIF_RECV as _, &mut n as *mut Notif) } < 0 {

@@ -238,10 +238,8 @@ impl SandboxPlan {
             .map(|s| crate::landlock::HostRule {
                 path: &s.host,
                 write: s.write,
-                opened: s
-                    .fd
-                    .as_ref()
-                    .map(|fd| (std::os::fd::AsFd::as_fd(&**fd), s.is_dir)),
+                fd: std::os::fd::AsFd::as_fd(&*s.fd),
+                is_dir: s.is_dir,
             })
             .collect();
         let landlock = crate::landlock::prepare(&rules)?;

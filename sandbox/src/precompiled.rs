@@ -55,7 +55,7 @@ mod tests {
              // Do not edit: change sandbox-profiles/seccomp/*.json and regenerate.\n\n\
              /// The shipped profiles' programs.\npub(crate) const ALL: &[Pre] = &[\n",
         );
-        for name in ["default", "minimal", "python"] {
+        for name in crate::profile::SHIPPED {
             let json = crate::profile::embedded_seccomp(name).unwrap();
             let parsed: crate::profile::OciSeccomp = serde_json::from_str(json).unwrap();
             let c = crate::seccomp::compile_for_kernel(&parsed, name, (6, 18)).unwrap();
@@ -80,14 +80,12 @@ mod tests {
                 .map(|(n, e)| format!("({n}, {e})"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let pairs = ["default", "minimal", "python"]
+            let pairs = crate::profile::SHIPPED
                 .iter()
                 .map(|m| {
                     let mjson = crate::profile::embedded_mounts(m).unwrap();
-                    let mut h = Sha256::new();
-                    h.update(json.as_bytes());
-                    h.update(mjson.as_bytes());
-                    format!("({m:?}, {:?})", hex::encode(h.finalize()))
+                    let pair = crate::profile::pair_sha256(json.as_bytes(), mjson.as_bytes());
+                    format!("({m:?}, {pair:?})")
                 })
                 .collect::<Vec<_>>()
                 .join(", ");

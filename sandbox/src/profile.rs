@@ -302,10 +302,10 @@ pub fn load(profile: &ProfileRef) -> Result<LoadedProfile, ProfileError> {
     let mounts: MountProfile = serde_json::from_slice(&mbytes)
         .map_err(|source| ProfileError::Parse { path: msrc, source })?;
     let (seccomp_digest, sha256) = shipped_digests(&sbytes, &mbytes).unwrap_or_else(|| {
-        let mut h = Sha256::new();
-        h.update(&sbytes);
-        h.update(&mbytes);
-        (Sha256::digest(&sbytes).into(), hex::encode(h.finalize()))
+        (
+            Sha256::digest(&sbytes).into(),
+            pair_sha256(&sbytes, &mbytes),
+        )
     });
     Ok(LoadedProfile {
         name,
@@ -327,26 +327,40 @@ impl LoadedProfile {
     }
 }
 
-/// The seccomp JSON of a shipped profile as embedded in the binary.
-pub fn embedded_seccomp(name: &str) -> Option<&'static str> {
-    let rel = format!("seccomp/{name}.json");
+/// The names of the shipped profiles (each has a seccomp and a mount JSON).
+pub const SHIPPED: [&str; 3] = ["default", "minimal", "python"];
+
+fn embedded(kind: &str, name: &str) -> Option<&'static str> {
+    let rel = format!("{kind}/{name}.json");
     EMBEDDED.iter().find(|(n, _)| *n == rel).map(|(_, t)| *t)
 }
 
-/// The shipped mount profile `name`, as compiled into the binary.
+/// The seccomp JSON of a shipped profile as embedded in the binary.
+pub fn embedded_seccomp(name: &str) -> Option<&'static str> {
+    embedded("seccomp", name)
+}
+
+/// The mount JSON of a shipped profile as embedded in the binary.
 pub fn embedded_mounts(name: &str) -> Option<&'static str> {
-    let rel = format!("mounts/{name}.json");
-    EMBEDDED.iter().find(|(n, _)| *n == rel).map(|(_, t)| *t)
+    embedded("mounts", name)
+}
+
+/// A profile pair's digest ([`LoadedProfile::sha256`]): hex SHA-256 of the seccomp JSON bytes
+/// followed by the mount JSON bytes.
+pub fn pair_sha256(seccomp: &[u8], mounts: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(seccomp);
+    h.update(mounts);
+    hex::encode(h.finalize())
 }
 
 /// The digests of a shipped profile pair, without hashing: `(seccomp digest, pair hex digest)`
 /// when both files are byte for byte the ones compiled into the binary (the usual case).
 fn shipped_digests(sbytes: &[u8], mbytes: &[u8]) -> Option<([u8; 32], String)> {
-    let names = ["default", "minimal", "python"];
-    let s = names
+    let s = SHIPPED
         .iter()
         .find(|n| embedded_seccomp(n).is_some_and(|t| t.as_bytes() == sbytes))?;
-    let m = names
+    let m = SHIPPED
         .iter()
         .find(|n| embedded_mounts(n).is_some_and(|t| t.as_bytes() == mbytes))?;
     let pre = crate::precompiled::ALL.iter().find(|p| p.name == *s)?;
@@ -416,16 +430,13 @@ mod tests {
     #[test]
     fn shipped_pairs_skip_hashing_and_agree_with_it() {
         use sha2::{Digest, Sha256};
-        for sname in ["default", "minimal", "python"] {
-            for mname in ["default", "minimal", "python"] {
+        for sname in super::SHIPPED {
+            for mname in super::SHIPPED {
                 let sb = super::embedded_seccomp(sname).unwrap().as_bytes();
                 let mb = super::embedded_mounts(mname).unwrap().as_bytes();
                 let (d, pair) = super::shipped_digests(sb, mb).unwrap();
-                let mut h = Sha256::new();
-                h.update(sb);
-                h.update(mb);
                 assert_eq!(d, <[u8; 32]>::from(Sha256::digest(sb)), "{sname}");
-                assert_eq!(pair, hex::encode(h.finalize()), "{sname} + {mname}");
+                assert_eq!(pair, super::pair_sha256(sb, mb), "{sname} + {mname}");
             }
         }
         // One byte changed: not a shipped profile, so it is hashed.
@@ -442,7 +453,7 @@ mod tests {
 
     #[test]
     fn builtin_profiles_load() {
-        for n in ["default", "minimal", "python"] {
+        for n in SHIPPED {
             let p = load(&ProfileRef::Name(n.into())).unwrap();
             assert_eq!(p.sha256.len(), 64);
             assert!(!p.seccomp().unwrap().is_multi_arch(), "{n}");

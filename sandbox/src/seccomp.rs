@@ -882,13 +882,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn docker_profile_semantics() {
+    /// The Docker default profile from `../shared/interop/`: its path and the parsed JSON.
+    fn docker_profile() -> (&'static str, OciSeccomp) {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../shared/interop/docker-default-seccomp.json"
         );
-        let p: OciSeccomp = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let p = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        (path, p)
+    }
+
+    #[test]
+    fn docker_profile_semantics() {
+        let (path, p) = docker_profile();
         let c = compile_for_kernel(&p, path, (6, 18)).unwrap();
         let z = [0u64; 6];
         assert_eq!(
@@ -959,11 +965,7 @@ mod tests {
 
     #[test]
     fn docker_profile_compiles() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/interop/docker-default-seccomp.json"
-        );
-        let p: OciSeccomp = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let (path, p) = docker_profile();
         let c = compile(&p, path).unwrap();
         assert!(c.skipped_names.iter().any(|n| n == "socketcall"));
         assert!(

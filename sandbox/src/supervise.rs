@@ -410,7 +410,8 @@ fn supervise_in(
     }
     let observed = server.finish();
     if let Some(f) = started.take() {
-        // The command ended before its exec was seen (both in the same wakeup).
+        // The setup never reported (the timeout struck first, or the init died): the caller
+        // still gets the pid, and the outcome says how the run ended.
         f(pid);
     }
     // Reap the init. Without a cgroup to remove and with the status in hand, the rest of the
@@ -421,7 +422,7 @@ fn supervise_in(
     // SAFETY: a zeroed rusage is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     let must_wait = cgroup.is_some() || !got;
-    let reaped = !must_wait && plan.detach_teardown || {
+    let reaped = (!must_wait && plan.detach_teardown) || {
         // SAFETY: wait4 on our own child into live out-parameters.
         (unsafe {
             libc::wait4(

@@ -132,6 +132,27 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
+/// `openat2(path, O_PATH|O_CLOEXEC|extra, RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS)`.
+/// Async-signal-safe.
+fn openat2_path(path: &CStr, extra: libc::c_int) -> SysResult<i32> {
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC | extra) as u64,
+        mode: 0,
+        resolve: RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: path is NUL-terminated; `how` is a live open_how of the size passed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    })
+    .map(|fd| fd as i32)
+}
+
 /// Open `path` at plan time as an `O_PATH` descriptor without following any symlink on the way
 /// (`openat2` with `RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS`). A symlink as the last component is
 /// opened itself (`O_NOFOLLOW`), so its type can be checked with `fstat` and its target read with
@@ -140,26 +161,9 @@ pub fn open_path_nofollow(path: &std::path::Path) -> std::io::Result<std::os::fd
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: `c` is NUL-terminated; `how` is a live open_how of the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let fd = openat2_path(&c, libc::O_NOFOLLOW).map_err(std::io::Error::from_raw_os_error)?;
     // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// The real kernel.
@@ -329,22 +333,7 @@ impl Sys for LinuxSys {
     }
 
     fn open_nofollow(&self, path: &CStr) -> SysResult<i32> {
-        let how = OpenHow {
-            flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
-            mode: 0,
-            resolve: RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-        };
-        // SAFETY: path is NUL-terminated; `how` is a live open_how of the size passed.
-        check(unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        })
-        .map(|fd| fd as i32)
+        openat2_path(path, 0)
     }
 
     fn open_tree_clone(&self, fd: i32) -> SysResult<i32> {
@@ -461,12 +450,25 @@ impl Sys for LinuxSys {
     }
 
     fn reset_signals(&self) -> SysResult<()> {
-        for sig in 1..32 {
+        // Every signal, real-time ones included (an ancestor may have ignored any of them), with
+        // the raw call: the C libraries refuse the real-time signals they reserve for themselves.
+        // The kernel's `struct sigaction` with SIG_DFL, no flags, an empty mask.
+        let dfl: [u64; 4] = [libc::SIG_DFL as u64, 0, 0, 0];
+        for sig in 1..=64 {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP {
                 continue;
             }
-            // SAFETY: SIG_DFL is always a valid disposition.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
+            // SAFETY: rt_sigaction with a live, correctly laid out kernel sigaction (handler,
+            // flags, restorer, mask) and the kernel's sigset size; no old action is read.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    dfl.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                )
+            };
         }
         self.clear_signal_mask()
     }
