@@ -44,6 +44,45 @@ except OSError as e:
 }
 
 #[test]
+fn the_network_namespace_is_fresh_owned_by_the_sandbox_and_holds_only_lo() {
+    use std::os::unix::fs::MetadataExt;
+    let host_net = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+    let host_user = std::fs::metadata("/proc/self/ns/user").unwrap().ino();
+    let r = py(
+        &[],
+        r#"
+import fcntl
+net = os.open("/proc/self/ns/net", os.O_RDONLY)
+owner = fcntl.ioctl(net, 0xb701)  # NS_GET_USERNS: the user namespace that owns it
+print("NET", os.fstat(net).st_ino)
+print("OWNER", os.fstat(owner).st_ino, os.stat("/proc/self/ns/user").st_ino)
+print("IFACES", [l.split(":")[0].strip() for l in open("/proc/net/dev").readlines()[2:]])
+"#,
+    );
+    let out = ok(&r);
+    let field = |k: &str| -> Vec<String> {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} ")))
+            .unwrap_or_else(|| panic!("no {k} in {out}"))
+            .split(' ')
+            .map(str::to_string)
+            .collect()
+    };
+    let net: u64 = field("NET")[0].parse().unwrap();
+    let owner = field("OWNER");
+    assert_ne!(
+        net, host_net,
+        "the job must not share the host's network namespace"
+    );
+    assert_eq!(
+        owner[0], owner[1],
+        "the network namespace must be owned by the sandbox's user namespace"
+    );
+    assert_ne!(owner[0], host_user.to_string());
+    assert_eq!(field("IFACES").join(" "), "['lo']", "{out}");
+}
+
+#[test]
 fn udp_send_to_host_loopback_fails_and_is_reported() {
     let u = UdpSocket::bind("127.0.0.1:0").unwrap();
     u.set_nonblocking(true).unwrap();
@@ -264,15 +303,16 @@ try:
     os.kill({pid}, 15); print("KILLED")
 except ProcessLookupError:
     print("ESRCH")
-print("PIDS", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
+pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+print("PIDS", len(pids), pids[0], os.getpid() in pids)
 "#
         ),
     );
     let out = ok(&r);
     assert!(out.starts_with("ESRCH"), "{out}");
     assert!(
-        out.contains("PIDS [1, 2]"),
-        "only init and the job are visible: {out}"
+        out.contains("PIDS 2 1 True"),
+        "only init (pid 1) and the job are visible: {out}"
     );
     assert!(
         victim.try_wait().unwrap().is_none(),

@@ -4,7 +4,10 @@
 //! any failure is reported to the supervisor as `(step, index, errno)` and the process exits
 //! with status 125 before anything runs; seccomp is the last thing before `execve`.
 //!
-//! Init (after `clone` with all seven namespace flags):
+//! Init (after `clone` with the user, mount, pid, ipc, uts and cgroup namespace flags):
+//!  0. Start the network helper: a task sharing our memory and descriptors that makes the
+//!     network namespace and brings its `lo` up while we go on (see [`crate::net`]).
+//! 0b. Reset every signal disposition; empty the bounding and ambient capability sets.
 //!  1. Wait for the supervisor to write the uid/gid maps (EOF = it died).
 //!  2. Root mode: become inside-root (mapped, unprivileged on the host) and clear groups.
 //!  3. `PR_SET_PDEATHSIG(SIGKILL)` (after the last credential change, which would clear it), then
@@ -18,7 +21,8 @@
 //!     `/dev/shm`, minimal `/dev`, fresh `/proc` (we are pid 1 of the new pid namespace).
 //!  8. `pivot_root(".", ".")` + `umount2(MNT_DETACH)`: the host root becomes unreachable.
 //!  9. Remount `/` read-only.
-//! 10. Hostname `sealrun`; bring up `lo` (the only interface of the new network namespace).
+//! 10. Hostname `sealrun`; reap the network helper and enter the namespace it made (its only
+//!     interface is `lo`, up).
 //! 11. Wait until the supervisor has moved us into the cgroup (it does so while we build the
 //!     mounts). Start the job (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no page-table copy);
 //!     then reap everything (zombies of orphans included) and forward
@@ -73,7 +77,7 @@ pub enum Step {
     DetachOldRoot,
     RemountRootReadOnly,
     Hostname,
-    Loopback,
+    Network,
     Fork,
     Setsid,
     Signals,
@@ -116,7 +120,7 @@ impl Step {
         Step::DetachOldRoot,
         Step::RemountRootReadOnly,
         Step::Hostname,
-        Step::Loopback,
+        Step::Network,
         Step::Fork,
         Step::Setsid,
         Step::Signals,
@@ -164,7 +168,7 @@ impl Step {
             Step::DetachOldRoot => "umount2 old root",
             Step::RemountRootReadOnly => "remount / read-only",
             Step::Hostname => "sethostname",
-            Step::Loopback => "loopback up",
+            Step::Network => "network namespace (unshare, lo up, setns)",
             Step::Fork => "fork job",
             Step::Setsid => "setsid",
             Step::Signals => "reset signals",
@@ -279,7 +283,7 @@ pub fn init_main<S: Sys>(
     exec: &ExecArrays<'_>,
     job_stack: &mut [u8],
 ) -> ! {
-    if let Err(f) = init_setup(sys, plan, fds, trees) {
+    if let Err(f) = init_setup(sys, plan, fds, trees, job_stack) {
         report(sys, fds, f)
     }
     // 11. Wait until the supervisor has put us in the cgroup (done while we built the mounts), so
@@ -302,13 +306,19 @@ pub fn init_main<S: Sys>(
     reap(pid, fds.status_w, &plan.secrets)
 }
 
-/// Steps 0b–10.
+/// Steps 0–10. `stack` is lent to the network helper until step 10 has reaped it.
 pub fn init_setup<S: Sys>(
     sys: &S,
     plan: &SandboxPlan,
     fds: &ChildFds,
     trees: &mut [i32],
+    stack: &mut [u8],
 ) -> Result<(), Fail> {
+    // 0. The network namespace is made by a helper, in parallel with everything up to step 10
+    //    (it is the slowest namespace to make). Until then we are in the host's network
+    //    namespace, and make no network call; nothing of the job exists yet.
+    let netns = AtomicI32::new(-libc::ECHILD);
+    let helper = sys.spawn_netns(stack, &netns).map_err(at(Step::Network))?;
     // 0b. While the supervisor writes the uid/gid maps: a clean slate the job inherits. Every
     //    signal disposition back to default (an ignored signal would stay ignored across the
     //    job's execve), and empty bounding and ambient capability sets, so no exec can ever
@@ -426,7 +436,7 @@ pub fn init_setup<S: Sys>(
     .map_err(at(Step::RemountRootReadOnly))?;
     // 10. Identity of the machine and its only network interface.
     sys.sethostname(b"sealrun").map_err(at(Step::Hostname))?;
-    sys.loopback_up().map_err(at(Step::Loopback))?;
+    sys.enter_netns(helper, &netns).map_err(at(Step::Network))?;
     Ok(())
 }
 
@@ -846,8 +856,11 @@ mod tests {
         fn sethostname(&self, _: &[u8]) -> SysResult<()> {
             self.rec("sethostname")
         }
-        fn loopback_up(&self) -> SysResult<()> {
-            self.rec("loopback_up")
+        fn spawn_netns(&self, _: &mut [u8], _: &AtomicI32) -> SysResult<libc::pid_t> {
+            self.rec("spawn_netns").map(|_| 2)
+        }
+        fn enter_netns(&self, _: libc::pid_t, _: &AtomicI32) -> SysResult<()> {
+            self.rec("enter_netns")
         }
         fn spawn_job(&self, _: &mut dyn FnMut() -> i32, _: &mut [u8]) -> SysResult<libc::pid_t> {
             self.rec("spawn_job").map(|_| 2)
@@ -924,8 +937,9 @@ mod tests {
         let p = plan();
         let r = Recorder::default();
         let mut trees = vec![-1; p.mounts.binds.len()];
-        init_setup(&r, &p, &fds(), &mut trees).unwrap();
+        init_setup(&r, &p, &fds(), &mut trees, &mut []).unwrap();
         let order = [
+            "spawn_netns",
             "reset_signals",
             "drop_bounding",
             "read_byte",
@@ -943,7 +957,7 @@ mod tests {
             "chdir /",
             "mount  / ", // remount read-only
             "sethostname",
-            "loopback_up",
+            "enter_netns",
         ];
         r.assert_order(&order);
         // The /data bind is attached after /dev exists and before pivot_root.
@@ -1012,7 +1026,7 @@ mod tests {
             ..Default::default()
         };
         let mut trees = vec![-1; p.mounts.binds.len()];
-        let f = init_setup(&r, &p, &fds(), &mut trees).unwrap_err();
+        let f = init_setup(&r, &p, &fds(), &mut trees, &mut []).unwrap_err();
         assert_eq!(f.step, Step::BindMount);
         assert_eq!(f.errno, libc::EPERM);
         assert!(crate::mounts::describe_op(&p.mounts, f.index as usize).contains("/usr -> /data"));

@@ -1,6 +1,7 @@
-//! Namespaces and identity. Guarantees: the sandbox gets fresh user, mount, pid, network, ipc,
-//! uts and cgroup namespaces in one `clone`; the job runs as uid/gid 1000 inside, which is never
-//! host root.
+//! Namespaces and identity. Guarantees: the sandbox gets fresh user, mount, pid, ipc, uts and
+//! cgroup namespaces in one `clone`, and a fresh network namespace owned by that user namespace
+//! before the job exists (made by the init's helper, see [`crate::net`]); the job runs as uid/gid
+//! 1000 inside, which is never host root.
 //!
 //! ## UID mapping
 //! * **Started as root**: inside 0..65535 → host 100000..165535 (a subuid-style range, written by
@@ -14,11 +15,11 @@
 
 use std::path::PathBuf;
 
-/// Namespace flags for the sandbox `clone`.
+/// Namespace flags for the sandbox `clone` (the network namespace comes after, from
+/// [`crate::net::make_netns`]).
 pub const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWNS
     | libc::CLONE_NEWPID
-    | libc::CLONE_NEWNET
     | libc::CLONE_NEWIPC
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWCGROUP;

@@ -3,6 +3,14 @@
 //! interface and no route, so nothing leaves the sandbox (the host's 127.0.0.1 is a different
 //! interface in a different namespace). Outbound `connect`/`sendto` attempts are additionally
 //! reported and refused by [`crate::notify`].
+//!
+//! Making a network namespace is the slowest part of the sandbox's `clone` (about 0.6 ms here,
+//! more than the six other namespaces together), so the init does not ask for one in its `clone`:
+//! it starts a helper task (sharing its memory and descriptor table, in the sandbox's user and pid
+//! namespaces) that makes the namespace, brings `lo` up and leaves a descriptor of it
+//! ([`make_netns`]), while the init itself builds the mounts; the init then enters that namespace
+//! before anything of the job exists. The namespace is owned by the sandbox's user namespace,
+//! exactly as if the `clone` had made it.
 
 use crate::sys::SysResult;
 
@@ -47,4 +55,25 @@ pub fn loopback_up() -> SysResult<()> {
     } else {
         Ok(())
     }
+}
+
+/// Make a network namespace for the calling task, bring its `lo` up, and return a descriptor of
+/// it (CLOEXEC). Run by the init's helper task (see the module docs). Async-signal-safe.
+pub fn make_netns() -> SysResult<i32> {
+    // SAFETY: unshare of the calling task's network namespace only.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(errno());
+    }
+    loopback_up()?;
+    // SAFETY: a NUL-terminated literal path; the descriptor is handed to the caller.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/thread-self/ns/net".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(errno());
+    }
+    Ok(fd)
 }
