@@ -39,7 +39,8 @@
 //! 18. Empty the permitted/effective/inheritable sets; `PR_SET_NO_NEW_PRIVS`.
 //! 19. Landlock: add rules for the sandbox's own mounts, restrict self.
 //! 20. seccomp guard filter with a user-notification listener; send the listener to the
-//!     supervisor; close it.
+//!     supervisor; close it. (Skipped when the profile allows `sendmsg` and `close`: then step
+//!     21 installs one filter with the listener, and the listener is sent after it.)
 //! 21. seccomp main filter (the profile).
 //! 22. `execve` (trying each `PATH` candidate).
 
@@ -556,6 +557,18 @@ fn job_steps<S: Sys>(sys: &S, plan: &SandboxPlan, fds: &ChildFds) -> Result<(), 
             .map_err(at(Step::LandlockRestrict))?;
         let _ = sys.close(fds.ruleset);
     }
+    if plan.seccomp.guard.is_empty() {
+        // 20–21. One filter, last: the profile, with USER_NOTIF for the observed calls; hand its
+        //        listener over (the profile allows sendmsg and close, checked at compile time).
+        let listener = sys
+            .seccomp(&plan.seccomp.main, true)
+            .map_err(at(Step::SeccompMain))?;
+        sys.send_fd(fds.sock, listener)
+            .map_err(at(Step::SendListener))?;
+        let _ = sys.close(listener);
+        let _ = sys.close(fds.sock);
+        return Ok(());
+    }
     // 20. Guard filter with the notification listener; hand the listener over.
     let listener = sys
         .seccomp(&plan.seccomp.guard, true)
@@ -980,8 +993,47 @@ mod tests {
     }
 
     #[test]
-    fn job_sequence_order_seccomp_last() {
+    fn job_sequence_order_one_filter_last() {
+        // The default profile allows sendmsg and close: one filter, installed with the listener,
+        // which is then handed over.
         let p = plan();
+        assert!(p.seccomp.guard.is_empty());
+        let r = Recorder::default();
+        let f = job_setup(
+            &r,
+            &p,
+            &fds(),
+            &ExecArrays {
+                argv: &[std::ptr::null()],
+                envp: &[std::ptr::null()],
+            },
+        );
+        assert_eq!(f.step, Step::Exec);
+        r.assert_order(&[
+            "setsid",
+            "capset",
+            "prctl 38", // PR_SET_NO_NEW_PRIVS
+            "landlock_restrict_self",
+            "seccomp listener=true",
+            "send_fd 9",
+            "execve /bin/true",
+        ]);
+        let calls = r.calls.borrow();
+        assert_eq!(calls.iter().filter(|c| c.starts_with("seccomp")).count(), 1);
+        assert!(
+            calls[calls.len() - 3].starts_with("seccomp listener=true"),
+            "only the listener handoff between seccomp and execve: {calls:?}"
+        );
+    }
+
+    #[test]
+    fn job_sequence_order_seccomp_last() {
+        // The minimal profile denies sendmsg: guard filter with the listener first, handoff, then
+        // the profile's filter.
+        let mut c = SandboxConfig::new(vec!["/bin/true".into()]);
+        c.profile = crate::config::ProfileRef::Name("minimal".into());
+        let p = SandboxPlan::build(c).unwrap();
+        assert!(!p.seccomp.guard.is_empty());
         let r = Recorder::default();
         let f = job_setup(
             &r,

@@ -6,8 +6,9 @@
 //! always a denial, a racing thread rewriting the address can only falsify the report, never
 //! reach the network).
 //!
-//! The listener fd is created by the job when it installs the guard filter and passed to the
-//! parent over a socketpair with `SCM_RIGHTS`.
+//! The listener fd is created by the job when it installs the filter that notifies (the only one,
+//! or the guard filter, see [`crate::seccomp`]) and passed to the parent over a socketpair with
+//! `SCM_RIGHTS`.
 
 use std::collections::BTreeMap;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};

@@ -327,7 +327,7 @@ impl SandboxPlan {
         &self.profile_sha256
     }
 
-    /// Hex SHA-256 of the compiled BPF (main filter then guard filter).
+    /// Hex SHA-256 of the compiled BPF (the main filter, then the guard filter if there is one).
     pub fn bpf_sha256(&self) -> &str {
         &self.seccomp.sha256
     }

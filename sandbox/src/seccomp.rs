@@ -27,10 +27,15 @@
 //! * `SCMP_ACT_NOTIFY` in a profile is refused (the sandbox owns the listener).
 //!
 //! ## Observation
-//! Calls the profile denies unconditionally with `SCMP_ACT_ERRNO` are rewritten to ALLOW in the
-//! main filter and to USER_NOTIF in a second, "guard" filter (the kernel picks the most restrictive
-//! result across filters, and ERRNO would outrank USER_NOTIF). `connect`, and `sendto` with a
-//! destination, always go to the supervisor. The supervisor answers every notification with an
+//! Calls the profile denies unconditionally with `SCMP_ACT_ERRNO` are answered with USER_NOTIF
+//! instead (ERRNO would outrank it), and so are `connect`, and `sendto` with a destination, unless
+//! the profile answers them more restrictively. Normally that is one filter, installed with the
+//! listener, which the job then hands to the supervisor (`sendmsg`, `close`) before `execve`.
+//! A profile that does not allow `sendmsg` and `close` outright, or whose `connect`/`sendto` rules
+//! look at arguments, gets two filters instead: a "guard" filter with the USER_NOTIF answers
+//! (installed first, with the listener) and the profile's own filter, where those calls are ALLOW
+//! (the kernel picks the most restrictive result across filters). Both forms give every call the
+//! same answer (a test checks it for every call number). The supervisor answers every notification with an
 //! error and never lets a call continue. If the supervisor is gone the kernel answers `ENOSYS`.
 //! Calls the profile answers with `ENOSYS` (e.g. `clone3`, so glibc falls back to `clone`) are a
 //! compatibility answer, not a policy alarm: they are not observed.
@@ -159,12 +164,14 @@ impl Action {
     }
 }
 
-/// A compiled profile: two BPF programs and what the supervisor must know to answer.
+/// A compiled profile: one or two BPF programs and what the supervisor must know to answer.
 #[derive(Debug, Clone)]
 pub struct Compiled {
-    /// The main filter (installed last).
+    /// The main filter (installed last). When `guard` is empty, it also answers the observed
+    /// calls with USER_NOTIF and is installed with the listener.
     pub main: BpfProgram,
-    /// The guard filter: USER_NOTIF for observed calls (installed first, with a listener).
+    /// The guard filter: USER_NOTIF for observed calls (installed first, with a listener); empty
+    /// when `main` does it all.
     pub guard: BpfProgram,
     /// Observed call numbers and the errno the supervisor answers with.
     pub observed: BTreeMap<i64, u32>,
@@ -272,6 +279,16 @@ pub fn compile_for_kernel(
     source: &str,
     kernel: (u32, u32),
 ) -> Result<Compiled, SeccompError> {
+    compile_inner(profile, source, kernel, true)
+}
+
+/// With `merge`, one filter where the profile allows it (see the module docs); else always two.
+fn compile_inner(
+    profile: &OciSeccomp,
+    source: &str,
+    kernel: (u32, u32),
+    merge: bool,
+) -> Result<Compiled, SeccompError> {
     let default_errno = profile.default_errno_ret.unwrap_or(libc::EPERM as u32);
     let default = Action::parse(
         &profile.default_action,
@@ -372,19 +389,68 @@ pub fn compile_for_kernel(
         }
     }
 
+    // The profile's answer to a call when it does not depend on the arguments.
+    let answer = |nr: i64| -> Option<Action> {
+        if let Some(e) = observed.get(&nr) {
+            return Some(Action::Errno(*e));
+        }
+        match by_nr.get(&nr) {
+            None => Some(default),
+            Some(per) => per
+                .iter()
+                .next()
+                .filter(|(_, rs)| rs.iter().any(Option::is_none))
+                .map(|(a, _)| *a),
+        }
+    };
+    // One filter is enough when the job can still hand the listener over after installing it:
+    // the profile allows `sendmsg` and `close` outright. `connect` and `sendto` must not depend
+    // on their arguments in the profile, so their merged answer can be computed here.
+    let merged = merge
+        && answer(libc::SYS_sendmsg) == Some(Action::Allow)
+        && answer(libc::SYS_close) == Some(Action::Allow)
+        && answer(libc::SYS_connect).is_some()
+        && answer(libc::SYS_sendto).is_some();
+
     // Per-syscall code: for each number with rules, one seccompiler block per action group in
     // precedence order; a call no block matches gets the default action. Numbers whose rules come
     // down to one unconditional action need no block: the tree returns it directly.
     let mut nrs: BTreeSet<i64> = by_nr.keys().copied().collect();
     nrs.extend(observed.keys().copied());
+    if merged {
+        nrs.extend([libc::SYS_connect, libc::SYS_sendto]);
+    }
     let mut asm = Asm::default();
     let default_ret = asm.ret(default.ret());
     let allow_ret = asm.ret(RET_ALLOW);
+    let observe = if merged {
+        asm.ret(RET_USER_NOTIF)
+    } else {
+        allow_ret
+    };
     let mut leaves: Vec<(u32, Label)> = Vec::new();
     let mut blocks: Vec<(Label, Vec<sock_filter>)> = Vec::new();
     for nr in nrs {
         if observed.contains_key(&nr) {
-            leaves.push((nr as u32, allow_ret));
+            leaves.push((nr as u32, observe));
+            continue;
+        }
+        if merged && (nr == libc::SYS_connect || nr == libc::SYS_sendto) {
+            // What the two filters would give together: the more restrictive of the profile's
+            // answer and USER_NOTIF (for sendto: only with a destination).
+            let a = answer(nr).expect("checked above");
+            if matches!(
+                a,
+                Action::KillProcess | Action::KillThread | Action::Trap | Action::Errno(_)
+            ) {
+                leaves.push((nr as u32, asm.ret(a.ret())));
+            } else if nr == libc::SYS_connect {
+                leaves.push((nr as u32, observe));
+            } else {
+                let l = asm.label();
+                leaves.push((nr as u32, l));
+                blocks.push((l, sendto_with_destination(a.ret())));
+            }
             continue;
         }
         let per_action: Vec<(Action, &Vec<Option<SeccompRule>>)> = by_nr
@@ -427,7 +493,11 @@ pub fn compile_for_kernel(
     }
     main.extend(asm.finish());
 
-    let guard = guard_program(observed.keys().copied());
+    let guard = if merged {
+        Vec::new()
+    } else {
+        guard_program(observed.keys().copied())
+    };
     for (p, len) in [(&main, main.len()), (&guard, guard.len())] {
         let _ = p;
         if len > 4096 {
@@ -477,29 +547,39 @@ fn prologue() -> BpfProgram {
     ]
 }
 
-/// The guard filter: USER_NOTIF for `connect`, `sendto` with a destination, and `observed`.
-fn guard_program(observed: impl Iterator<Item = i64>) -> BpfProgram {
-    let mut nrs: BTreeSet<i64> = observed.collect();
-    nrs.insert(libc::SYS_connect);
-    nrs.remove(&libc::SYS_sendto);
-    let mut asm = Asm::default();
-    let allow = asm.ret(RET_ALLOW);
-    let notify = asm.ret(RET_USER_NOTIF);
-    let sendto = asm.label();
-    let mut leaves: Vec<(u32, Label)> = nrs.into_iter().map(|nr| (nr as u32, notify)).collect();
-    leaves.push((libc::SYS_sendto as u32, sendto));
-    leaves.sort_unstable();
-    asm.tree(&leaves, allow);
-    // sendto(fd, buf, len, flags, dest_addr, addrlen): notify only when dest_addr != NULL.
-    asm.place(sendto);
-    asm.raw(vec![
+/// `sendto(fd, buf, len, flags, dest_addr, addrlen)`: USER_NOTIF when `dest_addr` is not NULL,
+/// else `otherwise`.
+fn sendto_with_destination(otherwise: u32) -> Vec<sock_filter> {
+    vec![
         stmt(BPF_LD_W_ABS, 16 + 4 * 8), // args[4] low half
         jump(BPF_JEQ_K, 0, 0, 2),
         stmt(BPF_LD_W_ABS, 16 + 4 * 8 + 4), // args[4] high half
         jump(BPF_JEQ_K, 0, 1, 0),
         stmt(BPF_RET_K, RET_USER_NOTIF),
-        stmt(BPF_RET_K, RET_ALLOW),
-    ]);
+        stmt(BPF_RET_K, otherwise),
+    ]
+}
+
+/// The guard filter: USER_NOTIF for `connect`, `sendto` with a destination (every `sendto` if the
+/// profile denies it), and `observed`.
+fn guard_program(observed: impl Iterator<Item = i64>) -> BpfProgram {
+    let mut nrs: BTreeSet<i64> = observed.collect();
+    nrs.insert(libc::SYS_connect);
+    let sendto_observed = nrs.contains(&libc::SYS_sendto);
+    let mut asm = Asm::default();
+    let allow = asm.ret(RET_ALLOW);
+    let notify = asm.ret(RET_USER_NOTIF);
+    let sendto = asm.label();
+    let mut leaves: Vec<(u32, Label)> = nrs.into_iter().map(|nr| (nr as u32, notify)).collect();
+    if !sendto_observed {
+        leaves.push((libc::SYS_sendto as u32, sendto));
+        leaves.sort_unstable();
+    }
+    asm.tree(&leaves, allow);
+    if !sendto_observed {
+        asm.place(sendto);
+        asm.raw(sendto_with_destination(RET_ALLOW));
+    }
     let mut p = prologue();
     p.truncate(3); // the arch check; the x32 answer comes from the main filter
     p.push(stmt(BPF_LD_W_ABS, 0));
@@ -745,11 +825,23 @@ mod tests {
         }
     }
 
-    fn both(c: &Compiled, nr: i64, args: [u64; 6]) -> (u32, u32) {
-        (
-            run(&c.main, nr, args, AUDIT_ARCH_X86_64),
-            run(&c.guard, nr, args, AUDIT_ARCH_X86_64),
-        )
+    /// The kernel's answer with the compiled profile installed (one filter, or guard then main):
+    /// the most restrictive action wins; on a tie, the later filter's (main's) value.
+    fn eff_arch(c: &Compiled, nr: i64, args: [u64; 6], arch: u32) -> u32 {
+        let m = run(&c.main, nr, args, arch);
+        if c.guard.is_empty() {
+            return m;
+        }
+        let g = run(&c.guard, nr, args, arch);
+        if ((g & 0xffff_0000) as i32) < ((m & 0xffff_0000) as i32) {
+            g
+        } else {
+            m
+        }
+    }
+
+    fn eff(c: &Compiled, nr: i64, args: [u64; 6]) -> u32 {
+        eff_arch(c, nr, args, AUDIT_ARCH_X86_64)
     }
 
     #[test]
@@ -766,9 +858,9 @@ mod tests {
             libc::SYS_execve,
             libc::SYS_futex,
         ] {
-            assert_eq!(both(&c, nr, z), (RET_ALLOW, RET_ALLOW), "nr {nr}");
+            assert_eq!(eff(&c, nr, z), RET_ALLOW, "nr {nr}");
         }
-        // Denied outright: allowed by main, notified by the guard (the supervisor says EPERM).
+        // Denied outright: notified (the supervisor answers EPERM).
         for nr in [
             libc::SYS_ptrace,
             libc::SYS_mount,
@@ -776,54 +868,28 @@ mod tests {
             libc::SYS_unshare,
             libc::SYS_keyctl,
         ] {
-            assert_eq!(both(&c, nr, z), (RET_ALLOW, RET_USER_NOTIF), "nr {nr}");
+            assert_eq!(eff(&c, nr, z), RET_USER_NOTIF, "nr {nr}");
             assert_eq!(c.observed.get(&nr), Some(&1));
         }
         // clone: plain fork allowed, namespace flags EPERM; clone3 ENOSYS.
         assert_eq!(
-            run(
-                &c.main,
-                libc::SYS_clone,
-                [libc::SIGCHLD as u64, 0, 0, 0, 0, 0],
-                AUDIT_ARCH_X86_64
-            ),
+            eff(&c, libc::SYS_clone, [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
             RET_ALLOW
         );
         assert_eq!(
-            run(
-                &c.main,
-                libc::SYS_clone,
-                [0x1000_0000 | 17, 0, 0, 0, 0, 0],
-                AUDIT_ARCH_X86_64
-            ),
+            eff(&c, libc::SYS_clone, [0x1000_0000 | 17, 0, 0, 0, 0, 0]),
             eperm
         );
-        assert_eq!(
-            run(&c.main, libc::SYS_clone3, z, AUDIT_ARCH_X86_64),
-            RET_ERRNO | 38
-        );
+        assert_eq!(eff(&c, libc::SYS_clone3, z), RET_ERRNO | 38);
         // ioctl: TIOCSTI/TIOCLINUX denied on the low 32 bits, others allowed.
         for req in [0x5412u64, 0x1_0000_5412, 0x541c] {
             assert_eq!(
-                run(
-                    &c.main,
-                    libc::SYS_ioctl,
-                    [0, req, 0, 0, 0, 0],
-                    AUDIT_ARCH_X86_64
-                ),
+                eff(&c, libc::SYS_ioctl, [0, req, 0, 0, 0, 0]),
                 eperm,
                 "{req:#x}"
             );
         }
-        assert_eq!(
-            run(
-                &c.main,
-                libc::SYS_ioctl,
-                [0, 0x5401, 0, 0, 0, 0],
-                AUDIT_ARCH_X86_64
-            ),
-            RET_ALLOW
-        );
+        assert_eq!(eff(&c, libc::SYS_ioctl, [0, 0x5401, 0, 0, 0, 0]), RET_ALLOW);
         // Socket families: the usual ones; never AF_VSOCK (not confined by network namespaces).
         for fam in [
             libc::AF_UNIX,
@@ -832,51 +898,37 @@ mod tests {
             libc::AF_NETLINK,
         ] {
             assert_eq!(
-                run(
-                    &c.main,
-                    libc::SYS_socket,
-                    [fam as u64, 1, 0, 0, 0, 0],
-                    AUDIT_ARCH_X86_64
-                ),
+                eff(&c, libc::SYS_socket, [fam as u64, 1, 0, 0, 0, 0]),
                 RET_ALLOW
             );
         }
         for fam in [libc::AF_VSOCK, libc::AF_PACKET, libc::AF_BLUETOOTH] {
             assert_eq!(
-                run(
-                    &c.main,
-                    libc::SYS_socket,
-                    [fam as u64, 1, 0, 0, 0, 0],
-                    AUDIT_ARCH_X86_64
-                ),
+                eff(&c, libc::SYS_socket, [fam as u64, 1, 0, 0, 0, 0]),
                 eperm
             );
         }
         // Foreign ABIs.
-        assert_eq!(run(&c.main, 39, z, 0x4000_0003), RET_KILL_PROCESS);
-        assert_eq!(run(&c.guard, 39, z, 0x4000_0003), RET_KILL_PROCESS);
-        assert_eq!(
-            run(&c.main, 0x4000_0000 | 39, z, AUDIT_ARCH_X86_64),
-            RET_ERRNO | 38
-        );
+        assert_eq!(eff_arch(&c, 39, z, 0x4000_0003), RET_KILL_PROCESS);
+        assert_eq!(eff(&c, 0x4000_0000 | 39, z), RET_ERRNO | 38);
         // Unknown numbers get the default action.
-        assert_eq!(run(&c.main, 999, z, AUDIT_ARCH_X86_64), eperm);
+        assert_eq!(eff(&c, 999, z), eperm);
         // Egress: connect always, sendto only with an address.
-        assert_eq!(both(&c, libc::SYS_connect, z), (RET_ALLOW, RET_USER_NOTIF));
-        assert_eq!(both(&c, libc::SYS_sendto, z).1, RET_ALLOW);
+        assert_eq!(eff(&c, libc::SYS_connect, z), RET_USER_NOTIF);
+        assert_eq!(eff(&c, libc::SYS_sendto, z), RET_ALLOW);
         assert_eq!(
-            both(&c, libc::SYS_sendto, [3, 0, 0, 0, 0x7fff_0000_1000, 16]).1,
+            eff(&c, libc::SYS_sendto, [3, 0, 0, 0, 0x7fff_0000_1000, 16]),
             RET_USER_NOTIF
         );
         assert_eq!(
-            both(&c, libc::SYS_sendto, [3, 0, 0, 0, 0x1000, 16]).1,
+            eff(&c, libc::SYS_sendto, [3, 0, 0, 0, 0x1000, 16]),
             RET_USER_NOTIF
         );
         // Every known syscall gets a definite, consistent answer.
         for &(_, nr) in syscall_table::X86_64 {
-            let (m, _) = both(&c, nr, z);
+            let m = eff(&c, nr, z);
             assert!(
-                m == RET_ALLOW || m & 0xffff_0000 == RET_ERRNO,
+                m == RET_ALLOW || m == RET_USER_NOTIF || m & 0xffff_0000 == RET_ERRNO,
                 "nr {nr}: {m:#x}"
             );
         }
@@ -898,45 +950,25 @@ mod tests {
         let c = compile_for_kernel(&p, path, (6, 18)).unwrap();
         let z = [0u64; 6];
         assert_eq!(
-            run(
-                &c.main,
-                libc::SYS_socket,
-                [libc::AF_INET as u64, 1, 0, 0, 0, 0],
-                AUDIT_ARCH_X86_64
-            ),
+            eff(&c, libc::SYS_socket, [libc::AF_INET as u64, 1, 0, 0, 0, 0]),
             RET_ALLOW
         );
         assert_eq!(
-            run(
-                &c.main,
-                libc::SYS_socket,
-                [40, 1, 0, 0, 0, 0],
-                AUDIT_ARCH_X86_64
-            ),
+            eff(&c, libc::SYS_socket, [40, 1, 0, 0, 0, 0]),
             RET_ERRNO | 1,
             "AF_VSOCK"
         );
         assert_eq!(
-            run(
-                &c.main,
-                libc::SYS_personality,
-                [0xffff_ffff, 0, 0, 0, 0, 0],
-                AUDIT_ARCH_X86_64
-            ),
+            eff(&c, libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0]),
             RET_ALLOW
         );
         assert_eq!(
-            run(
-                &c.main,
-                libc::SYS_personality,
-                [0x0040_0000, 0, 0, 0, 0, 0],
-                AUDIT_ARCH_X86_64
-            ),
+            eff(&c, libc::SYS_personality, [0x0040_0000, 0, 0, 0, 0, 0]),
             RET_ERRNO | 1
         );
-        assert_eq!(both(&c, libc::SYS_unshare, z), (RET_ALLOW, RET_USER_NOTIF));
+        assert_eq!(eff(&c, libc::SYS_unshare, z), RET_USER_NOTIF);
         assert_eq!(
-            run(&c.main, libc::SYS_ptrace, z, AUDIT_ARCH_X86_64),
+            eff(&c, libc::SYS_ptrace, z),
             RET_ALLOW,
             "Docker allows ptrace on kernels >= 4.8"
         );
@@ -991,24 +1023,94 @@ mod tests {
         assert_eq!(c.observed.get(&libc::SYS_ptrace), Some(&1));
         assert!(!c.observed.contains_key(&libc::SYS_ioctl));
         assert!(!c.observed.contains_key(&libc::SYS_read));
-        assert_eq!(run(&c.main, 999, [0; 6], AUDIT_ARCH_X86_64), RET_ERRNO | 1);
+        assert_eq!(eff(&c, 999, [0; 6]), RET_ERRNO | 1);
         assert_eq!(
-            run(
-                &c.main,
-                libc::SYS_ioctl,
-                [0, 0x5412, 0, 0, 0, 0],
-                AUDIT_ARCH_X86_64
-            ),
+            eff(&c, libc::SYS_ioctl, [0, 0x5412, 0, 0, 0, 0]),
             RET_ERRNO | 1
         );
-        assert_eq!(
-            run(
-                &c.main,
-                libc::SYS_ioctl,
-                [0, 0x5413, 0, 0, 0, 0],
-                AUDIT_ARCH_X86_64
+        assert_eq!(eff(&c, libc::SYS_ioctl, [0, 0x5413, 0, 0, 0, 0]), RET_ALLOW);
+    }
+
+    #[test]
+    fn one_filter_answers_every_call_like_two() {
+        let mut profiles: Vec<(String, OciSeccomp)> = crate::profile::SHIPPED
+            .iter()
+            .map(|n| {
+                let json = crate::profile::embedded_seccomp(n).unwrap();
+                (n.to_string(), serde_json::from_str(json).unwrap())
+            })
+            .collect();
+        let (path, docker) = docker_profile();
+        profiles.push((path.to_string(), docker));
+        profiles.push((
+            "conditional connect".into(),
+            parse(
+                r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+                {"names":["sendmsg","close","execve"],"action":"SCMP_ACT_ALLOW"},
+                {"names":["connect"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":3,"op":"SCMP_CMP_EQ"}]}]}"#,
             ),
-            RET_ALLOW
+        ));
+        profiles.push((
+            "sendto killed".into(),
+            parse(
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+                {"names":["sendto"],"action":"SCMP_ACT_KILL_PROCESS"},
+                {"names":["connect"],"action":"SCMP_ACT_ERRNO","errnoRet":38}]}"#,
+            ),
+        ));
+        let args: [[u64; 6]; 8] = [
+            [0; 6],
+            [3, 0, 0, 0, 0x7fff_0000_1000, 16],
+            [3, 0x5412, 0, 0, 0, 0],
+            [0x1000_0000 | 17, 0, 0, 0, 0, 0],
+            [libc::SIGCHLD as u64, 0, 0, 0, 0, 0],
+            [libc::AF_INET as u64, 1, 0, 0, 0, 0],
+            [libc::AF_VSOCK as u64, 1, 0, 0, 0, 0],
+            [u64::MAX; 6],
+        ];
+        let mut merged = Vec::new();
+        for (name, p) in &profiles {
+            let two = compile_inner(p, name, (6, 18), false).unwrap();
+            let one = compile_inner(p, name, (6, 18), true).unwrap();
+            assert!(!two.guard.is_empty());
+            if one.guard.is_empty() {
+                merged.push(name.as_str());
+            }
+            assert_eq!(one.observed, two.observed, "{name}");
+            for nr in (0..=470).chain([999, 0x4000_0000 | 39, 0x4000_0000 | 0x200]) {
+                for a in args {
+                    for arch in [AUDIT_ARCH_X86_64, 0x4000_0003] {
+                        assert_eq!(
+                            eff_arch(&one, nr, a, arch),
+                            eff_arch(&two, nr, a, arch),
+                            "{name}: nr {nr} args {a:x?} arch {arch:#x}"
+                        );
+                    }
+                }
+            }
+        }
+        // Merged where the profile allows the listener handoff; minimal denies sendmsg, and a
+        // connect rule with arguments keeps the guard too.
+        let docker = path.to_string();
+        assert_eq!(
+            merged,
+            ["default", "python", docker.as_str(), "sendto killed"],
+            "which profiles get one filter"
+        );
+    }
+
+    #[test]
+    fn a_profile_that_denies_sendto_denies_it_without_a_destination_too() {
+        let json = crate::profile::embedded_seccomp("minimal").unwrap();
+        let c = compile(&serde_json::from_str(json).unwrap(), "minimal").unwrap();
+        assert_eq!(c.observed.get(&libc::SYS_sendto), Some(&1));
+        assert_eq!(
+            eff(&c, libc::SYS_sendto, [3, 0, 0, 0, 0, 0]),
+            RET_USER_NOTIF
+        );
+        assert_eq!(
+            eff(&c, libc::SYS_sendto, [3, 0, 0, 0, 0x1000, 16]),
+            RET_USER_NOTIF
         );
     }
 }
