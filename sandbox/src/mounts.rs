@@ -153,9 +153,25 @@ fn is_dir(st: &nix::sys::stat::FileStat) -> bool {
 
 /// The target of the symlink `fd` (opened `O_PATH|O_NOFOLLOW`: an empty path names it).
 fn readlink_fd(fd: &OwnedFd) -> std::io::Result<PathBuf> {
-    nix::fcntl::readlinkat(Some(fd.as_raw_fd()), "")
-        .map(PathBuf::from)
-        .map_err(std::io::Error::from)
+    let mut buf = [0u8; libc::PATH_MAX as usize];
+    // SAFETY: readlinkat into a live buffer of the length given; the empty path names the
+    // symlink `fd` itself.
+    let n = unsafe {
+        libc::readlinkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = n as usize;
+    if n == buf.len() {
+        return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&buf[..n])))
 }
 
 fn cstr(p: &Path) -> CString {

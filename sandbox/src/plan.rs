@@ -311,7 +311,8 @@ impl SandboxPlan {
     /// left in the pid namespace and freeing the namespaces) then finishes after this process has
     /// exited, and the system's reaper collects it; nothing of the sandbox survives it. Without
     /// this, a background thread reaps the init. Ignored when a cgroup is used or the status was
-    /// lost: the run then always waits for the whole teardown.
+    /// lost: the run then always waits for the whole teardown. The plan's descriptors and memory
+    /// are left to the caller's exit too (unless it holds secrets, which are zeroed as always).
     pub fn detach_teardown(mut self) -> Self {
         self.detach_teardown = true;
         self
