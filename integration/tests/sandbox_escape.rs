@@ -57,6 +57,9 @@ owner = fcntl.ioctl(net, 0xb701)  # NS_GET_USERNS: the user namespace that owns 
 print("NET", os.fstat(net).st_ino)
 print("OWNER", os.fstat(owner).st_ino, os.stat("/proc/self/ns/user").st_ino)
 print("IFACES", [l.split(":")[0].strip() for l in open("/proc/net/dev").readlines()[2:]])
+import struct
+req = fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0x8913, struct.pack("16sH22x", b"lo", 0))
+print("LO_UP", struct.unpack("16sH22x", req)[1] & 1)  # SIOCGIFFLAGS, IFF_UP
 "#,
     );
     let out = ok(&r);
@@ -80,6 +83,7 @@ print("IFACES", [l.split(":")[0].strip() for l in open("/proc/net/dev").readline
     );
     assert_ne!(owner[0], host_user.to_string());
     assert_eq!(field("IFACES").join(" "), "['lo']", "{out}");
+    assert_eq!(field("LO_UP")[0], "1", "lo must be up: {out}");
 }
 
 #[test]

@@ -21,8 +21,8 @@
 //!     `/dev/shm`, minimal `/dev`, fresh `/proc` (we are pid 1 of the new pid namespace).
 //!  8. `pivot_root(".", ".")` + `umount2(MNT_DETACH)`: the host root becomes unreachable.
 //!  9. Remount `/` read-only.
-//! 10. Hostname `sealrun`; reap the network helper and enter the namespace it made (its only
-//!     interface is `lo`, up).
+//! 10. Hostname `sealrun`; wait for the network helper's namespace and enter it (its only
+//!     interface is `lo`; the helper brings it up meanwhile).
 //! 11. Wait until the supervisor has moved us into the cgroup (it does so while we build the
 //!     mounts). Start the job (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no page-table copy);
 //!     then reap everything (zombies of orphans included) and forward
@@ -38,6 +38,7 @@
 //! 17. Root mode: switch to uid/gid 1000 (host 101000) with no supplementary groups.
 //! 18. Empty the permitted/effective/inheritable sets; `PR_SET_NO_NEW_PRIVS`.
 //! 19. Landlock: add rules for the sandbox's own mounts, restrict self.
+//! 19b. Wait until the network helper has brought `lo` up.
 //! 20. seccomp guard filter with a user-notification listener; send the listener to the
 //!     supervisor; close it. (Skipped when the profile allows `sendmsg` and `close`: then step
 //!     21 installs one filter with the listener, and the listener is sent after it.)
@@ -50,6 +51,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::mounts::{LandlockClass, MountOp};
 use crate::namespaces::{IdMode, JOB_ID};
+use crate::net::NetHelper;
 use crate::plan::SandboxPlan;
 use crate::sys::Sys;
 
@@ -283,8 +285,11 @@ pub fn init_main<S: Sys>(
     trees: &mut [i32],
     exec: &ExecArrays<'_>,
     job_stack: &mut [u8],
+    helper_stack: &mut [u8],
 ) -> ! {
-    if let Err(f) = init_setup(sys, plan, fds, trees, job_stack) {
+    // Shared with the network helper and the job (this frame never returns).
+    let net = NetHelper::default();
+    if let Err(f) = init_setup(sys, plan, fds, trees, helper_stack, &net) {
         report(sys, fds, f)
     }
     // 11. Wait until the supervisor has put us in the cgroup (done while we built the mounts), so
@@ -297,7 +302,7 @@ pub fn init_main<S: Sys>(
     }
     let _ = sys.close(fds.sync_r);
     let mut job = || {
-        let f = job_setup(sys, plan, fds, exec);
+        let f = job_setup(sys, plan, fds, exec, &net);
         report(sys, fds, f)
     };
     let pid = match sys.spawn_job(&mut job, job_stack) {
@@ -307,19 +312,20 @@ pub fn init_main<S: Sys>(
     reap(pid, fds.status_w, &plan.secrets)
 }
 
-/// Steps 0–10. `stack` is lent to the network helper until step 10 has reaped it.
+/// Steps 0–10. `helper_stack` is the network helper's.
 pub fn init_setup<S: Sys>(
     sys: &S,
     plan: &SandboxPlan,
     fds: &ChildFds,
     trees: &mut [i32],
-    stack: &mut [u8],
+    helper_stack: &mut [u8],
+    net: &NetHelper,
 ) -> Result<(), Fail> {
     // 0. The network namespace is made by a helper, in parallel with everything up to step 10
     //    (it is the slowest namespace to make). Until then we are in the host's network
     //    namespace, and make no network call; nothing of the job exists yet.
-    let netns = AtomicI32::new(-libc::ECHILD);
-    let helper = sys.spawn_netns(stack, &netns).map_err(at(Step::Network))?;
+    sys.spawn_netns(helper_stack, net)
+        .map_err(at(Step::Network))?;
     // 0b. While the supervisor writes the uid/gid maps: a clean slate the job inherits. Every
     //    signal disposition back to default (an ignored signal would stay ignored across the
     //    job's execve), and empty bounding and ambient capability sets, so no exec can ever
@@ -437,7 +443,7 @@ pub fn init_setup<S: Sys>(
     .map_err(at(Step::RemountRootReadOnly))?;
     // 10. Identity of the machine and its only network interface.
     sys.sethostname(b"sealrun").map_err(at(Step::Hostname))?;
-    sys.enter_netns(helper, &netns).map_err(at(Step::Network))?;
+    sys.enter_netns(net).map_err(at(Step::Network))?;
     Ok(())
 }
 
@@ -470,8 +476,9 @@ pub fn job_setup<S: Sys>(
     plan: &SandboxPlan,
     fds: &ChildFds,
     exec: &ExecArrays<'_>,
+    net: &NetHelper,
 ) -> Fail {
-    match job_steps(sys, plan, fds) {
+    match job_steps(sys, plan, fds, net) {
         Err(f) => f,
         Ok(()) => {
             // 22. Exec, trying each PATH candidate.
@@ -487,7 +494,12 @@ pub fn job_setup<S: Sys>(
     }
 }
 
-fn job_steps<S: Sys>(sys: &S, plan: &SandboxPlan, fds: &ChildFds) -> Result<(), Fail> {
+fn job_steps<S: Sys>(
+    sys: &S,
+    plan: &SandboxPlan,
+    fds: &ChildFds,
+    net: &NetHelper,
+) -> Result<(), Fail> {
     // 12. New session; an empty signal mask (dispositions are the init's defaults, step 0b).
     sys.setsid().map_err(at(Step::Setsid))?;
     sys.clear_signal_mask().map_err(at(Step::Signals))?;
@@ -557,6 +569,8 @@ fn job_steps<S: Sys>(sys: &S, plan: &SandboxPlan, fds: &ChildFds) -> Result<(), 
             .map_err(at(Step::LandlockRestrict))?;
         let _ = sys.close(fds.ruleset);
     }
+    // 19b. The helper brings `lo` up while we get here; nothing runs before it is up.
+    sys.wait_loopback(net).map_err(at(Step::Network))?;
     if plan.seccomp.guard.is_empty() {
         // 20–21. One filter, last: the profile, with USER_NOTIF for the observed calls; hand its
         //        listener over (the profile allows sendmsg and close, checked at compile time).
@@ -869,11 +883,14 @@ mod tests {
         fn sethostname(&self, _: &[u8]) -> SysResult<()> {
             self.rec("sethostname")
         }
-        fn spawn_netns(&self, _: &mut [u8], _: &AtomicI32) -> SysResult<libc::pid_t> {
+        fn spawn_netns(&self, _: &mut [u8], _: &NetHelper) -> SysResult<libc::pid_t> {
             self.rec("spawn_netns").map(|_| 2)
         }
-        fn enter_netns(&self, _: libc::pid_t, _: &AtomicI32) -> SysResult<()> {
+        fn enter_netns(&self, _: &NetHelper) -> SysResult<()> {
             self.rec("enter_netns")
+        }
+        fn wait_loopback(&self, _: &NetHelper) -> SysResult<()> {
+            self.rec("wait_loopback")
         }
         fn spawn_job(&self, _: &mut dyn FnMut() -> i32, _: &mut [u8]) -> SysResult<libc::pid_t> {
             self.rec("spawn_job").map(|_| 2)
@@ -950,7 +967,7 @@ mod tests {
         let p = plan();
         let r = Recorder::default();
         let mut trees = vec![-1; p.mounts.binds.len()];
-        init_setup(&r, &p, &fds(), &mut trees, &mut []).unwrap();
+        init_setup(&r, &p, &fds(), &mut trees, &mut [], &NetHelper::default()).unwrap();
         let order = [
             "spawn_netns",
             "reset_signals",
@@ -1007,6 +1024,7 @@ mod tests {
                 argv: &[std::ptr::null()],
                 envp: &[std::ptr::null()],
             },
+            &NetHelper::default(),
         );
         assert_eq!(f.step, Step::Exec);
         r.assert_order(&[
@@ -1014,6 +1032,7 @@ mod tests {
             "capset",
             "prctl 38", // PR_SET_NO_NEW_PRIVS
             "landlock_restrict_self",
+            "wait_loopback",
             "seccomp listener=true",
             "send_fd 9",
             "execve /bin/true",
@@ -1043,6 +1062,7 @@ mod tests {
                 argv: &[std::ptr::null()],
                 envp: &[std::ptr::null()],
             },
+            &NetHelper::default(),
         );
         assert_eq!(f.step, Step::Exec);
         let order = [
@@ -1078,7 +1098,7 @@ mod tests {
             ..Default::default()
         };
         let mut trees = vec![-1; p.mounts.binds.len()];
-        let f = init_setup(&r, &p, &fds(), &mut trees, &mut []).unwrap_err();
+        let f = init_setup(&r, &p, &fds(), &mut trees, &mut [], &NetHelper::default()).unwrap_err();
         assert_eq!(f.step, Step::BindMount);
         assert_eq!(f.errno, libc::EPERM);
         assert!(crate::mounts::describe_op(&p.mounts, f.index as usize).contains("/usr -> /data"));

@@ -243,8 +243,10 @@ fn supervise_in(
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|c| c.as_ptr()).collect();
     envp.push(std::ptr::null());
-    // The job's stack (it runs in the init's memory until it execs).
-    let mut job_stack = vec![0u8; 256 << 10];
+    // The stacks of the network helper and of the job (they run in the init's memory; the job
+    // until it execs).
+    let mut stacks = vec![0u8; (64 + 256) << 10];
+    let (helper_stack, job_stack) = stacks.split_at_mut(64 << 10);
     let exec = ExecArrays {
         argv: &argv,
         envp: &envp,
@@ -282,7 +284,15 @@ fn supervise_in(
         ));
     }
     if pid == 0 {
-        crate::child::init_main(&LinuxSys, plan, &fds, &mut trees, &exec, &mut job_stack);
+        crate::child::init_main(
+            &LinuxSys,
+            plan,
+            &fds,
+            &mut trees,
+            &exec,
+            job_stack,
+            helper_stack,
+        );
     }
     let pid = pid as libc::pid_t;
     drop((sync_r, err_w, status_w, sock_child));

@@ -6,7 +6,8 @@
 //! assert the order of operations in unit tests.
 
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicI32, Ordering};
+
+use crate::net::NetHelper;
 
 /// Result of a raw call: the errno on failure.
 pub type SysResult<T> = Result<T, i32>;
@@ -58,11 +59,13 @@ pub trait Sys {
     /// `move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`.
     fn move_mount(&self, fd: i32, target: &CStr) -> SysResult<()>;
     fn sethostname(&self, name: &[u8]) -> SysResult<()>;
-    /// Start a task sharing our memory and descriptor table, running on `stack`, that makes a
-    /// network namespace with `lo` up and stores a descriptor of it (or `-errno`) in `netns`.
-    fn spawn_netns(&self, stack: &mut [u8], netns: &AtomicI32) -> SysResult<libc::pid_t>;
-    /// Reap that task and enter the namespace it made.
-    fn enter_netns(&self, helper: libc::pid_t, netns: &AtomicI32) -> SysResult<()>;
+    /// Start a task sharing our memory and descriptor table, running on `stack`, that runs
+    /// [`NetHelper::run`] (the init reaps it with every other child).
+    fn spawn_netns(&self, stack: &mut [u8], net: &NetHelper) -> SysResult<libc::pid_t>;
+    /// Wait for the helper's network namespace and enter it.
+    fn enter_netns(&self, net: &NetHelper) -> SysResult<()>;
+    /// Wait until the helper has brought `lo` up.
+    fn wait_loopback(&self, net: &NetHelper) -> SysResult<()>;
     /// Start `job` as a child sharing our memory on its own `stack`, suspending us until it
     /// execs or exits (`clone(CLONE_VM|CLONE_VFORK)`: no page tables are copied).
     fn spawn_job(&self, job: &mut dyn FnMut() -> i32, stack: &mut [u8]) -> SysResult<libc::pid_t>;
@@ -394,58 +397,36 @@ impl Sys for LinuxSys {
             .map(drop)
     }
 
-    fn spawn_netns(&self, stack: &mut [u8], netns: &AtomicI32) -> SysResult<libc::pid_t> {
+    fn spawn_netns(&self, stack: &mut [u8], net: &NetHelper) -> SysResult<libc::pid_t> {
         extern "C" fn helper(arg: *mut libc::c_void) -> libc::c_int {
-            // SAFETY: `arg` is the `&AtomicI32` given below; it lives in the init's frame until
-            // `enter_netns` has reaped this task.
-            let out = unsafe { &*(arg as *const AtomicI32) };
-            out.store(
-                crate::net::make_netns().unwrap_or_else(|e| -e),
-                Ordering::Release,
-            );
+            // SAFETY: `arg` is the `&NetHelper` given below; it lives in the init's frame, which
+            // never returns (the init ends in `_exit`).
+            unsafe { &*(arg as *const NetHelper) }.run();
             0
         }
         // Stacks grow down: pass the 16-byte aligned top.
         let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
-        // SAFETY: the helper runs `helper` on its own stack (unused by the init until the helper
-        // is reaped) in our address space, concurrently with us; it makes raw system calls only
-        // and touches no memory but its stack and `netns`. (It shares the C library's errno with
-        // us: only a failure of both sides at once could misreport the init's errno.)
+        // SAFETY: the helper runs `helper` on its own stack (used by nobody else) in our address
+        // space, concurrently with us and later the job; it makes raw system calls only and
+        // touches no memory but its stack and `net`. (It shares the C library's errno with us:
+        // only a failure of both sides at once could misreport an errno.)
         let pid = unsafe {
             libc::clone(
                 helper,
                 top as *mut libc::c_void,
                 libc::CLONE_VM | libc::CLONE_FILES | libc::SIGCHLD,
-                netns as *const AtomicI32 as *mut libc::c_void,
+                net as *const NetHelper as *mut libc::c_void,
             )
         };
         check(pid as libc::c_long).map(|p| p as libc::pid_t)
     }
 
-    fn enter_netns(&self, helper: libc::pid_t, netns: &AtomicI32) -> SysResult<()> {
-        loop {
-            // SAFETY: reaping our own child; no status is read.
-            let r = unsafe { libc::waitpid(helper, std::ptr::null_mut(), 0) };
-            if r == helper {
-                break;
-            }
-            if r < 0 && errno() != libc::EINTR {
-                return Err(errno());
-            }
-        }
-        let fd = netns.load(Ordering::Acquire);
-        if fd < 0 {
-            return Err(-fd);
-        }
-        // SAFETY: `fd` is the namespace descriptor the helper opened in our shared table.
-        let r = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
-        let e = errno();
-        // SAFETY: closing that descriptor.
-        unsafe { libc::close(fd) };
-        if r < 0 {
-            return Err(e);
-        }
-        Ok(())
+    fn enter_netns(&self, net: &NetHelper) -> SysResult<()> {
+        net.enter()
+    }
+
+    fn wait_loopback(&self, net: &NetHelper) -> SysResult<()> {
+        net.loopback()
     }
 
     fn spawn_job(&self, job: &mut dyn FnMut() -> i32, stack: &mut [u8]) -> SysResult<libc::pid_t> {
