@@ -210,3 +210,44 @@ fn virtualenv_interpreter_given_by_host_path_runs() {
     let out = ok(&r);
     assert_eq!(out.trim(), format!("True {}", venv.display()), "{r:?}");
 }
+
+/// Shipped profiles are recognised by their bytes and then not parsed at all (compiled in); a
+/// profile file edited on disk must still take effect, with its own digest in the report.
+#[test]
+fn an_edited_profile_on_disk_takes_effect() {
+    let shipped = exec(&[], &["/bin/true"]);
+    assert_eq!(shipped.code, 0, "{shipped:?}");
+    let dir = tempdir();
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../sandbox-profiles");
+    for kind in ["seccomp", "mounts"] {
+        std::fs::create_dir_all(dir.path().join(kind)).unwrap();
+        let text = std::fs::read_to_string(format!("{src}/{kind}/default.json")).unwrap();
+        let edited = match kind {
+            // `uname` leaves the allowlist.
+            "seccomp" => text.replacen("\"uname\",", "", 1),
+            // `/etc/nsswitch.conf` leaves the system paths.
+            _ => text.replacen(",\n  \"/etc/nsswitch.conf\"", "", 1),
+        };
+        assert_ne!(edited, text, "{kind}: the edit must apply");
+        std::fs::write(dir.path().join(kind).join("default.json"), edited).unwrap();
+    }
+    let mut c = std::process::Command::new(sealrun_bin());
+    c.env("SEALRUN_PROFILES", dir.path());
+    let r = exec_with(
+        c,
+        &[],
+        &[
+            "/bin/sh",
+            "-c",
+            "test -e /etc/nsswitch.conf && echo NSS; uname >/dev/null 2>&1 || echo UNAME-DENIED",
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout.trim(), "UNAME-DENIED", "{r:?}");
+    assert!(r.denied().contains(&"uname".to_string()), "{:?}", r.report);
+    assert_ne!(
+        r.report["profile_sha256"], shipped.report["profile_sha256"],
+        "the edited pair has its own digest"
+    );
+    assert_ne!(r.report["bpf_sha256"], shipped.report["bpf_sha256"]);
+}

@@ -43,6 +43,31 @@ impl Pre {
     }
 }
 
+/// A shipped mount profile's fields, so that a file identical to it needs no JSON parsing.
+pub(crate) struct PreMounts {
+    /// Name of the shipped profile.
+    pub name: &'static str,
+    /// `ro`.
+    pub ro: &'static [&'static str],
+    /// `interpreter_prefix`.
+    pub interpreter_prefix: bool,
+    /// `sys`.
+    pub sys: bool,
+}
+
+/// The parsed form of `bytes` if they are exactly a shipped mount profile.
+pub(crate) fn mounts(bytes: &[u8]) -> Option<crate::profile::MountProfile> {
+    let m = MOUNTS
+        .iter()
+        .find(|m| crate::profile::embedded_mounts(m.name).is_some_and(|t| t.as_bytes() == bytes))?;
+    Some(crate::profile::MountProfile {
+        comment: None,
+        ro: m.ro.iter().map(|s| s.to_string()).collect(),
+        interpreter_prefix: m.interpreter_prefix,
+        sys: m.sys,
+    })
+}
+
 include!("precompiled_data.rs");
 
 #[cfg(test)]
@@ -96,6 +121,15 @@ mod tests {
                 c.sha256
             ));
         }
+        out.push_str("];\n\n/// The shipped mount profiles' fields.\npub(crate) const MOUNTS: &[PreMounts] = &[\n");
+        for name in crate::profile::SHIPPED {
+            let json = crate::profile::embedded_mounts(name).unwrap();
+            let m: crate::profile::MountProfile = serde_json::from_str(json).unwrap();
+            out.push_str(&format!(
+                "    PreMounts {{\n        name: {name:?},\n        ro: &{:?},\n        interpreter_prefix: {},\n        sys: {},\n    }},\n",
+                m.ro, m.interpreter_prefix, m.sys
+            ));
+        }
         out.push_str("];\n");
         out
     }
@@ -123,5 +157,25 @@ mod tests {
             assert_eq!(c.sha256, pre.sha256);
         }
         assert_eq!(super::ALL.len(), 3);
+    }
+
+    #[test]
+    fn precompiled_mounts_match_the_json() {
+        for name in crate::profile::SHIPPED {
+            let json = crate::profile::embedded_mounts(name).unwrap();
+            let parsed: crate::profile::MountProfile = serde_json::from_str(json).unwrap();
+            let pre = super::mounts(json.as_bytes()).expect("shipped bytes are recognised");
+            assert_eq!(pre.ro, parsed.ro, "{name}");
+            assert_eq!(pre.interpreter_prefix, parsed.interpreter_prefix, "{name}");
+            assert_eq!(pre.sys, parsed.sys, "{name}");
+        }
+        let mut edited = crate::profile::embedded_mounts("default")
+            .unwrap()
+            .to_string();
+        edited.push(' ');
+        assert!(
+            super::mounts(edited.as_bytes()).is_none(),
+            "edited bytes are parsed"
+        );
     }
 }

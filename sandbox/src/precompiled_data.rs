@@ -31,3 +31,25 @@ pub(crate) const ALL: &[Pre] = &[
         pairs: &[("default", "c2e135451263b57de368474d4cb7cf6973a0c532fe64c9bc784a5b179941c81c"), ("minimal", "40603ef703c0b87bd7462854a59c0473a6243ab1f85b704d3f66db121f7a2755"), ("python", "dba3df58633fa29af410efe0a2cf523fef6e63501c07f12fe4dd52b17e6ad6ec")],
     },
 ];
+
+/// The shipped mount profiles' fields.
+pub(crate) const MOUNTS: &[PreMounts] = &[
+    PreMounts {
+        name: "default",
+        ro: &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime", "/etc/nsswitch.conf"],
+        interpreter_prefix: false,
+        sys: false,
+    },
+    PreMounts {
+        name: "minimal",
+        ro: &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc/ld.so.cache"],
+        interpreter_prefix: false,
+        sys: false,
+    },
+    PreMounts {
+        name: "python",
+        ro: &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime", "/etc/nsswitch.conf"],
+        interpreter_prefix: true,
+        sys: false,
+    },
+];

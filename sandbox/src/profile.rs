@@ -178,7 +178,8 @@ pub struct LoadedProfile {
     pub seccomp_source: String,
     /// The seccomp JSON as read (parsed by [`LoadedProfile::seccomp`] — only when no
     /// precompiled program matches its digest, see [`crate::seccomp::compile_profile`]).
-    pub seccomp_json: Vec<u8>,
+    /// Borrowed from the binary when the file is byte for byte a shipped one.
+    pub seccomp_json: ProfileBytes,
     /// SHA-256 of `seccomp_json`.
     pub seccomp_digest: [u8; 32],
     /// Hex SHA-256 of the seccomp JSON bytes followed by the mount JSON bytes.
@@ -236,12 +237,59 @@ fn profile_dirs() -> &'static [PathBuf] {
     })
 }
 
+/// A profile file's bytes: borrowed from the binary when identical to a shipped file.
+type ProfileBytes = std::borrow::Cow<'static, [u8]>;
+
+/// Read a profile file: one `openat`, `read`s into a stack buffer, `close`. Bytes identical to
+/// the shipped file `rel` are returned borrowed from the binary (the usual case: no allocation).
+fn read_profile(path: &Path, rel: &str) -> std::io::Result<ProfileBytes> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: openat with a NUL-terminated path; the descriptor is owned right below. (The raw
+    // call: musl's open() adds an fcntl for O_CLOEXEC.)
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd as i32) };
+    let mut buf = [0u8; 16 << 10];
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => {
+                let bytes = &buf[..n];
+                return Ok(match embedded_text(rel) {
+                    Some(t) if t.as_bytes() == bytes => std::borrow::Cow::Borrowed(t.as_bytes()),
+                    _ => std::borrow::Cow::Owned(bytes.to_vec()),
+                });
+            }
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Larger than any shipped profile.
+    let mut all = buf.to_vec();
+    file.read_to_end(&mut all)?;
+    Ok(std::borrow::Cow::Owned(all))
+}
+
 /// Find `rel` (e.g. `seccomp/python.json`): returns (source label, bytes). A folder that does
 /// not hold the file (or holds something else under that name) is skipped.
-fn find(rel: &str) -> Result<Option<(String, Vec<u8>)>, ProfileError> {
+fn find(rel: &str) -> Result<Option<(String, ProfileBytes)>, ProfileError> {
     for dir in profile_dirs() {
         let p = dir.join(rel);
-        match std::fs::read(&p) {
+        match read_profile(&p, rel) {
             Ok(bytes) => return Ok(Some((p.display().to_string(), bytes))),
             Err(e)
                 if matches!(
@@ -258,10 +306,12 @@ fn find(rel: &str) -> Result<Option<(String, Vec<u8>)>, ProfileError> {
             }
         }
     }
-    Ok(EMBEDDED
-        .iter()
-        .find(|(n, _)| *n == rel)
-        .map(|(n, text)| (format!("embedded:{n}"), text.as_bytes().to_vec())))
+    Ok(embedded_text(rel).map(|text| {
+        (
+            format!("embedded:{rel}"),
+            std::borrow::Cow::Borrowed(text.as_bytes()),
+        )
+    }))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -283,10 +333,12 @@ pub fn load(profile: &ProfileRef) -> Result<LoadedProfile, ProfileError> {
             (n.clone(), found, n.clone())
         }
         ProfileRef::Path(p) => {
-            let bytes = std::fs::read(p).map_err(|source| ProfileError::Read {
-                path: p.display().to_string(),
-                source,
-            })?;
+            let bytes: ProfileBytes = std::fs::read(p)
+                .map_err(|source| ProfileError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?
+                .into();
             (
                 p.display().to_string(),
                 (p.display().to_string(), bytes),
@@ -299,8 +351,12 @@ pub fn load(profile: &ProfileRef) -> Result<LoadedProfile, ProfileError> {
         None => find("mounts/default.json")?
             .ok_or_else(|| ProfileError::UnknownName("mounts/default".into()))?,
     };
-    let mounts: MountProfile = serde_json::from_slice(&mbytes)
-        .map_err(|source| ProfileError::Parse { path: msrc, source })?;
+    // A shipped mount profile needs no parsing (its fields are compiled in).
+    let mounts: MountProfile = match crate::precompiled::mounts(&mbytes) {
+        Some(m) => m,
+        None => serde_json::from_slice(&mbytes)
+            .map_err(|source| ProfileError::Parse { path: msrc, source })?,
+    };
     let (seccomp_digest, sha256) = shipped_digests(&sbytes, &mbytes).unwrap_or_else(|| {
         (
             Sha256::digest(&sbytes).into(),
@@ -330,9 +386,12 @@ impl LoadedProfile {
 /// The names of the shipped profiles (each has a seccomp and a mount JSON).
 pub const SHIPPED: [&str; 3] = ["default", "minimal", "python"];
 
-fn embedded(kind: &str, name: &str) -> Option<&'static str> {
-    let rel = format!("{kind}/{name}.json");
+fn embedded_text(rel: &str) -> Option<&'static str> {
     EMBEDDED.iter().find(|(n, _)| *n == rel).map(|(_, t)| *t)
+}
+
+fn embedded(kind: &str, name: &str) -> Option<&'static str> {
+    embedded_text(&format!("{kind}/{name}.json"))
 }
 
 /// The seccomp JSON of a shipped profile as embedded in the binary.
