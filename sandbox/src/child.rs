@@ -525,8 +525,8 @@ fn job_steps<S: Sys>(
         sys.dup2(fds.stderr, 2).map_err(at(Step::Stdio))?;
     }
     sys.chdir(&plan.cwd).map_err(at(Step::Cwd))?;
-    // 15. Close everything else.
-    let mut keep = [fds.err_w, fds.sock, fds.ruleset];
+    // 15. Close everything else (the network helper's pidfd goes at execve: CLOEXEC).
+    let mut keep = [fds.err_w, fds.sock, fds.ruleset, net.pidfd()];
     keep.sort_unstable();
     let mut next: u32 = 3;
     for k in keep {

@@ -67,6 +67,9 @@ pub struct NetHelper {
     ns: std::sync::atomic::AtomicI32,
     /// 1 once `lo` is up, or `-errno`.
     lo: std::sync::atomic::AtomicI32,
+    /// A pidfd of the helper (+ 1; 0 = none): it turns readable when the helper ends, however
+    /// it ends, so a waiter never waits for a helper that is gone.
+    pub(crate) pidfd: std::sync::atomic::AtomicI32,
 }
 
 fn publish(word: &std::sync::atomic::AtomicI32, v: i32) {
@@ -82,31 +85,48 @@ fn publish(word: &std::sync::atomic::AtomicI32, v: i32) {
     };
 }
 
-fn wait_for(word: &std::sync::atomic::AtomicI32) -> i32 {
+fn wait_for(word: &std::sync::atomic::AtomicI32, pidfd: &std::sync::atomic::AtomicI32) -> i32 {
+    use std::sync::atomic::Ordering::Acquire;
     // The wait is short (a fraction of a millisecond): yield rather than sleep at first, so this
     // CPU does not go idle (waking an idle CPU costs tens of microseconds, more in a VM). Then
-    // sleep on the futex.
+    // sleep on the futex, a millisecond at a time, checking the helper still lives.
     for _ in 0..2000 {
-        let v = word.load(std::sync::atomic::Ordering::Acquire);
+        let v = word.load(Acquire);
         if v != 0 {
             return v;
         }
         // SAFETY: no arguments.
         unsafe { libc::sched_yield() };
     }
+    let tick = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 1_000_000,
+    };
     loop {
-        let v = word.load(std::sync::atomic::Ordering::Acquire);
+        let v = word.load(Acquire);
         if v != 0 {
             return v;
         }
-        // SAFETY: FUTEX_WAIT on a live word, sleeping only while it still holds 0.
+        let pidfd = pidfd.load(Acquire) - 1;
+        let mut p = libc::pollfd {
+            fd: pidfd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd (a negative fd is ignored); zero timeout.
+        if pidfd >= 0 && unsafe { libc::poll(&mut p, 1, 0) } > 0 && p.revents & libc::POLLIN != 0 {
+            // Gone: it may still have published just before it ended.
+            let v = word.load(Acquire);
+            return if v != 0 { v } else { -libc::ECHILD };
+        }
+        // SAFETY: FUTEX_WAIT on a live word, sleeping at most `tick` while it still holds 0.
         unsafe {
             libc::syscall(
                 libc::SYS_futex,
                 word.as_ptr(),
                 libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
                 0,
-                std::ptr::null::<libc::timespec>(),
+                &tick as *const libc::timespec,
             )
         };
     }
@@ -136,9 +156,14 @@ impl NetHelper {
         publish(&self.lo, loopback_up().map_or_else(|e| -e, |()| 1));
     }
 
+    /// The helper's pidfd, or -1.
+    pub fn pidfd(&self) -> i32 {
+        self.pidfd.load(std::sync::atomic::Ordering::Acquire) - 1
+    }
+
     /// Wait for the namespace and enter it (the init).
     pub fn enter(&self) -> SysResult<()> {
-        let v = wait_for(&self.ns);
+        let v = wait_for(&self.ns, &self.pidfd);
         if v < 0 {
             return Err(-v);
         }
@@ -156,9 +181,55 @@ impl NetHelper {
 
     /// Wait until `lo` is up (the job, before `execve`).
     pub fn loopback(&self) -> SysResult<()> {
-        match wait_for(&self.lo) {
+        match wait_for(&self.lo, &self.pidfd) {
             v if v < 0 => Err(-v),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn a_helper_that_ended_without_publishing_is_an_error_not_a_hang() {
+        // A "helper" that has ended: a pidfd of a child that exited at once.
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        // SAFETY: pidfd_open of our own child.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id(), 0) } as i32;
+        assert!(pidfd >= 0);
+        let net = NetHelper::default();
+        net.pidfd.store(pidfd + 1, Ordering::Release);
+        let t = std::time::Instant::now();
+        assert_eq!(net.enter(), Err(libc::ECHILD));
+        assert_eq!(net.loopback(), Err(libc::ECHILD));
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        // SAFETY: closing our pidfd.
+        unsafe { libc::close(pidfd) };
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn waiters_get_what_is_published_late_and_errors_as_errno() {
+        let net = std::sync::Arc::new(NetHelper::default());
+        let n = net.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            publish(&n.lo, -libc::EPERM);
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            publish(&n.ns, -libc::ENOSPC);
+        });
+        assert_eq!(net.loopback(), Err(libc::EPERM));
+        assert_eq!(net.enter(), Err(libc::ENOSPC));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_published_result_survives_the_helper_ending() {
+        let net = NetHelper::default();
+        publish(&net.lo, 1);
+        assert_eq!(net.loopback(), Ok(()));
     }
 }

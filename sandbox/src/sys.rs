@@ -419,6 +419,14 @@ impl Sys for LinuxSys {
             )
         };
         let pid = check(pid as libc::c_long)? as libc::pid_t;
+        // A pidfd, so that waiters notice if the helper ends without a word (CLOEXEC: the job's
+        // execve closes its copy; on a kernel without pidfds the waits just wait).
+        // SAFETY: pidfd_open of our own child, integer arguments.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if pidfd >= 0 {
+            net.pidfd
+                .store(pidfd as i32 + 1, std::sync::atomic::Ordering::Release);
+        }
         // Run it on another CPU than ours, so it starts at once rather than when we next block.
         // SAFETY: plain CPU-set manipulation on a zeroed set, and affinity calls on ourselves and
         // our own child; a failure only leaves the scheduler's choice.
