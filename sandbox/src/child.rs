@@ -571,29 +571,25 @@ fn job_steps<S: Sys>(
     }
     // 19b. The helper brings `lo` up while we get here; nothing runs before it is up.
     sys.wait_loopback(net).map_err(at(Step::Network))?;
-    if plan.seccomp.guard.is_empty() {
-        // 20–21. One filter, last: the profile, with USER_NOTIF for the observed calls; hand its
-        //        listener over (the profile allows sendmsg and close, checked at compile time).
-        let listener = sys
-            .seccomp(&plan.seccomp.main, true)
-            .map_err(at(Step::SeccompMain))?;
-        sys.send_fd(fds.sock, listener)
-            .map_err(at(Step::SendListener))?;
-        let _ = sys.close(listener);
-        let _ = sys.close(fds.sock);
-        return Ok(());
-    }
-    // 20. Guard filter with the notification listener; hand the listener over.
-    let listener = sys
-        .seccomp(&plan.seccomp.guard, true)
-        .map_err(at(Step::SeccompGuard))?;
+    // 20. The filter that notifies, installed with the listener; hand the listener over. That is
+    //     the profile's own filter, the last step, when the profile allows sendmsg and close
+    //     (checked at compile time); else a guard filter, and step 21 follows.
+    let two = !plan.seccomp.guard.is_empty();
+    let (first, step) = if two {
+        (&plan.seccomp.guard, Step::SeccompGuard)
+    } else {
+        (&plan.seccomp.main, Step::SeccompMain)
+    };
+    let listener = sys.seccomp(first, true).map_err(at(step))?;
     sys.send_fd(fds.sock, listener)
         .map_err(at(Step::SendListener))?;
     let _ = sys.close(listener);
     let _ = sys.close(fds.sock);
-    // 21. The profile, last.
-    sys.seccomp(&plan.seccomp.main, false)
-        .map_err(at(Step::SeccompMain))?;
+    // 21. With a guard: the profile, last.
+    if two {
+        sys.seccomp(&plan.seccomp.main, false)
+            .map_err(at(Step::SeccompMain))?;
+    }
     Ok(())
 }
 
@@ -1009,16 +1005,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn job_sequence_order_one_filter_last() {
-        // The default profile allows sendmsg and close: one filter, installed with the listener,
-        // which is then handed over.
-        let p = plan();
-        assert!(p.seccomp.guard.is_empty());
+    /// The job's steps against a recorder, up to the (recorded, failing) execve.
+    fn job_calls(p: &SandboxPlan) -> Recorder {
         let r = Recorder::default();
         let f = job_setup(
             &r,
-            &p,
+            p,
             &fds(),
             &ExecArrays {
                 argv: &[std::ptr::null()],
@@ -1027,6 +1019,16 @@ mod tests {
             &NetHelper::default(),
         );
         assert_eq!(f.step, Step::Exec);
+        r
+    }
+
+    #[test]
+    fn job_sequence_order_one_filter_last() {
+        // The default profile allows sendmsg and close: one filter, installed with the listener,
+        // which is then handed over.
+        let p = plan();
+        assert!(p.seccomp.guard.is_empty());
+        let r = job_calls(&p);
         r.assert_order(&[
             "setsid",
             "capset",
@@ -1053,18 +1055,7 @@ mod tests {
         c.profile = crate::config::ProfileRef::Name("minimal".into());
         let p = SandboxPlan::build(c).unwrap();
         assert!(!p.seccomp.guard.is_empty());
-        let r = Recorder::default();
-        let f = job_setup(
-            &r,
-            &p,
-            &fds(),
-            &ExecArrays {
-                argv: &[std::ptr::null()],
-                envp: &[std::ptr::null()],
-            },
-            &NetHelper::default(),
-        );
-        assert_eq!(f.step, Step::Exec);
+        let r = job_calls(&p);
         let order = [
             "setsid",
             "clear_signal_mask",
