@@ -39,10 +39,10 @@
 //! 18. Empty the permitted/effective/inheritable sets; `PR_SET_NO_NEW_PRIVS`.
 //! 19. Landlock: add rules for the sandbox's own mounts, restrict self.
 //! 19b. Wait until the network helper has brought `lo` up.
-//! 20. seccomp guard filter with a user-notification listener; send the listener to the
-//!     supervisor; close it. (Skipped when the profile allows `sendmsg` and `close`: then step
-//!     21 installs one filter with the listener, and the listener is sent after it.)
-//! 21. seccomp main filter (the profile).
+//! 20. The seccomp filter that notifies, with a user-notification listener; send the listener to
+//!     the supervisor; close it. That is the profile's own filter, the last step, when the
+//!     profile allows `sendmsg` and `close`; else a guard filter, and step 21 follows.
+//! 21. With a guard: the seccomp main filter (the profile).
 //! 22. `execve` (trying each `PATH` candidate).
 
 use std::ffi::{CStr, CString};

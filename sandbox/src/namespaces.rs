@@ -15,8 +15,8 @@
 
 use std::path::PathBuf;
 
-/// Namespace flags for the sandbox `clone` (the network namespace comes after, from
-/// [`crate::net::make_netns`]).
+/// Namespace flags for the sandbox `clone` (the network namespace comes after, from the init's
+/// [`crate::net::NetHelper`]).
 pub const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWNS
     | libc::CLONE_NEWPID

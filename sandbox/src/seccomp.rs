@@ -35,8 +35,8 @@
 //! look at arguments, gets two filters instead: a "guard" filter with the USER_NOTIF answers
 //! (installed first, with the listener) and the profile's own filter, where those calls are ALLOW
 //! (the kernel picks the most restrictive result across filters). Both forms give every call the
-//! same answer (a test checks it for every call number). The supervisor answers every notification with an
-//! error and never lets a call continue. If the supervisor is gone the kernel answers `ENOSYS`.
+//! same answer (a test checks it for every call number). The supervisor answers every
+//! notification with an error and never lets a call continue. If the supervisor is gone the kernel answers `ENOSYS`.
 //! Calls the profile answers with `ENOSYS` (e.g. `clone3`, so glibc falls back to `clone`) are a
 //! compatibility answer, not a policy alarm: they are not observed.
 
@@ -430,6 +430,7 @@ fn compile_inner(
     };
     let mut leaves: Vec<(u32, Label)> = Vec::new();
     let mut blocks: Vec<(Label, Vec<sock_filter>)> = Vec::new();
+    let mut sendto_block = None;
     for nr in nrs {
         if observed.contains_key(&nr) {
             leaves.push((nr as u32, observe));
@@ -449,7 +450,7 @@ fn compile_inner(
             } else {
                 let l = asm.label();
                 leaves.push((nr as u32, l));
-                blocks.push((l, sendto_with_destination(a.ret())));
+                sendto_block = Some((l, sendto_with_destination(a.ret())));
             }
             continue;
         }
@@ -487,9 +488,15 @@ fn compile_inner(
     main.push(stmt(BPF_LD_W_ABS, 0));
     asm.tree(&leaves, default_ret);
     for (l, code) in blocks {
+        // "No rule matched" falls through to the default action.
         asm.place(l);
         asm.raw(code);
         asm.jump(default_ret);
+    }
+    if let Some((l, code)) = sendto_block {
+        // (Every path of this one ends in a return.)
+        asm.place(l);
+        asm.raw(code);
     }
     main.extend(asm.finish());
 
