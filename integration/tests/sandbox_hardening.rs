@@ -214,3 +214,138 @@ for t in ts:
     );
     assert!(r.denied().contains(&"chroot".to_string()), "{:?}", r.report);
 }
+
+/// The host range a sandbox's `/proc/self/uid_map` shows: `(base, count)` of inside id 0.
+fn host_range(uid_map: &str) -> (u64, u64) {
+    let f: Vec<u64> = uid_map
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(f.len(), 3, "one range expected: {uid_map:?}");
+    assert_eq!(f[0], 0);
+    (f[1], f[2])
+}
+
+/// `sealrun exec -- cat /proc/self/uid_map` in a private mount namespace whose `/etc` is an
+/// overlay with the given `subuid` and `subgid` files (scratch only: the overlay's upper folder is
+/// the test's temp dir and the namespace ends with the command).
+fn uid_map_with_subids(subuid: &str, subgid: &str) -> std::process::Output {
+    let t = tempdir();
+    let (upper, work) = (t.path().join("upper"), t.path().join("work"));
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(upper.join("subuid"), subuid).unwrap();
+    std::fs::write(upper.join("subgid"), subgid).unwrap();
+    let script = format!(
+        "mount -t overlay overlay -o lowerdir=/etc,upperdir={},workdir={} /etc && exec \"$0\" exec -- /bin/cat /proc/self/uid_map",
+        upper.display(),
+        work.display()
+    );
+    std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .arg(sealrun_bin())
+        .output()
+        .expect("unshare")
+}
+
+/// Item 6: as root, each run maps host ids of its own — never the default subordinate range of
+/// the first regular user (100000–165535), never an `/etc/subuid`/`/etc/subgid` entry, and
+/// never the range of a concurrent run. (Needs root, as the suite does: rootless runs map the
+/// caller's own uid.)
+#[test]
+fn host_ids_avoid_subordinate_ranges_and_concurrent_runs() {
+    let spawn = || {
+        std::process::Command::new(sealrun_bin())
+            .args([
+                "exec",
+                "--",
+                "/bin/sh",
+                "-c",
+                "cat /proc/self/uid_map; sleep 1",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let ra = host_range(&String::from_utf8_lossy(&a.stdout));
+    let rb = host_range(&String::from_utf8_lossy(&b.stdout));
+    assert_ne!(ra.0, rb.0, "concurrent runs share host ids");
+    for (base, count) in [ra, rb] {
+        assert!(base >= 0x7000_0000 && base + count <= 0x7FFE_0000, "{base}");
+        assert!(base >= 165_536, "overlaps the default subuid range: {base}");
+    }
+
+    // Slots 0 and 1 belong to alice's subuid entry, slot 2 to bob's subgid entry.
+    let out = uid_map_with_subids("alice:1879048192:131072\n", "bob:1879179264:65536\n");
+    assert!(out.status.success(), "{out:?}");
+    let (base, count) = host_range(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        base >= 0x7000_0000 + 3 * 65536,
+        "overlaps a subordinate range: {base}"
+    );
+    assert_eq!(count, 65536);
+
+    // Every slot taken: a clear refusal, nothing runs.
+    let out = uid_map_with_subids("carol:1879048192:268304384\n", "");
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no free host id range"), "{err}");
+    assert!(out.stdout.is_empty(), "the command must not run: {out:?}");
+}
+
+/// Item 2: with the operator's terminal as sealrun's stdin, stdout and stderr, the job holds no
+/// descriptor of it (so it can neither read what is typed nor issue tty ioctls), and the control
+/// sequences it prints reach the terminal escaped.
+#[test]
+fn the_job_never_holds_the_operators_terminal() {
+    // A pty plays the operator's terminal; Python (outside the sandbox) reads its master side.
+    let harness = r#"
+import os, sys, subprocess
+m, s = os.openpty()
+p = subprocess.Popen([sys.argv[1], "exec", "--", "/bin/sh", "-c", sys.argv[2]],
+                     stdin=s, stdout=s, stderr=s, close_fds=True)
+os.close(s)
+out = b""
+while True:
+    try:
+        d = os.read(m, 4096)
+    except OSError:
+        break
+    if not d:
+        break
+    out += d
+p.wait()
+sys.stdout.buffer.write(out)
+sys.exit(p.returncode)
+"#;
+    let job = r#"for fd in 0 1 2; do echo "fd$fd $(readlink /proc/self/fd/$fd)"; done
+stty </proc/self/fd/1 >/dev/null 2>&1 && echo "TTY IOCTL WORKED" || echo "no tty ioctl"
+printf '\033]0;pwned\007\033[31mRED\n'
+echo "to stderr" >&2"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", harness])
+        .arg(sealrun_bin())
+        .arg(job)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("fd0 /dev/null"), "{text}");
+    for fd in ["fd1", "fd2"] {
+        let line = text.lines().find(|l| l.starts_with(fd)).unwrap();
+        assert!(line.contains("pipe:["), "{fd} is not a pipe: {line}");
+    }
+    assert!(
+        !text.contains("/dev/pts") && !text.contains("/dev/tty"),
+        "{text}"
+    );
+    assert!(text.contains("no tty ioctl"), "{text}");
+    assert!(text.contains("\\x1b]0;pwned\\x07\\x1b[31mRED"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "a raw escape reached the terminal: {text:?}"
+    );
+    assert!(text.contains("to stderr"), "{text}");
+}

@@ -236,6 +236,11 @@ async fn pump(
     } else {
         Box::new(tokio::io::stdout())
     };
+    // A terminal gets the output escaped; the log keeps the raw bytes.
+    let (out_tty, err_tty) = crate::terminal::terminals();
+    let mut escaper =
+        (if to_stderr { err_tty } else { out_tty }).then(crate::terminal::Escaper::default);
+    let mut shown = Vec::new();
     loop {
         let n = rx.read(&mut buf).await?;
         let clean = if n == 0 {
@@ -245,9 +250,22 @@ async fn pump(
         };
         file.write_all(&clean).await?;
         h.update(&clean);
-        if !quiet && !clean.is_empty() {
-            let _ = out.write_all(&clean).await;
-            let _ = out.flush().await;
+        if !quiet {
+            let show = match &mut escaper {
+                Some(e) => {
+                    shown.clear();
+                    e.feed(&clean, &mut shown);
+                    if n == 0 {
+                        e.finish(&mut shown);
+                    }
+                    &shown
+                }
+                None => &clean,
+            };
+            if !show.is_empty() {
+                let _ = out.write_all(show).await;
+                let _ = out.flush().await;
+            }
         }
         if n == 0 {
             break;
