@@ -349,3 +349,52 @@ echo "to stderr" >&2"#;
     );
     assert!(text.contains("to stderr"), "{text}");
 }
+
+/// Item 7: started as root, a profile comes only from files and folders that only root can
+/// change; a planted one is refused, naming the path, never silently used or skipped.
+#[test]
+fn profiles_that_others_could_change_are_refused_as_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempdir();
+    let profiles = t.path().join("profiles");
+    std::fs::create_dir_all(profiles.join("seccomp")).unwrap();
+    let allow_all = r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}"#;
+    std::fs::write(profiles.join("seccomp/default.json"), allow_all).unwrap();
+    let run = |env_dir: Option<&std::path::Path>, args: &[&str]| {
+        let mut c = std::process::Command::new(sealrun_bin());
+        if let Some(d) = env_dir {
+            c.env("SEALRUN_PROFILES", d);
+        }
+        let out = c
+            .arg("exec")
+            .args(args)
+            .args(["--", "/bin/true"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A group/other-writable (not sticky) folder on the lookup path.
+    std::fs::set_permissions(&profiles, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, err) = run(Some(&profiles), &[]);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(err.contains("refusing profile"), "{err}");
+    assert!(err.contains("writable by group or others"), "{err}");
+    // Root's folder, but a file another user owns.
+    std::fs::set_permissions(&profiles, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = profiles.join("seccomp/default.json");
+    std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+    let (code, err) = run(Some(&profiles), &[]);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(err.contains("is owned by uid 65534"), "{err}");
+    // The same as an explicit --profile PATH.
+    let (code, err) = run(None, &["--profile", file.to_str().unwrap()]);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(err.contains("is owned by uid 65534"), "{err}");
+    // Owned by root, in root's folders: used (and so reported with its own digest).
+    std::os::unix::fs::chown(&file, Some(0), None).unwrap();
+    let (code, err) = run(Some(&profiles), &[]);
+    assert_eq!(code, Some(0), "{err}");
+}

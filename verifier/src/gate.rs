@@ -24,7 +24,9 @@ pub struct GatePolicy {
     /// Every run in the chain must have succeeded (default true).
     #[serde(default = "yes")]
     pub require_success: bool,
-    /// Sandbox profiles a run may have used (empty: any).
+    /// Sandbox profiles a run may have used (empty: any): a shipped profile's name (approves
+    /// that profile exactly as this build ships it) or `sha256:HEX` (a profile pair's digest,
+    /// the record's `profile_sha256`).
     #[serde(default)]
     pub approved_profiles: Vec<String>,
     /// Allow runs that attempted denied system calls (default false).
@@ -144,10 +146,24 @@ pub fn evaluate(
                 .get("profile")
                 .and_then(|p| p.as_str())
                 .unwrap_or("(none)");
-            if !gate.approved_profiles.iter().any(|p| p == profile) {
+            let sha256 = internal
+                .get("profile_sha256")
+                .and_then(|p| p.as_str())
+                .unwrap_or("");
+            let approved = gate
+                .approved_profiles
+                .iter()
+                .any(|a| crate::profiles::approves(a, profile, sha256));
+            if !approved {
+                let why = if gate.approved_profiles.iter().any(|a| a == profile) {
+                    " (a profile of that name with other contents than the shipped one: approve \
+                     it by digest, `sha256:…`, if intended)"
+                } else {
+                    ""
+                };
                 fail(
                     "approved_profile",
-                    format!("sandbox profile {profile:?} is not approved"),
+                    format!("sandbox profile {profile:?} is not approved (sha256:{sha256}){why}"),
                 );
             }
         }
