@@ -291,9 +291,10 @@ fn check_checkpoint(
         source,
     };
     let env = Envelope::parse(cp_bytes).map_err(cp_err)?;
-    let (signer, payload): (&TrustedKey, Vec<u8>) = env
+    let (signers, payload): (Vec<&TrustedKey>, Vec<u8>) = env
         .verify(IN_TOTO_PAYLOAD_TYPE, |id| policy.lookup(id))
         .map_err(cp_err)?;
+    let signer = policy.choose(&signers, |k| k.may_sign(Kind::Checkpoint));
     if !signer.may_sign(Kind::Checkpoint) {
         return Err(AuditError::CheckpointKey {
             log,
