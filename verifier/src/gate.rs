@@ -38,7 +38,8 @@ pub struct GatePolicy {
     /// Allow runs in which a secret leaked (default false).
     #[serde(default)]
     pub allow_secret_leaks: bool,
-    /// Highest classification the released artifact may carry.
+    /// Highest classification the released artifact may carry: one of
+    /// `labels::CLASSIFICATION_ORDER` (anything else is a policy error).
     pub max_classification: Option<String>,
 }
 
@@ -83,6 +84,17 @@ pub fn load(path: &Path) -> Result<(GatePolicy, Policy), GateError> {
         path: path.to_path_buf(),
         message: e.to_string().trim().replace('\n', " "),
     })?;
+    if let Some(max) = &gate.max_classification {
+        if crate::labels::classification_rank(max).is_none() {
+            return Err(GateError::Policy {
+                path: path.to_path_buf(),
+                message: format!(
+                    "max_classification = {max:?} is not a known level (one of: {})",
+                    crate::labels::CLASSIFICATION_ORDER.join(", ")
+                ),
+            });
+        }
+    }
     let base = path.parent().unwrap_or(Path::new("."));
     let trust = Policy::load(&base.join(&gate.trust))?;
     Ok((gate, trust))
@@ -233,12 +245,8 @@ pub fn evaluate(
         if let Some(max) = &gate.max_classification {
             let released = *id == graph.root || root_is_pipeline;
             if released {
-                let rank = |v: &str| {
-                    crate::labels::CLASSIFICATION_ORDER
-                        .iter()
-                        .position(|x| *x == v)
-                        .unwrap_or(usize::MAX)
-                };
+                // Unknown levels rank above every known one (never below the ceiling).
+                let rank = |v: &str| crate::labels::classification_rank(v).unwrap_or(usize::MAX);
                 match vr.produced().as_ref().and_then(|p| p.labels.get("classification").cloned()) {
                     Some(c) if rank(&c) > rank(max) => {
                         fail("max_classification", format!("output is classified {c}, above {max}"))
