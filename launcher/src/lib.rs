@@ -8,6 +8,7 @@ pub mod audit;
 pub mod demo;
 pub mod exec;
 pub mod keyfile;
+pub mod outputs;
 pub mod pipeline;
 pub mod run;
 pub mod secrets;

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rand_core::RngCore;
 use sealrun_sandbox::{Bind, ProfileRef, SandboxConfig, SandboxPlan, Stdio, Tmpfs};
@@ -24,7 +25,6 @@ use sealrun_verifier::dsse;
 use sealrun_verifier::keys::SigningKey;
 use sealrun_verifier::labels;
 use sealrun_verifier::manifest::{Manifest, WalkOptions};
-use sealrun_verifier::outputs;
 use sealrun_verifier::policy::Policy;
 use sealrun_verifier::record::sign_record;
 use sealrun_verifier::record::{outputs_digest, verify_record, ProducedArtifact};
@@ -34,7 +34,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::attest::{self, Proof, RecordedInput, RunFacts};
 use crate::audit::{self, Event};
-use crate::secrets::{self, Leak, Redactor, Secret};
+use crate::outputs;
+use crate::secrets::{self, Leak, Patterns, Redactor, Secret};
 use crate::spec::{JobSpec, Proof as SpecProof, Spec, SpecError, CODE_MOUNT, OUTPUT_MOUNT};
 use crate::stage::Stage;
 use crate::{keyfile, now_rfc3339};
@@ -47,8 +48,11 @@ pub mod exit {
     pub const VERIFY_FAILED: u8 = 65;
     /// The record or audit log could not be written.
     pub const RECORD_FAILED: u8 = 74;
-    /// The job succeeded but a secret leaked into its logs or outputs.
+    /// The job succeeded but a secret leaked into its logs, outputs or egress addresses.
     pub const SECRET_LEAKED: u8 = 66;
+    /// The job succeeded but not everything it left in its output folder could
+    /// be attested (the record's `output-unattested` says what and why).
+    pub const OUTPUTS_UNATTESTED: u8 = 67;
     pub use sealrun_sandbox::exit_codes::{SETUP_FAILED, TIMEOUT};
 }
 
@@ -190,28 +194,108 @@ fn resolve_executable(argv0: &str) -> Option<PathBuf> {
         .and_then(|p| p.canonicalize().ok())
 }
 
-fn chown_tree(root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(root, Some(uid), Some(gid))?;
-    if std::fs::symlink_metadata(root)?.is_dir() {
-        for e in std::fs::read_dir(root)? {
-            chown_tree(&e?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
+/// Gives the output folder back to the launcher's own uid: by [`OutputOwner::collect`]
+/// after the run, or when dropped on any error path, so no path leaves it (or
+/// anything in it) owned by the job's uid.
+struct OutputOwner(Option<PathBuf>);
+
+fn launcher_ids() -> (u32, u32) {
+    (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    )
 }
 
-/// Gives an output folder back to the launcher's own uid when dropped, so no
-/// error path leaves it writable by the job's uid.
-struct OutputOwner(PathBuf);
+impl OutputOwner {
+    /// Hand every entry back and attest the folder.
+    fn collect(
+        mut self,
+        limits: &outputs::Limits,
+        patterns: &Arc<Patterns>,
+    ) -> crate::outputs::Collected {
+        let root = self.0.take().expect("collected once");
+        let (uid, gid) = launcher_ids();
+        crate::outputs::collect(&root, uid, gid, limits, patterns)
+    }
+}
 
 impl Drop for OutputOwner {
     fn drop(&mut self) {
-        let (uid, gid) = (
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        );
-        let _ = chown_tree(&self.0, uid, gid);
+        if let Some(root) = self.0.take() {
+            let (uid, gid) = launcher_ids();
+            let _ = crate::outputs::hand_back_only(&root, uid, gid);
+        }
     }
+}
+
+/// The exit status, the record's `result` and the end reason of a run that
+/// started. A leak outranks unattested outputs; a failed job keeps its status,
+/// and the result also names what else went wrong.
+fn run_result(
+    outcome: &Result<sealrun_sandbox::Outcome, String>,
+    leaks: &[&Leak],
+    unattested: &sealrun_verifier::record::UnattestedOutputs,
+) -> (u8, String, String) {
+    let o = match outcome {
+        Ok(o) => o,
+        Err(e) => return (exit::SETUP_FAILED, format!("failed: {e}"), e.clone()),
+    };
+    let reason = attest::end_reason_text(o);
+    let mut problems = Vec::new();
+    if !leaks.is_empty() {
+        let list: Vec<String> = leaks
+            .iter()
+            .map(|l| format!("{} in {}", l.secret, l.place))
+            .collect();
+        problems.push(format!("secret leaked: {}", list.join(", ")));
+    }
+    if unattested.count > 0 {
+        problems.push(unattested_text(unattested));
+    }
+    let status = if !matches!(o.end, sealrun_sandbox::EndReason::Exited { code: 0 }) {
+        problems.insert(0, reason.clone());
+        o.exit_status()
+    } else if !leaks.is_empty() {
+        exit::SECRET_LEAKED
+    } else if unattested.count > 0 {
+        exit::OUTPUTS_UNATTESTED
+    } else {
+        return (0, "succeeded".into(), reason);
+    };
+    (status, format!("failed: {}", problems.join("; ")), reason)
+}
+
+/// One line for the record's result and the audit log: how many outputs were
+/// not attested, and the first one with its reason.
+fn unattested_text(u: &sealrun_verifier::record::UnattestedOutputs) -> String {
+    let first = u
+        .entries
+        .first()
+        .map(|e| format!(" (first: {}: {})", e.path, e.reason))
+        .unwrap_or_default();
+    format!("{} output(s) not attested{first}", u.count)
+}
+
+/// The record's `output-summary` and (if any) `output-unattested` byproducts.
+fn output_byproducts(
+    c: &crate::outputs::Collected,
+) -> Vec<sealrun_verifier::record::ResourceDescriptor> {
+    use sealrun_verifier::record::{
+        ResourceDescriptor, OUTPUT_SUMMARY_BYPRODUCT, UNATTESTED_BYPRODUCT,
+    };
+    let mut v = vec![ResourceDescriptor {
+        name: Some(OUTPUT_SUMMARY_BYPRODUCT.into()),
+        annotations: serde_json::to_value(&c.summary).ok(),
+        ..Default::default()
+    }];
+    if c.unattested.count > 0 {
+        v.push(ResourceDescriptor {
+            name: Some(UNATTESTED_BYPRODUCT.into()),
+            annotations: serde_json::to_value(&c.unattested).ok(),
+            ..Default::default()
+        });
+    }
+    v
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
@@ -645,12 +729,14 @@ pub fn run_spec(
         secrets = ?secrets,
         "sandbox planned"
     );
-    chown_tree(&spec.output, job_uid, job_uid).map_err(|e| RunError::Usage {
-        path: spec.output.clone(),
-        message: format!("cannot hand the output folder to the job's uid {job_uid}: {e}"),
+    std::os::unix::fs::lchown(&spec.output, Some(job_uid), Some(job_uid)).map_err(|e| {
+        RunError::Usage {
+            path: spec.output.clone(),
+            message: format!("cannot hand the output folder to the job's uid {job_uid}: {e}"),
+        }
     })?;
     // Whatever happens from here on, the outputs are taken back from the job's uid.
-    let output_guard = OutputOwner(spec.output.clone());
+    let output_guard = OutputOwner(Some(spec.output.clone()));
 
     // 4. Start: the audit log learns of the run before the job runs.
     audit::append(
@@ -677,9 +763,10 @@ pub fn run_spec(
         .build()
         .map_err(|e| RunError::Io(format!("tokio runtime: {e}")))?;
     let quiet = opts.quiet;
+    let patterns = Arc::new(Patterns::new(&secrets));
     let (outcome, logs) = rt.block_on(async {
-        let out_pump = tokio::spawn(pump(out_r, stdout_log.clone(), false, quiet, Redactor::new(&secrets)));
-        let err_pump = tokio::spawn(pump(err_r, stderr_log.clone(), true, quiet, Redactor::new(&secrets)));
+        let out_pump = tokio::spawn(pump(out_r, stdout_log.clone(), false, quiet, Redactor::with(patterns.clone())));
+        let err_pump = tokio::spawn(pump(err_r, stderr_log.clone(), true, quiet, Redactor::with(patterns.clone())));
         let started = tokio::task::spawn_blocking(move || plan.spawn())
             .await
             .map_err(|e| format!("supervisor: {e}"))?;
@@ -732,41 +819,15 @@ pub fn run_spec(
         ),
     ];
 
-    // 5. Outputs: take them back from the job's uid, then hash (symlinks recorded, not followed).
-    drop(output_guard);
-    let mut outputs =
-        outputs::hash_outputs(&spec.output).map_err(|e| RunError::Io(format!("outputs: {e}")))?;
-    leaks.extend(secrets::scan_outputs(&spec.output, &secrets));
-    // Names and link targets count too, and never reach the record unredacted.
-    if !secrets.is_empty() {
-        let mut found = Vec::new();
-        for r in &mut outputs.files.resources {
-            let (shown, seen) = secrets::redact_text(&r.path, &secrets);
-            if !seen.is_empty() {
-                found.extend(seen.into_iter().map(|secret| Leak {
-                    secret,
-                    place: format!("output-name:{shown}"),
-                }));
-                r.path = shown;
-            }
-        }
-        for o in &mut outputs.other {
-            let (shown, seen) = secrets::redact_text(&o.path, &secrets);
-            let target = o.target.clone().unwrap_or_default();
-            let (target_shown, target_seen) = secrets::redact_text(&target, &secrets);
-            for secret in seen.into_iter().chain(target_seen) {
-                found.push(Leak {
-                    secret,
-                    place: format!("output-name:{shown}"),
-                });
-            }
-            o.path = shown;
-            if o.target.is_some() {
-                o.target = Some(target_shown);
-            }
-        }
-        leaks.extend(found);
-    }
+    // 5. Outputs: take every entry back from the job's uid, then attest what can be.
+    let limits = outputs::Limits {
+        max_entries: u64::MAX,
+        max_bytes: u64::MAX,
+        deadline: std::time::Instant::now() + std::time::Duration::from_secs(3600),
+    };
+    let collected = output_guard.collect(&limits, &patterns);
+    leaks.extend(collected.leaks.iter().cloned());
+    let outputs = &collected.outputs;
     let blocking: Vec<&Leak> = leaks
         .iter()
         .filter(|l| {
@@ -777,32 +838,15 @@ pub fn run_spec(
         .collect();
 
     // 6. Record and audit.
-    let (status, result, message) = match &outcome {
-        Ok(o) => {
-            let reason = attest::end_reason_text(o);
-            let ok = matches!(o.end, sealrun_sandbox::EndReason::Exited { code: 0 });
-            if ok && !blocking.is_empty() {
-                let list: Vec<String> = blocking
-                    .iter()
-                    .map(|l| format!("{} in {}", l.secret, l.place))
-                    .collect();
-                let result = format!("failed: secret leaked: {}", list.join(", "));
-                (exit::SECRET_LEAKED, result, reason)
-            } else if ok {
-                (0, "succeeded".to_string(), reason)
-            } else {
-                (o.exit_status(), format!("failed: {reason}"), reason)
-            }
-        }
-        Err(e) => (exit::SETUP_FAILED, format!("failed: {e}"), e.clone()),
-    };
+    let (status, result, message) = run_result(&outcome, &blocking, &collected.unattested);
     let mut facts = ctx.facts(&inputs, result.clone());
     facts.code_digest = code_digest;
     facts.executable = executable;
     facts.internal = internal;
     facts.outcome = outcome.as_ref().ok();
     facts.logs = logs;
-    facts.outputs = Some(&outputs);
+    facts.outputs = Some(outputs);
+    facts.extra_byproducts.extend(output_byproducts(&collected));
     // What this run produced, as one artifact consumers can check against.
     let input_labels: Vec<BTreeMap<String, String>> =
         inputs.iter().map(|i| i.verified.labels.clone()).collect();
