@@ -21,7 +21,11 @@ fn stage_dirs(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".sealrun-stage"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".sealrun-stage")
+        })
         .map(|e| e.path())
         .collect()
 }
@@ -109,4 +113,111 @@ fn signed_input_runs_after_the_cheap_checks() {
         std::fs::read(f.dir().join("clean-out/copy")).unwrap(),
         sealrun_integration::RUN_DATA
     );
+}
+
+// ---- 14. Only what was signed reaches the job ----
+
+/// What the OpenSSF model-signing tool leaves out of what it signs.
+const MS_IGNORE: [&str; 4] = [".gitignore", ".git", ".github", ".gitattributes"];
+
+/// Sign `dir` the way `model_signing sign` does (a Sigstore bundle v0.3 holding a DSSE
+/// envelope over the model-signing predicate: `files` serialization, sha256, the default
+/// `ignore_paths`), with the fixture's registry key. Ignored files are not listed.
+fn model_signing_sign(fixture_dir: &Path, dir: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let pem = std::fs::read_to_string(fixture_dir.join("reg.key")).unwrap();
+    let key = sealrun_verifier::keys::SigningKey::from_pkcs8_pem(&pem).unwrap();
+    let mut listed: Vec<&(&str, &[u8])> = files
+        .iter()
+        .filter(|(p, _)| !MS_IGNORE.iter().any(|ig| p.split('/').next() == Some(*ig)))
+        .collect();
+    listed.sort_by(|a, b| a.0.split('/').cmp(b.0.split('/')));
+    let mut subject = sha2::Sha256::new();
+    let resources: Vec<serde_json::Value> = listed
+        .iter()
+        .map(|(p, data)| {
+            let d = sha2::Sha256::digest(data);
+            subject.update(d);
+            serde_json::json!({"name": p, "algorithm": "sha256", "digest": hex::encode(d)})
+        })
+        .collect();
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": dir, "digest": {"sha256": hex::encode(subject.finalize())}}],
+        "predicateType": "https://model_signing/signature/v1.0",
+        "predicate": {
+            "serialization": {"ignore_paths": MS_IGNORE, "hash_type": "sha256", "method": "files", "allow_symlinks": false},
+            "resources": resources,
+        },
+    });
+    let env = sealrun_verifier::dsse::sign(
+        "application/vnd.in-toto+json",
+        &serde_json::to_vec(&statement).unwrap(),
+        &key,
+    );
+    let hint = hex::encode(sha2::Sha256::digest(key.public().to_pem().as_bytes()));
+    let bundle = serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": {"publicKey": {"hint": hint}, "tlogEntries": []},
+        "dsseEnvelope": serde_json::from_slice::<serde_json::Value>(&env.to_json()).unwrap(),
+    });
+    serde_json::to_vec(&bundle).unwrap()
+}
+
+/// A job spec with one input `model` (`model/`, `model.sig`) running `script`.
+fn model_job(f: &RunFixture, name: &str, script: &str) -> String {
+    sealrun_integration::write_tree(
+        f.dir(),
+        &[(&format!("{name}-code/train.py"), script.as_bytes())],
+    );
+    let spec = format!(
+        "name = {name:?}\ncommand = [\"python3\", \"/code/train.py\"]\ncode = \"{name}-code\"\noutput = \"{name}-out\"\ntrust = \"trust.toml\"\nsigning_key = \"launcher.key\"\n[[input]]\nname = \"model\"\npath = \"model\"\nsignature = \"model.sig\"\n[sandbox]\n{RUN_SANDBOX}"
+    );
+    let file = format!("{name}.toml");
+    std::fs::write(f.dir().join(&file), spec).unwrap();
+    file
+}
+
+/// Lists every file the job can see under /inputs/model.
+const LIST_MODEL: &str = r#"import os
+seen = []
+for root, dirs, files in os.walk("/inputs/model"):
+    for n in files + dirs:
+        seen.append(os.path.relpath(os.path.join(root, n), "/inputs/model"))
+open("/out/listing", "w").write("\n".join(sorted(seen)))
+"#;
+
+#[test]
+fn files_a_model_signing_bundle_ignores_never_reach_the_job() {
+    let f = RunFixture::new();
+    let files: [(&str, &[u8]); 5] = [
+        ("weights.bin", b"\x00\x01\x02 signed weights"),
+        ("sub/config.json", b"{\"layers\": 2}"),
+        // Ignored by the bundle, so unsigned: a checkout's history and a poisoned hook.
+        (".git/HEAD", b"ref: refs/heads/main\n"),
+        (".git/hooks/post-checkout", b"unsigned bytes\n"),
+        (".gitattributes", b"*.bin filter=lfs\n"),
+    ];
+    sealrun_integration::write_tree(&f.dir().join("model"), &files);
+    std::fs::write(
+        f.dir().join("model.sig"),
+        model_signing_sign(f.dir(), "model", &files),
+    )
+    .unwrap();
+    let job = model_job(&f, "ms", LIST_MODEL);
+    let t = ok(f.run(&job));
+    assert!(t.contains("succeeded"), "{t}");
+    let listing = std::fs::read_to_string(f.dir().join("ms-out/listing")).unwrap();
+    assert_eq!(
+        listing, "sub\nsub/config.json\nweights.bin",
+        "the job saw files the signature does not cover"
+    );
+    // And the verified digest in the record is the bundle's.
+    let record = f.record("ms");
+    let st = sealrun_integration::envelope_statement(&record);
+    let deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    let model = deps.iter().find(|d| d["name"] == "model").unwrap();
+    assert_eq!(model["annotations"]["format"], "model-signing", "{model:#}");
 }
