@@ -231,6 +231,9 @@ impl SandboxPlan {
         for bind in &config.ro_binds {
             b.bind(&bind.host, &bind.dest, false)?;
         }
+        for bind in config.ro_fd_binds {
+            b.bind_fd(bind.fd, &bind.dest)?;
+        }
         for bind in &config.rw_binds {
             b.bind(&bind.host, &bind.dest, true)?;
         }
