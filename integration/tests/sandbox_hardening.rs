@@ -398,3 +398,18 @@ fn profiles_that_others_could_change_are_refused_as_root() {
     let (code, err) = run(Some(&profiles), &[]);
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// Item 8: the cgroup namespace is made once the sandbox is in the run's cgroup, so the job sees
+/// its own cgroup as `/` — not the host's path of it (`/sealrun/<pid>-<n>`), nor the launcher's.
+#[test]
+fn the_job_sees_its_cgroup_as_the_root() {
+    for args in [&["--memory", "256M", "--pids", "64"][..], &[][..]] {
+        let r = exec(args, &["/bin/cat", "/proc/self/cgroup"]);
+        let out = ok(&r);
+        assert!(!out.trim().is_empty(), "{r:?}");
+        for line in out.lines() {
+            let path = line.splitn(3, ':').nth(2).unwrap_or("?");
+            assert_eq!(path, "/", "{args:?}: {out}");
+        }
+    }
+}

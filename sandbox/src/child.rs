@@ -4,7 +4,7 @@
 //! any failure is reported to the supervisor as `(step, index, errno)` and the process exits
 //! with status 125 before anything runs; seccomp is the last thing before `execve`.
 //!
-//! Init (after `clone` with the user, mount, pid, ipc, uts and cgroup namespace flags):
+//! Init (after `clone` with the user, mount, pid, ipc and uts namespace flags):
 //!  0. Start the network helper: a task sharing our memory and descriptors that makes the
 //!     network namespace and brings its `lo` up while we go on (see [`crate::net`]).
 //! 0b. Reset every signal disposition; empty the bounding and ambient capability sets.
@@ -24,7 +24,8 @@
 //! 10. Hostname `sealrun`; wait for the network helper's namespace and enter it (its only
 //!     interface is `lo`; the helper brings it up meanwhile).
 //! 11. Wait until the supervisor has moved us into the cgroup (it does so while we build the
-//!     mounts). Start the job (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no page-table copy);
+//!     mounts), then make the cgroup namespace (rooted there: the job sees `/`). Start the job
+//!     (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no page-table copy);
 //!     then reap everything (zombies of orphans included) and forward
 //!     SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the job; report its status and exit —
 //!     which kills everything left in the pid namespace.
@@ -98,6 +99,7 @@ pub enum Step {
     SendListener,
     SeccompMain,
     Exec,
+    CgroupNamespace,
 }
 
 impl Step {
@@ -141,6 +143,7 @@ impl Step {
         Step::SendListener,
         Step::SeccompMain,
         Step::Exec,
+        Step::CgroupNamespace,
     ];
 
     /// Decode from the wire.
@@ -189,6 +192,7 @@ impl Step {
             Step::SendListener => "send seccomp listener",
             Step::SeccompMain => "seccomp filter",
             Step::Exec => "execve",
+            Step::CgroupNamespace => "cgroup namespace",
         }
     }
 }
@@ -301,6 +305,11 @@ pub fn init_main<S: Sys>(
         Err(e) => report(sys, fds, at(Step::WaitForSupervisor)(e)),
     }
     let _ = sys.close(fds.sync_r);
+    //     The cgroup namespace is made now, rooted at the run's own cgroup: the job sees `/`,
+    //     not the host's path of it (nor the launcher's cgroup, had it been made at `clone`).
+    if let Err(e) = sys.unshare_cgroup() {
+        report(sys, fds, at(Step::CgroupNamespace)(e))
+    }
     let mut job = || {
         let f = job_setup(sys, plan, fds, exec, &net);
         report(sys, fds, f)
@@ -887,6 +896,9 @@ mod tests {
         }
         fn wait_loopback(&self, _: &NetHelper) -> SysResult<()> {
             self.rec("wait_loopback")
+        }
+        fn unshare_cgroup(&self) -> SysResult<()> {
+            self.rec("unshare_cgroup")
         }
         fn spawn_job(&self, _: &mut dyn FnMut() -> i32, _: &mut [u8]) -> SysResult<libc::pid_t> {
             self.rec("spawn_job").map(|_| 2)

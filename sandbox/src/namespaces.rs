@@ -1,6 +1,7 @@
-//! Namespaces and identity. Guarantees: the sandbox gets fresh user, mount, pid, ipc, uts and
-//! cgroup namespaces in one `clone`, and a fresh network namespace owned by that user namespace
-//! before the job exists (made by the init's helper, see [`crate::net`]); the job runs as uid/gid
+//! Namespaces and identity. Guarantees: the sandbox gets fresh user, mount, pid, ipc and uts
+//! namespaces in one `clone`, a fresh network namespace owned by that user namespace before the
+//! job exists (made by the init's helper, see [`crate::net`]), and a cgroup namespace made by the
+//! init once it is in the run's cgroup (so the job sees that cgroup as `/`); the job runs as uid/gid
 //! 1000 inside, which is never host root.
 //!
 //! ## UID mapping
@@ -21,13 +22,12 @@
 use std::path::PathBuf;
 
 /// Namespace flags for the sandbox `clone` (the network namespace comes after, from the init's
-/// [`crate::net::NetHelper`]).
+/// [`crate::net::NetHelper`]; the cgroup namespace once the init is in the run's cgroup).
 pub const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWNS
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWCGROUP;
+    | libc::CLONE_NEWUTS;
 
 /// The job's uid and gid inside the sandbox.
 pub const JOB_ID: u32 = 1000;

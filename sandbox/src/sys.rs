@@ -69,6 +69,8 @@ pub trait Sys {
     /// Start `job` as a child sharing our memory on its own `stack`, suspending us until it
     /// execs or exits (`clone(CLONE_VM|CLONE_VFORK)`: no page tables are copied).
     fn spawn_job(&self, job: &mut dyn FnMut() -> i32, stack: &mut [u8]) -> SysResult<libc::pid_t>;
+    /// `unshare(CLONE_NEWCGROUP)`: a cgroup namespace rooted at our current cgroup.
+    fn unshare_cgroup(&self) -> SysResult<()>;
     fn setsid(&self) -> SysResult<()>;
     fn setrlimit(&self, resource: RlimitResource, value: u64) -> SysResult<()>;
     fn dup2(&self, from: i32, to: i32) -> SysResult<()>;
@@ -454,6 +456,11 @@ impl Sys for LinuxSys {
 
     fn wait_loopback(&self, net: &NetHelper) -> SysResult<()> {
         net.loopback()
+    }
+
+    fn unshare_cgroup(&self) -> SysResult<()> {
+        // SAFETY: raw syscall with an integer argument.
+        check(unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWCGROUP) }).map(drop)
     }
 
     fn spawn_job(&self, job: &mut dyn FnMut() -> i32, stack: &mut [u8]) -> SysResult<libc::pid_t> {
