@@ -413,3 +413,40 @@ fn the_job_sees_its_cgroup_as_the_root() {
         }
     }
 }
+
+/// Item 8: the secrets tmpfs is `noswap` (a secret never reaches a swap device) — made by the
+/// supervisor as host root, since the kernel allows `noswap` only for a tmpfs of the initial user
+/// namespace — and the job still reads its secret there.
+#[test]
+fn the_secrets_tmpfs_never_swaps() {
+    let f = sealrun_integration::RunFixture::new();
+    let script = r#"
+import hashlib, json
+mounts = [l.split() for l in open("/proc/self/mountinfo")]
+m = [l for l in mounts if l[4] == "/run/secrets"]
+opts = m[0][m[0].index("-") + 3] if m else ""
+secret = hashlib.sha256(open("/run/secrets/token", "rb").read()).hexdigest()
+json.dump({"super": opts, "secret_sha256": secret}, open("/out/m.json", "w"))
+"#;
+    let spec = f.job(
+        "noswap",
+        script,
+        &[],
+        "profile = \"python\"\n[secrets.token]\nfrom = \"env:SEALRUN_TEST_NOSWAP\"\nttl = \"10m\"\n",
+    );
+    let out = std::process::Command::new(sealrun_bin())
+        .current_dir(f.dir())
+        .args(["run", &spec, "--quiet"])
+        .env("SEALRUN_TEST_NOSWAP", "s3cr3t-n0sw4p-value")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.dir().join("noswap-out/m.json")).unwrap()).unwrap();
+    assert_eq!(
+        m["secret_sha256"],
+        sealrun_integration::sha256_hex(b"s3cr3t-n0sw4p-value")
+    );
+    let opts = m["super"].as_str().unwrap();
+    assert!(opts.split(',').any(|o| o == "noswap"), "{opts}");
+}

@@ -403,6 +403,18 @@ pub fn init_setup<S: Sys>(
                     Some(data),
                 )
                 .map_err(at_i(Step::MountTmpfs, i))?,
+            MountOp::SecretTmpfs(p, _, slot) if trees[*slot] >= 0 => sys
+                .move_mount(trees[*slot], p)
+                .map_err(at_i(Step::MountTmpfs, i))?,
+            MountOp::SecretTmpfs(p, data, _) => sys
+                .mount(
+                    Some(c"tmpfs"),
+                    p,
+                    Some(c"tmpfs"),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    Some(data),
+                )
+                .map_err(at_i(Step::MountTmpfs, i))?,
             MountOp::Symlink(target, p) => {
                 sys.symlink(target, p).map_err(at_i(Step::Symlink, i))?
             }
@@ -475,6 +487,25 @@ pub fn prepare_binds<S: Sys>(sys: &S, plan: &SandboxPlan, trees: &mut [i32]) -> 
         trees[i] = tree;
         sys.mount_setattr(tree, b.attrs)
             .map_err(at_i(Step::SetBindFlags, i))?;
+    }
+    // Root mode: the secrets tmpfs mounts are made here, by host root, because only a tmpfs of
+    // the initial user namespace may be `noswap` (secrets must never reach a swap device); owned
+    // by the sandbox's inside root, who writes the files. A kernel without `noswap` (before
+    // 6.4) refuses the option: the init then mounts a plain tmpfs, as in rootless mode.
+    if let crate::namespaces::IdMode::Root { base } = plan.ids {
+        let first = plan.mounts.binds.len();
+        for (k, &size) in plan.mounts.secret_sizes.iter().enumerate() {
+            match sys.secret_tmpfs(size, base) {
+                Ok(fd) => trees[first + k] = fd,
+                Err(libc::EINVAL) => {}
+                Err(e) => {
+                    let op = plan.mounts.ops.iter().position(
+                        |o| matches!(o, MountOp::SecretTmpfs(_, _, s) if *s == first + k),
+                    );
+                    return Err(at_i(Step::MountTmpfs, op.unwrap_or(0))(e));
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -899,6 +930,9 @@ mod tests {
         }
         fn unshare_cgroup(&self) -> SysResult<()> {
             self.rec("unshare_cgroup")
+        }
+        fn secret_tmpfs(&self, size: u64, owner: u32) -> SysResult<i32> {
+            self.rec(format!("secret_tmpfs {size} {owner}")).map(|_| 9)
         }
         fn spawn_job(&self, _: &mut dyn FnMut() -> i32, _: &mut [u8]) -> SysResult<libc::pid_t> {
             self.rec("spawn_job").map(|_| 2)

@@ -228,7 +228,7 @@ fn supervise_in(
     .map_err(|e| setup("socketpair", e))?;
 
     // Root mode: clone the bind sources here, in the host mount namespace, as host root.
-    let mut trees = vec![-1i32; plan.mounts.binds.len()];
+    let mut trees = vec![-1i32; plan.mounts.tree_slots()];
     let mut owned_trees: Vec<OwnedFd> = Vec::new();
     if plan.ids.parent_prepares_binds() {
         let r = crate::child::prepare_binds(&LinuxSys, plan, &mut trees);
