@@ -228,6 +228,28 @@ impl Drop for OutputOwner {
     }
 }
 
+/// Redact every secret in the egress addresses the sandbox observed (a job
+/// can put one in an `AF_UNIX` path or abstract name); each one found is a
+/// leak at `egress:ADDRESS` (redacted).
+fn redact_egress(o: &mut sealrun_sandbox::Outcome, patterns: &Patterns) -> Vec<Leak> {
+    let mut leaks = Vec::new();
+    if patterns.is_empty() {
+        return leaks;
+    }
+    for e in &mut o.egress_attempts {
+        let (clean, seen) = patterns.redact_bytes(e.address.as_bytes());
+        if seen.is_empty() {
+            continue;
+        }
+        e.address = String::from_utf8_lossy(&clean).into_owned();
+        leaks.extend(seen.into_iter().map(|secret| Leak {
+            secret,
+            place: format!("egress:{}", e.address),
+        }));
+    }
+    leaks
+}
+
 /// The exit status, the record's `result` and the end reason of a run that
 /// started. A leak outranks unattested outputs; a failed job keeps its status,
 /// and the result also names what else went wrong.
@@ -818,7 +840,7 @@ pub fn run_spec(
     let quiet = opts.quiet;
     let patterns = Arc::new(Patterns::new(&secrets));
     let max_log = spec.sandbox.outputs.max_log_size;
-    let (outcome, logs) = rt.block_on(async {
+    let (mut outcome, logs) = rt.block_on(async {
         let out_pump = tokio::spawn(pump(out_r, stdout_log.clone(), false, quiet, Redactor::with(patterns.clone()), max_log));
         let err_pump = tokio::spawn(pump(err_r, stderr_log.clone(), true, quiet, Redactor::with(patterns.clone()), max_log));
         let started = tokio::task::spawn_blocking(move || plan.spawn())
@@ -853,8 +875,13 @@ pub fn run_spec(
     })
     .map_err(RunError::Io)?;
     let job_ended = std::time::Instant::now();
+    // Egress addresses are the job's text too: redacted, and a secret in one is a leak.
+    let egress_leaks = match outcome.as_mut() {
+        Ok(o) => redact_egress(o, &patterns),
+        Err(_) => Vec::new(),
+    };
     let [out_log, err_log] = logs;
-    let mut leaks: Vec<Leak> = Vec::new();
+    let mut leaks: Vec<Leak> = egress_leaks;
     let mut logs = Vec::new();
     for (place, path, log) in [
         ("stdout", &stdout_log, out_log),
