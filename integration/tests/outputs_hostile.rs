@@ -396,6 +396,20 @@ fn acls_and_xattrs_are_stripped_and_modes_narrowed_at_hand_back() {
         .mode();
     assert_eq!(mode & 0o7777, 0o775, "{mode:o}");
     let st = signed_statement(&f, "acl");
+    // The new byproducts do not stand in the way of checking the files on disk.
+    let rec = f.record("acl").display().to_string();
+    let v = ok(verify(
+        f.dir(),
+        &[
+            "record",
+            &rec,
+            "--trust",
+            "trust.toml",
+            "--outputs",
+            "acl-out",
+        ],
+    ));
+    assert!(v.contains("2 output file(s) verified on disk"), "{v}");
     let summary = &byproduct(&st, "output-summary")["annotations"];
     assert_eq!(summary["xattrs_removed"], 3, "{summary:#}");
     assert_eq!(summary["modes_changed"], 1, "{summary:#}");
