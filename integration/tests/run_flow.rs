@@ -172,11 +172,17 @@ fn success_end_to_end() {
         entries[1]["invocation"]
     );
     // The staging copies are gone.
-    let stage = dir.join(".sealrun-stage");
-    assert!(
-        !stage.exists() || std::fs::read_dir(&stage).unwrap().next().is_none(),
-        "staging folder left behind"
-    );
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".sealrun-stage")
+        })
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "staging folder left behind: {left:?}");
 }
 
 #[test]

@@ -710,7 +710,7 @@ fn launcher_sigkilled_mid_run_leaves_no_secret_on_the_host_disk() {
 
     // Whatever is still running (see the ignored process test in run_flow.rs), the
     // secret is on no host disk: the test folder (records, logs, outputs,
-    // .sealrun-stage), and the top level of /dev/shm and /tmp.
+    // .sealrun-stage-ID), and the top level of /dev/shm and /tmp.
     let mut found = find_in_tree(f.dir(), &value);
     found.extend(find_top_level(Path::new("/dev/shm"), &value));
     found.extend(find_top_level(Path::new("/tmp"), &value));
@@ -720,7 +720,10 @@ fn launcher_sigkilled_mid_run_leaves_no_secret_on_the_host_disk() {
     assert_eq!(before, after, "a secret tmpfs is in the host's mount table");
     assert!(!f.dir().join("hold-out/finished").exists());
     // Searched for real: the stage folder of the killed run is still there.
-    assert!(f.dir().join(".sealrun-stage").exists());
+    assert!(std::fs::read_dir(f.dir()).unwrap().flatten().any(|e| e
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".sealrun-stage-")));
 }
 
 // ---- 9. Spec errors ----

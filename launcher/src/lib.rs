@@ -15,6 +15,7 @@ pub mod secrets;
 pub mod sign;
 pub mod spec;
 pub mod stage;
+pub mod terminal;
 
 /// The current UTC time as RFC 3339 (seconds precision).
 pub fn now_rfc3339() -> String {

@@ -17,8 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rand_core::RngCore;
-use sealrun_sandbox::{Bind, ProfileRef, SandboxConfig, SandboxPlan, Stdio, Tmpfs};
-use sealrun_verifier::artifact::{verify_artifact, Verified, VerifyOptions};
+use sealrun_sandbox::{Bind, FdBind, ProfileRef, SandboxConfig, SandboxPlan, Stdio, Tmpfs};
+use sealrun_verifier::artifact::{
+    check_hashes, check_listing, check_signature, Verified, VerifyOptions,
+};
 use sealrun_verifier::chain::{verify_chain, Index};
 use sealrun_verifier::digest::Digest;
 use sealrun_verifier::dsse;
@@ -37,7 +39,7 @@ use crate::audit::{self, Event};
 use crate::outputs;
 use crate::secrets::{self, Leak, Patterns, Redactor, Secret};
 use crate::spec::{JobSpec, Proof as SpecProof, Spec, SpecError, CODE_MOUNT, OUTPUT_MOUNT};
-use crate::stage::Stage;
+use crate::stage::{Stage, Staged};
 use crate::{keyfile, now_rfc3339};
 
 /// Exit statuses of `sealrun run` besides the job's own status.
@@ -380,6 +382,11 @@ async fn pump(
         Box::new(tokio::io::stdout())
     };
     let (mut kept, mut dropped) = (0u64, 0u64);
+    // A terminal gets the output escaped; the log keeps the raw bytes.
+    let (out_tty, err_tty) = crate::terminal::terminals();
+    let mut escaper =
+        (if to_stderr { err_tty } else { out_tty }).then(crate::terminal::Escaper::default);
+    let mut shown = Vec::new();
     loop {
         let n = rx.read(&mut buf).await?;
         let clean = if n == 0 {
@@ -406,9 +413,22 @@ async fn pump(
             }
         }
         h.update(&chunk);
-        if !quiet && !chunk.is_empty() {
-            let _ = out.write_all(&chunk).await;
-            let _ = out.flush().await;
+        if !quiet {
+            let show = match &mut escaper {
+                Some(e) => {
+                    shown.clear();
+                    e.feed(&chunk, &mut shown);
+                    if n == 0 {
+                        e.finish(&mut shown);
+                    }
+                    &shown
+                }
+                None => &chunk,
+            };
+            if !show.is_empty() {
+                let _ = out.write_all(show).await;
+                let _ = out.flush().await;
+            }
         }
         if n == 0 {
             break;
@@ -441,15 +461,15 @@ fn keep_proof(records: &Path, bytes: &[u8]) -> Result<String, String> {
     Ok(sha)
 }
 
-/// Verify one staged input against what vouches for it; returns what was
-/// verified and the proof reference for the record.
+/// Stage one input and verify the staged copy against what vouches for it;
+/// returns what was verified, the proof reference for the record, and the copy.
 fn verify_input(
     input: &crate::spec::Input,
-    staged: &Path,
+    stage: &Stage,
     policy: &Policy,
     spec: &JobSpec,
     stage_records: &BTreeMap<String, PathBuf>,
-) -> Result<(Verified, Proof), String> {
+) -> Result<(Verified, Proof, Staged), String> {
     let now = time::OffsetDateTime::now_utc();
     // An earlier stage's outputs are checked like any other record input.
     let (proof, from) = match &input.proof {
@@ -464,17 +484,18 @@ fn verify_input(
         }
         other => (other.clone(), String::new()),
     };
-    verify_proof(input, staged, policy, spec, &proof, now).map_err(|e| format!("{from}{e}"))
+    verify_proof(input, stage, policy, spec, &proof, now)
+        .map_err(|e| format!("{from}{}", stage.show(&e)))
 }
 
 fn verify_proof(
     input: &crate::spec::Input,
-    staged: &Path,
+    stage: &Stage,
     policy: &Policy,
     spec: &JobSpec,
     proof: &SpecProof,
     now: time::OffsetDateTime,
-) -> Result<(Verified, Proof), String> {
+) -> Result<(Verified, Proof, Staged), String> {
     match proof {
         SpecProof::Stage(name) => Err(format!("stage {name:?} was not resolved to its record")),
         SpecProof::Signature(sig_path) => {
@@ -486,22 +507,35 @@ fn verify_proof(
                 expected_kind: Some(input.kind),
                 progress: None,
             };
-            let v = verify_artifact(staged, &sig, &vopts).map_err(|e| e.to_string())?;
+            // Cheap checks first: the signature and policy, then the file list and sizes
+            // (no file read yet: an unsigned extra file or a wrong size stops here).
+            let shown = format!("{:?}", input.path.display().to_string());
+            let mut signed = check_signature(&sig, &shown, &vopts).map_err(|e| e.to_string())?;
+            let listed = check_listing(&mut signed, &input.path).map_err(|e| e.to_string())?;
+            // Then copy exactly the signed files, and hash the copy.
+            let staged = stage
+                .copy_listed(&input.name, &input.path, &listed)
+                .map_err(|e| e.to_string())?;
+            check_hashes(&signed, &staged.path, None).map_err(|e| e.to_string())?;
             let sha = keep_proof(&spec.records, &sig)?;
             Ok((
-                v,
+                signed.verified,
                 Proof {
                     kind: "signature",
                     sha256: sha,
                 },
+                staged,
             ))
         }
         SpecProof::Record(rec_path) => {
             let bytes = dsse::read_limited(rec_path).map_err(|e| e.to_string())?;
             let shown = rec_path.display().to_string();
+            let staged = stage
+                .copy_tree(&input.name, &input.path)
+                .map_err(|e| e.to_string())?;
             // The files must be exactly the producer's attested outputs.
-            let vr =
-                verify_record(&shown, &bytes, policy, Some(staged)).map_err(|e| e.to_string())?;
+            let vr = verify_record(&shown, &bytes, policy, Some(&staged.path))
+                .map_err(|e| e.to_string())?;
             if !vr.succeeded() {
                 return Err(format!(
                     "the producer run recorded in {shown} did not succeed"
@@ -560,6 +594,7 @@ fn verify_proof(
                     kind: "record",
                     sha256: sha,
                 },
+                staged,
             ))
         }
     }
@@ -626,7 +661,7 @@ pub fn run_spec(
     let stage =
         Stage::create(&stage_base, &ctx.invocation).map_err(|e| RunError::Io(e.to_string()))?;
     let mut inputs = Vec::new();
-    let mut ro_binds = Vec::new();
+    let mut fd_binds = Vec::new();
     for input in &spec.inputs {
         let refuse = |message: String| -> Result<RunSummary, RunError> {
             let facts = ctx.facts(&inputs, format!("refused: {message}"));
@@ -638,15 +673,15 @@ pub fn run_spec(
                 invocation: ctx.invocation.clone(),
             })
         };
-        let staged = match stage.copy_in(&input.name, &input.path) {
-            Ok(p) => p,
-            Err(e) => return refuse(format!("input {:?}: {e}", input.name)),
-        };
-        match verify_input(input, &staged, &policy, spec, stage_records) {
-            Ok((verified, proof)) => {
+        match verify_input(input, &stage, &policy, spec, stage_records) {
+            Ok((verified, proof, staged)) => {
                 tracing::debug!(input = %input.name, digest = %verified.digest, signer = %verified.signer, "input verified");
-                ro_binds.push(Bind {
-                    host: staged,
+                let fd = match stage.open_bind(&staged.rel) {
+                    Ok(fd) => fd,
+                    Err(e) => return refuse(format!("input {:?}: {e}", input.name)),
+                };
+                fd_binds.push(FdBind {
+                    fd,
                     dest: input.mount.clone().into(),
                 });
                 inputs.push(RecordedInput {
@@ -668,13 +703,17 @@ pub fn run_spec(
     }
     let code_digest = match &spec.code {
         Some(code) => {
+            let io =
+                |e: String| RunError::Io(format!("code {}: {}", code.display(), stage.show(&e)));
             let staged = stage
-                .copy_in("code", code)
-                .map_err(|e| RunError::Io(e.to_string()))?;
-            let m = Manifest::build(&staged, &WalkOptions::default(), None)
-                .map_err(|e| RunError::Io(format!("code {}: {e}", code.display())))?;
-            ro_binds.push(Bind {
-                host: staged,
+                .copy_tree("code", code)
+                .map_err(|e| io(e.to_string()))?;
+            let m = Manifest::build(&staged.path, &WalkOptions::default(), None)
+                .map_err(|e| io(e.to_string()))?;
+            fd_binds.push(FdBind {
+                fd: stage
+                    .open_bind(&staged.rel)
+                    .map_err(|e| io(e.to_string()))?,
                 dest: CODE_MOUNT.into(),
             });
             Some(m.root_digest())
@@ -694,6 +733,7 @@ pub fn run_spec(
             invocation: ctx.invocation.clone(),
         });
     }
+    let mut ro_binds = Vec::new();
     for (host, dest) in &spec.sandbox.ro {
         ro_binds.push(Bind {
             host: host.clone(),
@@ -727,6 +767,7 @@ pub fn run_spec(
         .collect();
     config.profile = ProfileRef::parse(&spec.sandbox.profile);
     config.ro_binds = ro_binds;
+    config.ro_fd_binds = fd_binds;
     config.rw_binds = vec![Bind {
         host: spec.output.clone(),
         dest: OUTPUT_MOUNT.into(),
@@ -770,7 +811,7 @@ pub fn run_spec(
             "max_log_bytes": spec.sandbox.outputs.max_log_size,
             "post_run_timeout_s": spec.sandbox.outputs.post_run_timeout.as_secs_f64(),
         },
-        "staging": "copy-then-verify",
+        "staging": "list-copy-hash",
     });
     let plan = match SandboxPlan::build(config) {
         Ok(p) => p,

@@ -1,17 +1,30 @@
 //! Staging: make the bytes a job reads the bytes that were verified.
 //!
-//! Mechanism: every input (and the code directory) is first copied into a
-//! private staging folder owned by the launcher (files 0444, folders 0755,
-//! under a 0711 parent no job uid can write to), then the *copy* is verified,
-//! and only the copy is bound read-only into the sandbox. A change to the host
-//! copy after that point can never reach the job; a change during the copy makes
-//! the copy fail verification. Copies use `copy_file_range`, so filesystems with
-//! reflinks share blocks instead of duplicating them. The staging folder is
-//! removed when the run ends (and is recognisable by its invocation id if the
-//! launcher was killed).
+//! Guarantees:
+//! - Each run stages into a folder of its own, `BASE/.sealrun-stage-ID` (ID: the run's random
+//!   invocation id). It is made with `mkdir` (which fails if anything is there already), mode
+//!   0700, then opened (`O_DIRECTORY|O_NOFOLLOW`) and refused unless it is an empty folder owned
+//!   by the launcher's effective uid and not writable by group or others. From then on it is
+//!   reached only through that descriptor (`/proc/self/fd/N/…`), never by its path again: another
+//!   user who can write BASE may rename it, or anything above it, and nothing changes for the run.
+//! - For a signed input, only the files the signature lists are copied in (after the caller
+//!   checked the list and sizes against the signature): each source is opened
+//!   `O_NOFOLLOW|O_NONBLOCK`, must be a regular file of the listed size, and exactly that many
+//!   bytes are copied. The caller then hashes the *copy*. The code folder and record inputs are
+//!   copied whole (regular files and folders only). Files are 0444, folders 0755.
+//! - Each staged tree is opened relative to the staging descriptor ([`Stage::open_bind`]) and the
+//!   sandbox binds it from that descriptor, not by path. (A rootless launcher's sandbox must look
+//!   the path up again, so there BASE and every folder above it must be writable by no one else:
+//!   [`Stage::create`] refuses otherwise.)
+//! - Copies use `copy_file_range`, so filesystems with reflinks share blocks.
+//! - The folder is removed when the run ends (a killed launcher leaves `.sealrun-stage-ID`).
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use sealrun_verifier::manifest::Listed;
 
 /// Why staging failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,12 +37,46 @@ pub enum StageError {
     },
     #[error("staging {path}: is a symlink or special file; inputs may hold regular files and folders only")]
     NotRegular { path: PathBuf },
+    #[error("staging folder {path} already exists; a fresh one is made for every run, so another process made it: refusing to share it")]
+    Exists { path: PathBuf },
+    #[error("staging folder {path} is owned by uid {owner}, not by the launcher (uid {euid}): another user replaced it; refusing to stage there")]
+    NotOwned {
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
+    #[error("staging folder {path} has mode {mode:04o}: writable by group or others (or not an empty folder); refusing to stage there")]
+    Writable { path: PathBuf, mode: u32 },
+    #[error(
+        "staging {path}: changed while it was copied ({expected} bytes listed, {actual} found)"
+    )]
+    Changed {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("cannot stage under {path}: it is {why}, and a launcher not running as root binds staged inputs by path; stage under folders only the launcher (or root) can write")]
+    UnsafeBase { path: PathBuf, why: String },
 }
 
-/// A private staging folder for one run; removed on drop.
+/// A staged input or code folder.
+#[derive(Debug)]
+pub struct Staged {
+    /// Where to read it (through the staging descriptor): hash this.
+    pub path: PathBuf,
+    /// Relative to the staging folder: bind this ([`Stage::open_bind`]).
+    pub rel: PathBuf,
+}
+
+/// A private staging folder for one run, held open; emptied and removed on drop.
 #[derive(Debug)]
 pub struct Stage {
+    /// The folder, opened when it was made; held open for as long as `root` is used.
+    _dir: File,
+    /// `/proc/self/fd/N` for `dir`: paths under it never look up the folder's own path.
     root: PathBuf,
+    /// Its path when it was made (for messages and removal).
+    shown: PathBuf,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
@@ -40,105 +87,324 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
 }
 
 impl Stage {
-    /// Create `BASE/.sealrun-stage/INVOCATION`.
+    /// Make `BASE/.sealrun-stage-INVOCATION` and hold it open (see the module's guarantees).
     pub fn create(base: &Path, invocation: &str) -> Result<Stage, StageError> {
-        let parent = base.join(".sealrun-stage");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o711)
-            .create(&parent)
-            .map_err(io(&parent))?;
-        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o711))
-            .map_err(io(&parent))?;
-        let root = parent.join(invocation);
-        std::fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&root)
-            .map_err(io(&root))?;
-        Ok(Stage { root })
+        let euid = nix::unistd::geteuid().as_raw();
+        if euid != 0 {
+            check_base(base, euid)?;
+        }
+        let shown = base.join(format!(".sealrun-stage-{invocation}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&shown) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StageError::Exists { path: shown })
+            }
+            r => r.map_err(io(&shown))?,
+        }
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&shown)
+            .map_err(io(&shown))?;
+        let stage = Stage::adopt(dir, shown, euid)?;
+        Ok(stage)
     }
 
-    /// The staging folder.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Take `dir` (opened from `shown`) as the staging folder if it is an empty folder owned
+    /// by `euid` and not writable by group or others.
+    fn adopt(dir: File, shown: PathBuf, euid: u32) -> Result<Stage, StageError> {
+        let meta = dir.metadata().map_err(io(&shown))?;
+        if meta.uid() != euid {
+            return Err(StageError::NotOwned {
+                path: shown,
+                owner: meta.uid(),
+                euid,
+            });
+        }
+        let root = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        let empty = std::fs::read_dir(&root)
+            .map_err(io(&shown))?
+            .next()
+            .is_none();
+        if !meta.is_dir() || meta.mode() & 0o022 != 0 || !empty {
+            return Err(StageError::Writable {
+                path: shown,
+                mode: meta.mode() & 0o7777,
+            });
+        }
+        Ok(Stage {
+            _dir: dir,
+            root,
+            shown,
+        })
     }
 
-    /// Copy `src` (a file or a folder tree) to `STAGE/name`; returns the copy's path.
-    pub fn copy_in(&self, name: &str, src: &Path) -> Result<PathBuf, StageError> {
-        let dst = self.root.join(name);
+    /// The staging folder as it was named when made (for messages).
+    pub fn shown(&self) -> &Path {
+        &self.shown
+    }
+
+    /// `text` with the descriptor path of the staging folder replaced by its name.
+    pub fn show(&self, text: &str) -> String {
+        text.replace(&*self.root.to_string_lossy(), &self.shown.to_string_lossy())
+    }
+
+    /// Copy exactly the `files` listed from `src` (a file or a folder) to `STAGE/name`.
+    /// `files` comes from checking `src` against a signature's list and sizes.
+    pub fn copy_listed(
+        &self,
+        name: &str,
+        src: &Path,
+        files: &[Listed],
+    ) -> Result<Staged, StageError> {
+        let rel = PathBuf::from(name);
+        let dst = self.root.join(&rel);
+        make_dir(&dst)?;
+        for f in files {
+            let to = dst.join(&f.path);
+            if let Some(parent) = to.parent() {
+                make_dirs(&dst, parent)?;
+            }
+            copy_exact(&f.abs, &to, f.size)?;
+        }
+        let src_is_file = std::fs::symlink_metadata(src).map_err(io(src))?.is_file();
+        Ok(match (src_is_file, files) {
+            (true, [one]) => Staged {
+                path: dst.join(&one.path),
+                rel: rel.join(&one.path),
+            },
+            _ => Staged { path: dst, rel },
+        })
+    }
+
+    /// Copy `src` (a file or a folder tree: regular files and folders only) to `STAGE/name`.
+    pub fn copy_tree(&self, name: &str, src: &Path) -> Result<Staged, StageError> {
+        let rel = PathBuf::from(name);
+        let dst = self.root.join(&rel);
         let meta = std::fs::symlink_metadata(src).map_err(io(src))?;
         if meta.is_file() {
+            make_dir(&dst)?;
             let leaf = src
                 .file_name()
                 .map(PathBuf::from)
                 .unwrap_or_else(|| name.into());
-            std::fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&dst)
-                .map_err(io(&dst))?;
-            let to = dst.join(leaf);
-            copy_file(src, &to)?;
-            return Ok(to);
+            copy_exact(src, &dst.join(&leaf), meta.len())?;
+            return Ok(Staged {
+                path: dst.join(&leaf),
+                rel: rel.join(leaf),
+            });
         }
         if !meta.is_dir() {
             return Err(StageError::NotRegular {
                 path: src.to_path_buf(),
             });
         }
-        for entry in walkdir_sorted(src)? {
-            let (path, ft) = entry;
-            let rel = path.strip_prefix(src).unwrap_or(&path);
-            let to = dst.join(rel);
+        for entry in walkdir::WalkDir::new(src)
+            .follow_links(false)
+            .sort_by_file_name()
+        {
+            let entry = entry.map_err(|e| StageError::Io {
+                path: e.path().unwrap_or(src).to_path_buf(),
+                source: e.into(),
+            })?;
+            let to = dst.join(entry.path().strip_prefix(src).unwrap_or(entry.path()));
+            let ft = entry.file_type();
             if ft.is_dir() {
-                std::fs::DirBuilder::new()
-                    .mode(0o755)
-                    .create(&to)
-                    .map_err(io(&to))?;
+                make_dir(&to)?;
             } else if ft.is_file() {
-                copy_file(&path, &to)?;
+                let size = entry.metadata().map_err(|e| StageError::Io {
+                    path: entry.path().to_path_buf(),
+                    source: e.into(),
+                })?;
+                copy_exact(entry.path(), &to, size.len())?;
             } else {
-                return Err(StageError::NotRegular { path });
+                return Err(StageError::NotRegular {
+                    path: entry.into_path(),
+                });
             }
         }
-        Ok(dst)
+        Ok(Staged { path: dst, rel })
+    }
+
+    /// Open a staged tree (`rel` from [`Staged`]) relative to the staging descriptor, for the
+    /// sandbox to bind from.
+    pub fn open_bind(&self, rel: &Path) -> Result<OwnedFd, StageError> {
+        let path = self.root.join(rel);
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map(OwnedFd::from)
+            .map_err(|source| StageError::Io {
+                path: self.shown.join(rel),
+                source,
+            })
     }
 }
 
-fn copy_file(from: &Path, to: &Path) -> Result<(), StageError> {
-    std::fs::copy(from, to).map_err(io(from))?;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o444)).map_err(io(to))
+/// A launcher that is not root binds by path: BASE and every folder above it must be writable
+/// by no one but the launcher and root (a sticky folder is fine: others cannot rename our entry).
+fn check_base(base: &Path, euid: u32) -> Result<(), StageError> {
+    let canon = std::fs::canonicalize(base).map_err(io(base))?;
+    for dir in canon.ancestors() {
+        let meta = std::fs::metadata(dir).map_err(io(dir))?;
+        let why = if meta.uid() != 0 && meta.uid() != euid {
+            format!("owned by uid {}", meta.uid())
+        } else if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+            format!(
+                "writable by group or others (mode {:04o})",
+                meta.mode() & 0o7777
+            )
+        } else {
+            continue;
+        };
+        return Err(StageError::UnsafeBase {
+            path: dir.to_path_buf(),
+            why,
+        });
+    }
+    Ok(())
 }
 
-/// Every entry under `root` (root first), without following symlinks.
-fn walkdir_sorted(root: &Path) -> Result<Vec<(PathBuf, std::fs::FileType)>, StageError> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        out.push((
-            dir.clone(),
-            std::fs::symlink_metadata(&dir)
-                .map_err(io(&dir))?
-                .file_type(),
-        ));
-        let mut children: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(io(&dir))?
-            .collect::<Result<_, _>>()
-            .map_err(io(&dir))?;
-        children.sort_by_key(|e| e.file_name());
-        for e in children.into_iter().rev() {
-            let ft = e.file_type().map_err(io(&e.path()))?;
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push((e.path(), ft));
-            }
-        }
+/// `mkdir` one folder, 0755 whatever the umask.
+fn make_dir(dir: &Path) -> Result<(), StageError> {
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(dir)
+        .map_err(io(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io(dir))
+}
+
+/// Make `dir` and the folders between `top` (which exists) and it.
+fn make_dirs(top: &Path, dir: &Path) -> Result<(), StageError> {
+    if dir == top || dir.is_dir() {
+        return Ok(());
     }
-    Ok(out)
+    if let Some(parent) = dir.parent() {
+        make_dirs(top, parent)?;
+    }
+    make_dir(dir)
+}
+
+/// Copy exactly `size` bytes of the regular file `from` to the new file `to` (0444).
+fn copy_exact(from: &Path, to: &Path, size: u64) -> Result<(), StageError> {
+    let src = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(from)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => StageError::NotRegular {
+                path: from.to_path_buf(),
+            },
+            _ => StageError::Io {
+                path: from.to_path_buf(),
+                source: e,
+            },
+        })?;
+    let meta = src.metadata().map_err(io(from))?;
+    if !meta.is_file() {
+        return Err(StageError::NotRegular {
+            path: from.to_path_buf(),
+        });
+    }
+    if meta.len() != size {
+        return Err(StageError::Changed {
+            path: from.to_path_buf(),
+            expected: size,
+            actual: meta.len(),
+        });
+    }
+    let mut dst = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(to)
+        .map_err(io(to))?;
+    // `io::copy` of a `Take<File>` into a `File` is `copy_file_range` on Linux.
+    let copied = std::io::copy(&mut std::io::Read::take(src, size), &mut dst).map_err(io(from))?;
+    if copied != size {
+        return Err(StageError::Changed {
+            path: from.to_path_buf(),
+            expected: size,
+            actual: copied,
+        });
+    }
+    dst.set_permissions(std::fs::Permissions::from_mode(0o444))
+        .map_err(io(to))
 }
 
 impl Drop for Stage {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
+        if let Ok(rd) = std::fs::read_dir(&self.root) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        // Remove the folder itself only if it is still where it was made (it is empty now).
+        if std::fs::read_link(&self.root).is_ok_and(|now| now == self.shown) {
+            let _ = std::fs::remove_dir(&self.shown);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_dir(p: &Path) -> File {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(p)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_folder_of_another_uid_or_writable_by_others_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let euid = nix::unistd::geteuid().as_raw();
+        let d = t.path().join("s");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // Claimed for another uid: refused, naming both.
+        let e = Stage::adopt(open_dir(&d), d.clone(), euid + 1).unwrap_err();
+        assert!(
+            e.to_string().contains(&format!("owned by uid {euid}"))
+                && e.to_string().contains("not by the launcher"),
+            "{e}"
+        );
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Stage::adopt(open_dir(&d), d.clone(), euid).unwrap_err();
+        assert!(e.to_string().contains("mode 0777"), "{e}");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(d.join("planted"), b"x").unwrap();
+        let e = Stage::adopt(open_dir(&d), d.clone(), euid).unwrap_err();
+        assert!(e.to_string().contains("not an empty folder"), "{e}");
+    }
+
+    #[test]
+    fn a_fresh_folder_survives_a_rename_of_its_path() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("f"), b"signed").unwrap();
+        let stage = Stage::create(t.path(), "abc").unwrap();
+        assert!(Stage::create(t.path(), "abc").is_err(), "same name twice");
+        let staged = stage.copy_tree("in", &src).unwrap();
+        // Someone moves the folder away and puts their own in its place.
+        let moved = t.path().join("moved");
+        std::fs::rename(stage.shown(), &moved).unwrap();
+        std::fs::create_dir_all(stage.shown().join("in")).unwrap();
+        std::fs::write(stage.shown().join("in/f"), b"evil").unwrap();
+        assert_eq!(std::fs::read(staged.path.join("f")).unwrap(), b"signed");
+        let fd = stage.open_bind(&staged.rel).unwrap();
+        let now = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+        assert_eq!(now, moved.join("in"));
+        drop(stage);
+        assert!(!moved.join("in").exists(), "staged copy removed");
+        assert_eq!(
+            std::fs::read(t.path().join(".sealrun-stage-abc/in/f")).unwrap(),
+            b"evil"
+        );
     }
 }

@@ -35,7 +35,7 @@
 //! 14. stdin `/dev/null`, stdout/stderr as asked; `chdir` to the working directory.
 //! 15. Close every descriptor above 2 except the three the next steps need.
 //! 16. Drop the bounding and ambient capability sets.
-//! 17. Root mode: switch to uid/gid 1000 (host 101000) with no supplementary groups.
+//! 17. Root mode: switch to uid/gid 1000 (host base + 1000) with no supplementary groups.
 //! 18. Empty the permitted/effective/inheritable sets; `PR_SET_NO_NEW_PRIVS`.
 //! 19. Landlock: add rules for the sandbox's own mounts, restrict self.
 //! 19b. Wait until the network helper has brought `lo` up.
@@ -340,7 +340,7 @@ pub fn init_setup<S: Sys>(
         Err(e) => return Err(at(Step::WaitForSupervisor)(e)),
     }
     // 2. Root mode: become the (unprivileged on the host) inside root, drop host groups.
-    if plan.ids == IdMode::Root {
+    if matches!(plan.ids, IdMode::Root { .. }) {
         sys.setgroups_empty().map_err(at(Step::BecomeInsideRoot))?;
         sys.setresgid(0).map_err(at(Step::BecomeInsideRoot))?;
         sys.setresuid(0).map_err(at(Step::BecomeInsideRoot))?;
@@ -419,7 +419,7 @@ pub fn init_setup<S: Sys>(
     // 7b. Secrets: 0400 files owned by the job on their private tmpfs (never on a disk,
     //     never in the host's mount table).
     let owner = match plan.ids {
-        crate::namespaces::IdMode::Root => Some(JOB_ID),
+        crate::namespaces::IdMode::Root { .. } => Some(JOB_ID),
         crate::namespaces::IdMode::Rootless { .. } => None,
     };
     for (i, sec) in plan.secrets.iter().enumerate() {
@@ -543,7 +543,7 @@ fn job_steps<S: Sys>(
         .map_err(at(Step::CloseFds))?;
     // 16. The bounding and ambient sets are already empty (the init's step 0b, inherited).
     // 17. The job's identity.
-    if plan.ids == IdMode::Root {
+    if matches!(plan.ids, IdMode::Root { .. }) {
         sys.setgroups_empty().map_err(at(Step::SwitchUser))?;
         sys.setresgid(JOB_ID).map_err(at(Step::SwitchUser))?;
         sys.setresuid(JOB_ID).map_err(at(Step::SwitchUser))?;
@@ -988,7 +988,7 @@ mod tests {
         r.assert_order(&order);
         // The /data bind is attached after /dev exists and before pivot_root.
         assert!(r.pos("move_mount /tmp/data") < r.pos("pivot_root"));
-        if p.ids == IdMode::Root {
+        if matches!(p.ids, IdMode::Root { .. }) {
             assert!(
                 r.pos("setresuid 0") < r.pos("prctl 1"),
                 "a credential change clears PDEATHSIG"

@@ -59,6 +59,18 @@ impl Bind {
     }
 }
 
+/// A read-only bind of a host file or folder the caller already holds open (`O_PATH` is
+/// enough). Started as root, it is mounted from this very descriptor and never looked up by
+/// path, so renaming it, or any folder above it, after it was opened changes nothing. (Rootless,
+/// the child looks up the path the descriptor had at plan time again, like any bind.)
+#[derive(Debug)]
+pub struct FdBind {
+    /// The open source.
+    pub fd: OwnedFd,
+    /// Absolute path inside the sandbox.
+    pub dest: PathBuf,
+}
+
 /// A size-limited tmpfs at `dest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tmpfs {
@@ -116,6 +128,8 @@ pub struct SandboxConfig {
     pub profile: ProfileRef,
     /// Read-only binds (added to the profile's system binds).
     pub ro_binds: Vec<Bind>,
+    /// Read-only binds from descriptors (see [`FdBind`]).
+    pub ro_fd_binds: Vec<FdBind>,
     /// Read-write binds.
     pub rw_binds: Vec<Bind>,
     /// Extra tmpfs mounts. `/tmp` (256 MiB) and `/dev/shm` (64 MiB; a folder of the root tmpfs,
@@ -148,6 +162,7 @@ impl SandboxConfig {
             cwd: None,
             profile: ProfileRef::default(),
             ro_binds: Vec::new(),
+            ro_fd_binds: Vec::new(),
             rw_binds: Vec::new(),
             tmpfs: Vec::new(),
             memory: None,

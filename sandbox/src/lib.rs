@@ -37,7 +37,7 @@ pub mod supervise;
 pub mod sys;
 pub mod syscall_table;
 
-pub use config::{Bind, ProfileRef, SandboxConfig, SecretFile, Stdio, Tmpfs};
+pub use config::{Bind, FdBind, ProfileRef, SandboxConfig, SecretFile, Stdio, Tmpfs};
 pub use outcome::{DeniedSyscall, EgressAttempt, EndReason, LandlockReport, Outcome};
 pub use plan::{PlanError, SandboxPlan};
 pub use supervise::{SandboxError, SandboxHandle};

@@ -228,6 +228,25 @@ impl Builder {
         Ok(())
     }
 
+    /// Bind read-only at `dest` what `fd` (opened by the caller) refers to: no path lookup at
+    /// all when started as root. A symlink is refused.
+    pub fn bind_fd(&mut self, fd: OwnedFd, dest: &Path) -> Result<(), MountError> {
+        let dest = check_dest(dest)?;
+        let shown = format!("descriptor {}", fd.as_raw_fd());
+        let fail = |source| MountError::Source {
+            path: shown.clone(),
+            source,
+        };
+        let st = fstat(&fd).map_err(fail)?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            return Err(fail(std::io::Error::from_raw_os_error(libc::ELOOP)));
+        }
+        // Where it is now: shown in reports, and looked up again only by a rootless child.
+        let host = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(fail)?;
+        self.push_bind(host, dest, ro_attrs(false), is_dir(&st), false, fd);
+        Ok(())
+    }
+
     fn push_bind(
         &mut self,
         host: PathBuf,

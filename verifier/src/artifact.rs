@@ -7,8 +7,9 @@
 //! predicate are well formed, the manifest paths safe and the subject digest is
 //! the manifest's root digest; the key may sign this kind and vouch for these
 //! labels, the consumer admits them, the signature has not expired and the
-//! version is not lower than one already accepted; and only then, every byte on
-//! disk matches: no file changed, missing, added, or swapped for a symlink.
+//! version is not lower than one already accepted; then the file list and sizes
+//! match the manifest (no file missing, added, resized or swapped for a symlink),
+//! found without reading any file; and only then, every byte on disk matches.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -358,7 +359,11 @@ pub fn check_tree(
 
 /// Name the first difference between an expected and an actual manifest.
 pub fn compare(artifact: &str, expected: &Manifest, actual: &Manifest) -> Result<(), VerifyError> {
-    let diffs = manifest::diff(expected, actual);
+    report(artifact, manifest::diff(expected, actual))
+}
+
+/// The first of `diffs` as an error (with how many more there are), if any.
+fn report(artifact: &str, diffs: Vec<Difference>) -> Result<(), VerifyError> {
     let more = diffs.len().saturating_sub(1);
     let artifact = artifact.to_string();
     match diffs.into_iter().next() {
@@ -414,7 +419,7 @@ pub fn verify_signature(
     // 1. Structure of the envelope.
     let env = Envelope::parse(sig).map_err(env_err(shown))?;
     // 2. Payload type, then signature by a trusted key.
-    let (signer, payload): (&TrustedKey, Vec<u8>) = env
+    let (signers, payload): (Vec<&TrustedKey>, Vec<u8>) = env
         .verify(IN_TOTO_PAYLOAD_TYPE, |id| opts.policy.lookup(id))
         .map_err(env_err(shown))?;
     // 3. Statement and predicate shape.
@@ -443,7 +448,11 @@ pub fn verify_signature(
             root,
         });
     }
-    // 4. Policy: kind, labels, admission, expiry.
+    // 4. Policy: kind, labels, admission, expiry, with the signer the policy
+    // allows for this kind and these labels (if several keys signed).
+    let signer = opts.policy.choose(&signers, |k| {
+        k.may_sign(p.kind) && k.label_violation(&p.labels).is_none()
+    });
     check_policy(
         &artifact,
         signer,
@@ -469,50 +478,133 @@ pub fn verify_signature(
     Ok((verified, p.manifest))
 }
 
+/// What a signature vouches for, established before any file is read.
+#[derive(Clone, Debug)]
+pub struct Signed {
+    /// What was verified (for model-signing, `bytes` is filled in by [`check_listing`]).
+    pub verified: Verified,
+    /// Exactly the files the signature covers.
+    pub expected: Manifest,
+    /// Paths the signature leaves out of the tree (model-signing `ignore_paths`).
+    pub ignore: Vec<String>,
+    /// Whether `expected` holds signed sizes (model-signing signs none; they are
+    /// then taken from the listing, and the hashes decide).
+    pub sizes_signed: bool,
+}
+
+impl Signed {
+    fn artifact(&self) -> String {
+        format!("{:?}", self.verified.name)
+    }
+
+    fn walk(&self) -> WalkOptions {
+        WalkOptions {
+            shard_size: self.expected.shard_size,
+            ignore: self.ignore.clone(),
+            cancel: None,
+        }
+    }
+}
+
+/// Step 1 of every verification: the signature alone (a sealrun envelope or a
+/// model-signing bundle): structure, signer, statement, manifest, subject and
+/// policy, not rollback. `shown` names the artifact until its signed name is known.
+pub fn check_signature(
+    sig: &[u8],
+    shown: &str,
+    opts: &VerifyOptions,
+) -> Result<Signed, VerifyError> {
+    if model_signing::is_bundle(sig) {
+        return model_signing::verify_signature(sig, shown, opts);
+    }
+    let (verified, expected) = verify_signature(sig, shown, opts)?;
+    Ok(Signed {
+        verified,
+        expected,
+        ignore: Vec::new(),
+        sizes_signed: true,
+    })
+}
+
+/// Step 2: the file list and sizes at `path` against the signed manifest,
+/// without reading a byte of any file. Refuses an extra, missing or (where
+/// sizes are signed) resized file; returns the files, in manifest order.
+pub fn check_listing(
+    signed: &mut Signed,
+    path: &Path,
+) -> Result<Vec<manifest::Listed>, VerifyError> {
+    let artifact = signed.artifact();
+    let listed =
+        manifest::list_sized(path, &signed.walk()).map_err(|source| VerifyError::Tree {
+            artifact: artifact.clone(),
+            source,
+        })?;
+    if !signed.sizes_signed {
+        for r in &mut signed.expected.resources {
+            if let Ok(i) = listed.binary_search_by(|l| manifest::path_order(&l.path, &r.path)) {
+                r.size = listed[i].size;
+            }
+        }
+        signed.verified.bytes = signed.expected.total_size();
+    }
+    report(
+        &artifact,
+        manifest::diff_listing(&signed.expected, &listed, signed.sizes_signed),
+    )?;
+    Ok(listed)
+}
+
+/// Step 3: hash every file at `path` and compare with the signed manifest
+/// (names, sizes and digests: a file changed since the listing is caught here).
+pub fn check_hashes(
+    signed: &Signed,
+    path: &Path,
+    progress: Option<&ProgressBar>,
+) -> Result<(), VerifyError> {
+    check_tree(
+        &signed.artifact(),
+        path,
+        &signed.expected,
+        &signed.walk(),
+        progress,
+    )
+}
+
 /// Verify the artifact at `path` against the signature bytes `sig`.
 ///
-/// Accepts sealrun envelopes and OpenSSF model-signing Sigstore bundles.
+/// Accepts sealrun envelopes and OpenSSF model-signing Sigstore bundles. Cheap
+/// checks first: the signature and policy, then rollback, then the file list
+/// and sizes (an unsigned extra file is refused before anything is read), and
+/// only then the hashes of the signed files.
 pub fn verify_artifact(
     path: &Path,
     sig: &[u8],
     opts: &VerifyOptions,
 ) -> Result<Verified, VerifyError> {
-    if model_signing::is_bundle(sig) {
-        return model_signing::verify(path, sig, opts);
-    }
     let shown = format!("{:?}", path.display().to_string());
-    // The signature checks and hashing the tree are independent: run them at the
-    // same time (both cores), but report in order: a bad signature or policy
-    // refusal wins over anything found on disk, and nothing on disk is trusted
-    // unless the signature holds. The tree is hashed with the default shard size;
-    // if the signer chose another, it is hashed again with that one.
-    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let default_walk = WalkOptions {
-        cancel: Some(cancel.clone()),
-        ..WalkOptions::default()
-    };
-    let (signed, speculative) = rayon::join(
-        || {
-            let r = verify_signature(sig, &shown, opts);
-            if r.is_err() {
-                // Refused: stop hashing, report at once.
-                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            r
-        },
-        || Manifest::build(path, &default_walk, opts.progress),
-    );
-    let (verified, manifest) = signed?;
-    let artifact = format!("{:?}", verified.name);
-    let version = verified.version.unwrap_or(0);
-    // 5. Rollback.
+    let mut signed = check_signature(sig, &shown, opts)?;
+    let artifact = signed.artifact();
+    // Rollback: only sealrun signatures carry a version.
     let mut state = match opts.rollback {
+        Some(_) if signed.verified.version.is_none() => {
+            return Err(VerifyError::Unsupported {
+                artifact,
+                message: format!(
+                    "a {} signature carries no version, so rollback protection (a state file) cannot apply to it; verify without one",
+                    signed.verified.format
+                ),
+            })
+        }
         Some(file) => {
+            let version = signed.verified.version.unwrap_or(0);
             let state = RollbackState::load(file).map_err(|source| VerifyError::Rollback {
                 artifact: artifact.clone(),
                 source,
             })?;
-            if let Some(seen) = state.seen(&verified.name).filter(|&seen| version < seen) {
+            if let Some(seen) = state
+                .seen(&signed.verified.name)
+                .filter(|&seen| version < seen)
+            {
                 return Err(VerifyError::RolledBack {
                     artifact,
                     version,
@@ -523,30 +615,20 @@ pub fn verify_artifact(
         }
         None => None,
     };
-    // 6. Every byte on disk.
-    let actual = if manifest.shard_size == default_walk.shard_size {
-        speculative
-    } else {
-        Manifest::build(
-            path,
-            &WalkOptions::with_shard_size(manifest.shard_size),
-            None,
-        )
+    check_listing(&mut signed, path)?;
+    if let Some(pb) = opts.progress {
+        pb.set_length(signed.expected.total_size());
     }
-    .map_err(|source| VerifyError::Tree {
-        artifact: artifact.clone(),
-        source,
-    })?;
-    compare(&artifact, &manifest, &actual)?;
+    check_hashes(&signed, path, opts.progress)?;
     if let Some(state) = state.as_mut() {
         state
-            .accept(&verified.name, version)
+            .accept(&signed.verified.name, signed.verified.version.unwrap_or(0))
             .map_err(|source| VerifyError::Rollback {
                 artifact: artifact.clone(),
                 source,
             })?;
     }
-    Ok(verified)
+    Ok(signed.verified)
 }
 
 /// The policy checks shared by every signature format.

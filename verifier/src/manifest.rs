@@ -205,6 +205,44 @@ pub fn list_files(
     Ok(files)
 }
 
+/// One regular file found by [`list_sized`]: nothing of it has been read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Path relative to the root, `/`-separated.
+    pub path: String,
+    /// Where it is on disk.
+    pub abs: PathBuf,
+    /// Its size (from `lstat`).
+    pub size: u64,
+}
+
+/// List the regular files under `root` with their sizes, without reading any
+/// of them: the cheap check that comes before hashing (an unsigned extra file
+/// or a wrong size is found in the time of a directory walk).
+pub fn list_sized(root: &Path, opts: &WalkOptions) -> Result<Vec<Listed>, ManifestError> {
+    list_files(root, opts)?
+        .into_iter()
+        .map(|(path, abs)| {
+            let meta = std::fs::symlink_metadata(&abs).map_err(|source| ManifestError::Io {
+                path: abs.clone(),
+                source,
+            })?;
+            if !meta.is_file() {
+                // Swapped since the walk saw a regular file.
+                return Err(ManifestError::SpecialFile {
+                    path,
+                    kind: file_kind(&meta.file_type()),
+                });
+            }
+            Ok(Listed {
+                path,
+                abs,
+                size: meta.len(),
+            })
+        })
+        .collect()
+}
+
 type WalkItem = Result<(String, PathBuf), ManifestError>;
 
 /// The regular files under `root` as they are found (not sorted), or an error
@@ -445,12 +483,60 @@ pub enum Difference {
 
 /// Compare an expected manifest with the actual one, in path order.
 pub fn diff(expected: &Manifest, actual: &Manifest) -> Vec<Difference> {
+    merge(
+        &expected.resources,
+        &actual.resources,
+        |r| &r.path,
+        |x, y| {
+            if x.size != y.size {
+                Some(Difference::Size {
+                    path: x.path.clone(),
+                    expected: x.size,
+                    actual: y.size,
+                })
+            } else if x.digest != y.digest || x.algorithm != y.algorithm {
+                Some(Difference::Digest {
+                    path: x.path.clone(),
+                    expected: x.digest,
+                    actual: y.digest,
+                })
+            } else {
+                None
+            }
+        },
+    )
+}
+
+/// Compare an expected manifest with a listing (names and sizes, nothing
+/// hashed), in path order; sizes are compared only if `sizes` is set.
+pub fn diff_listing(expected: &Manifest, listed: &[Listed], sizes: bool) -> Vec<Difference> {
+    merge(
+        &expected.resources,
+        listed,
+        |l| &l.path,
+        |x, y| {
+            (sizes && x.size != y.size).then(|| Difference::Size {
+                path: x.path.clone(),
+                expected: x.size,
+                actual: y.size,
+            })
+        },
+    )
+}
+
+/// Walk two path-sorted lists side by side: missing, extra, and what `both`
+/// says about entries present in each.
+fn merge<A>(
+    e: &[Resource],
+    a: &[A],
+    path: impl Fn(&A) -> &String,
+    both: impl Fn(&Resource, &A) -> Option<Difference>,
+) -> Vec<Difference> {
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
-    let (e, a) = (&expected.resources, &actual.resources);
     while i < e.len() || j < a.len() {
         let ord = match (e.get(i), a.get(j)) {
-            (Some(x), Some(y)) => path_order(&x.path, &y.path),
+            (Some(x), Some(y)) => path_order(&x.path, path(y)),
             (Some(_), None) => Ordering::Less,
             _ => Ordering::Greater,
         };
@@ -463,25 +549,12 @@ pub fn diff(expected: &Manifest, actual: &Manifest) -> Vec<Difference> {
             }
             Ordering::Greater => {
                 out.push(Difference::Extra {
-                    path: a[j].path.clone(),
+                    path: path(&a[j]).clone(),
                 });
                 j += 1;
             }
             Ordering::Equal => {
-                let (x, y) = (&e[i], &a[j]);
-                if x.size != y.size {
-                    out.push(Difference::Size {
-                        path: x.path.clone(),
-                        expected: x.size,
-                        actual: y.size,
-                    });
-                } else if x.digest != y.digest || x.algorithm != y.algorithm {
-                    out.push(Difference::Digest {
-                        path: x.path.clone(),
-                        expected: x.digest,
-                        actual: y.digest,
-                    });
-                }
+                out.extend(both(&e[i], &a[j]));
                 i += 1;
                 j += 1;
             }

@@ -6,8 +6,9 @@
 //! Guarantees: the bundle's structure is checked first; the signature must be
 //! made by a key the policy trusts (ECDSA P-256/P-384 or Ed25519); the subject
 //! digest must be SHA-256 over the listed resource digests in order; the files on
-//! disk, minus `ignore_paths`, must be exactly the listed resources with the
-//! listed SHA-256 digests. Only the `files` serialization with `sha256` is
+//! disk, minus `ignore_paths`, must be exactly the listed resources (checked by
+//! name before any file is read) with the listed SHA-256 digests. The bundle
+//! carries no version, so rollback protection cannot apply to it. Only the `files` serialization with `sha256` is
 //! accepted; anything else is refused as unsupported, never skipped.
 
 use std::collections::BTreeMap;
@@ -16,10 +17,12 @@ use std::path::Path;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::artifact::{check_policy, compare, Verified, VerifyError, VerifyOptions};
+use crate::artifact::{
+    check_hashes, check_listing, check_policy, Signed, Verified, VerifyError, VerifyOptions,
+};
 use crate::digest::{Algorithm, Digest};
 use crate::dsse::{parse_json, DsseError, Envelope, IN_TOTO_PAYLOAD_TYPE};
-use crate::manifest::{path_order, Manifest, Resource, WalkOptions};
+use crate::manifest::{path_order, Manifest, Resource};
 use crate::policy::{Kind, TrustedKey};
 use crate::statement::{self, Statement};
 
@@ -70,11 +73,26 @@ pub fn is_bundle(sig: &[u8]) -> bool {
         .is_some_and(|m| m.starts_with(BUNDLE_PREFIX))
 }
 
-/// Verify a model-signing bundle over the directory at `path`.
+/// Verify a model-signing bundle over the directory at `path`: the bundle, then
+/// the file list (minus `ignore_paths`), then every digest.
 pub fn verify(path: &Path, sig: &[u8], opts: &VerifyOptions) -> Result<Verified, VerifyError> {
     let shown = format!("{:?}", path.display().to_string());
+    let mut signed = verify_signature(sig, &shown, opts)?;
+    check_listing(&mut signed, path)?;
+    check_hashes(&signed, path, opts.progress)?;
+    Ok(signed.verified)
+}
+
+/// Verify a model-signing bundle without looking at the files: structure,
+/// signer, statement, subject digest and policy. The expected manifest has no
+/// sizes (model-signing signs none): [`check_listing`] takes them from disk.
+pub fn verify_signature(
+    sig: &[u8],
+    shown: &str,
+    opts: &VerifyOptions,
+) -> Result<Signed, VerifyError> {
     let env_err = |source| VerifyError::Envelope {
-        artifact: shown.clone(),
+        artifact: shown.to_string(),
         source,
     };
     let bundle: Bundle = parse_json(sig).map_err(env_err)?;
@@ -83,7 +101,7 @@ pub fn verify(path: &Path, sig: &[u8], opts: &VerifyOptions) -> Result<Verified,
         .starts_with("application/vnd.dev.sigstore.bundle.v0.3")
     {
         return Err(VerifyError::Unsupported {
-            artifact: shown,
+            artifact: shown.to_string(),
             message: format!(
                 "Sigstore bundle media type {:?} is not supported (v0.3 is)",
                 bundle.media_type
@@ -91,8 +109,9 @@ pub fn verify(path: &Path, sig: &[u8], opts: &VerifyOptions) -> Result<Verified,
         });
     }
     let env = bundle.dsse_envelope;
-    let (signer, payload): (&TrustedKey, Vec<u8>) = env
-        .verify(IN_TOTO_PAYLOAD_TYPE, |id| opts.policy.lookup(id))
+    // model-signing writes an empty keyid and does not normalise ECDSA S.
+    let (signers, payload): (Vec<&TrustedKey>, Vec<u8>) = env
+        .verify_allowing_high_s(IN_TOTO_PAYLOAD_TYPE, |id| opts.policy.lookup_bundle(id))
         .map_err(env_err)?;
     let st: Statement<Predicate> = statement::parse(&payload, PREDICATE_TYPE).map_err(env_err)?;
     let p = st.predicate;
@@ -156,9 +175,10 @@ pub fn verify(path: &Path, sig: &[u8], opts: &VerifyOptions) -> Result<Verified,
         });
     }
     let kind = opts.expected_kind.unwrap_or(Kind::Model);
+    let signer = opts.policy.choose(&signers, |k| k.may_sign(kind));
     check_policy(&artifact, signer, opts, kind, &BTreeMap::new(), None)?;
     resources.sort_by(|a, b| path_order(&a.path, &b.path));
-    let mut expected = Manifest {
+    let expected = Manifest {
         shard_size: u64::MAX,
         resources,
     };
@@ -168,36 +188,23 @@ pub fn verify(path: &Path, sig: &[u8], opts: &VerifyOptions) -> Result<Verified,
             artifact: artifact.clone(),
             source,
         })?;
-    let walk = WalkOptions {
-        shard_size: u64::MAX,
-        ignore: p.serialization.ignore_paths.clone(),
-        ..Default::default()
-    };
-    // model-signing records no sizes: compare digests only, sizes from disk.
-    let actual =
-        Manifest::build(path, &walk, opts.progress).map_err(|source| VerifyError::Tree {
-            artifact: artifact.clone(),
-            source,
-        })?;
-    for r in &mut expected.resources {
-        if let Some(a) = actual.resources.iter().find(|a| a.path == r.path) {
-            r.size = a.size;
-        }
-    }
-    compare(&artifact, &expected, &actual)?;
-    let bytes = actual.total_size();
-    Ok(Verified {
-        name,
-        kind,
-        version: None,
-        labels: BTreeMap::new(),
-        digest: computed,
-        files: expected.resources.len(),
-        bytes,
-        signer: signer.name.clone(),
-        keyid: signer.key.keyid(),
-        key_algorithm: signer.key.algorithm().to_string(),
-        format: "model-signing",
-        expires: None,
+    Ok(Signed {
+        verified: Verified {
+            name,
+            kind,
+            version: None,
+            labels: BTreeMap::new(),
+            digest: computed,
+            files: expected.resources.len(),
+            bytes: 0,
+            signer: signer.name.clone(),
+            keyid: signer.key.keyid(),
+            key_algorithm: signer.key.algorithm().to_string(),
+            format: "model-signing",
+            expires: None,
+        },
+        expected,
+        ignore: p.serialization.ignore_paths,
+        sizes_signed: false,
     })
 }

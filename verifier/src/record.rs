@@ -346,9 +346,10 @@ pub fn verify_record(
         source,
     };
     let env = Envelope::parse(bytes).map_err(env_err)?;
-    let (signer, payload): (&TrustedKey, Vec<u8>) = env
+    let (signers, payload): (Vec<&TrustedKey>, Vec<u8>) = env
         .verify(IN_TOTO_PAYLOAD_TYPE, |id| policy.lookup(id))
         .map_err(env_err)?;
+    let signer = policy.choose(&signers, |k| k.may_sign(Kind::Record));
     if !signer.may_sign(Kind::Record) {
         return Err(RecordError::NotARecordKey {
             record,

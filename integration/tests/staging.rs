@@ -1,0 +1,223 @@
+//! Attacks on what `sealrun run` stages for a job, with the real binaries: cheap checks before
+//! any file is read or copied (a sparse 8 GiB unsigned file, a resized signed file), only the
+//! signed files staged (a model-signing bundle's ignored paths), and a staging folder swapped
+//! by another local user.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sealrun_integration::{fails_with, ok, verify, RunFixture, RUN_SANDBOX};
+
+/// Well under a second: what a directory walk and a signature check cost, not hashing 8 GiB
+/// (seconds) or copying it.
+const CHEAP: Duration = Duration::from_millis(700);
+
+/// A job that would leave a marker if it ran.
+const MARK: &str = "open('/out/ran', 'w').write('ran')\n";
+
+/// Staging folders left in the fixture's folder.
+fn stage_dirs(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".sealrun-stage")
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+fn sparse(path: &Path, len: u64) {
+    File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+#[test]
+fn sparse_unsigned_8g_file_is_refused_in_milliseconds_before_any_copy() {
+    let f = RunFixture::new();
+    let job = f.job("sparse", MARK, &[], RUN_SANDBOX);
+    sparse(&f.dir().join("data/huge.bin"), 8 << 30);
+    let t0 = Instant::now();
+    let out = f.run(&job);
+    let took = t0.elapsed();
+    fails_with(
+        out,
+        65,
+        &[
+            "file huge.bin: extra file (on disk but not signed)",
+            "nothing ran",
+        ],
+    );
+    assert!(took < CHEAP, "sealrun run took {took:?} to refuse");
+    assert!(!f.dir().join("sparse-out/ran").exists());
+    assert_eq!(stage_dirs(f.dir()), Vec::<PathBuf>::new());
+    // The verifier alone: the same order, the same speed.
+    let t0 = Instant::now();
+    let out = verify(
+        f.dir(),
+        &[
+            "artifact",
+            "data",
+            "--signature",
+            "data.sig",
+            "--trust",
+            "trust.toml",
+        ],
+    );
+    let took = t0.elapsed();
+    fails_with(out, 1, &["extra_file", "huge.bin"]);
+    assert!(took < CHEAP, "sealrun-verify took {took:?} to refuse");
+}
+
+#[test]
+fn signed_file_with_another_size_is_refused_before_hashing() {
+    let f = RunFixture::new();
+    let job = f.job("resized", MARK, &[], RUN_SANDBOX);
+    // points.csv is signed at 12 bytes; grow it (sparsely) to 8 GiB.
+    sparse(&f.dir().join("data/points.csv"), 8 << 30);
+    let t0 = Instant::now();
+    let out = f.run(&job);
+    let took = t0.elapsed();
+    fails_with(
+        out,
+        65,
+        &["file points.csv: size mismatch: expected 12 bytes, actual 8589934592 bytes"],
+    );
+    assert!(took < CHEAP, "sealrun run took {took:?} to refuse");
+    assert!(!f.dir().join("resized-out/ran").exists());
+    assert_eq!(stage_dirs(f.dir()), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn signed_input_runs_after_the_cheap_checks() {
+    // The order changed, not the outcome: a clean input still verifies and runs.
+    let f = RunFixture::new();
+    let job = f.job(
+        "clean",
+        "open('/out/copy', 'wb').write(open('/inputs/points/points.csv', 'rb').read())\n",
+        &[],
+        RUN_SANDBOX,
+    );
+    let t = ok(f.run(&job));
+    assert!(t.contains("succeeded"), "{t}");
+    assert_eq!(
+        std::fs::read(f.dir().join("clean-out/copy")).unwrap(),
+        sealrun_integration::RUN_DATA
+    );
+}
+
+// ---- 14. Only what was signed reaches the job ----
+
+/// What the OpenSSF model-signing tool leaves out of what it signs.
+const MS_IGNORE: [&str; 4] = [".gitignore", ".git", ".github", ".gitattributes"];
+
+/// Sign `dir` the way `model_signing sign` does (a Sigstore bundle v0.3 holding a DSSE
+/// envelope over the model-signing predicate: `files` serialization, sha256, the default
+/// `ignore_paths`), with the fixture's registry key. Ignored files are not listed.
+fn model_signing_sign(fixture_dir: &Path, dir: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let pem = std::fs::read_to_string(fixture_dir.join("reg.key")).unwrap();
+    let key = sealrun_verifier::keys::SigningKey::from_pkcs8_pem(&pem).unwrap();
+    let mut listed: Vec<&(&str, &[u8])> = files
+        .iter()
+        .filter(|(p, _)| !MS_IGNORE.iter().any(|ig| p.split('/').next() == Some(*ig)))
+        .collect();
+    listed.sort_by(|a, b| a.0.split('/').cmp(b.0.split('/')));
+    let mut subject = sha2::Sha256::new();
+    let resources: Vec<serde_json::Value> = listed
+        .iter()
+        .map(|(p, data)| {
+            let d = sha2::Sha256::digest(data);
+            subject.update(d);
+            serde_json::json!({"name": p, "algorithm": "sha256", "digest": hex::encode(d)})
+        })
+        .collect();
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": dir, "digest": {"sha256": hex::encode(subject.finalize())}}],
+        "predicateType": "https://model_signing/signature/v1.0",
+        "predicate": {
+            "serialization": {"ignore_paths": MS_IGNORE, "hash_type": "sha256", "method": "files", "allow_symlinks": false},
+            "resources": resources,
+        },
+    });
+    let env = sealrun_verifier::dsse::sign(
+        "application/vnd.in-toto+json",
+        &serde_json::to_vec(&statement).unwrap(),
+        &key,
+    );
+    let hint = hex::encode(sha2::Sha256::digest(key.public().to_pem().as_bytes()));
+    let bundle = serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": {"publicKey": {"hint": hint}, "tlogEntries": []},
+        "dsseEnvelope": serde_json::from_slice::<serde_json::Value>(&env.to_json()).unwrap(),
+    });
+    serde_json::to_vec(&bundle).unwrap()
+}
+
+/// A job spec with one input `model` (`model/`, `model.sig`) running `script`.
+fn model_job(f: &RunFixture, name: &str, script: &str) -> String {
+    sealrun_integration::write_tree(
+        f.dir(),
+        &[(&format!("{name}-code/train.py"), script.as_bytes())],
+    );
+    let spec = format!(
+        "name = {name:?}\ncommand = [\"python3\", \"/code/train.py\"]\ncode = \"{name}-code\"\noutput = \"{name}-out\"\ntrust = \"trust.toml\"\nsigning_key = \"launcher.key\"\n[[input]]\nname = \"model\"\npath = \"model\"\nsignature = \"model.sig\"\n[sandbox]\n{RUN_SANDBOX}"
+    );
+    let file = format!("{name}.toml");
+    std::fs::write(f.dir().join(&file), spec).unwrap();
+    file
+}
+
+/// Lists every file the job can see under /inputs/model.
+const LIST_MODEL: &str = r#"import os
+seen = []
+for root, dirs, files in os.walk("/inputs/model"):
+    for n in files + dirs:
+        seen.append(os.path.relpath(os.path.join(root, n), "/inputs/model"))
+open("/out/listing", "w").write("\n".join(sorted(seen)))
+"#;
+
+#[test]
+fn files_a_model_signing_bundle_ignores_never_reach_the_job() {
+    let f = RunFixture::new();
+    let files: [(&str, &[u8]); 5] = [
+        ("weights.bin", b"\x00\x01\x02 signed weights"),
+        ("sub/config.json", b"{\"layers\": 2}"),
+        // Ignored by the bundle, so unsigned: a checkout's history and a poisoned hook.
+        (".git/HEAD", b"ref: refs/heads/main\n"),
+        (".git/hooks/post-checkout", b"unsigned bytes\n"),
+        (".gitattributes", b"*.bin filter=lfs\n"),
+    ];
+    sealrun_integration::write_tree(&f.dir().join("model"), &files);
+    std::fs::write(
+        f.dir().join("model.sig"),
+        model_signing_sign(f.dir(), "model", &files),
+    )
+    .unwrap();
+    let job = model_job(&f, "ms", LIST_MODEL);
+    let t = ok(f.run(&job));
+    assert!(t.contains("succeeded"), "{t}");
+    let listing = std::fs::read_to_string(f.dir().join("ms-out/listing")).unwrap();
+    assert_eq!(
+        listing, "sub\nsub/config.json\nweights.bin",
+        "the job saw files the signature does not cover"
+    );
+    // And the verified digest in the record is the bundle's.
+    let record = f.record("ms");
+    let st = sealrun_integration::envelope_statement(&record);
+    let deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    let model = deps.iter().find(|d| d["name"] == "model").unwrap();
+    assert_eq!(model["annotations"]["format"], "model-signing", "{model:#}");
+}
