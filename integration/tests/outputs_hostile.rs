@@ -192,7 +192,226 @@ fn a_failed_job_keeps_its_status_and_the_record_names_unattested_outputs() {
     all_handed_back(&f.dir().join("fails-out"));
 }
 
-#[allow(dead_code)]
+#[track_caller]
 fn elapsed_under(t0: Instant, limit: Duration) {
     assert!(t0.elapsed() < limit, "took {:?}", t0.elapsed());
+}
+
+/// `[sandbox]` of the fixture plus `extra` lines.
+fn sandbox(extra: &str) -> String {
+    format!("{RUN_SANDBOX}{extra}")
+}
+
+fn limits(st: &serde_json::Value) -> serde_json::Value {
+    st["predicate"]["buildDefinition"]["internalParameters"]["limits"].clone()
+}
+
+const SPARSE_1T: &str = r#"import errno
+try:
+    with open("/out/huge", "wb") as f:
+        f.truncate(1 << 40)
+    r = "grew"
+except OSError as e:
+    r = errno.errorcode[e.errno]
+open("/out/result.txt", "w").write(r)
+"#;
+
+#[test]
+fn rlimit_fsize_stops_a_sparse_1tib_file() {
+    let f = RunFixture::new();
+    let job = f.job("fsize", SPARSE_1T, &[], RUN_SANDBOX);
+    exit_code(&f.run(&job), 0);
+    let out = f.dir().join("fsize-out");
+    assert_eq!(
+        std::fs::read_to_string(out.join("result.txt")).unwrap(),
+        "EFBIG"
+    );
+    assert_eq!(std::fs::metadata(out.join("huge")).unwrap().len(), 0);
+    let st = signed_statement(&f, "fsize");
+    let l = limits(&st);
+    assert_eq!(l["max_file_bytes"], 64u64 << 30, "{l:#}");
+    assert_eq!(l["max_output_bytes"], 64u64 << 30, "{l:#}");
+    assert_eq!(l["max_output_files"], 100_000, "{l:#}");
+    assert_eq!(l["max_log_bytes"], 64u64 << 20, "{l:#}");
+    all_handed_back(&out);
+}
+
+#[test]
+fn a_sparse_1tib_output_is_refused_by_its_length_without_reading_it() {
+    let f = RunFixture::new();
+    let job = f.job(
+        "sparse",
+        SPARSE_1T,
+        &[],
+        &sandbox("max_file_size = \"2T\"\n"),
+    );
+    let t0 = Instant::now();
+    let t = exit_code(&f.run(&job), 67);
+    elapsed_under(t0, Duration::from_secs(30));
+    assert!(t.contains("not attested"), "{t}");
+    let out = f.dir().join("sparse-out");
+    assert_eq!(
+        std::fs::read_to_string(out.join("result.txt")).unwrap(),
+        "grew"
+    );
+    let st = signed_statement(&f, "sparse");
+    let u = unattested(&st);
+    assert_eq!(u[0].0, ".", "{u:?}");
+    assert!(u[0].1.contains("1099511627780 bytes long"), "{u:?}");
+    assert!(u[0].1.contains("max_output_size"), "{u:?}");
+    assert!(u[0].1.contains("no file was hashed"), "{u:?}");
+    let summary = &byproduct(&st, "output-summary")["annotations"];
+    assert_eq!(summary["length_bytes"], (1u64 << 40) + 4, "{summary:#}");
+    assert!(
+        summary["allocated_bytes"].as_u64().unwrap() < 1 << 20,
+        "{summary:#}"
+    );
+    all_handed_back(&out);
+}
+
+const SPARSE_8G: &str = r#"with open("/out/big", "wb") as f:
+    f.truncate(8 << 30)
+open("/out/small.txt", "w").write("small")
+"#;
+
+#[test]
+fn hashing_stops_at_the_post_run_deadline() {
+    let f = RunFixture::new();
+    let extra = "max_output_size = \"16G\"\npost_run_timeout = \"1s\"\n";
+    let job = f.job("late", SPARSE_8G, &[], &sandbox(extra));
+    let t0 = Instant::now();
+    exit_code(&f.run(&job), 67);
+    elapsed_under(t0, Duration::from_secs(30));
+    let st = signed_statement(&f, "late");
+    assert_eq!(subjects(&st), vec!["small.txt"]);
+    let u = unattested(&st);
+    assert_eq!(u.len(), 1, "{u:?}");
+    assert_eq!(u[0].0, "big");
+    assert!(u[0].1.contains("post-run deadline"), "{u:?}");
+    all_handed_back(&f.dir().join("late-out"));
+}
+
+const MANY: &str = r#"import os
+for d in range(30):
+    os.mkdir(f"/out/d{d}")
+    for i in range(100):
+        open(f"/out/d{d}/f{i}", "w").write(str(i))
+os.chmod("/out/d7/f7", 0o4777)
+"#;
+
+#[test]
+fn too_many_files_are_refused_before_hashing_and_all_handed_back() {
+    let f = RunFixture::new();
+    let job = f.job("many", MANY, &[], &sandbox("max_output_files = 1000\n"));
+    let t = exit_code(&f.run(&job), 67);
+    assert!(t.contains("3000 output(s) not attested"), "{t}");
+    let st = signed_statement(&f, "many");
+    let u = unattested(&st);
+    assert_eq!(u.len(), 1, "{u:?}");
+    assert!(
+        u[0].1
+            .contains("3030 entries, over max_output_files = 1000"),
+        "{u:?}"
+    );
+    let subj = subjects(&st);
+    assert_eq!(subj.len(), 1);
+    assert!(subj[0].starts_with("/sealrun/job-spec/"), "{subj:?}");
+    all_handed_back(&f.dir().join("many-out"));
+}
+
+const FLOOD: &str = r#"import sys
+for _ in range(20):
+    sys.stdout.buffer.write(b"x" * (1 << 20))
+sys.stdout.flush()
+print("done", file=sys.stderr)
+"#;
+
+#[test]
+fn a_stdout_flood_is_cut_at_max_log_size_with_a_marker() {
+    let f = RunFixture::new();
+    let job = f.job("flood", FLOOD, &[], &sandbox("max_log_size = \"1M\"\n"));
+    exit_code(&f.run(&job), 0);
+    let st = signed_statement(&f, "flood");
+    let out = byproduct(&st, "stdout");
+    let path = out["uri"].as_str().unwrap().strip_prefix("file:").unwrap();
+    let log = std::fs::read(path).unwrap();
+    let marker =
+        b"\n[sealrun: log truncated: only the first 1048576 bytes are kept (sandbox.max_log_size)]\n";
+    assert_eq!(log.len(), (1 << 20) + marker.len());
+    assert!(log.ends_with(marker));
+    assert_eq!(
+        out["digest"]["sha256"],
+        sealrun_integration::sha256_hex(&log)
+    );
+    let a = &out["annotations"];
+    assert_eq!(a["truncated"], true, "{a:#}");
+    assert_eq!(a["kept_bytes"], 1u64 << 20, "{a:#}");
+    assert_eq!(a["dropped_bytes"], 19u64 << 20, "{a:#}");
+    assert_eq!(byproduct(&st, "stderr")["annotations"]["truncated"], false);
+}
+
+/// An ACL (`user:1000:rwx`, the job's uid inside the sandbox) in the kernel's
+/// xattr form, a user xattr, and setuid/setgid/world-writable modes.
+const ACL: &str = r#"import os, struct
+open("/out/m.bin", "w").write("m")
+acl = struct.pack("<I", 2)
+for tag, perm, uid in [(1, 6, 0xFFFFFFFF), (2, 7, 1000), (4, 4, 0xFFFFFFFF), (0x10, 7, 0xFFFFFFFF), (0x20, 4, 0xFFFFFFFF)]:
+    acl += struct.pack("<HHI", tag, perm, uid)
+os.setxattr("/out/m.bin", "system.posix_acl_access", acl)
+os.mkdir("/out/shared")
+os.setxattr("/out/shared", "system.posix_acl_default", acl)
+os.setxattr("/out/m.bin", "user.note", b"hello")
+os.chmod("/out/m.bin", 0o6777)
+open("/out/set.txt", "w").write(" ".join(sorted(os.listxattr("/out/m.bin") + os.listxattr("/out/shared"))))
+"#;
+
+fn xattrs(p: &Path) -> Vec<u8> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: a NUL-terminated path and a buffer of the length passed.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n >= 0, "llistxattr {}", p.display());
+    buf.truncate(n as usize);
+    buf
+}
+
+#[test]
+fn acls_and_xattrs_are_stripped_and_modes_narrowed_at_hand_back() {
+    let f = RunFixture::new();
+    let job = f.job("acl", ACL, &[], RUN_SANDBOX);
+    exit_code(&f.run(&job), 0);
+    let out = f.dir().join("acl-out");
+    assert_eq!(
+        std::fs::read_to_string(out.join("set.txt")).unwrap(),
+        "system.posix_acl_access system.posix_acl_default user.note",
+        "the job could not set them: the test proves nothing"
+    );
+    for p in ["m.bin", "shared"] {
+        assert_eq!(xattrs(&out.join(p)), b"", "{p} keeps extended attributes");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(out.join("m.bin"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o775, "{mode:o}");
+    let st = signed_statement(&f, "acl");
+    // The new byproducts do not stand in the way of checking the files on disk.
+    let rec = f.record("acl").display().to_string();
+    let v = ok(verify(
+        f.dir(),
+        &[
+            "record",
+            &rec,
+            "--trust",
+            "trust.toml",
+            "--outputs",
+            "acl-out",
+        ],
+    ));
+    assert!(v.contains("2 output file(s) verified on disk"), "{v}");
+    let summary = &byproduct(&st, "output-summary")["annotations"];
+    assert_eq!(summary["xattrs_removed"], 3, "{summary:#}");
+    assert_eq!(summary["modes_changed"], 1, "{summary:#}");
+    all_handed_back(&out);
 }

@@ -618,7 +618,8 @@ pub fn collect(
     let mut files = std::mem::take(&mut w.files);
     if let Some(reason) = over {
         w.unattested(".".into(), format!("{reason}; no file was hashed"));
-        w.unattested.count += files.len() as u64 + w.dropped_files;
+        // The entry for the folder stands for every file that was not hashed.
+        w.unattested.count += (files.len() as u64 + w.dropped_files).saturating_sub(1);
         files.clear();
     }
     let resources = hash_all(root, files, limits, patterns, &mut w);

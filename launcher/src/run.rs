@@ -230,6 +230,28 @@ impl Drop for OutputOwner {
     }
 }
 
+/// Redact every secret in the egress addresses the sandbox observed (a job
+/// can put one in an `AF_UNIX` path or abstract name); each one found is a
+/// leak at `egress:ADDRESS` (redacted).
+fn redact_egress(o: &mut sealrun_sandbox::Outcome, patterns: &Patterns) -> Vec<Leak> {
+    let mut leaks = Vec::new();
+    if patterns.is_empty() {
+        return leaks;
+    }
+    for e in &mut o.egress_attempts {
+        let (clean, seen) = patterns.redact_bytes(e.address.as_bytes());
+        if seen.is_empty() {
+            continue;
+        }
+        e.address = String::from_utf8_lossy(&clean).into_owned();
+        leaks.extend(seen.into_iter().map(|secret| Leak {
+            secret,
+            place: format!("egress:{}", e.address),
+        }));
+    }
+    leaks
+}
+
 /// The exit status, the record's `result` and the end reason of a run that
 /// started. A leak outranks unattested outputs; a failed job keeps its status,
 /// and the result also names what else went wrong.
@@ -304,17 +326,54 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RunError::Io(format!("pipe: {e}")))
 }
 
+/// What became of one of the job's output streams.
+#[derive(Debug)]
+struct LogResult {
+    /// SHA-256 of the log file as written (marker included).
+    digest: Digest,
+    /// Secrets seen in the stream (also in the dropped part).
+    seen: Vec<String>,
+    /// Bytes of the (redacted) stream kept in the file, and dropped after the limit.
+    kept: u64,
+    dropped: u64,
+    /// Why the log file could not be (fully) written, if it could not.
+    error: Option<String>,
+}
+
+impl LogResult {
+    fn annotations(&self, limit: u64) -> serde_json::Value {
+        serde_json::json!({
+            "kept_bytes": self.kept,
+            "dropped_bytes": self.dropped,
+            "truncated": self.dropped > 0,
+            "max_log_size": limit,
+            "error": self.error,
+        })
+    }
+}
+
 /// Copy a pipe to a log file and (unless quiet) to our own stdout/stderr,
-/// redacting secrets on the way; returns the log's digest and the secrets seen.
+/// redacting secrets on the way. The file keeps the first `max` bytes, then a
+/// marker; the rest is still read (so the job never blocks on a full pipe) and
+/// scanned, but dropped. A file that cannot be written is an error in the
+/// result, not the end of the run: the pipe is drained all the same.
 async fn pump(
     fd: OwnedFd,
     log: PathBuf,
     to_stderr: bool,
     quiet: bool,
     mut redactor: Redactor,
-) -> std::io::Result<(Digest, Vec<String>)> {
+    max: u64,
+) -> std::io::Result<LogResult> {
     let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
-    let mut file = tokio::fs::File::create(&log).await?;
+    let mut error = None;
+    let mut file = match tokio::fs::File::create(&log).await {
+        Ok(f) => Some(f),
+        Err(e) => {
+            error = Some(format!("{}: {e}", log.display()));
+            None
+        }
+    };
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 << 10];
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if to_stderr {
@@ -322,6 +381,7 @@ async fn pump(
     } else {
         Box::new(tokio::io::stdout())
     };
+    let (mut kept, mut dropped) = (0u64, 0u64);
     // A terminal gets the output escaped; the log keeps the raw bytes.
     let (out_tty, err_tty) = crate::terminal::terminals();
     let mut escaper =
@@ -334,19 +394,36 @@ async fn pump(
         } else {
             redactor.feed(&buf[..n])
         };
-        file.write_all(&clean).await?;
-        h.update(&clean);
+        let room = usize::try_from(max.saturating_sub(kept)).unwrap_or(usize::MAX);
+        let take = clean.len().min(room);
+        let mut chunk = clean[..take].to_vec();
+        if take < clean.len() {
+            if dropped == 0 {
+                chunk.extend_from_slice(
+                    format!("\n[sealrun: log truncated: only the first {max} bytes are kept (sandbox.max_log_size)]\n").as_bytes(),
+                );
+            }
+            dropped += (clean.len() - take) as u64;
+        }
+        kept += take as u64;
+        if let Some(f) = file.as_mut().filter(|_| !chunk.is_empty()) {
+            if let Err(e) = f.write_all(&chunk).await {
+                error = Some(format!("{}: {e}", log.display()));
+                file = None;
+            }
+        }
+        h.update(&chunk);
         if !quiet {
             let show = match &mut escaper {
                 Some(e) => {
                     shown.clear();
-                    e.feed(&clean, &mut shown);
+                    e.feed(&chunk, &mut shown);
                     if n == 0 {
                         e.finish(&mut shown);
                     }
                     &shown
                 }
-                None => &clean,
+                None => &chunk,
             };
             if !show.is_empty() {
                 let _ = out.write_all(show).await;
@@ -357,8 +434,18 @@ async fn pump(
             break;
         }
     }
-    file.sync_all().await?;
-    Ok((Digest(h.finalize().into()), redactor.seen()))
+    if let Some(f) = file {
+        if let Err(e) = f.sync_all().await {
+            error = Some(format!("{}: {e}", log.display()));
+        }
+    }
+    Ok(LogResult {
+        digest: Digest(h.finalize().into()),
+        seen: redactor.seen(),
+        kept,
+        dropped,
+        error,
+    })
 }
 
 /// Keep a copy of a proof (signature or producer record) in `records/artifacts/`
@@ -694,6 +781,7 @@ pub fn run_spec(
     config.memory = spec.sandbox.memory;
     config.pids = spec.sandbox.pids;
     config.timeout = spec.sandbox.timeout;
+    config.fsize = Some(spec.sandbox.outputs.max_file_size);
     config.cwd = Some(OUTPUT_MOUNT.into());
     config.secrets = secrets
         .iter()
@@ -717,6 +805,11 @@ pub fn run_spec(
             "pids": spec.sandbox.pids,
             "timeout_s": spec.sandbox.timeout.map(|t| t.as_secs_f64()),
             "tmp_bytes": spec.sandbox.tmp_size,
+            "max_file_bytes": spec.sandbox.outputs.max_file_size,
+            "max_output_bytes": spec.sandbox.outputs.max_output_size,
+            "max_output_files": spec.sandbox.outputs.max_output_files,
+            "max_log_bytes": spec.sandbox.outputs.max_log_size,
+            "post_run_timeout_s": spec.sandbox.outputs.post_run_timeout.as_secs_f64(),
         },
         "staging": "list-copy-hash",
     });
@@ -787,9 +880,10 @@ pub fn run_spec(
         .map_err(|e| RunError::Io(format!("tokio runtime: {e}")))?;
     let quiet = opts.quiet;
     let patterns = Arc::new(Patterns::new(&secrets));
-    let (outcome, logs) = rt.block_on(async {
-        let out_pump = tokio::spawn(pump(out_r, stdout_log.clone(), false, quiet, Redactor::with(patterns.clone())));
-        let err_pump = tokio::spawn(pump(err_r, stderr_log.clone(), true, quiet, Redactor::with(patterns.clone())));
+    let max_log = spec.sandbox.outputs.max_log_size;
+    let (mut outcome, logs) = rt.block_on(async {
+        let out_pump = tokio::spawn(pump(out_r, stdout_log.clone(), false, quiet, Redactor::with(patterns.clone()), max_log));
+        let err_pump = tokio::spawn(pump(err_r, stderr_log.clone(), true, quiet, Redactor::with(patterns.clone()), max_log));
         let started = tokio::task::spawn_blocking(move || plan.spawn())
             .await
             .map_err(|e| format!("supervisor: {e}"))?;
@@ -821,32 +915,38 @@ pub fn run_spec(
         Ok::<_, String>((outcome, [out_d, err_d]))
     })
     .map_err(RunError::Io)?;
-    let [(out_digest, out_seen), (err_digest, err_seen)] = logs;
-    let mut leaks: Vec<Leak> = Vec::new();
-    for (place, seen) in [("stdout", out_seen), ("stderr", err_seen)] {
-        leaks.extend(seen.into_iter().map(|secret| Leak {
-            secret,
+    let job_ended = std::time::Instant::now();
+    // Egress addresses are the job's text too: redacted, and a secret in one is a leak.
+    let egress_leaks = match outcome.as_mut() {
+        Ok(o) => redact_egress(o, &patterns),
+        Err(_) => Vec::new(),
+    };
+    let [out_log, err_log] = logs;
+    let mut leaks: Vec<Leak> = egress_leaks;
+    let mut logs = Vec::new();
+    for (place, path, log) in [
+        ("stdout", &stdout_log, out_log),
+        ("stderr", &stderr_log, err_log),
+    ] {
+        leaks.extend(log.seen.iter().map(|secret| Leak {
+            secret: secret.clone(),
             place: place.to_string(),
         }));
+        let notes = log.annotations(max_log);
+        logs.push((
+            place.to_string(),
+            path.display().to_string(),
+            log.digest,
+            notes,
+        ));
     }
-    let logs = vec![
-        (
-            "stdout".to_string(),
-            stdout_log.display().to_string(),
-            out_digest,
-        ),
-        (
-            "stderr".to_string(),
-            stderr_log.display().to_string(),
-            err_digest,
-        ),
-    ];
 
     // 5. Outputs: take every entry back from the job's uid, then attest what can be.
+    let bounds = &spec.sandbox.outputs;
     let limits = outputs::Limits {
-        max_entries: u64::MAX,
-        max_bytes: u64::MAX,
-        deadline: std::time::Instant::now() + std::time::Duration::from_secs(3600),
+        max_entries: bounds.max_output_files,
+        max_bytes: bounds.max_output_size,
+        deadline: job_ended + bounds.post_run_timeout,
     };
     let collected = output_guard.collect(&limits, &patterns);
     leaks.extend(collected.leaks.iter().cloned());

@@ -283,11 +283,12 @@ impl Patterns {
         }
     }
 
-    /// Whether a pattern starts at the beginning of `tail` (whole, or cut off by its end).
-    fn could_start(&self, tail: &[u8]) -> bool {
+    /// Whether a pattern longer than `tail` starts with it: more data could still
+    /// complete a match (or a longer one) at `tail`'s first byte.
+    fn pending(&self, tail: &[u8]) -> bool {
         self.pats
             .iter()
-            .any(|p| p.starts_with(tail) || tail.starts_with(p))
+            .any(|p| p.len() > tail.len() && p.starts_with(tail))
     }
 
     /// Whether there is nothing to look for.
@@ -335,9 +336,10 @@ impl Patterns {
 /// A streaming redactor: replaces every pattern with `[REDACTED:NAME]`, also
 /// when a pattern straddles two chunks, and remembers which secrets it saw.
 ///
-/// A match is decided only once every pattern that could start at its first
-/// byte fits in what was fed, so the result does not depend on how the stream
-/// was cut; up to the longest pattern's length less one byte is held back.
+/// A match is decided only once no longer pattern could still start at its
+/// first byte, so the result does not depend on how the stream was cut; only a
+/// tail that more data could turn into a match (at most the longest pattern's
+/// length less one byte) is held back.
 pub struct Redactor {
     patterns: std::sync::Arc<Patterns>,
     carry: Zeroizing<Vec<u8>>,
@@ -372,14 +374,15 @@ impl Redactor {
         }
         let mut buf = Zeroizing::new(std::mem::take(&mut *self.carry));
         buf.extend_from_slice(chunk);
-        let safe = buf.len().saturating_sub(self.patterns.longest - 1);
-        let (mut out, keep) = self.patterns.redact_into(&buf, safe, &mut self.seen);
-        // Of the undecided tail, emit what no pattern can start in; hold the rest.
-        let hold = (keep..buf.len())
-            .find(|&p| self.patterns.could_start(&buf[p..]))
+        // Every match starting before the first position where a pattern is still
+        // pending is final (leftmost-longest cannot change it): decide those, emit
+        // what lies between, hold the rest.
+        let from = buf.len().saturating_sub(self.patterns.longest - 1);
+        let safe = (from..buf.len())
+            .find(|&p| self.patterns.pending(&buf[p..]))
             .unwrap_or(buf.len());
-        out.extend_from_slice(&buf[keep..hold]);
-        self.carry.extend_from_slice(&buf[hold..]);
+        let (out, keep) = self.patterns.redact_into(&buf, safe, &mut self.seen);
+        self.carry.extend_from_slice(&buf[keep..]);
         out
     }
 
@@ -467,6 +470,33 @@ mod tests {
                 "{enc}"
             );
             assert_eq!(r.seen(), vec!["aws".to_string()], "{enc}");
+        }
+    }
+
+    #[test]
+    fn a_tail_no_pattern_can_start_in_is_emitted_at_once() {
+        let s = [secret("t", b"topsecretvalue")];
+        let mut r = Redactor::new(&s);
+        assert_eq!(r.feed(b"epoch 3: loss 0.5\n"), b"epoch 3: loss 0.5\n");
+        // A possible start is held back until it is decided.
+        assert_eq!(r.feed(b"key=topsec"), b"key=");
+        assert_eq!(r.feed(b"retvalue!"), b"[REDACTED:t]!");
+        assert_eq!(r.finish(), b"");
+    }
+
+    #[test]
+    fn many_secrets_and_overlapping_encodings() {
+        let s = [secret("a", b"abcdefgh"), secret("b", b"cdefghij-longer")];
+        let text = b"x abcdefgh y cdefghij-longer z abcdefghij-longer";
+        for chunk in 1..text.len() {
+            let mut r = Redactor::new(&s);
+            let out = redact_in_chunks(&mut r, text, chunk);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                "x [REDACTED:a] y [REDACTED:b] z [REDACTED:a]ij-longer",
+                "chunk {chunk}"
+            );
+            assert_eq!(r.seen(), vec!["a".to_string(), "b".to_string()]);
         }
     }
 
