@@ -450,3 +450,108 @@ json.dump({"super": opts, "secret_sha256": secret}, open("/out/m.json", "w"))
     let opts = m["super"].as_str().unwrap();
     assert!(opts.split(',').any(|o| o == "noswap"), "{opts}");
 }
+
+/// The 32-byte Ed25519 seed inside a PKCS#8 PEM (`04 22 04 20` precedes it in v1 and v2).
+fn ed25519_seed(pem: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    let at = der
+        .windows(4)
+        .position(|w| w == [0x04, 0x22, 0x04, 0x20])
+        .expect("an Ed25519 PKCS#8 key");
+    der[at + 4..at + 36].to_vec()
+}
+
+/// Whether `needle` is anywhere in the readable memory of process `pid` (as host root); panics
+/// unless the scan could read the process's stack (so that "not found" means something).
+fn memory_holds(pid: u32, needle: &[u8]) -> bool {
+    let (found, stack_read) = scan_memory(pid, needle);
+    assert!(stack_read, "could not read the stack of {pid}");
+    found
+}
+
+fn scan_memory(pid: u32, needle: &[u8]) -> (bool, bool) {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let (mut found, mut stack_read) = (false, false);
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if !f[1].starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let (a, b) = f[0].split_once('-').unwrap();
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.seek(SeekFrom::Start(a)).is_err() || mem.read_exact(&mut buf).is_err() {
+            continue;
+        }
+        stack_read |= line.ends_with("[stack]");
+        if buf.windows(needle.len()).any(|w| w == needle) {
+            found = true;
+            eprintln!("{pid}: the needle is in {line}");
+        }
+    }
+    (found, stack_read)
+}
+
+/// Item 8: the sandbox init — a fork-like copy of the launcher, alive while the job runs —
+/// holds no copy of the launcher's signing key; the launcher itself does (the control that
+/// shows the scan finds a key where there is one).
+#[test]
+fn the_sandbox_init_never_holds_the_signing_key() {
+    let f = sealrun_integration::RunFixture::new();
+    let seed = ed25519_seed(&std::fs::read_to_string(f.dir().join("launcher.key")).unwrap());
+    let script = "import time\ntime.sleep(30)\n";
+    let spec = f.job("holdkey", script, &[], "profile = \"python\"\n");
+    let mut launcher = std::process::Command::new(sealrun_bin())
+        .current_dir(f.dir())
+        .args(["run", &spec, "--quiet"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lpid = launcher.id();
+    // The init: the launcher's child that is pid 1 of a new pid namespace (wait for the job).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let init = loop {
+        let child = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let st = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let ppid = st.lines().find(|l| l.starts_with("PPid:"))?;
+            let nspid = st.lines().find(|l| l.starts_with("NSpid:"))?;
+            (ppid.split_whitespace().nth(1)? == lpid.to_string()
+                && nspid.split_whitespace().nth(2) == Some("1"))
+            .then_some(pid)
+        });
+        let job_running = child.is_some_and(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children"))
+                .is_ok_and(|c| !c.trim().is_empty())
+        });
+        if job_running {
+            break child.unwrap();
+        }
+        assert!(Instant::now() < deadline, "no sandbox init found");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Let the job get going (the launcher is by then waiting for it).
+    std::thread::sleep(Duration::from_millis(500));
+    let in_init = memory_holds(init, &seed);
+    let in_launcher = memory_holds(lpid, &seed);
+    let _ = launcher.kill();
+    let _ = launcher.wait();
+    assert!(
+        in_launcher,
+        "control: the launcher holds its key while the job runs"
+    );
+    assert!(
+        !in_init,
+        "the sandbox init holds the launcher's signing key"
+    );
+}

@@ -4,6 +4,11 @@
 //! Guarantees: a private key file is created with mode 0600 from the start
 //! (never widened after the fact), an existing key is never overwritten unless
 //! asked, and a private key readable by group or others is refused on load.
+//! A signing key is only ever loaded and used on the main thread, whose stack is
+//! made wipe-on-fork first (`MADV_WIPEONFORK`): the sandbox init, a fork-like copy
+//! of the launcher, gets that stack zero-filled, so it never holds the key (nor what
+//! signing left on the stack) while the job runs; the key's heap buffers are zeroed
+//! on drop.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -23,6 +28,8 @@ pub enum KeyFileError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot keep the signing key out of the sandbox: {0}")]
+    WipeOnFork(String),
     #[error("{path}: {source}")]
     Key {
         path: PathBuf,
@@ -89,6 +96,7 @@ pub fn generate(prefix: &Path, force: bool) -> Result<KeyPair, KeyFileError> {
 
 /// Load an Ed25519 private key, refusing one readable by group or others.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyFileError> {
+    wipe_main_stack_on_fork()?;
     let io = |source| KeyFileError::Io {
         path: path.to_path_buf(),
         source,
@@ -106,6 +114,45 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyFileError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Mark the main thread's stack `MADV_WIPEONFORK` (idempotent). Must be called on the main
+/// thread: that is where keys are loaded and used.
+fn wipe_main_stack_on_fork() -> Result<(), KeyFileError> {
+    let err = |m: String| KeyFileError::WipeOnFork(m);
+    if nix::unistd::gettid() != nix::unistd::getpid() {
+        return Err(err("a signing key must be loaded on the main thread".into()));
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .map_err(|e| err(format!("/proc/self/maps: {e}")))?;
+    let range = maps
+        .lines()
+        .find(|l| l.ends_with("[stack]"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| {
+            Some((
+                usize::from_str_radix(a, 16).ok()?,
+                usize::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .ok_or_else(|| err("no [stack] in /proc/self/maps".into()))?;
+    // SAFETY: an advice on our own, mapped stack range; WIPEONFORK changes nothing for this
+    // process (only what a fork-like child sees), and the stack VMA keeps it as it grows.
+    let r = unsafe {
+        libc::madvise(
+            range.0 as *mut libc::c_void,
+            range.1 - range.0,
+            libc::MADV_WIPEONFORK,
+        )
+    };
+    if r != 0 {
+        return Err(err(format!(
+            "madvise(MADV_WIPEONFORK): {} (needs Linux 4.14 or later)",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
 }
 
 /// Load a public key PEM.
