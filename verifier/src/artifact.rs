@@ -273,6 +273,10 @@ impl VerifyError {
             VerifyError::NotAdmitted { .. } => "not_admitted",
             VerifyError::Expired { .. } => "expired",
             VerifyError::RolledBack { .. } => "rolled_back",
+            VerifyError::Rollback {
+                source: RollbackError::Read(_),
+                ..
+            } => "unreadable",
             VerifyError::Rollback { .. } => "rollback_state",
             VerifyError::SubjectMismatch { .. } => "subject_mismatch",
             VerifyError::UnsafeManifest { .. } => "unsafe_manifest",

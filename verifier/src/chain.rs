@@ -85,13 +85,24 @@ impl Index {
             if !e.file_type().is_file() || !(name.ends_with(".json") || name.ends_with(".sig")) {
                 continue;
             }
-            if e.metadata().map(|m| m.len()).unwrap_or(0) > crate::dsse::MAX_ENVELOPE_BYTES {
-                continue;
-            }
-            let bytes = std::fs::read(e.path()).map_err(|err| ChainError::Io {
-                dir: dir.display().to_string(),
-                message: format!("{}: {err}", e.path().display()),
-            })?;
+            use crate::fsread::{read_bounded, Follow, ReadError};
+            // Not followed, not blocking, bounded: a file swapped for a symlink,
+            // FIFO or device after the walk saw it, or one too large, is skipped.
+            let bytes = match read_bounded(
+                e.path(),
+                "record or signature",
+                crate::dsse::MAX_ENVELOPE_BYTES,
+                Follow::No,
+            ) {
+                Ok(b) => b,
+                Err(ReadError::TooLarge { .. } | ReadError::NotRegular { .. }) => continue,
+                Err(err) => {
+                    return Err(ChainError::Io {
+                        dir: dir.display().to_string(),
+                        message: err.to_string(),
+                    })
+                }
+            };
             files.insert(Digest::of(&bytes).to_hex(), (e.path().to_path_buf(), bytes));
         }
         Ok(Index {

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod chain;
 pub mod digest;
 pub mod dsse;
+pub mod fsread;
 pub mod gate;
 pub mod keys;
 pub mod labels;

@@ -352,8 +352,8 @@ fn policy_from(t: &TrustArgs) -> Result<Policy> {
     match (&t.policy, &t.key) {
         (Some(t), _) => Ok(Policy::load(t)?),
         (None, Some(k)) => {
-            let pem = std::fs::read_to_string(k)
-                .with_context(|| format!("cannot read public key {}", k.display()))?;
+            use sealrun_verifier::fsread::{read_bounded_string, Follow, MAX_KEY_BYTES};
+            let pem = read_bounded_string(k, "public key", MAX_KEY_BYTES, Follow::Yes)?;
             let key = PublicKey::from_pem(&pem).with_context(|| format!("{}", k.display()))?;
             Ok(Policy::single_key(&k.display().to_string(), key))
         }
@@ -531,7 +531,7 @@ fn run_artifact(args: ArtifactArgs) -> ExitCode {
     }
     let sig = match dsse::read_limited(&sig_path) {
         Ok(s) => s,
-        Err(e @ dsse::DsseError::Io { .. }) => return usage(e.into()),
+        Err(e @ dsse::DsseError::Io(_)) => return usage(e.into()),
         Err(e) => {
             return fail(
                 json,
