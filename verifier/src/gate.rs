@@ -70,6 +70,8 @@ pub struct Verdict {
     pub passed: bool,
     pub stages_checked: usize,
     pub violations: Vec<Violation>,
+    /// The chain's warnings (see `chain::Graph::warnings`).
+    pub warnings: Vec<String>,
 }
 
 /// Load a gate policy and the trust policy it names.
@@ -252,5 +254,6 @@ pub fn evaluate(
         passed: violations.is_empty(),
         stages_checked: checked,
         violations,
+        warnings: graph.warnings,
     })
 }

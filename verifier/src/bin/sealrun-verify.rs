@@ -228,6 +228,7 @@ fn run_aibom(args: AibomArgs) -> ExitCode {
         Ok(g) => g,
         Err(e) => return failed(false, e.kind(), e.to_string(), serde_json::json!({})),
     };
+    warn_all(&graph.warnings);
     let top = match record::verify_record(&name, &bytes, &policy, None) {
         Ok(t) => t,
         Err(e) => return failed(false, e.kind(), e.to_string(), serde_json::json!({})),
@@ -280,6 +281,7 @@ fn run_gate(args: GateArgs) -> ExitCode {
     let name = args.record.display().to_string();
     match sealrun_verifier::gate::evaluate(&name, &bytes, &index, &gate, &trust) {
         Ok(v) => {
+            warn_all(&v.warnings);
             if args.json {
                 println!("{}", serde_json::json!({"ok": v.passed, "verdict": v}));
             } else if v.passed {
@@ -330,6 +332,7 @@ fn run_chain(args: ChainArgs) -> ExitCode {
     };
     match chain::verify_chain(&args.record.display().to_string(), &bytes, &index, &policy) {
         Ok(g) => {
+            warn_all(&g.warnings);
             match args.format {
                 GraphFormat::Text => {
                     println!(
@@ -358,6 +361,13 @@ fn policy_from(t: &TrustArgs) -> Result<Policy> {
             Ok(Policy::single_key(&k.display().to_string(), key))
         }
         (None, None) => anyhow::bail!("give --trust POLICY or --key PUBLIC_KEY"),
+    }
+}
+
+/// Print each warning on stderr (they are also in the JSON output).
+fn warn_all(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("sealrun-verify: warning: {w}");
     }
 }
 
