@@ -477,6 +477,20 @@ pub fn verify_signature(
     Ok((verified, p.manifest))
 }
 
+/// [`verify_signature`] for either format: a sealrun envelope or an OpenSSF
+/// model-signing bundle (recognised by its media type), without the files.
+pub fn verify_any_signature(
+    sig: &[u8],
+    shown: &str,
+    opts: &VerifyOptions,
+) -> Result<Verified, VerifyError> {
+    if model_signing::is_bundle(sig) {
+        model_signing::verify_signature(sig, shown, opts).map(|(v, _)| v)
+    } else {
+        verify_signature(sig, shown, opts).map(|(v, _)| v)
+    }
+}
+
 /// Verify the artifact at `path` against the signature bytes `sig`.
 ///
 /// Accepts sealrun envelopes and OpenSSF model-signing Sigstore bundles.

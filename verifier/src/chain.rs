@@ -22,7 +22,7 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::artifact::{verify_signature, VerifyError, VerifyOptions};
+use crate::artifact::{verify_any_signature, VerifyError, VerifyOptions};
 use crate::digest::Digest;
 use crate::policy::{Kind, Policy};
 use crate::record::{verify_record, RecordError, VerifiedRecord};
@@ -336,14 +336,20 @@ impl Walker<'_> {
                             "the record's startedOn {started:?} is not an RFC 3339 time"
                         ))
                     })?;
+                    // The kind the consumer verified it as (a model-signing bundle
+                    // names none itself; a sealrun signature must agree).
+                    let expected_kind = ann
+                        .get("kind")
+                        .and_then(|k| k.as_str())
+                        .and_then(|k| k.parse::<Kind>().ok());
                     let opts = VerifyOptions {
                         policy: self.policy,
                         now: used_at,
                         rollback: None,
-                        expected_kind: None,
+                        expected_kind,
                         progress: None,
                     };
-                    let (v, _) = verify_signature(&pbytes, &file.display().to_string(), &opts)
+                    let v = verify_any_signature(&pbytes, &file.display().to_string(), &opts)
                         .map_err(|e| match e {
                             VerifyError::Expired { artifact, expires } => broken(format!(
                                 "artifact {artifact}: signature expired at {expires}, before the run started ({started})"

@@ -70,9 +70,50 @@ pub fn is_bundle(sig: &[u8]) -> bool {
         .is_some_and(|m| m.starts_with(BUNDLE_PREFIX))
 }
 
+/// What a verified bundle lists: the files with their digests (sizes 0, as
+/// model-signing records none) and the paths its tool ignored.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub manifest: Manifest,
+    pub ignore_paths: Vec<String>,
+}
+
 /// Verify a model-signing bundle over the directory at `path`.
 pub fn verify(path: &Path, sig: &[u8], opts: &VerifyOptions) -> Result<Verified, VerifyError> {
     let shown = format!("{:?}", path.display().to_string());
+    let (mut verified, listed) = verify_signature(sig, &shown, opts)?;
+    let artifact = format!("{:?}", verified.name);
+    let mut expected = listed.manifest;
+    let walk = WalkOptions {
+        shard_size: u64::MAX,
+        ignore: listed.ignore_paths,
+        ..Default::default()
+    };
+    // model-signing records no sizes: compare digests only, sizes from disk.
+    let actual =
+        Manifest::build(path, &walk, opts.progress).map_err(|source| VerifyError::Tree {
+            artifact: artifact.clone(),
+            source,
+        })?;
+    for r in &mut expected.resources {
+        if let Some(a) = actual.resources.iter().find(|a| a.path == r.path) {
+            r.size = a.size;
+        }
+    }
+    compare(&artifact, &expected, &actual)?;
+    verified.bytes = actual.total_size();
+    Ok(verified)
+}
+
+/// Verify a model-signing bundle without looking at the files (as a chain of
+/// custody does with a stored bundle): structure, signer, statement, subject
+/// digest and policy. `shown` names the artifact until the signed name is known.
+pub fn verify_signature(
+    sig: &[u8],
+    shown: &str,
+    opts: &VerifyOptions,
+) -> Result<(Verified, Listed), VerifyError> {
+    let shown = shown.to_string();
     let env_err = |source| VerifyError::Envelope {
         artifact: shown.clone(),
         source,
@@ -160,7 +201,7 @@ pub fn verify(path: &Path, sig: &[u8], opts: &VerifyOptions) -> Result<Verified,
     let signer = opts.policy.choose(&signers, |k| k.may_sign(kind));
     check_policy(&artifact, signer, opts, kind, &BTreeMap::new(), None)?;
     resources.sort_by(|a, b| path_order(&a.path, &b.path));
-    let mut expected = Manifest {
+    let expected = Manifest {
         shard_size: u64::MAX,
         resources,
     };
@@ -170,36 +211,25 @@ pub fn verify(path: &Path, sig: &[u8], opts: &VerifyOptions) -> Result<Verified,
             artifact: artifact.clone(),
             source,
         })?;
-    let walk = WalkOptions {
-        shard_size: u64::MAX,
-        ignore: p.serialization.ignore_paths.clone(),
-        ..Default::default()
-    };
-    // model-signing records no sizes: compare digests only, sizes from disk.
-    let actual =
-        Manifest::build(path, &walk, opts.progress).map_err(|source| VerifyError::Tree {
-            artifact: artifact.clone(),
-            source,
-        })?;
-    for r in &mut expected.resources {
-        if let Some(a) = actual.resources.iter().find(|a| a.path == r.path) {
-            r.size = a.size;
-        }
-    }
-    compare(&artifact, &expected, &actual)?;
-    let bytes = actual.total_size();
-    Ok(Verified {
+    let verified = Verified {
         name,
         kind,
         version: None,
         labels: BTreeMap::new(),
         digest: computed,
         files: expected.resources.len(),
-        bytes,
+        bytes: 0,
         signer: signer.name.clone(),
         keyid: signer.key.keyid(),
         key_algorithm: signer.key.algorithm().to_string(),
         format: "model-signing",
         expires: None,
-    })
+    };
+    Ok((
+        verified,
+        Listed {
+            manifest: expected,
+            ignore_paths: p.serialization.ignore_paths,
+        },
+    ))
 }
