@@ -26,6 +26,7 @@ use crate::model_signing;
 use crate::policy::{Kind, Policy, TrustedKey};
 use crate::rollback::{RollbackError, RollbackState};
 use crate::statement::{self, Statement, Subject};
+use crate::text::Esc;
 
 /// The predicate type of sealrun artifact signatures.
 pub const ARTIFACT_PREDICATE_TYPE: &str = "https://sealrun.dev/artifact/v1";
@@ -223,7 +224,7 @@ pub enum VerifyError {
         #[source]
         source: ManifestError,
     },
-    #[error("artifact {artifact}: file {file}: digest mismatch: expected sha256:{expected}, actual sha256:{actual}{}", more_note(*more))]
+    #[error("artifact {artifact}: file {}: digest mismatch: expected sha256:{expected}, actual sha256:{actual}{}", Esc(file), more_note(*more))]
     DigestMismatch {
         artifact: String,
         file: String,
@@ -231,7 +232,7 @@ pub enum VerifyError {
         actual: Digest,
         more: usize,
     },
-    #[error("artifact {artifact}: file {file}: size mismatch: expected {expected} bytes, actual {actual} bytes{}", more_note(*more))]
+    #[error("artifact {artifact}: file {}: size mismatch: expected {expected} bytes, actual {actual} bytes{}", Esc(file), more_note(*more))]
     SizeMismatch {
         artifact: String,
         file: String,
@@ -239,13 +240,13 @@ pub enum VerifyError {
         actual: u64,
         more: usize,
     },
-    #[error("artifact {artifact}: file {file}: missing (signed but not on disk){}", more_note(*more))]
+    #[error("artifact {artifact}: file {}: missing (signed but not on disk){}", Esc(file), more_note(*more))]
     MissingFile {
         artifact: String,
         file: String,
         more: usize,
     },
-    #[error("artifact {artifact}: file {file}: extra file (on disk but not signed){}", more_note(*more))]
+    #[error("artifact {artifact}: file {}: extra file (on disk but not signed){}", Esc(file), more_note(*more))]
     ExtraFile {
         artifact: String,
         file: String,

@@ -226,7 +226,7 @@ impl Walker<'_> {
         let id = Digest::of(bytes).to_hex();
         let here = |stack: &Vec<String>| {
             let mut p = stack.clone();
-            p.push(name.to_string());
+            p.push(crate::text::Esc(name).to_string());
             p.join(" <- ")
         };
         if self.visiting.contains(&id) {
@@ -299,7 +299,7 @@ impl Walker<'_> {
                             input,
                             reason: format!(
                                 "consumed outputs sha256:{dep_digest}, but the producer record {} attests outputs sha256:{produced} (a different run's record)",
-                                file.display()
+                                crate::text::path(&file)
                             ),
                         });
                     }
@@ -349,7 +349,7 @@ impl Walker<'_> {
                         expected_kind,
                         progress: None,
                     };
-                    let v = verify_any_signature(&pbytes, &file.display().to_string(), &opts)
+                    let v = verify_any_signature(&pbytes, &crate::text::path(&file), &opts)
                         .map_err(|e| match e {
                             VerifyError::Expired { artifact, expires } => broken(format!(
                                 "artifact {artifact}: signature expired at {expires}, before the run started ({started})"
@@ -372,7 +372,7 @@ impl Walker<'_> {
                             input,
                             reason: format!(
                                 "consumed sha256:{dep_digest}, but the signature {} vouches for sha256:{}",
-                                file.display(),
+                                crate::text::path(&file),
                                 v.digest
                             ),
                         });
@@ -533,7 +533,11 @@ impl Graph {
         if depth == 0 {
             if let Node::Stage { outputs, .. } = n {
                 for (p, d) in outputs {
-                    out.push_str(&format!("{pad}  output {p} sha256:{}\n", short(d)));
+                    out.push_str(&format!(
+                        "{pad}  output {} sha256:{}\n",
+                        crate::text::Esc(p),
+                        short(d)
+                    ));
                 }
             }
         }

@@ -35,20 +35,23 @@ pub enum Follow {
 /// Why a file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("{path}: cannot read {what}: {source}")]
+    #[error("{}: cannot read {what}: {source}", crate::text::path(path))]
     Io {
         path: PathBuf,
         what: &'static str,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {what} is a {kind}, not a regular file")]
+    #[error("{}: {what} is a {kind}, not a regular file", crate::text::path(path))]
     NotRegular {
         path: PathBuf,
         what: &'static str,
         kind: &'static str,
     },
-    #[error("{path}: {what} is {size} bytes, over the {limit}-byte limit")]
+    #[error(
+        "{}: {what} is {size} bytes, over the {limit}-byte limit",
+        crate::text::path(path)
+    )]
     TooLarge {
         path: PathBuf,
         what: &'static str,

@@ -23,6 +23,7 @@ pub mod progress;
 pub mod record;
 pub mod rollback;
 pub mod statement;
+pub mod text;
 
 /// Exit codes shared by the sealrun command-line tools.
 pub mod exit {

@@ -375,10 +375,13 @@ fn usage_error(json: bool, e: anyhow::Error) -> ExitCode {
     if json {
         println!(
             "{}",
-            serde_json::json!({"ok": false, "reason": "usage", "message": format!("{e:#}")})
+            serde_json::json!({"ok": false, "reason": "usage", "message": sealrun_verifier::text::error_chain(e.as_ref())})
         );
     }
-    eprintln!("sealrun-verify: error: {e:#}");
+    eprintln!(
+        "sealrun-verify: error: {}",
+        sealrun_verifier::text::error_chain(e.as_ref())
+    );
     ExitCode::from(exit::USAGE)
 }
 
@@ -519,10 +522,13 @@ fn run_artifact(args: ArtifactArgs) -> ExitCode {
         if json {
             println!(
                 "{}",
-                serde_json::json!({"ok": false, "reason": "usage", "message": format!("{e:#}")})
+                serde_json::json!({"ok": false, "reason": "usage", "message": sealrun_verifier::text::error_chain(e.as_ref())})
             );
         }
-        eprintln!("sealrun-verify: error: {e:#}");
+        eprintln!(
+            "sealrun-verify: error: {}",
+            sealrun_verifier::text::error_chain(e.as_ref())
+        );
         ExitCode::from(exit::USAGE)
     };
     let policy = match load_policy(&args) {
