@@ -1127,7 +1127,7 @@ fn a_failing_stage_stops_the_pipeline() {
     assert_eq!(st["subject"].as_array().unwrap().len(), 2, "{st:#}");
     let end = byproduct(&st, "end")["annotations"].clone();
     assert_eq!(
-        end["result"], "failed: stage \"features\": failed: exited 3 (exited 3); 0 output file(s)",
+        end["result"], "failed: stage \"features\": failed: exited 3; 0 output file(s)",
         "{end}"
     );
 }

@@ -81,7 +81,8 @@ pub fn append(path: &Path, ev: &Event, key: &SigningKey) -> Result<Entry, AuditW
         job: ev.job.to_string(),
         invocation: ev.invocation.to_string(),
         record: ev.record.map(|d| d.to_hex()),
-        outcome: ev.outcome.clone(),
+        // One line, no terminal escapes: names in it came from disk.
+        outcome: sealrun_verifier::text::one_line(&ev.outcome),
     };
     let mut line = entry.to_line();
     let head = Digest::of(&line).to_hex();

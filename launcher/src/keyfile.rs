@@ -15,6 +15,9 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use sealrun_verifier::fsread::{
+    read_bounded, read_bounded_string, Follow, ReadError, MAX_KEY_BYTES,
+};
 use sealrun_verifier::keys::{KeyError, PublicKey, SigningKey};
 
 /// Why a key file could not be written or read.
@@ -36,6 +39,8 @@ pub enum KeyFileError {
         #[source]
         source: KeyError,
     },
+    #[error(transparent)]
+    Read(#[from] ReadError),
     #[error("{path}: private key is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
     TooOpen { path: PathBuf, mode: u32 },
 }
@@ -109,8 +114,17 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyFileError> {
             mode,
         });
     }
-    let pem = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
-    SigningKey::from_pkcs8_pem(&pem).map_err(|source| KeyFileError::Key {
+    let bytes = zeroize::Zeroizing::new(read_bounded(
+        path,
+        "private key",
+        MAX_KEY_BYTES,
+        Follow::Yes,
+    )?);
+    let pem = std::str::from_utf8(&bytes).map_err(|_| KeyFileError::Key {
+        path: path.to_path_buf(),
+        source: KeyError::BadPrivateKey,
+    })?;
+    SigningKey::from_pkcs8_pem(pem).map_err(|source| KeyFileError::Key {
         path: path.to_path_buf(),
         source,
     })
@@ -157,10 +171,7 @@ fn wipe_main_stack_on_fork() -> Result<(), KeyFileError> {
 
 /// Load a public key PEM.
 pub fn load_public_key(path: &Path) -> Result<PublicKey, KeyFileError> {
-    let pem = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let pem = read_bounded_string(path, "public key", MAX_KEY_BYTES, Follow::Yes)?;
     PublicKey::from_pem(&pem).map_err(|source| KeyFileError::Key {
         path: path.to_path_buf(),
         source,

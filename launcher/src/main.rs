@@ -128,7 +128,10 @@ fn main() -> ExitCode {
     match run(command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("sealrun: error: {e:#}");
+            eprintln!(
+                "sealrun: error: {}",
+                sealrun_verifier::text::error_chain(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
@@ -189,13 +192,14 @@ fn run(command: Command) -> Result<u8> {
                     eprintln!(
                         "sealrun: {}: {}\nsealrun: record {}",
                         spec.display(),
-                        s.message,
+                        sealrun_verifier::text::one_line(&s.message),
                         s.record.display()
                     );
                     Ok(s.status)
                 }
                 Err(e) => {
-                    eprintln!("sealrun: error: {e}");
+                    let shown = sealrun_verifier::text::one_line(&e.to_string());
+                    eprintln!("sealrun: error: {shown}");
                     Ok(e.exit_status())
                 }
             }

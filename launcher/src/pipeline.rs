@@ -76,11 +76,12 @@ pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, R
                 .unwrap_or_default(),
             digest: BTreeMap::from([("sha256".to_string(), sha)]),
         });
-        eprintln!("sealrun: stage {:?}: {}", stage.name, s.message);
+        let shown = sealrun_verifier::text::one_line(&s.message);
+        eprintln!("sealrun: stage {:?}: {shown}", stage.name);
         stage_records.insert(stage.name.clone(), s.record.clone());
         if s.status != 0 {
             status = s.status;
-            outcome = format!("failed: stage {:?}: {}", stage.name, s.message);
+            outcome = format!("failed: stage {:?}: {shown}", stage.name);
             last_message = outcome.clone();
             // Later stages never run; their absence is part of the record.
             break;

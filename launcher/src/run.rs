@@ -138,7 +138,14 @@ impl Ctx<'_> {
     }
 
     /// Sign and write the record, then append the audit entry.
-    fn finish(&self, facts: RunFacts, event: &str, outcome: String) -> Result<PathBuf, RunError> {
+    fn finish(
+        &self,
+        mut facts: RunFacts,
+        event: &str,
+        outcome: String,
+    ) -> Result<PathBuf, RunError> {
+        // The result is shown to people: names in it came from disk.
+        facts.result = sealrun_verifier::text::one_line(&facts.result);
         let (subjects, prov) = attest::provenance(&facts);
         let env = sign_record(subjects, &prov, self.key);
         let bytes = env.to_json();
@@ -696,7 +703,7 @@ pub fn run_spec(
                 return refuse(format!(
                     "input {:?} ({}): {e}",
                     input.name,
-                    input.path.display()
+                    sealrun_verifier::text::path(&input.path)
                 ))
             }
         }
@@ -1022,10 +1029,17 @@ pub fn run_spec(
     let record = ctx.finish(facts, "end", result.clone())?;
     tracing::debug!(record = %record.display(), %result, "run recorded");
     drop(stage);
+    // "failed: exited 3", not "failed: exited 3 (exited 3)".
+    let message = if result.contains(&message) {
+        result.clone()
+    } else {
+        format!("{result} ({message})")
+    };
     Ok(RunSummary {
         status,
         message: format!(
-            "{result} ({message}); {} output file(s)",
+            "{}; {} output file(s)",
+            sealrun_verifier::text::one_line(&message),
             outputs.files.resources.len()
         ),
         record,

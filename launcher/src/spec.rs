@@ -21,12 +21,8 @@ use toml::Spanned;
 /// A spec that failed validation.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("{path}: cannot read job spec: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] sealrun_verifier::fsread::ReadError),
     #[error("{path}:{line}:{col}: {field}: {message}")]
     Invalid {
         path: PathBuf,
@@ -323,13 +319,21 @@ pub enum Spec {
     Pipeline(PipelineSpec),
 }
 
+/// Read a spec file: regular, non-blocking, at most 1 MiB (a FIFO or device is refused).
+fn read_spec(file: &Path) -> Result<String, SpecError> {
+    use sealrun_verifier::fsread::{read_bounded_string, Follow, MAX_POLICY_BYTES};
+    Ok(read_bounded_string(
+        file,
+        "job spec",
+        MAX_POLICY_BYTES,
+        Follow::Yes,
+    )?)
+}
+
 impl Spec {
     /// Load a job or pipeline spec (a pipeline has `[[stage]]` tables).
     pub fn load(file: &Path) -> Result<Spec, SpecError> {
-        let text = std::fs::read_to_string(file).map_err(|source| SpecError::Io {
-            path: file.to_path_buf(),
-            source,
-        })?;
+        let text = read_spec(file)?;
         let is_pipeline = toml::from_str::<toml::Table>(&text)
             .map(|t| t.contains_key("stage"))
             .unwrap_or(false);
@@ -476,10 +480,7 @@ fn valid_name(s: &str) -> bool {
 impl JobSpec {
     /// Load and validate the spec at `file`.
     pub fn load(file: &Path) -> Result<JobSpec, SpecError> {
-        let text = std::fs::read_to_string(file).map_err(|source| SpecError::Io {
-            path: file.to_path_buf(),
-            source,
-        })?;
+        let text = read_spec(file)?;
         Self::parse(&text, file)
     }
 

@@ -27,6 +27,7 @@ use crate::model_signing;
 use crate::policy::{Kind, Policy, TrustedKey};
 use crate::rollback::{RollbackError, RollbackState};
 use crate::statement::{self, Statement, Subject};
+use crate::text::Esc;
 
 /// The predicate type of sealrun artifact signatures.
 pub const ARTIFACT_PREDICATE_TYPE: &str = "https://sealrun.dev/artifact/v1";
@@ -224,7 +225,7 @@ pub enum VerifyError {
         #[source]
         source: ManifestError,
     },
-    #[error("artifact {artifact}: file {file}: digest mismatch: expected sha256:{expected}, actual sha256:{actual}{}", more_note(*more))]
+    #[error("artifact {artifact}: file {}: digest mismatch: expected sha256:{expected}, actual sha256:{actual}{}", Esc(file), more_note(*more))]
     DigestMismatch {
         artifact: String,
         file: String,
@@ -232,7 +233,7 @@ pub enum VerifyError {
         actual: Digest,
         more: usize,
     },
-    #[error("artifact {artifact}: file {file}: size mismatch: expected {expected} bytes, actual {actual} bytes{}", more_note(*more))]
+    #[error("artifact {artifact}: file {}: size mismatch: expected {expected} bytes, actual {actual} bytes{}", Esc(file), more_note(*more))]
     SizeMismatch {
         artifact: String,
         file: String,
@@ -240,13 +241,13 @@ pub enum VerifyError {
         actual: u64,
         more: usize,
     },
-    #[error("artifact {artifact}: file {file}: missing (signed but not on disk){}", more_note(*more))]
+    #[error("artifact {artifact}: file {}: missing (signed but not on disk){}", Esc(file), more_note(*more))]
     MissingFile {
         artifact: String,
         file: String,
         more: usize,
     },
-    #[error("artifact {artifact}: file {file}: extra file (on disk but not signed){}", more_note(*more))]
+    #[error("artifact {artifact}: file {}: extra file (on disk but not signed){}", Esc(file), more_note(*more))]
     ExtraFile {
         artifact: String,
         file: String,
@@ -274,6 +275,10 @@ impl VerifyError {
             VerifyError::NotAdmitted { .. } => "not_admitted",
             VerifyError::Expired { .. } => "expired",
             VerifyError::RolledBack { .. } => "rolled_back",
+            VerifyError::Rollback {
+                source: RollbackError::Read(_),
+                ..
+            } => "unreadable",
             VerifyError::Rollback { .. } => "rollback_state",
             VerifyError::SubjectMismatch { .. } => "subject_mismatch",
             VerifyError::UnsafeManifest { .. } => "unsafe_manifest",
@@ -504,6 +509,17 @@ impl Signed {
             cancel: None,
         }
     }
+}
+
+/// The signature alone, for either format (a sealrun envelope or an OpenSSF
+/// model-signing bundle, recognised by its media type), without the files: what a
+/// chain of custody checks of a stored proof.
+pub fn verify_any_signature(
+    sig: &[u8],
+    shown: &str,
+    opts: &VerifyOptions,
+) -> Result<Verified, VerifyError> {
+    check_signature(sig, shown, opts).map(|s| s.verified)
 }
 
 /// Step 1 of every verification: the signature alone (a sealrun envelope or a

@@ -93,12 +93,8 @@ pub fn checkpoint_path(log: &Path) -> std::path::PathBuf {
 /// Why a log does not verify.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("{path}: cannot read: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsread::ReadError),
     #[error("audit log {log}: entry {seq} (line {line}): {reason}")]
     Broken {
         log: String,
@@ -157,7 +153,7 @@ impl AuditError {
     /// A stable machine-readable name for the reason.
     pub fn kind(&self) -> &'static str {
         match self {
-            AuditError::Io { .. } => "unreadable",
+            AuditError::Io(_) => "unreadable",
             AuditError::Broken { .. } => "broken_chain",
             AuditError::Truncated { .. } => "truncated",
             AuditError::CheckpointMismatch { .. } => "checkpoint_mismatch",
@@ -349,19 +345,19 @@ pub fn verify_log(
     policy: &Policy,
     opts: LogOptions,
 ) -> Result<LogSummary, AuditError> {
+    use crate::fsread::{read_bounded, Follow, MAX_LOG_BYTES};
     let log = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| AuditError::Io {
-        path: log.clone(),
-        source,
-    })?;
+    let bytes = read_bounded(path, "audit log", MAX_LOG_BYTES, Follow::Yes)?;
     let entries = check_chain(&log, &bytes)?;
     let last = entries.len() as u64;
     let cp_path = checkpoint_path(path);
-    let checkpoint_seq = match std::fs::read(&cp_path) {
+    // Next to the log: a symlink there is not followed.
+    let cp = read_bounded(&cp_path, "checkpoint", dsse::MAX_ENVELOPE_BYTES, Follow::No);
+    let checkpoint_seq = match cp {
         Ok(cp_bytes) => Some(check_checkpoint(
             path, &cp_path, &cp_bytes, &entries, policy,
         )?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             if opts.require_checkpoint && !entries.is_empty() {
                 return Err(AuditError::NoCheckpoint {
                     log,
@@ -370,12 +366,7 @@ pub fn verify_log(
             }
             None
         }
-        Err(source) => {
-            return Err(AuditError::Io {
-                path: cp_path.display().to_string(),
-                source,
-            })
-        }
+        Err(e) => return Err(e.into()),
     };
     // Entries after the signed head: nobody vouches for them.
     let unsigned_tail: Vec<u64> = match checkpoint_seq {

@@ -8,14 +8,21 @@
 //! equal the outputs digest of the producer's record (a record swapped for
 //! another valid one breaks the link); producers must have succeeded; stage
 //! policy (who may produce what, and consume whom) holds; a missing, broken or
-//! cyclic link fails with the path through the graph.
+//! cyclic link fails with the path through the graph. A signature's expiry is
+//! judged at the time it was used: against the consuming run's signed
+//! `startedOn`, not today (a signature that expired since is a warning in
+//! [`Graph::warnings`], not a failure; one already expired when the run started
+//! fails).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::artifact::{verify_signature, VerifyOptions};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::artifact::{verify_any_signature, VerifyError, VerifyOptions};
 use crate::digest::Digest;
 use crate::policy::{Kind, Policy};
 use crate::record::{verify_record, RecordError, VerifiedRecord};
@@ -85,13 +92,24 @@ impl Index {
             if !e.file_type().is_file() || !(name.ends_with(".json") || name.ends_with(".sig")) {
                 continue;
             }
-            if e.metadata().map(|m| m.len()).unwrap_or(0) > crate::dsse::MAX_ENVELOPE_BYTES {
-                continue;
-            }
-            let bytes = std::fs::read(e.path()).map_err(|err| ChainError::Io {
-                dir: dir.display().to_string(),
-                message: format!("{}: {err}", e.path().display()),
-            })?;
+            use crate::fsread::{read_bounded, Follow, ReadError};
+            // Not followed, not blocking, bounded: a file swapped for a symlink,
+            // FIFO or device after the walk saw it, or one too large, is skipped.
+            let bytes = match read_bounded(
+                e.path(),
+                "record or signature",
+                crate::dsse::MAX_ENVELOPE_BYTES,
+                Follow::No,
+            ) {
+                Ok(b) => b,
+                Err(ReadError::TooLarge { .. } | ReadError::NotRegular { .. }) => continue,
+                Err(err) => {
+                    return Err(ChainError::Io {
+                        dir: dir.display().to_string(),
+                        message: err.to_string(),
+                    })
+                }
+            };
             files.insert(Digest::of(&bytes).to_hex(), (e.path().to_path_buf(), bytes));
         }
         Ok(Index {
@@ -149,6 +167,9 @@ pub struct Graph {
     pub root: String,
     pub nodes: Vec<Node>,
     pub edges: Vec<Edge>,
+    /// Things that verified but an auditor should know (e.g. a signature that
+    /// was valid when the run used it and has expired since).
+    pub warnings: Vec<String>,
 }
 
 struct Walker<'a> {
@@ -157,6 +178,7 @@ struct Walker<'a> {
     now: time::OffsetDateTime,
     nodes: BTreeMap<String, Node>,
     edges: Vec<Edge>,
+    warnings: Vec<String>,
     /// Records on the current path (by digest).
     visiting: Vec<String>,
     /// Records already verified with their whole chain (by digest).
@@ -180,6 +202,7 @@ pub fn verify_chain(
         now: time::OffsetDateTime::now_utc(),
         nodes: BTreeMap::new(),
         edges: Vec::new(),
+        warnings: Vec::new(),
         visiting: Vec::new(),
         done: BTreeMap::new(),
     };
@@ -189,6 +212,7 @@ pub fn verify_chain(
         root,
         nodes: w.nodes.into_values().collect(),
         edges: w.edges,
+        warnings: w.warnings,
     })
 }
 
@@ -202,7 +226,7 @@ impl Walker<'_> {
         let id = Digest::of(bytes).to_hex();
         let here = |stack: &Vec<String>| {
             let mut p = stack.clone();
-            p.push(name.to_string());
+            p.push(crate::text::Esc(name).to_string());
             p.join(" <- ")
         };
         if self.visiting.contains(&id) {
@@ -275,7 +299,7 @@ impl Walker<'_> {
                             input,
                             reason: format!(
                                 "consumed outputs sha256:{dep_digest}, but the producer record {} attests outputs sha256:{produced} (a different run's record)",
-                                file.display()
+                                crate::text::path(&file)
                             ),
                         });
                     }
@@ -300,26 +324,55 @@ impl Walker<'_> {
                     sha.clone()
                 }
                 "signature" => {
+                    let broken = |reason: String| ChainError::Broken {
+                        path: path_now.clone(),
+                        input: input.clone(),
+                        reason,
+                    };
+                    // Expiry is judged when the run used the input: its signed startedOn.
+                    let started = &vr.statement.predicate.run_details.metadata.started_on;
+                    let used_at = OffsetDateTime::parse(started, &Rfc3339).map_err(|_| {
+                        broken(format!(
+                            "the record's startedOn {started:?} is not an RFC 3339 time"
+                        ))
+                    })?;
+                    // The kind the consumer verified it as (a model-signing bundle
+                    // names none itself; a sealrun signature must agree).
+                    let expected_kind = ann
+                        .get("kind")
+                        .and_then(|k| k.as_str())
+                        .and_then(|k| k.parse::<Kind>().ok());
                     let opts = VerifyOptions {
                         policy: self.policy,
-                        now: self.now,
+                        now: used_at,
                         rollback: None,
-                        expected_kind: None,
+                        expected_kind,
                         progress: None,
                     };
-                    let (v, _) = verify_signature(&pbytes, &file.display().to_string(), &opts)
-                        .map_err(|e| ChainError::Broken {
-                            path: path_now.clone(),
-                            input: input.clone(),
-                            reason: e.to_string(),
+                    let v = verify_any_signature(&pbytes, &crate::text::path(&file), &opts)
+                        .map_err(|e| match e {
+                            VerifyError::Expired { artifact, expires } => broken(format!(
+                                "artifact {artifact}: signature expired at {expires}, before the run started ({started})"
+                            )),
+                            e => broken(e.to_string()),
                         })?;
+                    if let Some(exp) = v.expires.as_deref() {
+                        let gone =
+                            OffsetDateTime::parse(exp, &Rfc3339).is_ok_and(|t| t <= self.now);
+                        if gone {
+                            self.warnings.push(format!(
+                                "{path_now}: input {input:?}: artifact {:?}: signature expired at {exp}, after the run used it (started {started}); valid for this run, refused for a new one",
+                                v.name
+                            ));
+                        }
+                    }
                     if v.digest != dep_digest {
                         return Err(ChainError::Broken {
                             path: path_now.clone(),
                             input,
                             reason: format!(
                                 "consumed sha256:{dep_digest}, but the signature {} vouches for sha256:{}",
-                                file.display(),
+                                crate::text::path(&file),
                                 v.digest
                             ),
                         });
@@ -480,7 +533,11 @@ impl Graph {
         if depth == 0 {
             if let Node::Stage { outputs, .. } = n {
                 for (p, d) in outputs {
-                    out.push_str(&format!("{pad}  output {p} sha256:{}\n", short(d)));
+                    out.push_str(&format!(
+                        "{pad}  output {} sha256:{}\n",
+                        crate::text::Esc(p),
+                        short(d)
+                    ));
                 }
             }
         }
@@ -586,5 +643,73 @@ mod tests {
         let e = verify_chain("a.json", &a, &Index::default(), &policy).unwrap_err();
         assert_eq!(e.kind(), "missing_link", "{e}");
         assert!(e.to_string().contains(&"ef".repeat(32)), "{e}");
+    }
+
+    /// A dataset signature expiring at `expires`, and a record of a run started
+    /// at `started` that consumed it.
+    fn used_at(expires: &str, started: &str) -> Result<Graph, ChainError> {
+        use crate::artifact::{ArtifactPredicate, ARTIFACT_PREDICATE_TYPE};
+        use crate::dsse::{sign, IN_TOTO_PAYLOAD_TYPE};
+        use crate::manifest::Manifest;
+        use crate::statement::Statement;
+        let key = SigningKey::generate();
+        let policy = Policy::single_key("k", key.public());
+        let manifest = Manifest {
+            shard_size: 1 << 20,
+            resources: vec![],
+        };
+        let root = manifest.root_digest().to_hex();
+        let p = ArtifactPredicate {
+            name: "d".into(),
+            kind: Kind::Dataset,
+            version: 1,
+            labels: BTreeMap::new(),
+            signed_at: "2020-01-01T00:00:00Z".into(),
+            expires: Some(expires.into()),
+            manifest,
+        };
+        let subject = vec![Subject {
+            name: "d".into(),
+            digest: [("sha256".to_string(), root.clone())].into(),
+        }];
+        let st = Statement::new(subject, ARTIFACT_PREDICATE_TYPE, &p);
+        let sig = sign(IN_TOTO_PAYLOAD_TYPE, &st.to_bytes(), &key).to_json();
+        let sig_sha = Digest::of(&sig).to_hex();
+        let rec = String::from_utf8(record(&key, &sig_sha)).unwrap();
+        // Re-sign the record with a signature proof, the dataset's digest and `started`.
+        let env = crate::dsse::Envelope::parse(rec.as_bytes()).unwrap();
+        let mut st: Statement<crate::record::Provenance> = crate::statement::parse(
+            &env.payload_bytes().unwrap(),
+            crate::record::SLSA_PROVENANCE_V1,
+        )
+        .unwrap();
+        let dep = &mut st.predicate.build_definition.resolved_dependencies[0];
+        dep.digest = [("sha256".to_string(), root)].into();
+        dep.annotations =
+            Some(serde_json::json!({"proof": {"type": "signature", "sha256": sig_sha}}));
+        st.predicate.run_details.metadata.started_on = started.into();
+        let rec = sign_record(st.subject.clone(), &st.predicate, &key).to_json();
+        let mut index = Index::default();
+        index.files.insert(sig_sha, (PathBuf::from("d.sig"), sig));
+        verify_chain("r.json", &rec, &index, &policy)
+    }
+
+    #[test]
+    fn expiry_is_judged_when_the_run_started() {
+        // Valid when used, expired since: verifies, with a warning.
+        let g = used_at("2021-01-01T00:00:00Z", "2020-06-01T00:00:00Z").unwrap();
+        assert_eq!(g.warnings.len(), 1, "{:?}", g.warnings);
+        assert!(g.warnings[0].contains("expired at 2021-01-01T00:00:00Z, after the run used it"));
+        // Already expired when the run started: refused.
+        let e = used_at("2021-01-01T00:00:00Z", "2021-06-01T00:00:00Z").unwrap_err();
+        assert_eq!(e.kind(), "broken_link", "{e}");
+        assert!(
+            e.to_string()
+                .contains("before the run started (2021-06-01T00:00:00Z)"),
+            "{e}"
+        );
+        // Not expired at all: no warning.
+        let g = used_at("2999-01-01T00:00:00Z", "2020-06-01T00:00:00Z").unwrap();
+        assert!(g.warnings.is_empty(), "{:?}", g.warnings);
     }
 }

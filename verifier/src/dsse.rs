@@ -16,7 +16,6 @@
 //! caller picks the one its policy allows and the order of signatures does not
 //! matter.
 
-use std::io::Read;
 use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD;
@@ -37,12 +36,8 @@ pub const MAX_SIGNATURES: usize = 8;
 /// Why an envelope could not be read or verified.
 #[derive(Debug, thiserror::Error)]
 pub enum DsseError {
-    #[error("{path}: cannot read: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(crate::fsread::ReadError),
     #[error("{path}: envelope is {size} bytes, over the {limit}-byte limit")]
     TooLarge { path: String, size: u64, limit: u64 },
     #[error("malformed envelope at {json_path}: {reason}")]
@@ -65,7 +60,7 @@ impl DsseError {
     /// A stable machine-readable name for the reason.
     pub fn kind(&self) -> &'static str {
         match self {
-            DsseError::Io { .. } => "unreadable",
+            DsseError::Io(_) => "unreadable",
             DsseError::TooLarge { .. } => "envelope_too_large",
             DsseError::Malformed { .. } => "malformed_envelope",
             DsseError::PayloadType { .. } => "payload_type",
@@ -126,33 +121,18 @@ pub fn sign(payload_type: &str, payload: &[u8], key: &SigningKey) -> Envelope {
     }
 }
 
-/// Read a file of at most [`MAX_ENVELOPE_BYTES`], refusing larger ones unread.
+/// Read an envelope file of at most [`MAX_ENVELOPE_BYTES`], refusing larger
+/// ones unread, and anything but a regular file (FIFO, device) without blocking.
 pub fn read_limited(path: &Path) -> Result<Vec<u8>, DsseError> {
-    let io = |source| DsseError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let f = std::fs::File::open(path).map_err(io)?;
-    let size = f.metadata().map_err(io)?.len();
-    if size > MAX_ENVELOPE_BYTES {
-        return Err(DsseError::TooLarge {
+    use crate::fsread::{read_bounded, Follow, ReadError};
+    read_bounded(path, "envelope", MAX_ENVELOPE_BYTES, Follow::Yes).map_err(|e| match e {
+        ReadError::TooLarge { size, limit, .. } => DsseError::TooLarge {
             path: path.display().to_string(),
             size,
-            limit: MAX_ENVELOPE_BYTES,
-        });
-    }
-    let mut buf = Vec::with_capacity(size as usize);
-    f.take(MAX_ENVELOPE_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(io)?;
-    if buf.len() as u64 > MAX_ENVELOPE_BYTES {
-        return Err(DsseError::TooLarge {
-            path: path.display().to_string(),
-            size: buf.len() as u64,
-            limit: MAX_ENVELOPE_BYTES,
-        });
-    }
-    Ok(buf)
+            limit,
+        },
+        e => DsseError::Io(e),
+    })
 }
 
 /// Parse JSON into `T`, reporting the JSON path of the first problem.

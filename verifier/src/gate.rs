@@ -50,7 +50,7 @@ fn yes() -> bool {
 /// Why the gate could not be evaluated at all.
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
-    #[error("{path}: cannot read gate policy: {message}")]
+    #[error("{path}: gate policy: {message}")]
     Policy { path: PathBuf, message: String },
     #[error(transparent)]
     Trust(#[from] PolicyError),
@@ -72,14 +72,20 @@ pub struct Verdict {
     pub passed: bool,
     pub stages_checked: usize,
     pub violations: Vec<Violation>,
+    /// The chain's warnings (see `chain::Graph::warnings`).
+    pub warnings: Vec<String>,
 }
 
 /// Load a gate policy and the trust policy it names.
 pub fn load(path: &Path) -> Result<(GatePolicy, Policy), GateError> {
-    let text = std::fs::read_to_string(path).map_err(|e| GateError::Policy {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    use crate::fsread::{read_bounded_string, Follow, MAX_POLICY_BYTES};
+    let text =
+        read_bounded_string(path, "gate policy", MAX_POLICY_BYTES, Follow::Yes).map_err(|e| {
+            GateError::Policy {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?;
     let gate: GatePolicy = toml::from_str(&text).map_err(|e| GateError::Policy {
         path: path.to_path_buf(),
         message: e.to_string().trim().replace('\n', " "),
@@ -264,5 +270,6 @@ pub fn evaluate(
         passed: violations.is_empty(),
         stages_checked: checked,
         violations,
+        warnings: graph.warnings,
     })
 }

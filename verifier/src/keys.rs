@@ -2,12 +2,19 @@
 //! PEM, the forms `openssl genpkey -algorithm ed25519` writes), and Ed25519,
 //! ECDSA P-256 and P-384 for verification (DER-encoded ECDSA signatures).
 //!
-//! Guarantees: a key id is the hex SHA-256 of the key's SubjectPublicKeyInfo DER,
-//! so it is the same whoever computes it; a private key is never printed (its
-//! `Debug` shows the key id only) and its bytes are zeroed on drop.
+//! Guarantees: a key id is the hex SHA-256 of the key's SubjectPublicKeyInfo DER
+//! in canonical form (an EC point uncompressed, whatever form the file used), so
+//! it is the same whoever computes it and however the key was written; private
+//! keys are written as PKCS#8 v1 (RFC 5208, no embedded public key: the form
+//! `openssl genpkey` writes and every PKCS#8 reader loads); PEM is read with or
+//! without line wrapping, and anything else gets an error saying what was found;
+//! a private key is never printed (its `Debug` shows the key id only) and its
+//! bytes are zeroed on drop.
 
 use std::fmt;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::Signer as _;
 
@@ -26,6 +33,38 @@ pub enum KeyError {
     MalformedSignature(&'static str),
     #[error("ECDSA signature has a high S value (only low-S signatures are accepted)")]
     HighS,
+    #[error("{0}")]
+    Pem(String),
+}
+
+/// The DER inside a PEM block labelled `label`, wrapped at any width or not at
+/// all (the body's whitespace is ignored).
+fn pem_der(text: &str, label: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, KeyError> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let Some(start) = text.find(&begin) else {
+        let found = text
+            .find("-----BEGIN ")
+            .and_then(|i| text[i + 11..].split("-----").next())
+            .map(|l| format!("a PEM block labelled {l:?}"))
+            .unwrap_or_else(|| "no PEM block".to_string());
+        return Err(KeyError::Pem(format!(
+            "expected a PEM block `{begin}`, found {found}"
+        )));
+    };
+    let body = &text[start + begin.len()..];
+    let Some(stop) = body.find(&end) else {
+        return Err(KeyError::Pem(format!("PEM block has no `{end}` line")));
+    };
+    let b64: String = body[..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let b64 = zeroize::Zeroizing::new(b64);
+    STANDARD
+        .decode(b64.as_bytes())
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| KeyError::Pem(format!("PEM body is not base64: {e}")))
 }
 
 /// A public key that can verify signatures.
@@ -43,21 +82,22 @@ impl fmt::Debug for PublicKey {
 }
 
 impl PublicKey {
-    /// Parse a SubjectPublicKeyInfo PEM of any supported type.
+    /// Parse a SubjectPublicKeyInfo PEM of any supported type (wrapped or not).
     pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
-        if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_pem(pem) {
+        let der = pem_der(pem, "PUBLIC KEY")?;
+        if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_der(&der) {
             return Ok(PublicKey::Ed25519(k));
         }
-        if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_pem(pem) {
+        if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(&der) {
             return Ok(PublicKey::EcdsaP256(k));
         }
-        if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_pem(pem) {
+        if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(&der) {
             return Ok(PublicKey::EcdsaP384(k));
         }
         Err(KeyError::UnsupportedPublicKey)
     }
 
-    /// SubjectPublicKeyInfo DER.
+    /// SubjectPublicKeyInfo DER, canonical (EC points uncompressed).
     pub fn to_der(&self) -> Vec<u8> {
         let doc = match self {
             PublicKey::Ed25519(k) => k.to_public_key_der(),
@@ -78,7 +118,8 @@ impl PublicKey {
         pem.unwrap_or_default()
     }
 
-    /// Hex SHA-256 of the SubjectPublicKeyInfo DER.
+    /// Hex SHA-256 of the canonical SubjectPublicKeyInfo DER
+    /// (`openssl pkey -pubin -in K.pub -outform DER -ec_conv_form uncompressed | sha256sum`).
     pub fn keyid(&self) -> String {
         Digest::of(&self.to_der()).to_hex()
     }
@@ -147,18 +188,23 @@ impl SigningKey {
         SigningKey(ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng))
     }
 
-    /// Parse an Ed25519 PKCS#8 PEM private key.
+    /// Parse an Ed25519 PKCS#8 PEM private key (v1 or v2, wrapped or not).
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
-        ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
+        let der = pem_der(pem, "PRIVATE KEY")?;
+        ed25519_dalek::SigningKey::from_pkcs8_der(&der)
             .map(SigningKey)
             .map_err(|_| KeyError::BadPrivateKey)
     }
 
-    /// PKCS#8 PEM (zeroed when dropped).
+    /// PKCS#8 v1 PEM, as `openssl genpkey -algorithm ed25519` writes it (zeroed
+    /// when dropped). v1 carries no public key: the form every reader loads.
     pub fn to_pkcs8_pem(&self) -> zeroize::Zeroizing<String> {
         use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-        self.0
-            .to_pkcs8_pem(LineEnding::LF)
+        let v1 = ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.0.to_bytes(),
+            public_key: None,
+        };
+        v1.to_pkcs8_pem(LineEnding::LF)
             .expect("encoding an ed25519 key as PKCS#8 cannot fail")
     }
 
@@ -208,5 +254,58 @@ mod tests {
         let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n";
         let k = SigningKey::from_pkcs8_pem(pem).unwrap();
         assert_eq!(k.public().algorithm(), "ed25519");
+    }
+
+    #[test]
+    fn writes_pkcs8_v1_like_openssl() {
+        let k = SigningKey::generate();
+        let der = pem_der(&k.to_pkcs8_pem(), "PRIVATE KEY").unwrap();
+        // SEQUENCE(46) { INTEGER 0 (v1), AlgorithmIdentifier ed25519, OCTET STRING }:
+        // byte for byte the shape of `openssl genpkey -algorithm ed25519`.
+        assert_eq!(der.len(), 48);
+        assert_eq!(
+            &der[..16],
+            b"\x30\x2e\x02\x01\x00\x30\x05\x06\x03\x2b\x65\x70\x04\x22\x04\x20"
+        );
+    }
+
+    #[test]
+    fn unwrapped_pem_is_read_and_wrong_blocks_are_named() {
+        let k = SigningKey::generate();
+        let pem = k.public().to_pem();
+        let one_line: String = pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<Vec<_>>()
+            .concat();
+        let unwrapped =
+            format!("-----BEGIN PUBLIC KEY-----\n{one_line}\n-----END PUBLIC KEY-----\n");
+        assert_eq!(
+            PublicKey::from_pem(&unwrapped).unwrap().keyid(),
+            k.public().keyid()
+        );
+        let e =
+            PublicKey::from_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+                .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("found a PEM block labelled \"CERTIFICATE\""),
+            "{e}"
+        );
+        let e =
+            SigningKey::from_pkcs8_pem("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n").unwrap_err();
+        assert!(e.to_string().contains("\"OPENSSH PRIVATE KEY\""), "{e}");
+    }
+
+    #[test]
+    fn compressed_p256_key_has_the_keyid_of_its_uncompressed_form() {
+        // `openssl pkey -pubout -ec_conv_form compressed` of a P-256 key, and the
+        // SHA-256 of `openssl pkey -pubin -outform DER -ec_conv_form uncompressed`.
+        let pem = "-----BEGIN PUBLIC KEY-----\nMDkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDIgACF/4huM9dpAWYZ8t/8A0w2jdXxlyj\ncOWebOSS5EQhB68=\n-----END PUBLIC KEY-----\n";
+        let k = PublicKey::from_pem(pem).unwrap();
+        assert_eq!(
+            k.keyid(),
+            "c69659f856ee61051133935ddb964170904ac255c5d7839bd00f12d3c8650cee"
+        );
     }
 }

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod chain;
 pub mod digest;
 pub mod dsse;
+pub mod fsread;
 pub mod gate;
 pub mod keys;
 pub mod labels;
@@ -23,6 +24,7 @@ pub mod progress;
 pub mod record;
 pub mod rollback;
 pub mod statement;
+pub mod text;
 
 /// Exit codes shared by the sealrun command-line tools.
 pub mod exit {

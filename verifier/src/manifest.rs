@@ -46,28 +46,38 @@ pub struct Manifest {
 /// Why a tree could not be listed, or a manifest is not well formed.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{}: cannot read: {source}", crate::text::path(path))]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("{path}: is a symlink; symlinks are refused (they could point anywhere)")]
+    #[error(
+        "{}: is a symlink; symlinks are refused (they could point anywhere)",
+        crate::text::Esc(path)
+    )]
     Symlink { path: String },
-    #[error("{path}: is a special file ({kind}); only regular files can be signed")]
+    #[error(
+        "{}: is a special file ({kind}); only regular files can be signed",
+        crate::text::Esc(path)
+    )]
     SpecialFile { path: String, kind: &'static str },
     #[error("{path:?}: unsafe path in manifest: {reason}")]
     UnsafePath { path: String, reason: &'static str },
-    #[error("{path}: listed twice in manifest")]
+    #[error("{}: listed twice in manifest", crate::text::Esc(path))]
     Duplicate { path: String },
-    #[error("{path}: manifest is not sorted by path at this entry")]
+    #[error(
+        "{}: manifest is not sorted by path at this entry",
+        crate::text::Esc(path)
+    )]
     Unsorted { path: String },
     #[error("hashing was cancelled")]
     Cancelled,
     #[error("shard_size must be at least 4096, found {0}")]
     BadShardSize(u64),
     #[error(
-        "{path}: algorithm {algorithm} does not match size {size} with shard_size {shard_size}"
+        "{}: algorithm {algorithm} does not match size {size} with shard_size {shard_size}",
+        crate::text::Esc(path)
     )]
     WrongAlgorithm {
         path: String,

@@ -74,12 +74,8 @@ impl FromStr for Kind {
 /// Why a policy could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("{path}: cannot read trust policy: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsread::ReadError),
     #[error("{path}: invalid trust policy: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("{path}: key {name:?}: {message}")]
@@ -257,10 +253,8 @@ impl Policy {
 
     /// Load a TOML policy; relative key paths are resolved against its folder.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        use crate::fsread::{read_bounded_string, Follow, MAX_POLICY_BYTES};
+        let text = read_bounded_string(path, "trust policy", MAX_POLICY_BYTES, Follow::Yes)?;
         Self::parse(&text, path)
     }
 
@@ -289,9 +283,9 @@ impl Policy {
             let pem = match (&e.public_key, &e.pem) {
                 (Some(p), None) => {
                     let kp = base.join(p);
-                    std::fs::read_to_string(&kp).map_err(|err| {
-                        bad(format!("cannot read public_key {}: {err}", kp.display()))
-                    })?
+                    use crate::fsread::{read_bounded_string, Follow, MAX_KEY_BYTES};
+                    read_bounded_string(&kp, "public_key", MAX_KEY_BYTES, Follow::Yes)
+                        .map_err(|err| bad(err.to_string()))?
                 }
                 (None, Some(pem)) => pem.clone(),
                 _ => {

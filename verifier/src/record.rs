@@ -6,7 +6,10 @@
 //! signed by a key the policy allows to sign `record`s; the statement is SLSA
 //! Provenance v1 with every required field (`buildDefinition.buildType`,
 //! `externalParameters`, `runDetails.builder.id`); with an outputs directory, the
-//! files on disk are exactly the record's subjects, byte for byte.
+//! files on disk are exactly the record's subjects, byte for byte, and the
+//! symlinks, FIFOs and other non-files on disk are exactly the record's
+//! `output-non-files` (same path, kind and link text): anything extra, missing
+//! or changed fails.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -204,6 +207,13 @@ pub enum RecordError {
         "record {record}: subject {name:?} is not a safe relative path or has no sha256 digest"
     )]
     BadSubject { record: String, name: String },
+    #[error("record {record}: outputs: {path:?}: {what}")]
+    NonFile {
+        record: String,
+        path: String,
+        what: String,
+        kind: &'static str,
+    },
     #[error("record {record}: outputs: {source}")]
     Outputs {
         record: String,
@@ -222,6 +232,7 @@ impl RecordError {
             RecordError::BuildType { .. } => "build_type",
             RecordError::BadSubject { .. } => "bad_subject",
             RecordError::Outputs { source, .. } => source.kind(),
+            RecordError::NonFile { kind, .. } => kind,
         }
     }
 }
@@ -411,6 +422,7 @@ pub fn verify_record(
             record: record.clone(),
             source: Box::new(source),
         })?;
+        compare_non_files(&record, &st, &actual.other)?;
     }
     Ok(VerifiedRecord {
         signer: signer.name.clone(),
@@ -418,6 +430,92 @@ pub fn verify_record(
         envelope_digest: Digest::of(bytes),
         statement: st,
     })
+}
+
+/// One entry of the record's `output-non-files` byproduct.
+#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+struct RecordedNonFile {
+    path: String,
+    kind: String,
+    #[serde(default)]
+    target: Option<String>,
+}
+
+/// The non-files on disk must be exactly those the record lists.
+fn compare_non_files(
+    record: &str,
+    st: &Statement<Provenance>,
+    on_disk: &[outputs::NonFile],
+) -> Result<(), RecordError> {
+    let fail = |path: &str, what: String, kind| RecordError::NonFile {
+        record: record.to_string(),
+        path: path.to_string(),
+        what,
+        kind,
+    };
+    let listed = st
+        .predicate
+        .run_details
+        .byproducts
+        .iter()
+        .find(|b| b.name.as_deref() == Some("output-non-files"))
+        .and_then(|b| b.annotations.as_ref())
+        .and_then(|a| a.get("not_followed"))
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!([]));
+    let mut listed: Vec<RecordedNonFile> = serde_json::from_value(listed).map_err(|e| {
+        fail(
+            "output-non-files",
+            format!("malformed byproduct: {e}"),
+            "missing_field",
+        )
+    })?;
+    listed.sort();
+    let shown = |t: &Option<String>| t.as_ref().map(|t| format!(" -> {t:?}")).unwrap_or_default();
+    for n in on_disk {
+        match listed.iter().find(|l| l.path == n.path) {
+            None => {
+                return Err(fail(
+                    &n.path,
+                    format!(
+                        "{}{} on disk but not in the record's output-non-files",
+                        n.kind,
+                        shown(&n.target)
+                    ),
+                    "extra_non_file",
+                ))
+            }
+            Some(l) if l.kind != n.kind || l.target != n.target => {
+                return Err(fail(
+                    &n.path,
+                    format!(
+                        "{}{} on disk, but the record says {}{}",
+                        n.kind,
+                        shown(&n.target),
+                        l.kind,
+                        shown(&l.target)
+                    ),
+                    "non_file_changed",
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(l) = listed
+        .iter()
+        .find(|l| !on_disk.iter().any(|n| n.path == l.path))
+    {
+        return Err(fail(
+            &l.path,
+            format!(
+                "{}{} in the record's output-non-files but not on disk",
+                l.kind,
+                shown(&l.target)
+            ),
+            "missing_non_file",
+        ));
+    }
+    Ok(())
 }
 
 /// The subjects as a manifest of plain sha256 files (names are output paths).

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 pub enum RollbackError {
     #[error("rollback state {path}: {message}")]
     State { path: PathBuf, message: String },
+    #[error(transparent)]
+    Read(crate::fsread::ReadError),
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -37,12 +39,13 @@ impl RollbackState {
             path: path.to_path_buf(),
             message,
         };
-        let file = match std::fs::read(path) {
+        use crate::fsread::{read_bounded, Follow, MAX_STATE_BYTES};
+        let file = match read_bounded(path, "rollback state", MAX_STATE_BYTES, Follow::Yes) {
             Ok(bytes) => {
                 serde_json::from_slice(&bytes).map_err(|e| err(format!("malformed: {e}")))?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile::default(),
-            Err(e) => return Err(err(format!("cannot read: {e}"))),
+            Err(e) if e.is_not_found() => StateFile::default(),
+            Err(e) => return Err(RollbackError::Read(e)),
         };
         Ok(RollbackState {
             path: path.to_path_buf(),

@@ -228,6 +228,7 @@ fn run_aibom(args: AibomArgs) -> ExitCode {
         Ok(g) => g,
         Err(e) => return failed(false, e.kind(), e.to_string(), serde_json::json!({})),
     };
+    warn_all(&graph.warnings);
     let top = match record::verify_record(&name, &bytes, &policy, None) {
         Ok(t) => t,
         Err(e) => return failed(false, e.kind(), e.to_string(), serde_json::json!({})),
@@ -280,6 +281,7 @@ fn run_gate(args: GateArgs) -> ExitCode {
     let name = args.record.display().to_string();
     match sealrun_verifier::gate::evaluate(&name, &bytes, &index, &gate, &trust) {
         Ok(v) => {
+            warn_all(&v.warnings);
             if args.json {
                 println!("{}", serde_json::json!({"ok": v.passed, "verdict": v}));
             } else if v.passed {
@@ -330,6 +332,7 @@ fn run_chain(args: ChainArgs) -> ExitCode {
     };
     match chain::verify_chain(&args.record.display().to_string(), &bytes, &index, &policy) {
         Ok(g) => {
+            warn_all(&g.warnings);
             match args.format {
                 GraphFormat::Text => {
                     println!(
@@ -352,8 +355,8 @@ fn policy_from(t: &TrustArgs) -> Result<Policy> {
     match (&t.policy, &t.key) {
         (Some(t), _) => Ok(Policy::load(t)?),
         (None, Some(k)) => {
-            let pem = std::fs::read_to_string(k)
-                .with_context(|| format!("cannot read public key {}", k.display()))?;
+            use sealrun_verifier::fsread::{read_bounded_string, Follow, MAX_KEY_BYTES};
+            let pem = read_bounded_string(k, "public key", MAX_KEY_BYTES, Follow::Yes)?;
             let key = PublicKey::from_pem(&pem).with_context(|| format!("{}", k.display()))?;
             Ok(Policy::single_key(&k.display().to_string(), key))
         }
@@ -361,14 +364,24 @@ fn policy_from(t: &TrustArgs) -> Result<Policy> {
     }
 }
 
+/// Print each warning on stderr (they are also in the JSON output).
+fn warn_all(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("sealrun-verify: warning: {w}");
+    }
+}
+
 fn usage_error(json: bool, e: anyhow::Error) -> ExitCode {
     if json {
         println!(
             "{}",
-            serde_json::json!({"ok": false, "reason": "usage", "message": format!("{e:#}")})
+            serde_json::json!({"ok": false, "reason": "usage", "message": sealrun_verifier::text::error_chain(e.as_ref())})
         );
     }
-    eprintln!("sealrun-verify: error: {e:#}");
+    eprintln!(
+        "sealrun-verify: error: {}",
+        sealrun_verifier::text::error_chain(e.as_ref())
+    );
     ExitCode::from(exit::USAGE)
 }
 
@@ -509,10 +522,13 @@ fn run_artifact(args: ArtifactArgs) -> ExitCode {
         if json {
             println!(
                 "{}",
-                serde_json::json!({"ok": false, "reason": "usage", "message": format!("{e:#}")})
+                serde_json::json!({"ok": false, "reason": "usage", "message": sealrun_verifier::text::error_chain(e.as_ref())})
             );
         }
-        eprintln!("sealrun-verify: error: {e:#}");
+        eprintln!(
+            "sealrun-verify: error: {}",
+            sealrun_verifier::text::error_chain(e.as_ref())
+        );
         ExitCode::from(exit::USAGE)
     };
     let policy = match load_policy(&args) {
@@ -531,7 +547,7 @@ fn run_artifact(args: ArtifactArgs) -> ExitCode {
     }
     let sig = match dsse::read_limited(&sig_path) {
         Ok(s) => s,
-        Err(e @ dsse::DsseError::Io { .. }) => return usage(e.into()),
+        Err(e @ dsse::DsseError::Io(_)) => return usage(e.into()),
         Err(e) => {
             return fail(
                 json,
