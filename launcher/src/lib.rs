@@ -9,6 +9,7 @@ pub mod demo;
 pub mod exec;
 pub mod keyfile;
 pub mod pipeline;
+pub mod rollback;
 pub mod run;
 pub mod secrets;
 pub mod sign;

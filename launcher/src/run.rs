@@ -4,8 +4,10 @@
 //! Guarantees: the spec, trust policy, signing key and every input signature
 //! are checked before anything runs; an input that fails verification stops the
 //! run (nothing executes), and the refusal is recorded in a signed record and the
-//! audit log; the job only ever reads staged, verified copies of its inputs and
-//! code; a `start` entry is in the audit log before the job starts, so a run the
+//! audit log; an input older than a version an earlier run used is refused the
+//! same way (see [`crate::rollback`]); the job only ever reads staged, verified
+//! copies of its inputs and code, bound from descriptors (see [`crate::stage`]);
+//! a `start` entry is in the audit log before the job starts, so a run the
 //! launcher never finished stays visible; stdout and stderr are streamed to the
 //! terminal and to log files; SIGINT/SIGTERM are forwarded to the job (a second
 //! one kills the tree); every run that started gets a signed record, whatever
@@ -100,6 +102,8 @@ pub struct RunSummary {
 pub struct RunOptions {
     /// Do not echo the job's stdout/stderr to the terminal (logs are still written).
     pub quiet: bool,
+    /// Make a new rollback state file (refused if it exists); see [`crate::rollback`].
+    pub init_rollback_state: bool,
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -154,6 +158,23 @@ impl Ctx<'_> {
         )
         .map_err(|e| RunError::Record(e.to_string()))?;
         Ok(path)
+    }
+
+    /// Record and audit a run refused before anything ran.
+    fn refuse(
+        &self,
+        inputs: &[RecordedInput],
+        message: String,
+        status: u8,
+    ) -> Result<RunSummary, RunError> {
+        let facts = self.facts(inputs, format!("refused: {message}"));
+        let record = self.finish(facts, "refused", format!("refused: {message}"))?;
+        Ok(RunSummary {
+            status,
+            message: format!("refused: {message}; nothing ran"),
+            record,
+            invocation: self.invocation.clone(),
+        })
     }
 
     fn facts<'b>(&'b self, inputs: &'b [RecordedInput], result: String) -> RunFacts<'b> {
@@ -447,6 +468,15 @@ pub fn run_spec(
             .or_default()
             .extend(v.iter().cloned());
     }
+    crate::rollback::precheck(
+        &spec.rollback_state,
+        &spec.audit_log,
+        opts.init_rollback_state,
+    )
+    .map_err(|e| RunError::Usage {
+        path: spec.rollback_state.clone(),
+        message: e.to_string(),
+    })?;
     std::fs::create_dir_all(&spec.records).map_err(|e| RunError::Usage {
         path: spec.records.clone(),
         message: format!("cannot create the records folder: {e}"),
@@ -469,8 +499,11 @@ pub fn run_spec(
         .parent()
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let stage =
-        Stage::create(&stage_base, &ctx.invocation).map_err(|e| RunError::Io(e.to_string()))?;
+    let stage = match Stage::create(&stage_base, &ctx.invocation) {
+        Ok(stage) => stage,
+        // Not ours, shared or unsafe: refuse rather than stage where others can swap.
+        Err(e) => return ctx.refuse(&[], format!("staging: {e}"), exit::SETUP_FAILED),
+    };
     let mut inputs = Vec::new();
     let mut fd_binds = Vec::new();
     for input in &spec.inputs {
@@ -510,6 +543,24 @@ pub fn run_spec(
                     input.path.display()
                 ))
             }
+        }
+    }
+    // Rollback: no input older than one an earlier run used (checked and recorded under the
+    // audit log's lock).
+    match crate::rollback::check_and_record(
+        &spec.rollback_state,
+        &spec.audit_log,
+        opts.init_rollback_state,
+        &inputs,
+    ) {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => return ctx.refuse(&inputs, why, exit::VERIFY_FAILED),
+        Err(crate::rollback::StateError::Audit(e)) => return Err(RunError::Record(e.to_string())),
+        Err(crate::rollback::StateError::State(e)) => {
+            return Err(RunError::Usage {
+                path: spec.rollback_state.clone(),
+                message: e.to_string(),
+            })
         }
     }
     let code_digest = match &spec.code {
