@@ -101,6 +101,38 @@ fn signed_file_with_another_size_is_refused_before_hashing() {
 }
 
 #[test]
+fn sparse_file_added_to_a_producers_outputs_is_refused_before_any_copy() {
+    let f = RunFixture::new();
+    let prod = f.job(
+        "prod",
+        "open('/out/model.txt', 'w').write('m')\n",
+        &[],
+        RUN_SANDBOX,
+    );
+    ok(f.run(&prod));
+    let record = f.record("prod");
+    sparse(&f.dir().join("prod-out/huge.bin"), 8 << 30);
+    let spec = format!(
+        "name = \"use\"\ncommand = [\"true\"]\noutput = \"use-out\"\ntrust = \"trust.toml\"\nsigning_key = \"launcher.key\"\n[[input]]\nname = \"m\"\npath = \"prod-out\"\nfrom_record = {:?}\nkind = \"model\"\n[sandbox]\n{RUN_SANDBOX}",
+        record.display().to_string()
+    );
+    std::fs::write(f.dir().join("use.toml"), spec).unwrap();
+    let t0 = Instant::now();
+    let out = f.run("use.toml");
+    let took = t0.elapsed();
+    fails_with(
+        out,
+        65,
+        &[
+            "file huge.bin: extra file (on disk but not signed)",
+            "nothing ran",
+        ],
+    );
+    assert!(took < CHEAP, "sealrun run took {took:?} to refuse");
+    assert_eq!(stage_dirs(f.dir()), Vec::<PathBuf>::new());
+}
+
+#[test]
 fn signed_input_runs_after_the_cheap_checks() {
     // The order changed, not the outcome: a clean input still verifies and runs.
     let f = RunFixture::new();

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use rand_core::RngCore;
 use sealrun_sandbox::{Bind, FdBind, ProfileRef, SandboxConfig, SandboxPlan, Stdio, Tmpfs};
 use sealrun_verifier::artifact::{
-    check_hashes, check_listing, check_signature, Verified, VerifyOptions,
+    check_hashes, check_listed, check_listing, check_signature, Verified, VerifyOptions,
 };
 use sealrun_verifier::chain::{verify_chain, Index};
 use sealrun_verifier::digest::Digest;
@@ -362,6 +362,8 @@ fn verify_proof(
         SpecProof::Record(rec_path) => {
             let bytes = dsse::read_limited(rec_path).map_err(|e| e.to_string())?;
             let shown = rec_path.display().to_string();
+            // Cheap checks first: the record's signature, then the file list.
+            check_record_listing(&shown, &bytes, policy, &input.path)?;
             let staged = stage
                 .copy_tree(&input.name, &input.path)
                 .map_err(|e| e.to_string())?;
@@ -430,6 +432,30 @@ fn verify_proof(
             ))
         }
     }
+}
+
+/// Before a record input is copied: the record verifies (signature only) and the folder holds
+/// exactly the files it attests, found without reading any of them.
+fn check_record_listing(
+    shown: &str,
+    bytes: &[u8],
+    policy: &Policy,
+    path: &Path,
+) -> Result<(), String> {
+    let vr = verify_record(shown, bytes, policy, None).map_err(|e| e.to_string())?;
+    let expected = vr
+        .outputs_manifest()
+        .map_err(|name| format!("record {shown}: subject {name:?} is not an output file"))?;
+    let walk = WalkOptions::with_shard_size(u64::MAX);
+    let artifact = format!("{:?}", path.display().to_string());
+    let listed = sealrun_verifier::manifest::list_sized(path, &walk).map_err(|source| {
+        sealrun_verifier::artifact::VerifyError::Tree {
+            artifact: artifact.clone(),
+            source,
+        }
+        .to_string()
+    })?;
+    check_listed(&artifact, &expected, &listed, false).map_err(|e| e.to_string())
 }
 
 /// Run the job or pipeline described by the spec at `spec_path`.
