@@ -331,33 +331,7 @@ fn verify_proof(
     match proof {
         SpecProof::Stage(name) => Err(format!("stage {name:?} was not resolved to its record")),
         SpecProof::Signature(sig_path) => {
-            let sig = dsse::read_limited(sig_path).map_err(|e| e.to_string())?;
-            let vopts = VerifyOptions {
-                policy,
-                now,
-                rollback: None,
-                expected_kind: Some(input.kind),
-                progress: None,
-            };
-            // Cheap checks first: the signature and policy, then the file list and sizes
-            // (no file read yet: an unsigned extra file or a wrong size stops here).
-            let shown = format!("{:?}", input.path.display().to_string());
-            let mut signed = check_signature(&sig, &shown, &vopts).map_err(|e| e.to_string())?;
-            let listed = check_listing(&mut signed, &input.path).map_err(|e| e.to_string())?;
-            // Then copy exactly the signed files, and hash the copy.
-            let staged = stage
-                .copy_listed(&input.name, &input.path, &listed)
-                .map_err(|e| e.to_string())?;
-            check_hashes(&signed, &staged.path, None).map_err(|e| e.to_string())?;
-            let sha = keep_proof(&spec.records, &sig)?;
-            Ok((
-                signed.verified,
-                Proof {
-                    kind: "signature",
-                    sha256: sha,
-                },
-                staged,
-            ))
+            verify_signed_input(input, stage, policy, spec, sig_path, now)
         }
         SpecProof::Record(rec_path) => {
             let bytes = dsse::read_limited(rec_path).map_err(|e| e.to_string())?;
@@ -432,6 +406,43 @@ fn verify_proof(
             ))
         }
     }
+}
+
+/// A signed input, cheap checks first: the signature and policy, then the file list and sizes
+/// (no file read yet: an unsigned extra file or a wrong size stops here); then exactly the
+/// signed files are copied, and the copy is hashed.
+fn verify_signed_input(
+    input: &crate::spec::Input,
+    stage: &Stage,
+    policy: &Policy,
+    spec: &JobSpec,
+    sig_path: &Path,
+    now: time::OffsetDateTime,
+) -> Result<(Verified, Proof, Staged), String> {
+    let sig = dsse::read_limited(sig_path).map_err(|e| e.to_string())?;
+    let vopts = VerifyOptions {
+        policy,
+        now,
+        rollback: None,
+        expected_kind: Some(input.kind),
+        progress: None,
+    };
+    let shown = format!("{:?}", input.path.display().to_string());
+    let mut signed = check_signature(&sig, &shown, &vopts).map_err(|e| e.to_string())?;
+    let listed = check_listing(&mut signed, &input.path).map_err(|e| e.to_string())?;
+    let staged = stage
+        .copy_listed(&input.name, &input.path, &listed)
+        .map_err(|e| e.to_string())?;
+    check_hashes(&signed, &staged.path, None).map_err(|e| e.to_string())?;
+    let sha = keep_proof(&spec.records, &sig)?;
+    Ok((
+        signed.verified,
+        Proof {
+            kind: "signature",
+            sha256: sha,
+        },
+        staged,
+    ))
 }
 
 /// Before a record input is copied: the record verifies (signature only) and the folder holds

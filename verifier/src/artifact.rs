@@ -620,9 +620,6 @@ pub fn verify_artifact(
         None => None,
     };
     check_listing(&mut signed, path)?;
-    if let Some(pb) = opts.progress {
-        pb.set_length(signed.expected.total_size());
-    }
     check_hashes(&signed, path, opts.progress)?;
     if let Some(state) = state.as_mut() {
         state
