@@ -470,3 +470,92 @@ fn unwritable_audit_log_stops_the_run_with_74() {
         assert_eq!(owner, me, "e-out left owned by the job's uid");
     }
 }
+
+fn launcher_key(f: &RunFixture) -> SigningKey {
+    let pem = std::fs::read_to_string(f.dir().join("launcher.key")).unwrap();
+    SigningKey::from_pkcs8_pem(&pem).unwrap()
+}
+
+/// A forged `end` entry chained correctly after the last line.
+fn forged_tail(l: &[String]) -> String {
+    let mut e = entry(l.last().unwrap());
+    e["seq"] = (l.len() as u64 + 1).into();
+    e["prev"] = sha256_hex(l.last().unwrap().as_bytes()).into();
+    e["event"] = "end".into();
+    e["job"] = "c".into();
+    e["outcome"] = "succeeded".into();
+    to_line(&e)
+}
+
+#[test]
+fn appended_tail_after_the_checkpoint_is_refused() {
+    // Correctly chained, but signed by nobody: the checkpoint covers entry 5 only.
+    let f = five_entry_log();
+    let mut l = lines(&f);
+    let forged = forged_tail(&l);
+    l.push(forged);
+    write_lines(&f, &l);
+    assert_bad(
+        &f,
+        "unsigned_tail",
+        Some(6),
+        &["entry 6 to entry 6 come after the signed checkpoint (entry 5)"],
+    );
+    // Accepted only when asked for, and then said to be unsigned.
+    let out = sealrun_integration::verify(
+        f.dir(),
+        &[
+            "log",
+            "audit.log",
+            "--trust",
+            "trust.toml",
+            "--allow-unsigned-tail",
+        ],
+    );
+    let t = ok(out);
+    assert!(
+        t.contains("entry 6 to entry 6 are after the signed checkpoint: UNSIGNED")
+            && t.contains("checkpoint at entry 5; 1 UNSIGNED entries after it"),
+        "{t}"
+    );
+}
+
+#[test]
+fn rewritten_tail_with_an_older_checkpoint_is_refused() {
+    // The attacker keeps an older (genuinely signed) checkpoint for entry 3 and
+    // rewrites everything after it, chaining correctly.
+    let f = five_entry_log();
+    let mut l = lines(&f);
+    let mut cp = checkpoint_of(&f);
+    cp.seq = 3;
+    cp.head = sha256_hex(l[2].as_bytes());
+    let env = sign_checkpoint(&cp, &launcher_key(&f));
+    std::fs::write(f.dir().join("audit.log.checkpoint"), env.to_json()).unwrap();
+    for i in 3..l.len() {
+        let mut e = entry(&l[i]);
+        e["prev"] = sha256_hex(l[i - 1].as_bytes()).into();
+        if e["event"] == "refused" {
+            e["event"] = "end".into();
+            e["outcome"] = "succeeded".into();
+        }
+        l[i] = to_line(&e);
+    }
+    write_lines(&f, &l);
+    assert_bad(&f, "unsigned_tail", Some(4), &["entry 4 to entry 5"]);
+}
+
+#[test]
+fn checkpoint_of_another_log_is_refused() {
+    let f = five_entry_log();
+    let mut cp = checkpoint_of(&f);
+    assert_eq!(cp.log, "audit.log");
+    cp.log = "other.log".into();
+    let env = sign_checkpoint(&cp, &launcher_key(&f));
+    std::fs::write(f.dir().join("audit.log.checkpoint"), env.to_json()).unwrap();
+    assert_bad(
+        &f,
+        "wrong_log",
+        None,
+        &["is for log \"other.log\", not \"audit.log\""],
+    );
+}

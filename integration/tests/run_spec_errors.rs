@@ -181,6 +181,41 @@ fn size_field_unparsable() {
 }
 
 #[test]
+fn output_bounds_are_checked() {
+    let (f, good) = fixture();
+    for (line, needle) in [
+        (
+            "max_output_size = \"big\"",
+            "sandbox.max_output_size: invalid size \"big\"",
+        ),
+        (
+            "max_file_size = \"0\"",
+            "sandbox.max_file_size: invalid size \"0\"",
+        ),
+        (
+            "max_log_size = \"-1M\"",
+            "sandbox.max_log_size: invalid size \"-1M\"",
+        ),
+        (
+            "max_output_files = 0",
+            "sandbox.max_output_files: must be at least 1",
+        ),
+        (
+            "post_run_timeout = \"0s\"",
+            "sandbox.post_run_timeout: invalid duration \"0s\"",
+        ),
+    ] {
+        check(
+            &f,
+            &good,
+            "memory = \"512M\"",
+            &format!("memory = \"512M\"\n{line}"),
+            &["bad.toml:14:", needle],
+        );
+    }
+}
+
+#[test]
 fn duration_field_unparsable_or_wrong_type() {
     let (f, good) = fixture();
     check(

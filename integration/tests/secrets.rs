@@ -900,3 +900,125 @@ fn secret_path_directly_in_run_is_a_spec_error() {
     assert!(t.contains("secrets.token.path"), "{t}");
     assert!(f.records("inrun").is_empty(), "{t}");
 }
+
+// ---- Issue #11 items 9 and 10: egress addresses, directory names, extended attributes ----
+
+/// The record of `job` holds no encoding of `value`, nor does the audit log.
+#[track_caller]
+fn nowhere_in_records(f: &RunFixture, job: &str, value: &str) {
+    for rec in f.records(job) {
+        let bytes = std::fs::read(&rec).unwrap();
+        assert!(hits(&bytes, value).is_empty(), "{}", rec.display());
+        let st = envelope_statement(&rec).to_string();
+        assert!(hits(st.as_bytes(), value).is_empty(), "{st}");
+    }
+    let audit = std::fs::read(f.dir().join("audit.log")).unwrap();
+    assert!(hits(&audit, value).is_empty(), "the audit log shows it");
+}
+
+const DIR_NAMES: &str = r#"import os
+v = open("/run/secrets/token", "rb").read()
+os.makedirs(b"/out/" + v)
+os.makedirs("/out/named/" + v.hex() + "/sub")
+open("/out/named/" + v.hex() + "/sub/f.txt", "w").write("x")
+"#;
+
+#[test]
+fn a_secret_in_a_directory_name_is_a_leak_and_empty_directories_are_recorded() {
+    let f = RunFixture::new();
+    let value = secret_value("dir_names");
+    let job = secret_job(&f, "dirs", DIR_NAMES, &[], &token_from_env("10m", ""));
+    let t = exit_code(&run_secret(&f, &job, &value, true), 66);
+    assert!(hits(t.as_bytes(), &value).is_empty(), "{t}");
+    let l = leaked(&f, "dirs");
+    for place in [
+        "output-name:[REDACTED:token]",
+        "output-name:named/[REDACTED:token]",
+    ] {
+        assert!(
+            l.iter().any(|(s, p)| s == "token" && p == place),
+            "{place} missing: {l:?}"
+        );
+    }
+    let st = statement(&f, "dirs");
+    let summary = &byproduct(&st, "output-summary")["annotations"];
+    assert_eq!(
+        summary["empty_directories"],
+        serde_json::json!(["[REDACTED:token]"]),
+        "{summary:#}"
+    );
+    nowhere_in_records(&f, "dirs", &value);
+}
+
+const XATTR: &str = r#"import os
+v = open("/run/secrets/token", "rb").read()
+open("/out/m.bin", "w").write("clean")
+os.setxattr("/out/m.bin", "user.k", v)
+os.mkdir("/out/d")
+os.setxattr("/out/d", "user." + v.hex()[:200], b"x")
+"#;
+
+#[test]
+fn a_secret_in_an_extended_attribute_is_a_leak_and_the_attribute_is_removed() {
+    let f = RunFixture::new();
+    let value = secret_value("xattr");
+    let job = secret_job(&f, "xattr", XATTR, &[], &token_from_env("10m", ""));
+    exit_code(&run_secret(&f, &job, &value, true), 66);
+    assert_eq!(
+        leaked(&f, "xattr"),
+        vec![
+            ("token".to_string(), "output-xattr:d".to_string()),
+            ("token".to_string(), "output-xattr:m.bin".to_string()),
+        ]
+    );
+    for p in ["m.bin", "d"] {
+        let c = std::ffi::CString::new(format!("{}/xattr-out/{p}", f.dir().display())).unwrap();
+        let mut buf = [0u8; 1024];
+        // SAFETY: a NUL-terminated path and a buffer of the length passed.
+        let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        assert_eq!(n, 0, "{p} keeps extended attributes");
+    }
+    nowhere_in_records(&f, "xattr", &value);
+}
+
+const EGRESS: &str = r#"import socket
+v = open("/run/secrets/token", "rb").read()
+for addr in [b"/x/" + v, b"\0" + v.hex().encode()]:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(addr)
+        print("CONNECTED")
+    except OSError as e:
+        print("refused", e.errno)
+"#;
+
+#[test]
+fn a_secret_in_an_egress_address_is_redacted_and_a_leak() {
+    let f = RunFixture::new();
+    let value = secret_value("egress");
+    let job = secret_job(&f, "egress", EGRESS, &[], &token_from_env("10m", ""));
+    let t = exit_code(&run_secret(&f, &job, &value, true), 66);
+    assert!(t.contains("secret leaked"), "{t}");
+    let log = log_of(&f, "egress", "stdout");
+    assert!(!contains(&log, b"CONNECTED"), "a connect went through");
+    let l = leaked(&f, "egress");
+    assert!(
+        l.contains(&("token".into(), "egress:/x/[REDACTED:token]".into())),
+        "{l:?}"
+    );
+    assert!(
+        l.iter()
+            .any(|(s, p)| s == "token" && p.starts_with("egress:@[REDACTED:token]")),
+        "{l:?}"
+    );
+    let st = statement(&f, "egress");
+    let egress = byproduct(&st, "sandbox")["annotations"]["egress_attempts"].clone();
+    let addrs: Vec<&str> = egress
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["address"].as_str().unwrap())
+        .collect();
+    assert!(addrs.contains(&"/x/[REDACTED:token]"), "{egress:#}");
+    nowhere_in_records(&f, "egress", &value);
+}

@@ -57,7 +57,8 @@ pub struct RunFacts<'a> {
     pub outcome: Option<&'a Outcome>,
     /// `succeeded`, `failed: ...`, `refused: ...`.
     pub result: String,
-    pub logs: Vec<(String, String, Digest)>,
+    /// `(stream, log file, digest of the file, annotations)`.
+    pub logs: Vec<(String, String, Digest, serde_json::Value)>,
     pub outputs: Option<&'a Outputs>,
     pub extra_byproducts: Vec<ResourceDescriptor>,
 }
@@ -125,11 +126,12 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
         });
     }
     let mut byproducts = Vec::new();
-    for (name, path, d) in &f.logs {
+    for (name, path, d, notes) in &f.logs {
         byproducts.push(ResourceDescriptor {
             digest: sha(d),
             uri: Some(format!("file:{path}")),
             media_type: Some("text/plain".into()),
+            annotations: Some(notes.clone()),
             ..rd(name)
         });
     }

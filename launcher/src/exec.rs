@@ -59,7 +59,8 @@ The command runs as uid 1000 in new user, mount, pid, network (loopback only), i
 namespaces, with no capabilities, no_new_privs, seccomp, Landlock, a read-only root, a 256 MiB
 tmpfs /tmp (the default working directory), /dev/shm, a minimal /dev, its own /proc, and an
 environment reset to PATH, HOME=/tmp, TMPDIR=/tmp, LANG plus --env. When started as root it runs
-as host uid 101000: --rw directories must be writable by that uid (e.g. chown 101000 DIR).
+as a host uid of its own (from 1879049192; concurrent runs get distinct ones, none overlapping
+/etc/subuid or /etc/subgid): --rw directories must be writable by it (e.g. mode 1777).
 
 Exit status: the command's own; 128+N if it was killed by signal N (137 also for an OOM kill);
 124 timeout; 125 the sandbox could not be set up (the message names the step); 64 usage error.
@@ -272,10 +273,26 @@ fn forward_signals_to(pid: libc::pid_t) {
 
 /// Run the command in the sandbox; returns the exit status to use.
 pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
-    let config = match config(&args) {
+    let mut config = match config(&args) {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
+    // The job never holds the operator's terminal: where ours is one, it writes to a pipe that
+    // we relay, escaped (see `crate::terminal`).
+    let mut relays = Vec::new();
+    let (out_tty, err_tty) = crate::terminal::terminals();
+    for (tty, to_stderr) in [(out_tty, false), (err_tty, true)] {
+        if tty {
+            let (relay, w) = crate::terminal::Relay::start(to_stderr)?;
+            relays.push(relay);
+            let fd = sealrun_sandbox::Stdio::Fd(w);
+            if to_stderr {
+                config.stderr = fd;
+            } else {
+                config.stdout = fd;
+            }
+        }
+    }
     let plan = match SandboxPlan::build(config) {
         Ok(p) => p,
         Err(e) => {
@@ -289,7 +306,11 @@ pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
     }
     catch_signals();
     // This process exits right after: the sandbox's teardown need not delay the answer.
-    let outcome = match plan.detach_teardown().run_with(forward_signals_to) {
+    let result = plan.detach_teardown().run_with(forward_signals_to);
+    for r in relays {
+        r.finish();
+    }
+    let outcome = match result {
         Ok(o) => o,
         Err(e) => {
             eprintln!("sealrun: {e}");

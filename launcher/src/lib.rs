@@ -8,6 +8,7 @@ pub mod audit;
 pub mod demo;
 pub mod exec;
 pub mod keyfile;
+pub mod outputs;
 pub mod pipeline;
 pub mod rollback;
 pub mod run;
@@ -15,6 +16,7 @@ pub mod secrets;
 pub mod sign;
 pub mod spec;
 pub mod stage;
+pub mod terminal;
 
 /// The current UTC time as RFC 3339 (seconds precision).
 pub fn now_rfc3339() -> String {

@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rand_core::RngCore;
 use sealrun_sandbox::{Bind, FdBind, ProfileRef, SandboxConfig, SandboxPlan, Stdio, Tmpfs};
@@ -28,7 +29,6 @@ use sealrun_verifier::dsse;
 use sealrun_verifier::keys::SigningKey;
 use sealrun_verifier::labels;
 use sealrun_verifier::manifest::{Manifest, WalkOptions};
-use sealrun_verifier::outputs;
 use sealrun_verifier::policy::Policy;
 use sealrun_verifier::record::sign_record;
 use sealrun_verifier::record::{outputs_digest, verify_record, ProducedArtifact};
@@ -38,7 +38,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::attest::{self, Proof, RecordedInput, RunFacts};
 use crate::audit::{self, Event};
-use crate::secrets::{self, Leak, Redactor, Secret};
+use crate::outputs;
+use crate::secrets::{self, Leak, Patterns, Redactor, Secret};
 use crate::spec::{JobSpec, Proof as SpecProof, Spec, SpecError, CODE_MOUNT, OUTPUT_MOUNT};
 use crate::stage::{Stage, Staged};
 use crate::{keyfile, now_rfc3339};
@@ -51,8 +52,11 @@ pub mod exit {
     pub const VERIFY_FAILED: u8 = 65;
     /// The record or audit log could not be written.
     pub const RECORD_FAILED: u8 = 74;
-    /// The job succeeded but a secret leaked into its logs or outputs.
+    /// The job succeeded but a secret leaked into its logs, outputs or egress addresses.
     pub const SECRET_LEAKED: u8 = 66;
+    /// The job succeeded but not everything it left in its output folder could
+    /// be attested (the record's `output-unattested` says what and why).
+    pub const OUTPUTS_UNATTESTED: u8 = 67;
     pub use sealrun_sandbox::exit_codes::{SETUP_FAILED, TIMEOUT};
 }
 
@@ -213,45 +217,184 @@ fn resolve_executable(argv0: &str) -> Option<PathBuf> {
         .and_then(|p| p.canonicalize().ok())
 }
 
-fn chown_tree(root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(root, Some(uid), Some(gid))?;
-    if std::fs::symlink_metadata(root)?.is_dir() {
-        for e in std::fs::read_dir(root)? {
-            chown_tree(&e?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
+/// Gives the output folder back to the launcher's own uid: by [`OutputOwner::collect`]
+/// after the run, or when dropped on any error path, so no path leaves it (or
+/// anything in it) owned by the job's uid.
+struct OutputOwner(Option<PathBuf>);
+
+fn launcher_ids() -> (u32, u32) {
+    (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    )
 }
 
-/// Gives an output folder back to the launcher's own uid when dropped, so no
-/// error path leaves it writable by the job's uid.
-struct OutputOwner(PathBuf);
+impl OutputOwner {
+    /// Hand every entry back and attest the folder.
+    fn collect(
+        mut self,
+        limits: &outputs::Limits,
+        patterns: &Arc<Patterns>,
+    ) -> crate::outputs::Collected {
+        let root = self.0.take().expect("collected once");
+        let (uid, gid) = launcher_ids();
+        crate::outputs::collect(&root, uid, gid, limits, patterns)
+    }
+}
 
 impl Drop for OutputOwner {
     fn drop(&mut self) {
-        let (uid, gid) = (
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        );
-        let _ = chown_tree(&self.0, uid, gid);
+        if let Some(root) = self.0.take() {
+            let (uid, gid) = launcher_ids();
+            let _ = crate::outputs::hand_back_only(&root, uid, gid);
+        }
     }
+}
+
+/// Redact every secret in the egress addresses the sandbox observed (a job
+/// can put one in an `AF_UNIX` path or abstract name); each one found is a
+/// leak at `egress:ADDRESS` (redacted).
+fn redact_egress(o: &mut sealrun_sandbox::Outcome, patterns: &Patterns) -> Vec<Leak> {
+    let mut leaks = Vec::new();
+    if patterns.is_empty() {
+        return leaks;
+    }
+    for e in &mut o.egress_attempts {
+        let (clean, seen) = patterns.redact_bytes(e.address.as_bytes());
+        if seen.is_empty() {
+            continue;
+        }
+        e.address = String::from_utf8_lossy(&clean).into_owned();
+        leaks.extend(seen.into_iter().map(|secret| Leak {
+            secret,
+            place: format!("egress:{}", e.address),
+        }));
+    }
+    leaks
+}
+
+/// The exit status, the record's `result` and the end reason of a run that
+/// started. A leak outranks unattested outputs; a failed job keeps its status,
+/// and the result also names what else went wrong.
+fn run_result(
+    outcome: &Result<sealrun_sandbox::Outcome, String>,
+    leaks: &[&Leak],
+    unattested: &sealrun_verifier::record::UnattestedOutputs,
+) -> (u8, String, String) {
+    let o = match outcome {
+        Ok(o) => o,
+        Err(e) => return (exit::SETUP_FAILED, format!("failed: {e}"), e.clone()),
+    };
+    let reason = attest::end_reason_text(o);
+    let mut problems = Vec::new();
+    if !leaks.is_empty() {
+        let list: Vec<String> = leaks
+            .iter()
+            .map(|l| format!("{} in {}", l.secret, l.place))
+            .collect();
+        problems.push(format!("secret leaked: {}", list.join(", ")));
+    }
+    if unattested.count > 0 {
+        problems.push(unattested_text(unattested));
+    }
+    let status = if !matches!(o.end, sealrun_sandbox::EndReason::Exited { code: 0 }) {
+        problems.insert(0, reason.clone());
+        o.exit_status()
+    } else if !leaks.is_empty() {
+        exit::SECRET_LEAKED
+    } else if unattested.count > 0 {
+        exit::OUTPUTS_UNATTESTED
+    } else {
+        return (0, "succeeded".into(), reason);
+    };
+    (status, format!("failed: {}", problems.join("; ")), reason)
+}
+
+/// One line for the record's result and the audit log: how many outputs were
+/// not attested, and the first one with its reason.
+fn unattested_text(u: &sealrun_verifier::record::UnattestedOutputs) -> String {
+    let first = u
+        .entries
+        .first()
+        .map(|e| format!(" (first: {}: {})", e.path, e.reason))
+        .unwrap_or_default();
+    format!("{} output(s) not attested{first}", u.count)
+}
+
+/// The record's `output-summary` and (if any) `output-unattested` byproducts.
+fn output_byproducts(
+    c: &crate::outputs::Collected,
+) -> Vec<sealrun_verifier::record::ResourceDescriptor> {
+    use sealrun_verifier::record::{
+        ResourceDescriptor, OUTPUT_SUMMARY_BYPRODUCT, UNATTESTED_BYPRODUCT,
+    };
+    let mut v = vec![ResourceDescriptor {
+        name: Some(OUTPUT_SUMMARY_BYPRODUCT.into()),
+        annotations: serde_json::to_value(&c.summary).ok(),
+        ..Default::default()
+    }];
+    if c.unattested.count > 0 {
+        v.push(ResourceDescriptor {
+            name: Some(UNATTESTED_BYPRODUCT.into()),
+            annotations: serde_json::to_value(&c.unattested).ok(),
+            ..Default::default()
+        });
+    }
+    v
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RunError::Io(format!("pipe: {e}")))
 }
 
+/// What became of one of the job's output streams.
+#[derive(Debug)]
+struct LogResult {
+    /// SHA-256 of the log file as written (marker included).
+    digest: Digest,
+    /// Secrets seen in the stream (also in the dropped part).
+    seen: Vec<String>,
+    /// Bytes of the (redacted) stream kept in the file, and dropped after the limit.
+    kept: u64,
+    dropped: u64,
+    /// Why the log file could not be (fully) written, if it could not.
+    error: Option<String>,
+}
+
+impl LogResult {
+    fn annotations(&self, limit: u64) -> serde_json::Value {
+        serde_json::json!({
+            "kept_bytes": self.kept,
+            "dropped_bytes": self.dropped,
+            "truncated": self.dropped > 0,
+            "max_log_size": limit,
+            "error": self.error,
+        })
+    }
+}
+
 /// Copy a pipe to a log file and (unless quiet) to our own stdout/stderr,
-/// redacting secrets on the way; returns the log's digest and the secrets seen.
+/// redacting secrets on the way. The file keeps the first `max` bytes, then a
+/// marker; the rest is still read (so the job never blocks on a full pipe) and
+/// scanned, but dropped. A file that cannot be written is an error in the
+/// result, not the end of the run: the pipe is drained all the same.
 async fn pump(
     fd: OwnedFd,
     log: PathBuf,
     to_stderr: bool,
     quiet: bool,
     mut redactor: Redactor,
-) -> std::io::Result<(Digest, Vec<String>)> {
+    max: u64,
+) -> std::io::Result<LogResult> {
     let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
-    let mut file = tokio::fs::File::create(&log).await?;
+    let mut error = None;
+    let mut file = match tokio::fs::File::create(&log).await {
+        Ok(f) => Some(f),
+        Err(e) => {
+            error = Some(format!("{}: {e}", log.display()));
+            None
+        }
+    };
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 << 10];
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if to_stderr {
@@ -259,6 +402,12 @@ async fn pump(
     } else {
         Box::new(tokio::io::stdout())
     };
+    let (mut kept, mut dropped) = (0u64, 0u64);
+    // A terminal gets the output escaped; the log keeps the raw bytes.
+    let (out_tty, err_tty) = crate::terminal::terminals();
+    let mut escaper =
+        (if to_stderr { err_tty } else { out_tty }).then(crate::terminal::Escaper::default);
+    let mut shown = Vec::new();
     loop {
         let n = rx.read(&mut buf).await?;
         let clean = if n == 0 {
@@ -266,18 +415,58 @@ async fn pump(
         } else {
             redactor.feed(&buf[..n])
         };
-        file.write_all(&clean).await?;
-        h.update(&clean);
-        if !quiet && !clean.is_empty() {
-            let _ = out.write_all(&clean).await;
-            let _ = out.flush().await;
+        let room = usize::try_from(max.saturating_sub(kept)).unwrap_or(usize::MAX);
+        let take = clean.len().min(room);
+        let mut chunk = clean[..take].to_vec();
+        if take < clean.len() {
+            if dropped == 0 {
+                chunk.extend_from_slice(
+                    format!("\n[sealrun: log truncated: only the first {max} bytes are kept (sandbox.max_log_size)]\n").as_bytes(),
+                );
+            }
+            dropped += (clean.len() - take) as u64;
+        }
+        kept += take as u64;
+        if let Some(f) = file.as_mut().filter(|_| !chunk.is_empty()) {
+            if let Err(e) = f.write_all(&chunk).await {
+                error = Some(format!("{}: {e}", log.display()));
+                file = None;
+            }
+        }
+        h.update(&chunk);
+        if !quiet {
+            let show = match &mut escaper {
+                Some(e) => {
+                    shown.clear();
+                    e.feed(&chunk, &mut shown);
+                    if n == 0 {
+                        e.finish(&mut shown);
+                    }
+                    &shown
+                }
+                None => &chunk,
+            };
+            if !show.is_empty() {
+                let _ = out.write_all(show).await;
+                let _ = out.flush().await;
+            }
         }
         if n == 0 {
             break;
         }
     }
-    file.sync_all().await?;
-    Ok((Digest(h.finalize().into()), redactor.seen()))
+    if let Some(f) = file {
+        if let Err(e) = f.sync_all().await {
+            error = Some(format!("{}: {e}", log.display()));
+        }
+    }
+    Ok(LogResult {
+        digest: Digest(h.finalize().into()),
+        seen: redactor.seen(),
+        kept,
+        dropped,
+        error,
+    })
 }
 
 /// Keep a copy of a proof (signature or producer record) in `records/artifacts/`
@@ -680,6 +869,7 @@ pub fn run_spec(
     config.memory = spec.sandbox.memory;
     config.pids = spec.sandbox.pids;
     config.timeout = spec.sandbox.timeout;
+    config.fsize = Some(spec.sandbox.outputs.max_file_size);
     config.cwd = Some(OUTPUT_MOUNT.into());
     config.secrets = secrets
         .iter()
@@ -703,6 +893,11 @@ pub fn run_spec(
             "pids": spec.sandbox.pids,
             "timeout_s": spec.sandbox.timeout.map(|t| t.as_secs_f64()),
             "tmp_bytes": spec.sandbox.tmp_size,
+            "max_file_bytes": spec.sandbox.outputs.max_file_size,
+            "max_output_bytes": spec.sandbox.outputs.max_output_size,
+            "max_output_files": spec.sandbox.outputs.max_output_files,
+            "max_log_bytes": spec.sandbox.outputs.max_log_size,
+            "post_run_timeout_s": spec.sandbox.outputs.post_run_timeout.as_secs_f64(),
         },
         "staging": "list-copy-hash",
     });
@@ -738,12 +933,14 @@ pub fn run_spec(
         secrets = ?secrets,
         "sandbox planned"
     );
-    chown_tree(&spec.output, job_uid, job_uid).map_err(|e| RunError::Usage {
-        path: spec.output.clone(),
-        message: format!("cannot hand the output folder to the job's uid {job_uid}: {e}"),
+    std::os::unix::fs::lchown(&spec.output, Some(job_uid), Some(job_uid)).map_err(|e| {
+        RunError::Usage {
+            path: spec.output.clone(),
+            message: format!("cannot hand the output folder to the job's uid {job_uid}: {e}"),
+        }
     })?;
     // Whatever happens from here on, the outputs are taken back from the job's uid.
-    let output_guard = OutputOwner(spec.output.clone());
+    let output_guard = OutputOwner(Some(spec.output.clone()));
 
     // 4. Start: the audit log learns of the run before the job runs.
     audit::append(
@@ -770,9 +967,11 @@ pub fn run_spec(
         .build()
         .map_err(|e| RunError::Io(format!("tokio runtime: {e}")))?;
     let quiet = opts.quiet;
-    let (outcome, logs) = rt.block_on(async {
-        let out_pump = tokio::spawn(pump(out_r, stdout_log.clone(), false, quiet, Redactor::new(&secrets)));
-        let err_pump = tokio::spawn(pump(err_r, stderr_log.clone(), true, quiet, Redactor::new(&secrets)));
+    let patterns = Arc::new(Patterns::new(&secrets));
+    let max_log = spec.sandbox.outputs.max_log_size;
+    let (mut outcome, logs) = rt.block_on(async {
+        let out_pump = tokio::spawn(pump(out_r, stdout_log.clone(), false, quiet, Redactor::with(patterns.clone()), max_log));
+        let err_pump = tokio::spawn(pump(err_r, stderr_log.clone(), true, quiet, Redactor::with(patterns.clone()), max_log));
         let started = tokio::task::spawn_blocking(move || plan.spawn())
             .await
             .map_err(|e| format!("supervisor: {e}"))?;
@@ -804,62 +1003,42 @@ pub fn run_spec(
         Ok::<_, String>((outcome, [out_d, err_d]))
     })
     .map_err(RunError::Io)?;
-    let [(out_digest, out_seen), (err_digest, err_seen)] = logs;
-    let mut leaks: Vec<Leak> = Vec::new();
-    for (place, seen) in [("stdout", out_seen), ("stderr", err_seen)] {
-        leaks.extend(seen.into_iter().map(|secret| Leak {
-            secret,
+    let job_ended = std::time::Instant::now();
+    // Egress addresses are the job's text too: redacted, and a secret in one is a leak.
+    let egress_leaks = match outcome.as_mut() {
+        Ok(o) => redact_egress(o, &patterns),
+        Err(_) => Vec::new(),
+    };
+    let [out_log, err_log] = logs;
+    let mut leaks: Vec<Leak> = egress_leaks;
+    let mut logs = Vec::new();
+    for (place, path, log) in [
+        ("stdout", &stdout_log, out_log),
+        ("stderr", &stderr_log, err_log),
+    ] {
+        leaks.extend(log.seen.iter().map(|secret| Leak {
+            secret: secret.clone(),
             place: place.to_string(),
         }));
+        let notes = log.annotations(max_log);
+        logs.push((
+            place.to_string(),
+            path.display().to_string(),
+            log.digest,
+            notes,
+        ));
     }
-    let logs = vec![
-        (
-            "stdout".to_string(),
-            stdout_log.display().to_string(),
-            out_digest,
-        ),
-        (
-            "stderr".to_string(),
-            stderr_log.display().to_string(),
-            err_digest,
-        ),
-    ];
 
-    // 5. Outputs: take them back from the job's uid, then hash (symlinks recorded, not followed).
-    drop(output_guard);
-    let mut outputs =
-        outputs::hash_outputs(&spec.output).map_err(|e| RunError::Io(format!("outputs: {e}")))?;
-    leaks.extend(secrets::scan_outputs(&spec.output, &secrets));
-    // Names and link targets count too, and never reach the record unredacted.
-    if !secrets.is_empty() {
-        let mut found = Vec::new();
-        for r in &mut outputs.files.resources {
-            let (shown, seen) = secrets::redact_text(&r.path, &secrets);
-            if !seen.is_empty() {
-                found.extend(seen.into_iter().map(|secret| Leak {
-                    secret,
-                    place: format!("output-name:{shown}"),
-                }));
-                r.path = shown;
-            }
-        }
-        for o in &mut outputs.other {
-            let (shown, seen) = secrets::redact_text(&o.path, &secrets);
-            let target = o.target.clone().unwrap_or_default();
-            let (target_shown, target_seen) = secrets::redact_text(&target, &secrets);
-            for secret in seen.into_iter().chain(target_seen) {
-                found.push(Leak {
-                    secret,
-                    place: format!("output-name:{shown}"),
-                });
-            }
-            o.path = shown;
-            if o.target.is_some() {
-                o.target = Some(target_shown);
-            }
-        }
-        leaks.extend(found);
-    }
+    // 5. Outputs: take every entry back from the job's uid, then attest what can be.
+    let bounds = &spec.sandbox.outputs;
+    let limits = outputs::Limits {
+        max_entries: bounds.max_output_files,
+        max_bytes: bounds.max_output_size,
+        deadline: job_ended + bounds.post_run_timeout,
+    };
+    let collected = output_guard.collect(&limits, &patterns);
+    leaks.extend(collected.leaks.iter().cloned());
+    let outputs = &collected.outputs;
     let blocking: Vec<&Leak> = leaks
         .iter()
         .filter(|l| {
@@ -870,32 +1049,15 @@ pub fn run_spec(
         .collect();
 
     // 6. Record and audit.
-    let (status, result, message) = match &outcome {
-        Ok(o) => {
-            let reason = attest::end_reason_text(o);
-            let ok = matches!(o.end, sealrun_sandbox::EndReason::Exited { code: 0 });
-            if ok && !blocking.is_empty() {
-                let list: Vec<String> = blocking
-                    .iter()
-                    .map(|l| format!("{} in {}", l.secret, l.place))
-                    .collect();
-                let result = format!("failed: secret leaked: {}", list.join(", "));
-                (exit::SECRET_LEAKED, result, reason)
-            } else if ok {
-                (0, "succeeded".to_string(), reason)
-            } else {
-                (o.exit_status(), format!("failed: {reason}"), reason)
-            }
-        }
-        Err(e) => (exit::SETUP_FAILED, format!("failed: {e}"), e.clone()),
-    };
+    let (status, result, message) = run_result(&outcome, &blocking, &collected.unattested);
     let mut facts = ctx.facts(&inputs, result.clone());
     facts.code_digest = code_digest;
     facts.executable = executable;
     facts.internal = internal;
     facts.outcome = outcome.as_ref().ok();
     facts.logs = logs;
-    facts.outputs = Some(&outputs);
+    facts.outputs = Some(outputs);
+    facts.extra_byproducts.extend(output_byproducts(&collected));
     // What this run produced, as one artifact consumers can check against.
     let input_labels: Vec<BTreeMap<String, String>> =
         inputs.iter().map(|i| i.verified.labels.clone()).collect();

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
@@ -235,36 +235,133 @@ pub struct Leak {
     pub place: String,
 }
 
+/// Every pattern of a set of secrets, compiled once into one Aho-Corasick
+/// automaton (leftmost-longest, so an encoding that contains the raw value
+/// wins): scanning costs the same per byte whatever the number of patterns.
+/// Shared by every [`Redactor`] of a run.
+///
+/// The automaton holds the patterns in memory that is not zeroed on drop; the
+/// launcher is non-dumpable while it holds secrets ([`protect_process`]).
+pub struct Patterns {
+    ac: Option<aho_corasick::AhoCorasick>,
+    /// The secret name of each pattern, by pattern id.
+    names: Vec<String>,
+    /// The patterns, for deciding what of a stream's tail can be emitted.
+    pats: Vec<Zeroizing<Vec<u8>>>,
+    longest: usize,
+}
+
+impl fmt::Debug for Patterns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Patterns({})", self.names.len())
+    }
+}
+
+impl Patterns {
+    /// The patterns of `secrets` (none for no secrets: everything passes unchanged).
+    pub fn new(secrets: &[Secret]) -> Patterns {
+        let mut names = Vec::new();
+        let mut pats: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+        for s in secrets {
+            for p in s.patterns() {
+                names.push(s.spec.name.clone());
+                pats.push(p);
+            }
+        }
+        let longest = pats.iter().map(|p| p.len()).max().unwrap_or(0);
+        let ac = (!pats.is_empty()).then(|| {
+            aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .build(pats.iter().map(|p| p.as_slice()))
+                .expect("secret patterns are at most 4 MiB in all")
+        });
+        Patterns {
+            ac,
+            names,
+            pats,
+            longest,
+        }
+    }
+
+    /// Whether a pattern longer than `tail` starts with it: more data could still
+    /// complete a match (or a longer one) at `tail`'s first byte.
+    fn pending(&self, tail: &[u8]) -> bool {
+        self.pats
+            .iter()
+            .any(|p| p.len() > tail.len() && p.starts_with(tail))
+    }
+
+    /// Whether there is nothing to look for.
+    pub fn is_empty(&self) -> bool {
+        self.ac.is_none()
+    }
+
+    /// Redact a whole short text (a name, a link target, an address): the
+    /// redacted bytes and the names of the secrets found.
+    pub fn redact_bytes(&self, text: &[u8]) -> (Vec<u8>, Vec<String>) {
+        let mut seen = BTreeMap::new();
+        let (out, _) = self.redact_into(text, text.len(), &mut seen);
+        (out, seen.into_keys().collect())
+    }
+
+    /// Redact `buf`, deciding only matches that start before `safe`; returns
+    /// the output and where the undecided tail starts.
+    fn redact_into(
+        &self,
+        buf: &[u8],
+        safe: usize,
+        seen: &mut BTreeMap<String, ()>,
+    ) -> (Vec<u8>, usize) {
+        let Some(ac) = &self.ac else {
+            return (buf.to_vec(), buf.len());
+        };
+        let mut out = Vec::with_capacity(buf.len());
+        let mut at = 0;
+        for m in ac.find_iter(buf) {
+            if m.start() >= safe {
+                break;
+            }
+            let name = &self.names[m.pattern().as_usize()];
+            out.extend_from_slice(&buf[at..m.start()]);
+            out.extend_from_slice(format!("[REDACTED:{name}]").as_bytes());
+            seen.insert(name.clone(), ());
+            at = m.end();
+        }
+        let keep = safe.max(at);
+        out.extend_from_slice(&buf[at..keep]);
+        (out, keep)
+    }
+}
+
 /// A streaming redactor: replaces every pattern with `[REDACTED:NAME]`, also
 /// when a pattern straddles two chunks, and remembers which secrets it saw.
+///
+/// A match is decided only once no longer pattern could still start at its
+/// first byte, so the result does not depend on how the stream was cut; only a
+/// tail that more data could turn into a match (at most the longest pattern's
+/// length less one byte) is held back.
 pub struct Redactor {
-    patterns: Vec<(String, Zeroizing<Vec<u8>>)>,
-    longest: usize,
+    patterns: std::sync::Arc<Patterns>,
     carry: Zeroizing<Vec<u8>>,
     seen: BTreeMap<String, ()>,
 }
 
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Redactor({} patterns)", self.patterns.len())
+        write!(f, "Redactor({:?})", self.patterns)
     }
 }
 
 impl Redactor {
-    /// A redactor for `secrets`.
+    /// A redactor for `secrets` (compiles their patterns; see [`Redactor::with`]).
     pub fn new(secrets: &[Secret]) -> Redactor {
-        let mut patterns = Vec::new();
-        for s in secrets {
-            for p in s.patterns() {
-                patterns.push((s.spec.name.clone(), p));
-            }
-        }
-        // Longest first, so an encoding that contains the raw value wins.
-        patterns.sort_by_key(|p| std::cmp::Reverse(p.1.len()));
-        let longest = patterns.iter().map(|p| p.1.len()).max().unwrap_or(0);
+        Redactor::with(std::sync::Arc::new(Patterns::new(secrets)))
+    }
+
+    /// A fresh redactor over already compiled patterns.
+    pub fn with(patterns: std::sync::Arc<Patterns>) -> Redactor {
         Redactor {
             patterns,
-            longest,
             carry: Zeroizing::new(Vec::new()),
             seen: BTreeMap::new(),
         }
@@ -277,39 +374,22 @@ impl Redactor {
         }
         let mut buf = Zeroizing::new(std::mem::take(&mut *self.carry));
         buf.extend_from_slice(chunk);
-        self.process(&buf, false)
+        // Every match starting before the first position where a pattern is still
+        // pending is final (leftmost-longest cannot change it): decide those, emit
+        // what lies between, hold the rest.
+        let from = buf.len().saturating_sub(self.patterns.longest - 1);
+        let safe = (from..buf.len())
+            .find(|&p| self.patterns.pending(&buf[p..]))
+            .unwrap_or(buf.len());
+        let (out, keep) = self.patterns.redact_into(&buf, safe, &mut self.seen);
+        self.carry.extend_from_slice(&buf[keep..]);
+        out
     }
 
     /// End of stream: the rest, redacted.
     pub fn finish(&mut self) -> Vec<u8> {
         let buf = Zeroizing::new(std::mem::take(&mut *self.carry));
-        self.process(&buf, true)
-    }
-
-    fn process(&mut self, buf: &[u8], last: bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(buf.len());
-        let mut i = 0;
-        'scan: while i < buf.len() {
-            for (name, p) in &self.patterns {
-                if buf[i..].starts_with(p) {
-                    out.extend_from_slice(format!("[REDACTED:{name}]").as_bytes());
-                    self.seen.insert(name.clone(), ());
-                    i += p.len();
-                    continue 'scan;
-                }
-            }
-            // Not a full match here. Near the end, a pattern might still be completed
-            // by the next chunk: hold the tail back.
-            if !last && buf.len() - i < self.longest {
-                let rest = &buf[i..];
-                if self.patterns.iter().any(|(_, p)| p.starts_with(rest)) {
-                    self.carry.extend_from_slice(rest);
-                    return out;
-                }
-            }
-            out.push(buf[i]);
-            i += 1;
-        }
+        let (out, _) = self.patterns.redact_into(&buf, buf.len(), &mut self.seen);
         out
     }
 
@@ -325,54 +405,8 @@ pub fn redact_text(text: &str, secrets: &[Secret]) -> (String, Vec<String>) {
     if secrets.is_empty() {
         return (text.to_string(), Vec::new());
     }
-    let mut r = Redactor::new(secrets);
-    let mut out = r.feed(text.as_bytes());
-    out.extend(r.finish());
-    (String::from_utf8_lossy(&out).into_owned(), r.seen())
-}
-
-/// Scan every regular file under `dir` for any secret pattern (streaming, with
-/// overlap between reads). Symlinks are not followed.
-pub fn scan_outputs(dir: &Path, secrets: &[Secret]) -> Vec<Leak> {
-    let mut leaks = Vec::new();
-    if secrets.is_empty() {
-        return leaks;
-    }
-    for entry in walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .into_iter()
-        .flatten()
-    {
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let rel = entry
-            .path()
-            .strip_prefix(dir)
-            .unwrap_or(entry.path())
-            .display()
-            .to_string();
-        let Ok(mut f) = std::fs::File::open(entry.path()) else {
-            continue;
-        };
-        let mut r = Redactor::new(secrets);
-        let mut buf = vec![0u8; 256 << 10];
-        while let Ok(n) = f.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            let _ = r.feed(&buf[..n]);
-        }
-        let _ = r.finish();
-        let (shown, _) = redact_text(&rel, secrets);
-        for s in r.seen() {
-            leaks.push(Leak {
-                secret: s,
-                place: format!("output:{shown}"),
-            });
-        }
-    }
-    leaks
+    let (out, seen) = Patterns::new(secrets).redact_bytes(text.as_bytes());
+    (String::from_utf8_lossy(&out).into_owned(), seen)
 }
 
 #[cfg(test)]
@@ -436,6 +470,33 @@ mod tests {
                 "{enc}"
             );
             assert_eq!(r.seen(), vec!["aws".to_string()], "{enc}");
+        }
+    }
+
+    #[test]
+    fn a_tail_no_pattern_can_start_in_is_emitted_at_once() {
+        let s = [secret("t", b"topsecretvalue")];
+        let mut r = Redactor::new(&s);
+        assert_eq!(r.feed(b"epoch 3: loss 0.5\n"), b"epoch 3: loss 0.5\n");
+        // A possible start is held back until it is decided.
+        assert_eq!(r.feed(b"key=topsec"), b"key=");
+        assert_eq!(r.feed(b"retvalue!"), b"[REDACTED:t]!");
+        assert_eq!(r.finish(), b"");
+    }
+
+    #[test]
+    fn many_secrets_and_overlapping_encodings() {
+        let s = [secret("a", b"abcdefgh"), secret("b", b"cdefghij-longer")];
+        let text = b"x abcdefgh y cdefghij-longer z abcdefghij-longer";
+        for chunk in 1..text.len() {
+            let mut r = Redactor::new(&s);
+            let out = redact_in_chunks(&mut r, text, chunk);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                "x [REDACTED:a] y [REDACTED:b] z [REDACTED:a]ij-longer",
+                "chunk {chunk}"
+            );
+            assert_eq!(r.seen(), vec!["a".to_string(), "b".to_string()]);
         }
     }
 

@@ -101,6 +101,11 @@ struct RawSandbox {
     #[serde(default)]
     ro: Vec<Spanned<String>>,
     tmp_size: Option<Spanned<String>>,
+    max_file_size: Option<Spanned<String>>,
+    max_output_size: Option<Spanned<String>>,
+    max_output_files: Option<Spanned<u64>>,
+    max_log_size: Option<Spanned<String>>,
+    post_run_timeout: Option<Spanned<String>>,
 }
 
 /// One verified input of a job.
@@ -135,6 +140,35 @@ pub struct SandboxSpec {
     pub timeout: Option<Duration>,
     pub ro: Vec<(PathBuf, String)>,
     pub tmp_size: Option<u64>,
+    /// Bounds on what the job leaves and on the launcher's work after it.
+    pub outputs: OutputLimits,
+}
+
+/// Bounds on a job's outputs and logs, and on the work after the job ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLimits {
+    /// `RLIMIT_FSIZE` of the job: no file it writes grows past this.
+    pub max_file_size: u64,
+    /// The output folder's files, counted by allocated blocks and by length.
+    pub max_output_size: u64,
+    /// Entries of any kind in the output folder.
+    pub max_output_files: u64,
+    /// Bytes kept of each of stdout and stderr; the rest is dropped after a marker.
+    pub max_log_size: u64,
+    /// Hashing and scanning the outputs stop this long after the job ends.
+    pub post_run_timeout: Duration,
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        OutputLimits {
+            max_file_size: 64 << 30,
+            max_output_size: 64 << 30,
+            max_output_files: 100_000,
+            max_log_size: 64 << 20,
+            post_run_timeout: Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 /// A validated job spec.
@@ -370,6 +404,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
         (i, 'K' | 'k') => (&s[..i], 1u64 << 10),
         (i, 'M' | 'm') => (&s[..i], 1 << 20),
         (i, 'G' | 'g') => (&s[..i], 1 << 30),
+        (i, 'T' | 't') => (&s[..i], 1 << 40),
         _ => (s, 1),
     };
     num.trim()
@@ -377,6 +412,46 @@ pub fn parse_size(s: &str) -> Option<u64> {
         .ok()?
         .checked_mul(mult)
         .filter(|&n| n > 0)
+}
+
+/// Parses an optional size field of the spec (value, field name).
+type SizeField<'a> = dyn Fn(&Option<Spanned<String>>, &str) -> Result<Option<u64>, SpecError> + 'a;
+
+/// The `[sandbox]` bounds on outputs, logs and post-run work (defaults in
+/// [`OutputLimits::default`]; `max_file_size` defaults to `max_output_size`).
+fn output_limits(ctx: &Ctx, sb: &RawSandbox, size: &SizeField) -> Result<OutputLimits, SpecError> {
+    let d = OutputLimits::default();
+    let max_output_size =
+        size(&sb.max_output_size, "sandbox.max_output_size")?.unwrap_or(d.max_output_size);
+    let max_file_size =
+        size(&sb.max_file_size, "sandbox.max_file_size")?.unwrap_or(max_output_size);
+    let max_log_size = size(&sb.max_log_size, "sandbox.max_log_size")?.unwrap_or(d.max_log_size);
+    if let Some(n) = sb.max_output_files.as_ref().filter(|n| *n.get_ref() == 0) {
+        return Err(ctx.err(n.span(), "sandbox.max_output_files", "must be at least 1"));
+    }
+    let post_run_timeout = match &sb.post_run_timeout {
+        None => d.post_run_timeout,
+        Some(t) => humantime::parse_duration(t.get_ref())
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                ctx.err(
+                    t.span(),
+                    "sandbox.post_run_timeout",
+                    format!("invalid duration {:?} (use e.g. 90s, 10m)", t.get_ref()),
+                )
+            })?,
+    };
+    Ok(OutputLimits {
+        max_file_size,
+        max_output_size,
+        max_output_files: sb
+            .max_output_files
+            .as_ref()
+            .map_or(d.max_output_files, |n| *n.get_ref()),
+        max_log_size,
+        post_run_timeout,
+    })
 }
 
 fn check_mount(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<String, SpecError> {
@@ -621,6 +696,7 @@ impl JobSpec {
         if let Some(p) = sb.pids.as_ref().filter(|p| *p.get_ref() == 0) {
             return Err(ctx.err(p.span(), "sandbox.pids", "must be at least 1"));
         }
+        let outputs = output_limits(ctx, sb, &size)?;
         let mut ro = Vec::new();
         for (i, v) in sb.ro.iter().enumerate() {
             let field = format!("sandbox.ro[{i}]");
@@ -763,6 +839,7 @@ impl JobSpec {
                 timeout,
                 ro,
                 tmp_size,
+                outputs,
             },
             secrets,
             produces: raw.produces.unwrap_or(Kind::Model),

@@ -4,7 +4,7 @@
 //! any failure is reported to the supervisor as `(step, index, errno)` and the process exits
 //! with status 125 before anything runs; seccomp is the last thing before `execve`.
 //!
-//! Init (after `clone` with the user, mount, pid, ipc, uts and cgroup namespace flags):
+//! Init (after `clone` with the user, mount, pid, ipc and uts namespace flags):
 //!  0. Start the network helper: a task sharing our memory and descriptors that makes the
 //!     network namespace and brings its `lo` up while we go on (see [`crate::net`]).
 //! 0b. Reset every signal disposition; empty the bounding and ambient capability sets.
@@ -24,7 +24,8 @@
 //! 10. Hostname `sealrun`; wait for the network helper's namespace and enter it (its only
 //!     interface is `lo`; the helper brings it up meanwhile).
 //! 11. Wait until the supervisor has moved us into the cgroup (it does so while we build the
-//!     mounts). Start the job (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no page-table copy);
+//!     mounts), then make the cgroup namespace (rooted there: the job sees `/`). Start the job
+//!     (`clone(CLONE_VM|CLONE_VFORK)` on its own stack: no page-table copy);
 //!     then reap everything (zombies of orphans included) and forward
 //!     SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the job; report its status and exit —
 //!     which kills everything left in the pid namespace.
@@ -35,7 +36,7 @@
 //! 14. stdin `/dev/null`, stdout/stderr as asked; `chdir` to the working directory.
 //! 15. Close every descriptor above 2 except the three the next steps need.
 //! 16. Drop the bounding and ambient capability sets.
-//! 17. Root mode: switch to uid/gid 1000 (host 101000) with no supplementary groups.
+//! 17. Root mode: switch to uid/gid 1000 (host base + 1000) with no supplementary groups.
 //! 18. Empty the permitted/effective/inheritable sets; `PR_SET_NO_NEW_PRIVS`.
 //! 19. Landlock: add rules for the sandbox's own mounts, restrict self.
 //! 19b. Wait until the network helper has brought `lo` up.
@@ -98,6 +99,7 @@ pub enum Step {
     SendListener,
     SeccompMain,
     Exec,
+    CgroupNamespace,
 }
 
 impl Step {
@@ -141,6 +143,7 @@ impl Step {
         Step::SendListener,
         Step::SeccompMain,
         Step::Exec,
+        Step::CgroupNamespace,
     ];
 
     /// Decode from the wire.
@@ -189,6 +192,7 @@ impl Step {
             Step::SendListener => "send seccomp listener",
             Step::SeccompMain => "seccomp filter",
             Step::Exec => "execve",
+            Step::CgroupNamespace => "cgroup namespace",
         }
     }
 }
@@ -301,6 +305,11 @@ pub fn init_main<S: Sys>(
         Err(e) => report(sys, fds, at(Step::WaitForSupervisor)(e)),
     }
     let _ = sys.close(fds.sync_r);
+    //     The cgroup namespace is made now, rooted at the run's own cgroup: the job sees `/`,
+    //     not the host's path of it (nor the launcher's cgroup, had it been made at `clone`).
+    if let Err(e) = sys.unshare_cgroup() {
+        report(sys, fds, at(Step::CgroupNamespace)(e))
+    }
     let mut job = || {
         let f = job_setup(sys, plan, fds, exec, &net);
         report(sys, fds, f)
@@ -340,7 +349,7 @@ pub fn init_setup<S: Sys>(
         Err(e) => return Err(at(Step::WaitForSupervisor)(e)),
     }
     // 2. Root mode: become the (unprivileged on the host) inside root, drop host groups.
-    if plan.ids == IdMode::Root {
+    if matches!(plan.ids, IdMode::Root { .. }) {
         sys.setgroups_empty().map_err(at(Step::BecomeInsideRoot))?;
         sys.setresgid(0).map_err(at(Step::BecomeInsideRoot))?;
         sys.setresuid(0).map_err(at(Step::BecomeInsideRoot))?;
@@ -394,6 +403,18 @@ pub fn init_setup<S: Sys>(
                     Some(data),
                 )
                 .map_err(at_i(Step::MountTmpfs, i))?,
+            MountOp::SecretTmpfs(p, _, slot) if trees[*slot] >= 0 => sys
+                .move_mount(trees[*slot], p)
+                .map_err(at_i(Step::MountTmpfs, i))?,
+            MountOp::SecretTmpfs(p, data, _) => sys
+                .mount(
+                    Some(c"tmpfs"),
+                    p,
+                    Some(c"tmpfs"),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    Some(data),
+                )
+                .map_err(at_i(Step::MountTmpfs, i))?,
             MountOp::Symlink(target, p) => {
                 sys.symlink(target, p).map_err(at_i(Step::Symlink, i))?
             }
@@ -419,7 +440,7 @@ pub fn init_setup<S: Sys>(
     // 7b. Secrets: 0400 files owned by the job on their private tmpfs (never on a disk,
     //     never in the host's mount table).
     let owner = match plan.ids {
-        crate::namespaces::IdMode::Root => Some(JOB_ID),
+        crate::namespaces::IdMode::Root { .. } => Some(JOB_ID),
         crate::namespaces::IdMode::Rootless { .. } => None,
     };
     for (i, sec) in plan.secrets.iter().enumerate() {
@@ -466,6 +487,25 @@ pub fn prepare_binds<S: Sys>(sys: &S, plan: &SandboxPlan, trees: &mut [i32]) -> 
         trees[i] = tree;
         sys.mount_setattr(tree, b.attrs)
             .map_err(at_i(Step::SetBindFlags, i))?;
+    }
+    // Root mode: the secrets tmpfs mounts are made here, by host root, because only a tmpfs of
+    // the initial user namespace may be `noswap` (secrets must never reach a swap device); owned
+    // by the sandbox's inside root, who writes the files. A kernel without `noswap` (before
+    // 6.4) refuses the option: the init then mounts a plain tmpfs, as in rootless mode.
+    if let crate::namespaces::IdMode::Root { base } = plan.ids {
+        let first = plan.mounts.binds.len();
+        for (k, &size) in plan.mounts.secret_sizes.iter().enumerate() {
+            match sys.secret_tmpfs(size, base) {
+                Ok(fd) => trees[first + k] = fd,
+                Err(libc::EINVAL) => {}
+                Err(e) => {
+                    let op = plan.mounts.ops.iter().position(
+                        |o| matches!(o, MountOp::SecretTmpfs(_, _, s) if *s == first + k),
+                    );
+                    return Err(at_i(Step::MountTmpfs, op.unwrap_or(0))(e));
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -543,7 +583,7 @@ fn job_steps<S: Sys>(
         .map_err(at(Step::CloseFds))?;
     // 16. The bounding and ambient sets are already empty (the init's step 0b, inherited).
     // 17. The job's identity.
-    if plan.ids == IdMode::Root {
+    if matches!(plan.ids, IdMode::Root { .. }) {
         sys.setgroups_empty().map_err(at(Step::SwitchUser))?;
         sys.setresgid(JOB_ID).map_err(at(Step::SwitchUser))?;
         sys.setresuid(JOB_ID).map_err(at(Step::SwitchUser))?;
@@ -888,6 +928,12 @@ mod tests {
         fn wait_loopback(&self, _: &NetHelper) -> SysResult<()> {
             self.rec("wait_loopback")
         }
+        fn unshare_cgroup(&self) -> SysResult<()> {
+            self.rec("unshare_cgroup")
+        }
+        fn secret_tmpfs(&self, size: u64, owner: u32) -> SysResult<i32> {
+            self.rec(format!("secret_tmpfs {size} {owner}")).map(|_| 9)
+        }
         fn spawn_job(&self, _: &mut dyn FnMut() -> i32, _: &mut [u8]) -> SysResult<libc::pid_t> {
             self.rec("spawn_job").map(|_| 2)
         }
@@ -988,7 +1034,7 @@ mod tests {
         r.assert_order(&order);
         // The /data bind is attached after /dev exists and before pivot_root.
         assert!(r.pos("move_mount /tmp/data") < r.pos("pivot_root"));
-        if p.ids == IdMode::Root {
+        if matches!(p.ids, IdMode::Root { .. }) {
             assert!(
                 r.pos("setresuid 0") < r.pos("prctl 1"),
                 "a credential change clears PDEATHSIG"

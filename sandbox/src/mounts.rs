@@ -89,6 +89,10 @@ pub enum MountOp {
     Bind(usize, CString),
     /// Mount a tmpfs with the given data (`size=…,mode=…`).
     Tmpfs(CString, CString),
+    /// A secrets tmpfs: attach the one the supervisor prepared (root mode: `noswap`, see
+    /// [`MountPlan::secret_sizes`]) from slot `usize` of the prepared trees, or else mount one
+    /// like [`MountOp::Tmpfs`].
+    SecretTmpfs(CString, CString, usize),
     /// Create a symlink `(link target, link path)`.
     Symlink(CString, CString),
     /// A folder with exactly this mode (e.g. `/dev/shm`, sticky and world-writable) on the root
@@ -110,6 +114,16 @@ pub struct MountPlan {
     pub landlock_paths: Vec<(CString, LandlockClass)>,
     /// Mount options of the root tmpfs (`mode=0755,size=…`).
     pub root_data: CString,
+    /// Sizes of the secrets tmpfs mounts; the prepared tree of the k-th is in slot
+    /// `binds.len() + k`.
+    pub secret_sizes: Vec<u64>,
+}
+
+impl MountPlan {
+    /// Slots of prepared trees: one per bind source, then one per secrets tmpfs.
+    pub fn tree_slots(&self) -> usize {
+        self.binds.len() + self.secret_sizes.len()
+    }
 }
 
 /// Which Landlock mask an in-sandbox path gets.
@@ -129,6 +143,7 @@ pub enum LandlockClass {
 enum Entry {
     Bind { src: usize },
     Tmpfs { size: u64, mode: u32 },
+    SecretTmpfs { size: u64 },
     Symlink { target: PathBuf },
     Dir,
     SharedDir { mode: u32 },
@@ -335,7 +350,7 @@ impl Builder {
         let dest = check_dest(dest)?;
         self.entries.retain(|(d, _)| d != &dest);
         self.entries
-            .push((dest.clone(), Entry::Tmpfs { size, mode: 0o755 }));
+            .push((dest.clone(), Entry::SecretTmpfs { size }));
         self.landlock.push((dest, LandlockClass::ReadNoExec));
         Ok(())
     }
@@ -412,6 +427,7 @@ impl Builder {
         let root = Path::new(NEW_ROOT);
         let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
         let mut ops = Vec::new();
+        let mut secret_sizes = Vec::new();
         for (dest, e) in &self.entries {
             let mut anc = PathBuf::from("/");
             let comps: Vec<_> = dest.components().skip(1).collect();
@@ -434,6 +450,16 @@ impl Builder {
                     let data =
                         CString::new(format!("size={size},mode={mode:o}")).unwrap_or_default();
                     ops.push(MountOp::Tmpfs(target, data));
+                }
+                Entry::SecretTmpfs { size } => {
+                    ops.push(MountOp::Dir(target.clone()));
+                    let data = CString::new(format!("size={size},mode=755")).unwrap_or_default();
+                    ops.push(MountOp::SecretTmpfs(
+                        target,
+                        data,
+                        self.binds.len() + secret_sizes.len(),
+                    ));
+                    secret_sizes.push(*size);
                 }
                 Entry::Symlink { target: t } => ops.push(MountOp::Symlink(cstr(t), target)),
                 Entry::Dir => ops.push(MountOp::Dir(target)),
@@ -461,6 +487,7 @@ impl Builder {
             ops,
             landlock_paths,
             root_data,
+            secret_sizes,
         }
     }
 }
@@ -473,7 +500,9 @@ pub fn describe_op(plan: &MountPlan, index: usize) -> String {
         | Some(MountOp::Proc(p))
         | Some(MountOp::SharedDir(p, _)) => strip(p),
         Some(MountOp::Bind(s, p)) => format!("{} -> {}", plan.binds[*s].host.display(), strip(p)),
-        Some(MountOp::Tmpfs(p, d)) => format!("tmpfs {} ({})", strip(p), d.to_string_lossy()),
+        Some(MountOp::Tmpfs(p, d)) | Some(MountOp::SecretTmpfs(p, d, _)) => {
+            format!("tmpfs {} ({})", strip(p), d.to_string_lossy())
+        }
         Some(MountOp::Symlink(t, p)) => format!("{} -> {}", strip(p), t.to_string_lossy()),
         None => String::new(),
     }

@@ -135,6 +135,9 @@ pub struct Observed {
     pub egress: Vec<EgressAttempt>,
 }
 
+/// Notifications answered after the command ended, at most.
+pub const MAX_DRAIN: usize = 4096;
+
 /// Maximum egress attempts kept in the report (the count in `denied` keeps counting).
 pub const MAX_EGRESS_RECORDS: usize = 1000;
 
@@ -212,9 +215,10 @@ impl<'a> Server<'a> {
         true
     }
 
-    /// Answer whatever is already queued on `listener`, without waiting for more.
+    /// Answer whatever is already queued on `listener`, without waiting for more (at most
+    /// [`MAX_DRAIN`] notifications: the tree is dying, its calls need no further count).
     pub fn drain(&mut self, listener: RawFd) {
-        loop {
+        for _ in 0..MAX_DRAIN {
             let mut p = libc::pollfd {
                 fd: listener,
                 events: libc::POLLIN,

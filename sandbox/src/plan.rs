@@ -54,6 +54,9 @@ pub enum PlanError {
     /// A secret's path or count (never its value).
     #[error("secret: {0}")]
     Secret(String),
+    /// No host id range for the job.
+    #[error(transparent)]
+    HostIds(#[from] crate::namespaces::IdError),
 }
 
 /// The sandbox's fixed `PATH`.
@@ -68,6 +71,8 @@ pub struct SandboxPlan {
     pub(crate) seccomp: Compiled,
     pub(crate) landlock: Prepared,
     pub(crate) ids: IdMode,
+    /// Root mode: this run's host id range, held until the plan is dropped.
+    _host_ids: Option<crate::namespaces::HostIds>,
     pub(crate) mounts: MountPlan,
     pub(crate) argv: Vec<CString>,
     pub(crate) envp: Vec<CString>,
@@ -282,6 +287,7 @@ impl SandboxPlan {
                 ttl: sf.ttl,
             });
         }
+        let (ids, host_ids) = IdMode::detect()?;
         let fd = |s: Stdio| match s {
             Stdio::Inherit => None,
             Stdio::Fd(f) => Some(f),
@@ -291,7 +297,8 @@ impl SandboxPlan {
             profile_sha256: profile.sha256,
             seccomp,
             landlock,
-            ids: IdMode::detect(),
+            ids,
+            _host_ids: host_ids,
             mounts,
             argv,
             envp,

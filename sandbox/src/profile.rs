@@ -4,8 +4,15 @@
 //! A profile is a pair: a seccomp profile in the OCI/Docker JSON format
 //! (`seccomp/NAME.json`) and a mount profile (`mounts/NAME.json`, falling back to
 //! `mounts/default.json`). Names are looked up in `$SEALRUN_PROFILES`, then in
-//! `<binary dir>/../share/sealrun/profiles`, then in the source tree the binary was built from
-//! (`sandbox-profiles/`, if it still exists), then in the copy embedded in the binary.
+//! `<binary dir>/../share/sealrun/profiles`, then (development builds only: release binaries
+//! hold no build-time path) in the source tree the binary was built from (`sandbox-profiles/`,
+//! if it still exists), then in the copy embedded in the binary.
+//!
+//! Started as root, a profile file is used only if it and every folder above it are owned by
+//! root and not writable by group or others (a sticky folder such as `/tmp` may be
+//! world-writable: others cannot replace root's entries in it); anything else is an error that
+//! names the offending path, never a silent fallback. So a profile a run reports is one that
+//! only root could have put there.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +34,17 @@ pub enum ProfileError {
         path: String,
         /// Cause.
         source: std::io::Error,
+    },
+    /// Started as root, a profile file or a folder above it that someone else could change.
+    #[error(
+        "refusing profile {path}: {what} (started as root, profiles are read only from files \
+         and folders owned by root and not writable by group or others)"
+    )]
+    NotRootOwned {
+        /// The profile file.
+        path: String,
+        /// What is wrong, e.g. `/srv/profiles is writable by others`.
+        what: String,
     },
     /// The JSON did not parse.
     #[error("invalid profile {path}: {source}")]
@@ -228,7 +246,8 @@ fn profile_dirs() -> &'static [PathBuf] {
             }
         }
         // A development build also reads the source tree's profiles (same content as the
-        // embedded copy unless edited since the build).
+        // embedded copy unless edited since the build). A release binary holds no such path.
+        #[cfg(debug_assertions)]
         dirs.push(PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../sandbox-profiles"
@@ -262,6 +281,9 @@ fn read_profile(path: &Path, rel: &str) -> std::io::Result<ProfileBytes> {
     }
     // SAFETY: the kernel just returned this descriptor; nothing else owns it.
     let mut file = unsafe { std::fs::File::from_raw_fd(fd as i32) };
+    if as_root() {
+        root_owned(path, &file.metadata()?)?;
+    }
     let mut buf = [0u8; 16 << 10];
     let mut n = 0;
     while n < buf.len() {
@@ -284,6 +306,71 @@ fn read_profile(path: &Path, rel: &str) -> std::io::Result<ProfileBytes> {
     Ok(std::borrow::Cow::Owned(all))
 }
 
+fn as_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The error [`find`] turns into [`ProfileError::NotRootOwned`].
+#[derive(Debug)]
+struct NotRootOwned(String);
+
+impl std::fmt::Display for NotRootOwned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotRootOwned {}
+
+/// Check that `path` (already opened: `meta` is its `fstat`) and every folder above it are owned
+/// by root and not writable by group or others (sticky folders excepted).
+fn root_owned(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let bad = |p: &Path, m: &std::fs::Metadata| -> Option<String> {
+        if m.uid() != 0 {
+            return Some(format!("{} is owned by uid {}", p.display(), m.uid()));
+        }
+        let sticky_dir = m.is_dir() && m.mode() & 0o1000 != 0;
+        if m.mode() & 0o022 != 0 && !sticky_dir {
+            return Some(format!(
+                "{} is writable by group or others (mode {:o})",
+                p.display(),
+                m.mode() & 0o7777
+            ));
+        }
+        None
+    };
+    let fail = |what: String| std::io::Error::other(NotRootOwned(what));
+    if let Some(what) = bad(path, meta) {
+        return Err(fail(what));
+    }
+    let abs = std::path::absolute(path)?;
+    for dir in abs.ancestors().skip(1) {
+        let m = std::fs::metadata(dir)?;
+        if let Some(what) = bad(dir, &m) {
+            return Err(fail(what));
+        }
+    }
+    Ok(())
+}
+
+/// The error for a failed read of the profile file `p`.
+fn read_error(p: &Path, source: std::io::Error) -> ProfileError {
+    match source
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<NotRootOwned>())
+    {
+        Some(NotRootOwned(what)) => ProfileError::NotRootOwned {
+            path: p.display().to_string(),
+            what: what.clone(),
+        },
+        None => ProfileError::Read {
+            path: p.display().to_string(),
+            source,
+        },
+    }
+}
+
 /// Find `rel` (e.g. `seccomp/python.json`): returns (source label, bytes). A folder that does
 /// not hold the file (or holds something else under that name) is skipped.
 fn find(rel: &str) -> Result<Option<(String, ProfileBytes)>, ProfileError> {
@@ -298,12 +385,7 @@ fn find(rel: &str) -> Result<Option<(String, ProfileBytes)>, ProfileError> {
                         | std::io::ErrorKind::IsADirectory
                         | std::io::ErrorKind::NotADirectory
                 ) => {}
-            Err(source) => {
-                return Err(ProfileError::Read {
-                    path: p.display().to_string(),
-                    source,
-                })
-            }
+            Err(source) => return Err(read_error(&p, source)),
         }
     }
     Ok(embedded_text(rel).map(|text| {
@@ -333,12 +415,7 @@ pub fn load(profile: &ProfileRef) -> Result<LoadedProfile, ProfileError> {
             (n.clone(), found, n.clone())
         }
         ProfileRef::Path(p) => {
-            let bytes: ProfileBytes = std::fs::read(p)
-                .map_err(|source| ProfileError::Read {
-                    path: p.display().to_string(),
-                    source,
-                })?
-                .into();
+            let bytes = read_profile(p, "").map_err(|source| read_error(p, source))?;
             (
                 p.display().to_string(),
                 (p.display().to_string(), bytes),

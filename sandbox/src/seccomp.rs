@@ -39,6 +39,23 @@
 //! notification with an error and never lets a call continue. If the supervisor is gone the kernel answers `ENOSYS`.
 //! Calls the profile answers with `ENOSYS` (e.g. `clone3`, so glibc falls back to `clone`) are a
 //! compatibility answer, not a policy alarm: they are not observed.
+//!
+//! ## What the sandbox refuses whatever the profile allows
+//! Where the profile allows them, these are refused (`EPERM`) and observed, in both forms (the
+//! guard carries the same checks):
+//! * `socket` outside the family allowlist: `AF_INET`, `AF_INET6` (the private network namespace
+//!   confines them), `AF_UNIX` stream and seqpacket (never datagram: a path datagram needs no
+//!   `connect`, and `sendmsg` hides its destination from BPF, so it could reach a host socket
+//!   bound into the sandbox), `AF_NETLINK` with `NETLINK_ROUTE` only. No other family reaches
+//!   the kernel, so none can autoload its module.
+//! * `socketpair` other than `AF_UNIX` stream or seqpacket.
+//! * `prctl(PR_SET_SECCOMP)` and `seccomp()`: a filter stacked by the job that returns `ERRNO`
+//!   would outrank the sandbox's USER_NOTIF and blind the observation (the record would show no
+//!   denied call and no egress). With one filter both are observed; with two, `seccomp()` must
+//!   stay callable until the profile is installed after the guard, so the profile's filter
+//!   refuses it (`EPERM`) without observing it, and the guard observes `prctl(PR_SET_SECCOMP)`.
+//!
+//! Arguments are compared on their low 32 bits: the kernel reads these as `int`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -192,6 +209,71 @@ const NEVER_OBSERVED: &[i64] = &[
     libc::SYS_exit_group,
     libc::SYS_rt_sigreturn,
 ];
+
+/// Calls whose arguments the sandbox checks itself wherever the profile allows them (see the
+/// module docs): each refused combination is answered USER_NOTIF (observed, `EPERM`).
+const ARG_CHECKED: [i64; 3] = [libc::SYS_socket, libc::SYS_socketpair, libc::SYS_prctl];
+
+/// `PR_SET_SECCOMP`.
+const PR_SET_SECCOMP: u32 = 22;
+const BPF_ALU_AND_K: u16 = 0x54;
+/// Offset of the low half of argument `i` in `seccomp_data`.
+const fn arg_lo(i: u32) -> u32 {
+    16 + 8 * i
+}
+
+/// The sandbox's own check of `nr`'s arguments (one of [`ARG_CHECKED`]): code that returns
+/// USER_NOTIF for a refused combination and otherwise falls off its end.
+fn arg_check(nr: i64) -> Vec<sock_filter> {
+    // Each entry: an instruction whose `jt` (or `jf` for the last `jeq` of a group) names
+    // "accept" as `ACC`, resolved below to a jump past the end.
+    const ACC: u8 = u8::MAX;
+    let notify = stmt(BPF_RET_K, RET_USER_NOTIF);
+    let accept_if = |k: u32| jump(BPF_JEQ_K, k, ACC, 0);
+    let mut code = match nr {
+        libc::SYS_socket => vec![
+            stmt(BPF_LD_W_ABS, arg_lo(0)),
+            accept_if(libc::AF_INET as u32),
+            accept_if(libc::AF_INET6 as u32),
+            jump(BPF_JEQ_K, libc::AF_UNIX as u32, 2, 0),
+            jump(BPF_JEQ_K, libc::AF_NETLINK as u32, 6, 0),
+            notify.clone(),
+            // AF_UNIX: the type without SOCK_NONBLOCK/SOCK_CLOEXEC.
+            stmt(BPF_LD_W_ABS, arg_lo(1)),
+            stmt(BPF_ALU_AND_K, 0xf),
+            accept_if(libc::SOCK_STREAM as u32),
+            accept_if(libc::SOCK_SEQPACKET as u32),
+            notify.clone(),
+            // AF_NETLINK: the protocol.
+            stmt(BPF_LD_W_ABS, arg_lo(2)),
+            accept_if(libc::NETLINK_ROUTE as u32),
+            notify,
+        ],
+        libc::SYS_socketpair => vec![
+            stmt(BPF_LD_W_ABS, arg_lo(0)),
+            jump(BPF_JEQ_K, libc::AF_UNIX as u32, 1, 0),
+            notify.clone(),
+            stmt(BPF_LD_W_ABS, arg_lo(1)),
+            stmt(BPF_ALU_AND_K, 0xf),
+            accept_if(libc::SOCK_STREAM as u32),
+            accept_if(libc::SOCK_SEQPACKET as u32),
+            notify,
+        ],
+        libc::SYS_prctl => vec![
+            stmt(BPF_LD_W_ABS, arg_lo(0)),
+            jump(BPF_JEQ_K, PR_SET_SECCOMP, 0, 1),
+            notify,
+        ],
+        _ => unreachable!("not an argument-checked call: {nr}"),
+    };
+    let len = code.len();
+    for (i, ins) in code.iter_mut().enumerate() {
+        if ins.code == BPF_JEQ_K && ins.jt == ACC {
+            ins.jt = (len - i - 1) as u8;
+        }
+    }
+    code
+}
 
 /// A call's rules by action (`None` = an unconditional rule).
 type PerAction = BTreeMap<Action, Vec<Option<SeccompRule>>>;
@@ -417,6 +499,8 @@ fn compile_inner(
     // down to one unconditional action need no block: the tree returns it directly.
     let mut nrs: BTreeSet<i64> = by_nr.keys().copied().collect();
     nrs.extend(observed.keys().copied());
+    nrs.extend(ARG_CHECKED);
+    nrs.insert(libc::SYS_seccomp);
     if merged {
         nrs.extend([libc::SYS_connect, libc::SYS_sendto]);
     }
@@ -429,7 +513,9 @@ fn compile_inner(
         allow_ret
     };
     let mut leaves: Vec<(u32, Label)> = Vec::new();
-    let mut blocks: Vec<(Label, Vec<sock_filter>)> = Vec::new();
+    // Rule code, and where its ALLOW answers go instead (the sandbox's own argument check).
+    let mut blocks: Vec<(Label, Vec<sock_filter>, Option<Label>)> = Vec::new();
+    let mut checks: Vec<(Label, i64)> = Vec::new();
     let mut sendto_block = None;
     for nr in nrs {
         if observed.contains_key(&nr) {
@@ -454,18 +540,45 @@ fn compile_inner(
             }
             continue;
         }
+        if nr == libc::SYS_seccomp {
+            // Never a filter stacked by the job (module docs): observed with one filter; with
+            // two, refused by this one (the guard must let the sandbox install it).
+            let l = match answer(nr) {
+                Some(a @ (Action::KillProcess | Action::KillThread | Action::Trap)) => {
+                    asm.ret(a.ret())
+                }
+                _ if merged => observe,
+                _ => asm.ret(RET_ERRNO | libc::EPERM as u32),
+            };
+            leaves.push((nr as u32, l));
+            continue;
+        }
+        // With one filter, the sandbox's argument check runs where the profile allows the call
+        // (with two, the guard carries it).
+        let check = (merged && ARG_CHECKED.contains(&nr)).then(|| {
+            let l = asm.label();
+            checks.push((l, nr));
+            l
+        });
         let per_action: Vec<(Action, &Vec<Option<SeccompRule>>)> = by_nr
             .get(&nr)
             .map(|per| per.iter().map(|(a, r)| (*a, r)).collect())
             .unwrap_or_default();
         // The first (most restrictive) action with an unconditional rule, if no conditional rule
-        // of a more restrictive action precedes it, is the answer.
-        if let Some((act, rs)) = per_action.first() {
-            if rs.iter().any(Option::is_none) {
-                let l = asm.ret(act.ret());
-                leaves.push((nr as u32, l));
-                continue;
-            }
+        // of a more restrictive action precedes it, is the answer; a call no rule names gets
+        // the default.
+        let unconditional = match per_action.first() {
+            None => Some(default),
+            Some((act, rs)) if rs.iter().any(Option::is_none) => Some(*act),
+            Some(_) => None,
+        };
+        if let Some(act) = unconditional {
+            let l = match check {
+                Some(c) if act == Action::Allow => c,
+                _ => asm.ret(act.ret()),
+            };
+            leaves.push((nr as u32, l));
+            continue;
         }
         let mut code = Vec::new();
         for (act, rs) in per_action {
@@ -482,16 +595,34 @@ fn compile_inner(
         }
         let l = asm.label();
         leaves.push((nr as u32, l));
-        blocks.push((l, code));
+        blocks.push((l, code, check));
     }
     let mut main = prologue();
     main.push(stmt(BPF_LD_W_ABS, 0));
     asm.tree(&leaves, default_ret);
-    for (l, code) in blocks {
+    for (l, code, check) in blocks {
         // "No rule matched" falls through to the default action.
         asm.place(l);
-        asm.raw(code);
+        match check {
+            // Each ALLOW answer becomes a jump to the check (one instruction for one: the
+            // block's own relative jumps stay right).
+            Some(c) => {
+                for ins in code {
+                    if ins.code == BPF_RET_K && ins.k == RET_ALLOW {
+                        asm.jump(c);
+                    } else {
+                        asm.raw(vec![ins]);
+                    }
+                }
+            }
+            None => asm.raw(code),
+        }
         asm.jump(default_ret);
+    }
+    for (l, nr) in checks {
+        asm.place(l);
+        asm.raw(arg_check(nr));
+        asm.jump(allow_ret);
     }
     if let Some((l, code)) = sendto_block {
         // (Every path of this one ends in a return.)
@@ -568,7 +699,7 @@ fn sendto_with_destination(otherwise: u32) -> Vec<sock_filter> {
 }
 
 /// The guard filter: USER_NOTIF for `connect`, `sendto` with a destination (every `sendto` if the
-/// profile denies it), and `observed`.
+/// profile denies it), `observed`, and the refused arguments of [`ARG_CHECKED`].
 fn guard_program(observed: impl Iterator<Item = i64>) -> BpfProgram {
     let mut nrs: BTreeSet<i64> = observed.collect();
     nrs.insert(libc::SYS_connect);
@@ -577,15 +708,25 @@ fn guard_program(observed: impl Iterator<Item = i64>) -> BpfProgram {
     let allow = asm.ret(RET_ALLOW);
     let notify = asm.ret(RET_USER_NOTIF);
     let sendto = asm.label();
+    let mut checks = Vec::new();
+    for nr in ARG_CHECKED.into_iter().filter(|nr| !nrs.contains(nr)) {
+        checks.push((nr, asm.label()));
+    }
     let mut leaves: Vec<(u32, Label)> = nrs.into_iter().map(|nr| (nr as u32, notify)).collect();
     if !sendto_observed {
         leaves.push((libc::SYS_sendto as u32, sendto));
-        leaves.sort_unstable();
     }
+    leaves.extend(checks.iter().map(|&(nr, l)| (nr as u32, l)));
+    leaves.sort_unstable();
     asm.tree(&leaves, allow);
     if !sendto_observed {
         asm.place(sendto);
         asm.raw(sendto_with_destination(RET_ALLOW));
+    }
+    for (nr, l) in checks {
+        asm.place(l);
+        asm.raw(arg_check(nr));
+        asm.jump(allow);
     }
     let mut p = prologue();
     p.truncate(3); // the arch check; the x32 answer comes from the main filter
@@ -945,11 +1086,51 @@ mod tests {
                 RET_ALLOW
             );
         }
-        for fam in [libc::AF_VSOCK, libc::AF_PACKET, libc::AF_BLUETOOTH] {
+        // Any other family, a unix datagram socket, netlink other than route: refused and
+        // observed (the sandbox's own check, whatever the profile says).
+        for fam in [libc::AF_VSOCK, libc::AF_PACKET, libc::AF_BLUETOOTH, 0] {
             assert_eq!(
                 eff(&c, libc::SYS_socket, [fam as u64, 1, 0, 0, 0, 0]),
-                eperm
+                RET_USER_NOTIF
             );
+        }
+        let unix = libc::AF_UNIX as u64;
+        let cloexec = libc::SOCK_CLOEXEC as u64 | libc::SOCK_NONBLOCK as u64;
+        for (nr, args, want) in [
+            (libc::SYS_socket, [unix, 2, 0, 0, 0, 0], RET_USER_NOTIF),
+            (
+                libc::SYS_socket,
+                [unix, 2 | cloexec, 0, 0, 0, 0],
+                RET_USER_NOTIF,
+            ),
+            (libc::SYS_socket, [unix, 1 | cloexec, 0, 0, 0, 0], RET_ALLOW),
+            (libc::SYS_socket, [unix, 5, 0, 0, 0, 0], RET_ALLOW),
+            (libc::SYS_socket, [16, 3, 0, 0, 0, 0], RET_ALLOW),
+            (libc::SYS_socket, [16, 3, 16, 0, 0, 0], RET_USER_NOTIF),
+            (
+                libc::SYS_socket,
+                [0x1_0000_0000 | 17, 1, 0, 0, 0, 0],
+                RET_USER_NOTIF,
+            ),
+            (
+                libc::SYS_socketpair,
+                [unix, 1 | cloexec, 0, 0, 0, 0],
+                RET_ALLOW,
+            ),
+            (libc::SYS_socketpair, [unix, 5, 0, 0, 0, 0], RET_ALLOW),
+            (libc::SYS_socketpair, [unix, 2, 0, 0, 0, 0], RET_USER_NOTIF),
+            (libc::SYS_socketpair, [2, 1, 0, 0, 0, 0], RET_USER_NOTIF),
+            (libc::SYS_prctl, [22, 2, 0, 0, 0, 0], RET_USER_NOTIF),
+            (
+                libc::SYS_prctl,
+                [0x1_0000_0016, 2, 0, 0, 0, 0],
+                RET_USER_NOTIF,
+            ),
+            (libc::SYS_prctl, [15, 0, 0, 0, 0, 0], RET_ALLOW),
+            (libc::SYS_seccomp, [1, 0, 0, 0, 0, 0], RET_USER_NOTIF),
+            (libc::SYS_seccomp, [2, 0, 0, 0, 0, 0], RET_USER_NOTIF),
+        ] {
+            assert_eq!(eff(&c, nr, args), want, "nr {nr} args {args:x?}");
         }
         // Foreign ABIs.
         assert_eq!(eff_arch(&c, 39, z, 0x4000_0003), RET_KILL_PROCESS);
@@ -1101,7 +1282,7 @@ mod tests {
                 {"names":["connect"],"action":"SCMP_ACT_ERRNO","errnoRet":38}]}"#,
             ),
         ));
-        let args: [[u64; 6]; 8] = [
+        let args: [[u64; 6]; 10] = [
             [0; 6],
             [3, 0, 0, 0, 0x7fff_0000_1000, 16],
             [3, 0x5412, 0, 0, 0, 0],
@@ -1109,6 +1290,8 @@ mod tests {
             [libc::SIGCHLD as u64, 0, 0, 0, 0, 0],
             [libc::AF_INET as u64, 1, 0, 0, 0, 0],
             [libc::AF_VSOCK as u64, 1, 0, 0, 0, 0],
+            [libc::AF_UNIX as u64, 2, 0, 0, 0, 0],
+            [22, 2, 0, 0, 0, 0],
             [u64::MAX; 6],
         ];
         let mut merged = Vec::new();
@@ -1123,6 +1306,13 @@ mod tests {
             for nr in (0..=470).chain([999, 0x4000_0000 | 39, 0x4000_0000 | 0x200]) {
                 for a in args {
                     for arch in [AUDIT_ARCH_X86_64, 0x4000_0003] {
+                        if nr == libc::SYS_seccomp && arch == AUDIT_ARCH_X86_64 {
+                            // Observed with one filter, refused unobserved with two (the
+                            // guard must let the profile's own filter be installed).
+                            let (o, t) = (eff_arch(&one, nr, a, arch), eff_arch(&two, nr, a, arch));
+                            assert!(o == t || (o == RET_USER_NOTIF && t == RET_ERRNO | 1));
+                            continue;
+                        }
                         assert_eq!(
                             eff_arch(&one, nr, a, arch),
                             eff_arch(&two, nr, a, arch),
@@ -1180,8 +1370,14 @@ mod tests {
             }
             for &(n, nr) in syscall_table::X86_64 {
                 let got = eff(&c, nr, [0; 6]);
-                // (connect and sendto are observed whatever the profile says: tested above.)
-                if other.contains(&nr) || nr == libc::SYS_connect || nr == libc::SYS_sendto {
+                // (connect and sendto are observed whatever the profile says, and the sandbox
+                // checks the arguments of a few calls itself: tested above.)
+                if other.contains(&nr)
+                    || nr == libc::SYS_connect
+                    || nr == libc::SYS_sendto
+                    || nr == libc::SYS_seccomp
+                    || ARG_CHECKED.contains(&nr)
+                {
                     continue;
                 }
                 let want = if allowed.contains(&nr) {

@@ -4,8 +4,9 @@
 //! runs; the wall-clock timeout kills the pid-namespace init, which takes the whole tree with it;
 //! the sandbox dies with the thread that created it (`PR_SET_PDEATHSIG`); cgroups are removed.
 //! The supervisor starts no thread of its own: one `poll` loop waits for the setup result, the
-//! seccomp notifications (answered in turn, see [`crate::notify`]), the command's status and the
-//! timeout.
+//! seccomp notifications (answered in turn, one per pass, see [`crate::notify`]), the command's
+//! status and the timeout — whose deadline is checked on every pass, so a flood of notifications
+//! cannot hold it off.
 //!
 //! [`SandboxPlan::run`] blocks the calling thread. [`SandboxPlan::spawn`] runs the same code on a
 //! dedicated thread (which is the sandbox's parent for `PR_SET_PDEATHSIG`) and returns a handle
@@ -227,7 +228,7 @@ fn supervise_in(
     .map_err(|e| setup("socketpair", e))?;
 
     // Root mode: clone the bind sources here, in the host mount namespace, as host root.
-    let mut trees = vec![-1i32; plan.mounts.binds.len()];
+    let mut trees = vec![-1i32; plan.mounts.tree_slots()];
     let mut owned_trees: Vec<OwnedFd> = Vec::new();
     if plan.ids.parent_prepares_binds() {
         let r = crate::child::prepare_binds(&LinuxSys, plan, &mut trees);
@@ -376,7 +377,9 @@ fn supervise_in(
                 std::io::Error::last_os_error()
             )));
         }
-        if r == 0 {
+        // The deadline is checked on every pass, before anything else is handled: a job whose
+        // threads keep the listener readable must not keep `poll` from ever timing out.
+        if r == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
             timed_out = true;
             // SAFETY: our own child; killing the pid-namespace init kills the namespace.
             unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -421,7 +424,11 @@ fn supervise_in(
     };
     let wall = start.elapsed();
     if let Some(l) = listener.take() {
-        server.drain(l.as_raw_fd());
+        if !timed_out {
+            // (After a timeout the tree is being killed: what is still queued is moot, and a
+            // flood must not delay the answer.)
+            server.drain(l.as_raw_fd());
+        }
     }
     let observed = server.finish();
     if let Some(f) = started.take() {

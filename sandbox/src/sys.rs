@@ -5,7 +5,7 @@
 //! The setup sequence in [`crate::child`] is generic over [`Sys`], so a recording double can
 //! assert the order of operations in unit tests.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 
 use crate::net::NetHelper;
 
@@ -69,6 +69,11 @@ pub trait Sys {
     /// Start `job` as a child sharing our memory on its own `stack`, suspending us until it
     /// execs or exits (`clone(CLONE_VM|CLONE_VFORK)`: no page tables are copied).
     fn spawn_job(&self, job: &mut dyn FnMut() -> i32, stack: &mut [u8]) -> SysResult<libc::pid_t>;
+    /// `unshare(CLONE_NEWCGROUP)`: a cgroup namespace rooted at our current cgroup.
+    fn unshare_cgroup(&self) -> SysResult<()>;
+    /// A detached tmpfs of `size` bytes, `noswap`, its root folder mode 0755 owned by `owner`
+    /// (uid = gid), mounted nosuid+nodev (`fsopen`/`fsconfig`/`fsmount`); the mount's descriptor.
+    fn secret_tmpfs(&self, size: u64, owner: u32) -> SysResult<i32>;
     fn setsid(&self) -> SysResult<()>;
     fn setrlimit(&self, resource: RlimitResource, value: u64) -> SysResult<()>;
     fn dup2(&self, from: i32, to: i32) -> SysResult<()>;
@@ -454,6 +459,60 @@ impl Sys for LinuxSys {
 
     fn wait_loopback(&self, net: &NetHelper) -> SysResult<()> {
         net.loopback()
+    }
+
+    fn unshare_cgroup(&self) -> SysResult<()> {
+        // SAFETY: raw syscall with an integer argument.
+        check(unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWCGROUP) }).map(drop)
+    }
+
+    fn secret_tmpfs(&self, size: u64, owner: u32) -> SysResult<i32> {
+        // (Runs in the supervisor before the clone: allocation is fine here.)
+        const FSOPEN_CLOEXEC: libc::c_uint = 1;
+        const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+        const FSCONFIG_SET_STRING: libc::c_uint = 1;
+        const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+        const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+        const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+        const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+        // SAFETY: a NUL-terminated name; the descriptor is closed below on every path.
+        let fs =
+            check(unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), FSOPEN_CLOEXEC) })?
+                as i32;
+        let config = |cmd: libc::c_uint, key: Option<&CStr>, value: Option<&CStr>| {
+            let ptr = |c: Option<&CStr>| c.map_or(std::ptr::null(), CStr::as_ptr);
+            // SAFETY: NUL-terminated key and value, or null where the command takes none.
+            check(unsafe { libc::syscall(libc::SYS_fsconfig, fs, cmd, ptr(key), ptr(value), 0) })
+        };
+        let number = |n: u64| CString::new(n.to_string()).unwrap_or_default();
+        let r = (|| {
+            config(FSCONFIG_SET_STRING, Some(c"size"), Some(&number(size)))?;
+            config(
+                FSCONFIG_SET_STRING,
+                Some(c"uid"),
+                Some(&number(owner.into())),
+            )?;
+            config(
+                FSCONFIG_SET_STRING,
+                Some(c"gid"),
+                Some(&number(owner.into())),
+            )?;
+            config(FSCONFIG_SET_STRING, Some(c"mode"), Some(c"755"))?;
+            config(FSCONFIG_SET_FLAG, Some(c"noswap"), None)?;
+            config(FSCONFIG_CMD_CREATE, None, None)?;
+            // SAFETY: our own configured context; the mount descriptor is returned to the caller.
+            check(unsafe {
+                libc::syscall(
+                    libc::SYS_fsmount,
+                    fs,
+                    FSMOUNT_CLOEXEC,
+                    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                )
+            })
+        })();
+        // SAFETY: closing our own descriptor.
+        unsafe { libc::close(fs) };
+        r.map(|m| m as i32)
     }
 
     fn spawn_job(&self, job: &mut dyn FnMut() -> i32, stack: &mut [u8]) -> SysResult<libc::pid_t> {

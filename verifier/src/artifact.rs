@@ -419,7 +419,7 @@ pub fn verify_signature(
     // 1. Structure of the envelope.
     let env = Envelope::parse(sig).map_err(env_err(shown))?;
     // 2. Payload type, then signature by a trusted key.
-    let (signer, payload): (&TrustedKey, Vec<u8>) = env
+    let (signers, payload): (Vec<&TrustedKey>, Vec<u8>) = env
         .verify(IN_TOTO_PAYLOAD_TYPE, |id| opts.policy.lookup(id))
         .map_err(env_err(shown))?;
     // 3. Statement and predicate shape.
@@ -448,7 +448,11 @@ pub fn verify_signature(
             root,
         });
     }
-    // 4. Policy: kind, labels, admission, expiry.
+    // 4. Policy: kind, labels, admission, expiry, with the signer the policy
+    // allows for this kind and these labels (if several keys signed).
+    let signer = opts.policy.choose(&signers, |k| {
+        k.may_sign(p.kind) && k.label_violation(&p.labels).is_none()
+    });
     check_policy(
         &artifact,
         signer,

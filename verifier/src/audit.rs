@@ -6,8 +6,12 @@
 //! line's exact bytes (64 zeros for the first); so a modified, deleted,
 //! reordered or inserted entry breaks the chain at the first bad sequence
 //! number. The checkpoint (a DSSE envelope, kind `checkpoint`, over the head's
-//! sequence number and hash) must be signed by a trusted key and match an entry
-//! in the log: a log cut short behind the checkpoint is detected as truncated.
+//! sequence number and hash) must be signed by a trusted key allowed to sign
+//! checkpoints, name this log's file (`log`), and cover the **last** entry: a
+//! log cut short behind the checkpoint is detected as truncated, and entries
+//! after it (an unsigned tail, which anyone who can write the file could have
+//! forged) are refused unless the caller explicitly allows them, in which case
+//! they are reported as unsigned ([`LogSummary::unsigned_tail`]).
 
 use std::path::Path;
 
@@ -122,6 +126,20 @@ pub enum AuditError {
     CheckpointKey { log: String, key: String },
     #[error("audit log {log}: no checkpoint at {path}: truncation cannot be ruled out (pass --no-checkpoint to accept that)")]
     NoCheckpoint { log: String, path: String },
+    #[error("audit log {log}: entry {first} to entry {last} come after the signed checkpoint (entry {seq}) and are signed by nobody: they may be forged (the launcher re-signs the checkpoint on every append; pass --allow-unsigned-tail to accept them as unsigned, e.g. after a launcher crashed mid-append)")]
+    UnsignedTail {
+        log: String,
+        seq: u64,
+        first: u64,
+        last: u64,
+    },
+    #[error("audit log {log}: checkpoint {path} is for log {named:?}, not {expected:?}")]
+    CheckpointLog {
+        log: String,
+        path: String,
+        named: String,
+        expected: String,
+    },
 }
 
 impl AuditError {
@@ -131,6 +149,7 @@ impl AuditError {
             AuditError::Broken { seq, .. } => Some(*seq),
             AuditError::Truncated { last, .. } => Some(last + 1),
             AuditError::CheckpointMismatch { seq, .. } => Some(*seq),
+            AuditError::UnsignedTail { first, .. } => Some(*first),
             _ => None,
         }
     }
@@ -145,6 +164,8 @@ impl AuditError {
             AuditError::Checkpoint { .. } => "bad_checkpoint",
             AuditError::CheckpointKey { .. } => "kind_not_allowed",
             AuditError::NoCheckpoint { .. } => "no_checkpoint",
+            AuditError::UnsignedTail { .. } => "unsigned_tail",
+            AuditError::CheckpointLog { .. } => "wrong_log",
         }
     }
 }
@@ -160,6 +181,29 @@ pub struct LogSummary {
     /// (the launcher died or is still running).
     pub unfinished: Vec<String>,
     pub checkpoint_seq: Option<u64>,
+    /// Entries after the checkpoint, accepted only with
+    /// [`LogOptions::allow_unsigned_tail`]: their content is vouched for by no
+    /// signature (only chained to the signed head), so anyone able to write the
+    /// log could have appended them. Empty when the checkpoint covers the log.
+    pub unsigned_tail: Vec<u64>,
+}
+
+/// How strict [`verify_log`] is.
+#[derive(Clone, Copy, Debug)]
+pub struct LogOptions {
+    /// Refuse a non-empty log without a checkpoint (default true).
+    pub require_checkpoint: bool,
+    /// Accept entries after the checkpoint, reported as unsigned (default false).
+    pub allow_unsigned_tail: bool,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            require_checkpoint: true,
+            allow_unsigned_tail: false,
+        }
+    }
 }
 
 /// Parse and chain-check the log's bytes; returns the entries and line hashes.
@@ -231,11 +275,79 @@ pub fn check_chain(log: &str, bytes: &[u8]) -> Result<Vec<(Entry, String)>, Audi
     Ok(out)
 }
 
+/// Verify the checkpoint envelope `cp_bytes` of the log `path` against its
+/// chained `entries`; returns the sequence number it signs.
+fn check_checkpoint(
+    path: &Path,
+    cp_path: &Path,
+    cp_bytes: &[u8],
+    entries: &[(Entry, String)],
+    policy: &Policy,
+) -> Result<u64, AuditError> {
+    let log = path.display().to_string();
+    let cp_err = |source| AuditError::Checkpoint {
+        log: log.clone(),
+        path: cp_path.display().to_string(),
+        source,
+    };
+    let env = Envelope::parse(cp_bytes).map_err(cp_err)?;
+    let (signers, payload): (Vec<&TrustedKey>, Vec<u8>) = env
+        .verify(IN_TOTO_PAYLOAD_TYPE, |id| policy.lookup(id))
+        .map_err(cp_err)?;
+    let signer = policy.choose(&signers, |k| k.may_sign(Kind::Checkpoint));
+    if !signer.may_sign(Kind::Checkpoint) {
+        return Err(AuditError::CheckpointKey {
+            log,
+            key: signer.name.clone(),
+        });
+    }
+    let st: Statement<Checkpoint> =
+        statement::parse(&payload, CHECKPOINT_PREDICATE_TYPE).map_err(cp_err)?;
+    let cp = st.predicate;
+    let expected = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if cp.log != expected {
+        return Err(AuditError::CheckpointLog {
+            log,
+            path: cp_path.display().to_string(),
+            named: cp.log,
+            expected,
+        });
+    }
+    let last = entries.len() as u64;
+    if cp.seq > last {
+        return Err(AuditError::Truncated {
+            log,
+            seq: cp.seq,
+            last,
+        });
+    }
+    // A checkpoint always names an entry (the launcher signs one after appending).
+    let Some(index) = cp.seq.checked_sub(1) else {
+        return Err(cp_err(DsseError::Malformed {
+            json_path: "payload$.predicate.seq".into(),
+            reason: "a checkpoint names entry 1 or later".into(),
+        }));
+    };
+    let actual = &entries[index as usize].1;
+    if *actual != cp.head {
+        return Err(AuditError::CheckpointMismatch {
+            log,
+            seq: cp.seq,
+            expected: cp.head,
+            actual: actual.clone(),
+        });
+    }
+    Ok(cp.seq)
+}
+
 /// Verify the log at `path` and its checkpoint (`LOG.checkpoint`).
 pub fn verify_log(
     path: &Path,
     policy: &Policy,
-    require_checkpoint: bool,
+    opts: LogOptions,
 ) -> Result<LogSummary, AuditError> {
     let log = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| AuditError::Io {
@@ -243,48 +355,14 @@ pub fn verify_log(
         source,
     })?;
     let entries = check_chain(&log, &bytes)?;
+    let last = entries.len() as u64;
     let cp_path = checkpoint_path(path);
     let checkpoint_seq = match std::fs::read(&cp_path) {
-        Ok(cp_bytes) => {
-            let cp_err = |source| AuditError::Checkpoint {
-                log: log.clone(),
-                path: cp_path.display().to_string(),
-                source,
-            };
-            let env = Envelope::parse(&cp_bytes).map_err(cp_err)?;
-            let (signer, payload): (&TrustedKey, Vec<u8>) = env
-                .verify(IN_TOTO_PAYLOAD_TYPE, |id| policy.lookup(id))
-                .map_err(cp_err)?;
-            if !signer.may_sign(Kind::Checkpoint) {
-                return Err(AuditError::CheckpointKey {
-                    log,
-                    key: signer.name.clone(),
-                });
-            }
-            let st: Statement<Checkpoint> =
-                statement::parse(&payload, CHECKPOINT_PREDICATE_TYPE).map_err(cp_err)?;
-            let cp = st.predicate;
-            let last = entries.len() as u64;
-            if cp.seq > last {
-                return Err(AuditError::Truncated {
-                    log,
-                    seq: cp.seq,
-                    last,
-                });
-            }
-            let actual = &entries[(cp.seq - 1) as usize].1;
-            if *actual != cp.head {
-                return Err(AuditError::CheckpointMismatch {
-                    log,
-                    seq: cp.seq,
-                    expected: cp.head,
-                    actual: actual.clone(),
-                });
-            }
-            Some(cp.seq)
-        }
+        Ok(cp_bytes) => Some(check_checkpoint(
+            path, &cp_path, &cp_bytes, &entries, policy,
+        )?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if require_checkpoint && !entries.is_empty() {
+            if opts.require_checkpoint && !entries.is_empty() {
                 return Err(AuditError::NoCheckpoint {
                     log,
                     path: cp_path.display().to_string(),
@@ -298,6 +376,21 @@ pub fn verify_log(
                 source,
             })
         }
+    };
+    // Entries after the signed head: nobody vouches for them.
+    let unsigned_tail: Vec<u64> = match checkpoint_seq {
+        Some(seq) if seq < last => {
+            if !opts.allow_unsigned_tail {
+                return Err(AuditError::UnsignedTail {
+                    log,
+                    seq,
+                    first: seq + 1,
+                    last,
+                });
+            }
+            (seq + 1..=last).collect()
+        }
+        _ => Vec::new(),
     };
     let mut started: Vec<&str> = Vec::new();
     let (mut finished, mut refusals) = (0, 0);
@@ -322,5 +415,6 @@ pub fn verify_log(
         refusals,
         unfinished: started.into_iter().map(str::to_string).collect(),
         checkpoint_seq,
+        unsigned_tail,
     })
 }

@@ -6,6 +6,15 @@
 //! padded; an envelope larger than [`MAX_ENVELOPE_BYTES`] is refused before it is
 //! read into memory; a malformed envelope is reported with the JSON path of the
 //! problem; a signature only counts if a key the caller trusts verifies it.
+//!
+//! So that an envelope's bytes cannot change while it still verifies (chain
+//! links and audit entries name envelopes by file digest): unknown fields are
+//! refused, base64 must be canonical, Ed25519 is verified strictly and ECDSA
+//! signatures must be low-S. At most [`MAX_SIGNATURES`] signatures are read; an
+//! empty `keyid` names no key; every signature is tried and all trusted keys
+//! that verify are returned (in the caller's order, not the envelope's), so the
+//! caller picks the one its policy allows and the order of signatures does not
+//! matter.
 
 use std::io::Read;
 use std::path::Path;
@@ -21,6 +30,9 @@ pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 
 /// Envelopes above this size are refused unread (16 MiB).
 pub const MAX_ENVELOPE_BYTES: u64 = 16 << 20;
+
+/// Envelopes with more signatures than this are refused before any is checked.
+pub const MAX_SIGNATURES: usize = 8;
 
 /// Why an envelope could not be read or verified.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +51,10 @@ pub enum DsseError {
     PayloadType { found: String, expected: String },
     #[error("envelope has no signatures")]
     NoSignatures,
+    #[error("envelope has {count} signatures, over the limit of {limit}")]
+    TooManySignatures { count: usize, limit: usize },
+    #[error("signature by key {keyid} has a high S value: sealrun accepts only low-S (canonical) ECDSA signatures, so that an envelope's bytes cannot change while it still verifies")]
+    HighS { keyid: String },
     #[error("no signature is by a trusted key (signed by key ids: {keyids})")]
     UnknownKey { keyids: String },
     #[error("signature by key {keyid} does not verify: the payload or payloadType was changed after signing, or the signature belongs to another payload")]
@@ -54,6 +70,8 @@ impl DsseError {
             DsseError::Malformed { .. } => "malformed_envelope",
             DsseError::PayloadType { .. } => "payload_type",
             DsseError::NoSignatures => "unsigned",
+            DsseError::TooManySignatures { .. } => "too_many_signatures",
+            DsseError::HighS { .. } => "non_canonical_signature",
             DsseError::UnknownKey { .. } => "unknown_key",
             DsseError::BadSignature { .. } => "bad_signature",
         }
@@ -62,8 +80,10 @@ impl DsseError {
 
 /// One signature.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Signature {
-    /// Hex key id (SHA-256 of the signer's SubjectPublicKeyInfo DER).
+    /// Hex key id (SHA-256 of the signer's SubjectPublicKeyInfo DER). Empty
+    /// (as model-signing writes) names no key in a plain envelope.
     #[serde(default)]
     pub keyid: String,
     /// Standard padded base64 of the signature bytes.
@@ -72,7 +92,7 @@ pub struct Signature {
 
 /// A DSSE envelope as it appears on disk.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Envelope {
     pub payload: String,
     pub payload_type: String,
@@ -171,6 +191,7 @@ impl Envelope {
     /// Parse an envelope from JSON, checking its structure (not its signatures).
     pub fn parse(bytes: &[u8]) -> Result<Envelope, DsseError> {
         let env: Envelope = parse_json(bytes)?;
+        env.check_count()?;
         b64("$.payload".into(), &env.payload)?;
         for (i, s) in env.signatures.iter().enumerate() {
             b64(format!("$.signatures[{i}].sig"), &s.sig)?;
@@ -190,37 +211,78 @@ impl Envelope {
         v
     }
 
+    fn check_count(&self) -> Result<(), DsseError> {
+        match self.signatures.len() {
+            0 => Err(DsseError::NoSignatures),
+            n if n > MAX_SIGNATURES => Err(DsseError::TooManySignatures {
+                count: n,
+                limit: MAX_SIGNATURES,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Verify the envelope: payload type first, then every signature whose key
-    /// `lookup` resolves. Returns the index of the key that verified and the
-    /// payload. `lookup` returns candidate keys for a keyid (an empty keyid, as
-    /// model-signing writes, may resolve to several candidates).
+    /// `lookup` resolves. Returns every key that verified a signature (at least
+    /// one, each once, in the order `lookup` lists them across signatures) and
+    /// the payload; the caller picks the signer its policy allows, so the order
+    /// of signatures never decides. ECDSA signatures must be low-S.
     pub fn verify<'k, K: 'k>(
         &self,
         expected_type: &str,
         lookup: impl Fn(&str) -> Vec<(&'k K, &'k PublicKey)>,
-    ) -> Result<(&'k K, Vec<u8>), DsseError> {
+    ) -> Result<(Vec<&'k K>, Vec<u8>), DsseError> {
+        self.verify_with(expected_type, lookup, false)
+    }
+
+    /// [`Envelope::verify`] for envelopes made by third-party tools that do not
+    /// normalise ECDSA signatures (Sigstore bundles): high-S is accepted.
+    pub fn verify_allowing_high_s<'k, K: 'k>(
+        &self,
+        expected_type: &str,
+        lookup: impl Fn(&str) -> Vec<(&'k K, &'k PublicKey)>,
+    ) -> Result<(Vec<&'k K>, Vec<u8>), DsseError> {
+        self.verify_with(expected_type, lookup, true)
+    }
+
+    fn verify_with<'k, K: 'k>(
+        &self,
+        expected_type: &str,
+        lookup: impl Fn(&str) -> Vec<(&'k K, &'k PublicKey)>,
+        allow_high_s: bool,
+    ) -> Result<(Vec<&'k K>, Vec<u8>), DsseError> {
         if self.payload_type != expected_type {
             return Err(DsseError::PayloadType {
                 found: self.payload_type.clone(),
                 expected: expected_type.to_string(),
             });
         }
-        if self.signatures.is_empty() {
-            return Err(DsseError::NoSignatures);
-        }
+        self.check_count()?;
         let payload = self.payload_bytes()?;
         let msg = pae(&self.payload_type, &payload);
-        let mut tried = None;
+        let mut verified: Vec<&'k K> = Vec::new();
+        let (mut bad, mut high_s) = (None, None);
         for (i, s) in self.signatures.iter().enumerate() {
             let sig = b64(format!("$.signatures[{i}].sig"), &s.sig)?;
             for (who, key) in lookup(&s.keyid) {
-                match key.verify(&msg, &sig) {
-                    Ok(()) => return Ok((who, payload)),
-                    Err(_) => tried = Some(key.keyid()),
+                match key.verify_with(&msg, &sig, allow_high_s) {
+                    Ok(()) => {
+                        if !verified.iter().any(|v| std::ptr::eq(*v, who)) {
+                            verified.push(who);
+                        }
+                    }
+                    Err(crate::keys::KeyError::HighS) => high_s = Some(key.keyid()),
+                    Err(_) => bad = Some(key.keyid()),
                 }
             }
         }
-        match tried {
+        if !verified.is_empty() {
+            return Ok((verified, payload));
+        }
+        if let Some(keyid) = high_s {
+            return Err(DsseError::HighS { keyid });
+        }
+        match bad {
             Some(keyid) => Err(DsseError::BadSignature { keyid }),
             None => Err(DsseError::UnknownKey {
                 keyids: self
@@ -266,7 +328,10 @@ mod tests {
                 vec![]
             }
         };
-        parsed.verify(IN_TOTO_PAYLOAD_TYPE, look).unwrap();
+        assert_eq!(
+            parsed.verify(IN_TOTO_PAYLOAD_TYPE, look).unwrap().0.len(),
+            1
+        );
         let mut t = parsed.clone();
         t.payload = STANDARD.encode(b"{ }");
         assert!(matches!(
@@ -285,5 +350,99 @@ mod tests {
             DsseError::Malformed { json_path, .. } => assert_eq!(json_path, "$.signatures[0].sig"),
             e => panic!("{e}"),
         }
+    }
+
+    fn p256_envelope(high_s: bool) -> (Envelope, PublicKey) {
+        use p256::ecdsa::signature::Signer as _;
+        let sk = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let public = PublicKey::EcdsaP256(*sk.verifying_key());
+        let payload = b"{}";
+        let sig: p256::ecdsa::Signature = sk.sign(&pae(IN_TOTO_PAYLOAD_TYPE, payload));
+        let low = sig.normalize_s().unwrap_or(sig);
+        let sig = if high_s {
+            p256::ecdsa::Signature::from_scalars(low.r(), -*low.s()).unwrap()
+        } else {
+            low
+        };
+        let env = Envelope {
+            payload: STANDARD.encode(payload),
+            payload_type: IN_TOTO_PAYLOAD_TYPE.into(),
+            signatures: vec![Signature {
+                keyid: public.keyid(),
+                sig: STANDARD.encode(sig.to_der().as_bytes()),
+            }],
+        };
+        (env, public)
+    }
+
+    #[test]
+    fn high_s_ecdsa_is_refused_except_for_bundles() {
+        for high in [false, true] {
+            let (env, p) = p256_envelope(high);
+            let look = |id: &str| {
+                if id == p.keyid() {
+                    vec![(&(), &p)]
+                } else {
+                    vec![]
+                }
+            };
+            let r = env.verify(IN_TOTO_PAYLOAD_TYPE, look);
+            if high {
+                assert!(matches!(r, Err(DsseError::HighS { .. })), "{r:?}");
+            } else {
+                r.unwrap();
+            }
+            // Both forms verify mathematically: only the canonical one is accepted.
+            env.verify_allowing_high_s(IN_TOTO_PAYLOAD_TYPE, look)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn every_verifying_key_is_returned_whatever_the_order() {
+        let (a, b) = (SigningKey::generate(), SigningKey::generate());
+        let keys = [("a", a.public()), ("b", b.public())];
+        let look = |id: &str| {
+            keys.iter()
+                .filter(|(_, k)| k.keyid() == id)
+                .map(|(n, k)| (n, k))
+                .collect::<Vec<_>>()
+        };
+        let mut env = sign(IN_TOTO_PAYLOAD_TYPE, b"{}", &a);
+        env.signatures
+            .push(sign(IN_TOTO_PAYLOAD_TYPE, b"{}", &b).signatures[0].clone());
+        let (who, _) = env.verify(IN_TOTO_PAYLOAD_TYPE, look).unwrap();
+        assert_eq!(who, [&"a", &"b"]);
+        env.signatures.reverse();
+        let (who, _) = env.verify(IN_TOTO_PAYLOAD_TYPE, look).unwrap();
+        assert_eq!(who, [&"b", &"a"]);
+        // An empty keyid is no wildcard: it names no key.
+        let mut anon = sign(IN_TOTO_PAYLOAD_TYPE, b"{}", &a);
+        anon.signatures[0].keyid.clear();
+        assert!(matches!(
+            anon.verify(IN_TOTO_PAYLOAD_TYPE, look),
+            Err(DsseError::UnknownKey { .. })
+        ));
+    }
+
+    #[test]
+    fn too_many_signatures_and_unknown_fields_are_refused() {
+        let k = SigningKey::generate();
+        let mut env = sign(IN_TOTO_PAYLOAD_TYPE, b"{}", &k);
+        env.signatures = vec![env.signatures[0].clone(); MAX_SIGNATURES + 1];
+        assert!(matches!(
+            Envelope::parse(&env.to_json()),
+            Err(DsseError::TooManySignatures { count: 9, limit: 8 })
+        ));
+        let e = Envelope::parse(
+            br#"{"payload":"e30=","payloadType":"x","signatures":[{"keyid":"a","sig":"e30="}],"extra":1}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `extra`"), "{e}");
+        let e = Envelope::parse(
+            br#"{"payload":"e30=","payloadType":"x","signatures":[{"keyid":"a","sig":"e30=","cert":""}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `cert`"), "{e}");
     }
 }

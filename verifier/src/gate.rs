@@ -24,7 +24,9 @@ pub struct GatePolicy {
     /// Every run in the chain must have succeeded (default true).
     #[serde(default = "yes")]
     pub require_success: bool,
-    /// Sandbox profiles a run may have used (empty: any).
+    /// Sandbox profiles a run may have used (empty: any): a shipped profile's name (approves
+    /// that profile exactly as this build ships it) or `sha256:HEX` (a profile pair's digest,
+    /// the record's `profile_sha256`).
     #[serde(default)]
     pub approved_profiles: Vec<String>,
     /// Allow runs that attempted denied system calls (default false).
@@ -36,7 +38,8 @@ pub struct GatePolicy {
     /// Allow runs in which a secret leaked (default false).
     #[serde(default)]
     pub allow_secret_leaks: bool,
-    /// Highest classification the released artifact may carry.
+    /// Highest classification the released artifact may carry: one of
+    /// `labels::CLASSIFICATION_ORDER` (anything else is a policy error).
     pub max_classification: Option<String>,
 }
 
@@ -81,6 +84,17 @@ pub fn load(path: &Path) -> Result<(GatePolicy, Policy), GateError> {
         path: path.to_path_buf(),
         message: e.to_string().trim().replace('\n', " "),
     })?;
+    if let Some(max) = &gate.max_classification {
+        if crate::labels::classification_rank(max).is_none() {
+            return Err(GateError::Policy {
+                path: path.to_path_buf(),
+                message: format!(
+                    "max_classification = {max:?} is not a known level (one of: {})",
+                    crate::labels::CLASSIFICATION_ORDER.join(", ")
+                ),
+            });
+        }
+    }
     let base = path.parent().unwrap_or(Path::new("."));
     let trust = Policy::load(&base.join(&gate.trust))?;
     Ok((gate, trust))
@@ -144,10 +158,24 @@ pub fn evaluate(
                 .get("profile")
                 .and_then(|p| p.as_str())
                 .unwrap_or("(none)");
-            if !gate.approved_profiles.iter().any(|p| p == profile) {
+            let sha256 = internal
+                .get("profile_sha256")
+                .and_then(|p| p.as_str())
+                .unwrap_or("");
+            let approved = gate
+                .approved_profiles
+                .iter()
+                .any(|a| crate::profiles::approves(a, profile, sha256));
+            if !approved {
+                let why = if gate.approved_profiles.iter().any(|a| a == profile) {
+                    " (a profile of that name with other contents than the shipped one: approve \
+                     it by digest, `sha256:…`, if intended)"
+                } else {
+                    ""
+                };
                 fail(
                     "approved_profile",
-                    format!("sandbox profile {profile:?} is not approved"),
+                    format!("sandbox profile {profile:?} is not approved (sha256:{sha256}){why}"),
                 );
             }
         }
@@ -217,12 +245,8 @@ pub fn evaluate(
         if let Some(max) = &gate.max_classification {
             let released = *id == graph.root || root_is_pipeline;
             if released {
-                let rank = |v: &str| {
-                    crate::labels::CLASSIFICATION_ORDER
-                        .iter()
-                        .position(|x| *x == v)
-                        .unwrap_or(usize::MAX)
-                };
+                // Unknown levels rank above every known one (never below the ceiling).
+                let rank = |v: &str| crate::labels::classification_rank(v).unwrap_or(usize::MAX);
                 match vr.produced().as_ref().and_then(|p| p.labels.get("classification").cloned()) {
                     Some(c) if rank(&c) > rank(max) => {
                         fail("max_classification", format!("output is classified {c}, above {max}"))

@@ -24,6 +24,8 @@ pub enum KeyError {
     BadSignature,
     #[error("signature is malformed for a {0} key")]
     MalformedSignature(&'static str),
+    #[error("ECDSA signature has a high S value (only low-S signatures are accepted)")]
+    HighS,
 }
 
 /// A public key that can verify signatures.
@@ -90,8 +92,14 @@ impl PublicKey {
         }
     }
 
-    /// Verify `sig` over `msg` (Ed25519 raw 64 bytes; ECDSA DER).
+    /// Verify `sig` over `msg` (Ed25519 raw 64 bytes, strict; ECDSA DER, low-S only).
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), KeyError> {
+        self.verify_with(msg, sig, false)
+    }
+
+    /// [`PublicKey::verify`], optionally accepting high-S ECDSA signatures (for
+    /// third-party formats whose signers do not normalise S).
+    pub fn verify_with(&self, msg: &[u8], sig: &[u8], allow_high_s: bool) -> Result<(), KeyError> {
         match self {
             PublicKey::Ed25519(k) => {
                 let s = ed25519_dalek::Signature::from_slice(sig)
@@ -101,12 +109,22 @@ impl PublicKey {
             PublicKey::EcdsaP256(k) => {
                 let s = p256::ecdsa::Signature::from_der(sig)
                     .map_err(|_| KeyError::MalformedSignature("ecdsa p-256"))?;
+                let s = match s.normalize_s() {
+                    Some(_) if !allow_high_s => return Err(KeyError::HighS),
+                    Some(low) => low,
+                    None => s,
+                };
                 p256::ecdsa::signature::Verifier::verify(k, msg, &s)
                     .map_err(|_| KeyError::BadSignature)
             }
             PublicKey::EcdsaP384(k) => {
                 let s = p384::ecdsa::Signature::from_der(sig)
                     .map_err(|_| KeyError::MalformedSignature("ecdsa p-384"))?;
+                let s = match s.normalize_s() {
+                    Some(_) if !allow_high_s => return Err(KeyError::HighS),
+                    Some(low) => low,
+                    None => s,
+                };
                 p384::ecdsa::signature::Verifier::verify(k, msg, &s)
                     .map_err(|_| KeyError::BadSignature)
             }

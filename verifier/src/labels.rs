@@ -2,7 +2,11 @@
 //!
 //! Guarantees: `classification` of a derived artifact is the highest of its
 //! inputs' (public < internal < confidential < restricted; an unknown value
-//! ranks above all of them, so it is never silently lowered); `pii` is `true`
+//! ranks above all of them, so it is never silently lowered); an input without
+//! a `classification` label ranks above every level too, so a derived artifact
+//! of any unlabelled input carries no `classification` (unlabelled: no ceiling
+//! and no `admit` list accepts it), never the level of its labelled inputs;
+//! `pii` is `true`
 //! if any input has `pii=true`, unless the stage is declared to remove PII; a
 //! label only some inputs carry, or carried with different values, is dropped
 //! (except the two above), so nothing is vouched for that was not. A stage may
@@ -14,11 +18,13 @@ use std::collections::BTreeMap;
 /// Classification levels, lowest first.
 pub const CLASSIFICATION_ORDER: [&str; 4] = ["public", "internal", "confidential", "restricted"];
 
+/// The rank of a known classification level (`public` = 0), `None` if unknown.
+pub fn classification_rank(v: &str) -> Option<usize> {
+    CLASSIFICATION_ORDER.iter().position(|c| *c == v)
+}
+
 fn rank(v: &str) -> usize {
-    CLASSIFICATION_ORDER
-        .iter()
-        .position(|c| *c == v)
-        .unwrap_or(CLASSIFICATION_ORDER.len())
+    classification_rank(v).unwrap_or(CLASSIFICATION_ORDER.len())
 }
 
 /// Propagate the labels of `inputs` to what a stage derives from them.
@@ -31,11 +37,10 @@ pub fn propagate(
     if inputs.is_empty() {
         return out;
     }
-    if let Some(c) = inputs
-        .iter()
-        .filter_map(|l| l.get("classification"))
-        .max_by_key(|v| rank(v))
-    {
+    // Unlabelled outranks every level: one unlabelled input leaves the output
+    // unlabelled (never the level of the labelled ones).
+    let levels: Option<Vec<&String>> = inputs.iter().map(|l| l.get("classification")).collect();
+    if let Some(c) = levels.and_then(|v| v.into_iter().max_by_key(|v| rank(v))) {
         out.insert("classification".to_string(), c.clone());
     }
     if inputs
@@ -109,5 +114,19 @@ mod tests {
             out,
             l(&[("classification", "top-secret"), ("pii", "false")])
         );
+    }
+
+    #[test]
+    fn an_unlabelled_input_outranks_every_level() {
+        let out = propagate(
+            &[l(&[("classification", "public")]), l(&[("pii", "false")])],
+            &[],
+        );
+        assert_eq!(out.get("classification"), None, "{out:?}");
+        let out = propagate(
+            &[l(&[("classification", "restricted")]), l(&[])],
+            &["classification".into()],
+        );
+        assert_eq!(out.get("classification"), None, "{out:?}");
     }
 }

@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod model_signing;
 pub mod outputs;
 pub mod policy;
+pub mod profiles;
 pub mod progress;
 pub mod record;
 pub mod rollback;

@@ -109,8 +109,9 @@ pub fn verify_signature(
         });
     }
     let env = bundle.dsse_envelope;
-    let (signer, payload): (&TrustedKey, Vec<u8>) = env
-        .verify(IN_TOTO_PAYLOAD_TYPE, |id| opts.policy.lookup(id))
+    // model-signing writes an empty keyid and does not normalise ECDSA S.
+    let (signers, payload): (Vec<&TrustedKey>, Vec<u8>) = env
+        .verify_allowing_high_s(IN_TOTO_PAYLOAD_TYPE, |id| opts.policy.lookup_bundle(id))
         .map_err(env_err)?;
     let st: Statement<Predicate> = statement::parse(&payload, PREDICATE_TYPE).map_err(env_err)?;
     let p = st.predicate;
@@ -174,6 +175,7 @@ pub fn verify_signature(
         });
     }
     let kind = opts.expected_kind.unwrap_or(Kind::Model);
+    let signer = opts.policy.choose(&signers, |k| k.may_sign(kind));
     check_policy(&artifact, signer, opts, kind, &BTreeMap::new(), None)?;
     resources.sort_by(|a, b| path_order(&a.path, &b.path));
     let expected = Manifest {

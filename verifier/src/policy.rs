@@ -337,13 +337,46 @@ impl Policy {
         })
     }
 
-    /// Trusted keys matching `keyid`; an empty keyid matches every key.
+    /// Trusted keys matching `keyid` exactly; an empty keyid matches none.
     pub fn lookup(&self, keyid: &str) -> Vec<(&TrustedKey, &PublicKey)> {
         self.keys
             .iter()
-            .filter(|k| keyid.is_empty() || k.key.keyid() == keyid)
+            .filter(|k| !keyid.is_empty() && k.key.keyid() == keyid)
             .map(|k| (k, &k.key))
             .collect()
+    }
+
+    /// For Sigstore bundles only (whose signatures carry no keyid; the key is
+    /// named by the bundle's verification material): an empty keyid is tried
+    /// against every trusted key, any other keyid as in [`Policy::lookup`].
+    pub fn lookup_bundle(&self, keyid: &str) -> Vec<(&TrustedKey, &PublicKey)> {
+        if keyid.is_empty() {
+            self.keys.iter().map(|k| (k, &k.key)).collect()
+        } else {
+            self.lookup(keyid)
+        }
+    }
+
+    /// Choose the signer among the keys that verified an envelope: the first
+    /// key, in policy order, for which `allowed` holds; if none is allowed, the
+    /// first in policy order (whose refusal the caller then reports). Neither
+    /// the order nor the number of signatures in the envelope matters.
+    /// `verified` must not be empty and must hold keys of this policy.
+    pub fn choose<'a>(
+        &'a self,
+        verified: &[&'a TrustedKey],
+        allowed: impl Fn(&TrustedKey) -> bool,
+    ) -> &'a TrustedKey {
+        let ours: Vec<&TrustedKey> = self
+            .keys
+            .iter()
+            .filter(|k| verified.iter().any(|v| std::ptr::eq(*v, *k)))
+            .collect();
+        ours.iter()
+            .find(|k| allowed(k))
+            .or(ours.first())
+            .copied()
+            .unwrap_or(verified[0])
     }
 
     /// The first label (key, value) that `admit` refuses; a missing label

@@ -125,6 +125,60 @@ pub struct ProducedArtifact {
     pub outputs_digest: String,
 }
 
+/// Name of the byproduct listing outputs the launcher could not attest ([`UnattestedOutputs`]).
+pub const UNATTESTED_BYPRODUCT: &str = "output-unattested";
+/// Name of the byproduct summarising the output folder ([`OutputSummary`]).
+pub const OUTPUT_SUMMARY_BYPRODUCT: &str = "output-summary";
+
+/// Byproduct `output-unattested`: entries of the output folder that are not
+/// among the subjects although the job left them (a name that cannot be a
+/// subject, a path too long, a limit or deadline passed, an unreadable file).
+/// A record with any such entry never says `succeeded`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnattestedOutputs {
+    /// How many entries could not be attested, listed or not.
+    pub count: u64,
+    /// The first of them (a bounded number), each with its reason.
+    pub entries: Vec<UnattestedEntry>,
+}
+
+/// One output the launcher could not attest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnattestedEntry {
+    /// The path under the output folder, escaped (`\\`, `\xNN` for bytes
+    /// that are not UTF-8, `\u{N}` for control characters) and redacted;
+    /// `.` for the folder as a whole.
+    pub path: String,
+    /// Why it is not a subject.
+    pub reason: String,
+}
+
+/// Byproduct `output-summary`: what the launcher found in the output folder
+/// and did to it when it took it back from the job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSummary {
+    /// Entries under the folder (files, directories, links, special files).
+    pub entries: u64,
+    /// Regular files among them.
+    pub files: u64,
+    /// Bytes the regular files take on disk (allocated blocks).
+    pub allocated_bytes: u64,
+    /// Sum of the regular files' lengths (holes included).
+    pub length_bytes: u64,
+    /// Directories with nothing in them (they are not subjects), redacted.
+    #[serde(default)]
+    pub empty_directories: Vec<String>,
+    /// Extended attributes removed (ACLs, `user.*`, ...).
+    #[serde(default)]
+    pub xattrs_removed: u64,
+    /// Entries whose mode was narrowed (setuid, setgid or world-write removed).
+    #[serde(default)]
+    pub modes_changed: u64,
+}
+
 /// Sign a run record.
 pub fn sign_record(subjects: Vec<Subject>, provenance: &Provenance, key: &SigningKey) -> Envelope {
     let st = Statement::new(subjects, SLSA_PROVENANCE_V1, provenance);
@@ -253,6 +307,21 @@ impl VerifiedRecord {
             == Some("succeeded")
     }
 
+    /// The outputs the launcher could not attest (empty for older records).
+    pub fn unattested(&self) -> UnattestedOutputs {
+        self.byproduct(UNATTESTED_BYPRODUCT)
+            .and_then(|b| b.annotations.clone())
+            .and_then(|a| serde_json::from_value(a).ok())
+            .unwrap_or_default()
+    }
+
+    /// The output folder's summary, if the record has one.
+    pub fn output_summary(&self) -> Option<OutputSummary> {
+        self.byproduct(OUTPUT_SUMMARY_BYPRODUCT)
+            .and_then(|b| b.annotations.clone())
+            .and_then(|a| serde_json::from_value(a).ok())
+    }
+
     /// A byproduct by name.
     pub fn byproduct(&self, name: &str) -> Option<&ResourceDescriptor> {
         self.statement
@@ -277,9 +346,10 @@ pub fn verify_record(
         source,
     };
     let env = Envelope::parse(bytes).map_err(env_err)?;
-    let (signer, payload): (&TrustedKey, Vec<u8>) = env
+    let (signers, payload): (Vec<&TrustedKey>, Vec<u8>) = env
         .verify(IN_TOTO_PAYLOAD_TYPE, |id| policy.lookup(id))
         .map_err(env_err)?;
+    let signer = policy.choose(&signers, |k| k.may_sign(Kind::Record));
     if !signer.may_sign(Kind::Record) {
         return Err(RecordError::NotARecordKey {
             record,

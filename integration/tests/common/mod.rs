@@ -92,7 +92,7 @@ impl Run {
     }
 }
 
-/// A temporary directory the sandboxed job (host uid 101000 when run as root) can traverse.
+/// A temporary directory the sandboxed job (a host uid of its own when run as root) can traverse.
 pub fn tempdir() -> tempfile::TempDir {
     let t = tempfile::Builder::new()
         .prefix("sealrun-sbx-")

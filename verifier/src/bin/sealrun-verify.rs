@@ -166,6 +166,11 @@ struct LogArgs {
     /// Accept a log without a checkpoint (truncation then goes undetected).
     #[arg(long)]
     no_checkpoint: bool,
+    /// Accept entries after the signed checkpoint (left by a launcher that
+    /// crashed between appending and re-signing). They are UNSIGNED: anyone who
+    /// can write the log could have written them; they are listed as such.
+    #[arg(long)]
+    allow_unsigned_tail: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -439,8 +444,18 @@ fn run_log(args: LogArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return usage_error(args.json, e),
     };
-    match audit::verify_log(&args.log, &policy, !args.no_checkpoint) {
+    let opts = audit::LogOptions {
+        require_checkpoint: !args.no_checkpoint,
+        allow_unsigned_tail: args.allow_unsigned_tail,
+    };
+    match audit::verify_log(&args.log, &policy, opts) {
         Ok(s) => {
+            if let (Some(first), Some(last)) = (s.unsigned_tail.first(), s.unsigned_tail.last()) {
+                eprintln!(
+                    "sealrun-verify: warning: audit log {}: entry {first} to entry {last} are after the signed checkpoint: UNSIGNED, anyone who can write the log could have written them",
+                    args.log.display()
+                );
+            }
             if args.json {
                 println!(
                     "{}",
@@ -448,13 +463,18 @@ fn run_log(args: LogArgs) -> ExitCode {
                 );
             } else {
                 println!(
-                    "OK audit log {}: {} entries, head sha256:{}, {} finished run(s), {} refusal(s), checkpoint at entry {}{}",
+                    "OK audit log {}: {} entries, head sha256:{}, {} finished run(s), {} refusal(s), checkpoint at entry {}{}{}",
                     args.log.display(),
                     s.entries,
                     s.head,
                     s.runs_finished,
                     s.refusals,
                     s.checkpoint_seq.map(|n| n.to_string()).unwrap_or_else(|| "none".into()),
+                    if s.unsigned_tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} UNSIGNED entries after it", s.unsigned_tail.len())
+                    },
                     if s.unfinished.is_empty() {
                         String::new()
                     } else {
