@@ -336,7 +336,7 @@ fn expired_signature_is_refused() {
 #[test]
 fn lower_version_is_a_rollback() {
     let fx = Fx::new();
-    ok(fx.verify(&["--state", "state.json"]));
+    ok(fx.verify(&["--state", "state.json", "--init-state"]));
     fx.sign(&["--label", "classification=internal", "--version", "4"]);
     fails_with(
         fx.verify(&["--state", "state.json"]),

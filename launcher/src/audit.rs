@@ -46,6 +46,32 @@ pub struct Event<'a> {
     pub outcome: String,
 }
 
+/// Run `f` while holding the audit log's exclusive lock (the one [`append`] takes), telling it
+/// whether the log holds anything yet. The log is created (empty) if missing. State kept next
+/// to the log, such as the launcher's rollback state, is updated under this lock.
+pub fn with_lock<T>(path: &Path, f: impl FnOnce(bool) -> T) -> Result<T, AuditWriteError> {
+    let io = |source| AuditWriteError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(io)?;
+    let file = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, source)| {
+        AuditWriteError::Lock {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    let has_entries = file.metadata().map_err(io)?.len() > 0;
+    let out = f(has_entries);
+    drop(file);
+    Ok(out)
+}
+
 /// Append `ev` to the log at `path` (created if missing) and re-sign its checkpoint.
 pub fn append(path: &Path, ev: &Event, key: &SigningKey) -> Result<Entry, AuditWriteError> {
     let io = |source| AuditWriteError::Io {

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod keyfile;
 pub mod outputs;
 pub mod pipeline;
+pub mod rollback;
 pub mod run;
 pub mod secrets;
 pub mod sign;

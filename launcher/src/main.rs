@@ -84,6 +84,11 @@ enum Command {
         /// Do not echo the job's output (it is still logged).
         #[arg(long, short = 'q')]
         quiet: bool,
+        /// Start a new rollback state file (the spec's `rollback_state`, default
+        /// AUDIT_LOG.rollback.json); refused if it exists. Needed once, unless
+        /// the audit log is new too (see docs/jobs.md).
+        #[arg(long)]
+        init_rollback_state: bool,
     },
     /// Run the built-in end-to-end demo: sign a dataset, verify it, run a
     /// three-stage training pipeline in the sandbox, verify its records, chain
@@ -185,8 +190,15 @@ fn run(command: Command) -> Result<u8> {
             );
             Ok(0)
         }
-        Command::Run { spec, quiet } => {
-            let opts = sealrun_launcher::run::RunOptions { quiet };
+        Command::Run {
+            spec,
+            quiet,
+            init_rollback_state,
+        } => {
+            let opts = sealrun_launcher::run::RunOptions {
+                quiet,
+                init_rollback_state,
+            };
             match sealrun_launcher::run::run_job(&spec, &opts) {
                 Ok(s) => {
                     eprintln!(

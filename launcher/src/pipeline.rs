@@ -28,6 +28,7 @@ use crate::{keyfile, now_rfc3339};
 
 /// Run every stage of `p` in order; returns the summary.
 pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, RunError> {
+    let mut opts = opts.clone();
     let first = &p.stages[0];
     let key = keyfile::load_signing_key(&first.signing_key)?;
     let mut b = [0u8; 16];
@@ -48,7 +49,9 @@ pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, R
             p.stages.len(),
             stage.name
         );
-        let s = run_spec(stage, opts, &stage_records)?;
+        let s = run_spec(stage, &opts, &stage_records)?;
+        // The state is initialised once, by the first stage.
+        opts.init_rollback_state = false;
         let bytes = std::fs::read(&s.record)
             .map_err(|e| RunError::Io(format!("{}: {e}", s.record.display())))?;
         let sha = Digest::of(&bytes).to_hex();

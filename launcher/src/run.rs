@@ -4,8 +4,10 @@
 //! Guarantees: the spec, trust policy, signing key and every input signature
 //! are checked before anything runs; an input that fails verification stops the
 //! run (nothing executes), and the refusal is recorded in a signed record and the
-//! audit log; the job only ever reads staged, verified copies of its inputs and
-//! code; a `start` entry is in the audit log before the job starts, so a run the
+//! audit log; an input older than a version an earlier run used is refused the
+//! same way (see [`crate::rollback`]); the job only ever reads staged, verified
+//! copies of its inputs and code, bound from descriptors (see [`crate::stage`]);
+//! a `start` entry is in the audit log before the job starts, so a run the
 //! launcher never finished stays visible; stdout and stderr are streamed to the
 //! terminal and to log files; SIGINT/SIGTERM are forwarded to the job (a second
 //! one kills the tree); every run that started gets a signed record, whatever
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use rand_core::RngCore;
 use sealrun_sandbox::{Bind, FdBind, ProfileRef, SandboxConfig, SandboxPlan, Stdio, Tmpfs};
 use sealrun_verifier::artifact::{
-    check_hashes, check_listing, check_signature, Verified, VerifyOptions,
+    check_hashes, check_listed, check_listing, check_signature, Verified, VerifyOptions,
 };
 use sealrun_verifier::chain::{verify_chain, Index};
 use sealrun_verifier::digest::Digest;
@@ -104,6 +106,8 @@ pub struct RunSummary {
 pub struct RunOptions {
     /// Do not echo the job's stdout/stderr to the terminal (logs are still written).
     pub quiet: bool,
+    /// Make a new rollback state file (refused if it exists); see [`crate::rollback`].
+    pub init_rollback_state: bool,
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -165,6 +169,23 @@ impl Ctx<'_> {
         )
         .map_err(|e| RunError::Record(e.to_string()))?;
         Ok(path)
+    }
+
+    /// Record and audit a run refused before anything ran.
+    fn refuse(
+        &self,
+        inputs: &[RecordedInput],
+        message: String,
+        status: u8,
+    ) -> Result<RunSummary, RunError> {
+        let facts = self.facts(inputs, format!("refused: {message}"));
+        let record = self.finish(facts, "refused", format!("refused: {message}"))?;
+        Ok(RunSummary {
+            status,
+            message: format!("refused: {message}; nothing ran"),
+            record,
+            invocation: self.invocation.clone(),
+        })
     }
 
     fn facts<'b>(&'b self, inputs: &'b [RecordedInput], result: String) -> RunFacts<'b> {
@@ -506,37 +527,13 @@ fn verify_proof(
     match proof {
         SpecProof::Stage(name) => Err(format!("stage {name:?} was not resolved to its record")),
         SpecProof::Signature(sig_path) => {
-            let sig = dsse::read_limited(sig_path).map_err(|e| e.to_string())?;
-            let vopts = VerifyOptions {
-                policy,
-                now,
-                rollback: None,
-                expected_kind: Some(input.kind),
-                progress: None,
-            };
-            // Cheap checks first: the signature and policy, then the file list and sizes
-            // (no file read yet: an unsigned extra file or a wrong size stops here).
-            let shown = format!("{:?}", input.path.display().to_string());
-            let mut signed = check_signature(&sig, &shown, &vopts).map_err(|e| e.to_string())?;
-            let listed = check_listing(&mut signed, &input.path).map_err(|e| e.to_string())?;
-            // Then copy exactly the signed files, and hash the copy.
-            let staged = stage
-                .copy_listed(&input.name, &input.path, &listed)
-                .map_err(|e| e.to_string())?;
-            check_hashes(&signed, &staged.path, None).map_err(|e| e.to_string())?;
-            let sha = keep_proof(&spec.records, &sig)?;
-            Ok((
-                signed.verified,
-                Proof {
-                    kind: "signature",
-                    sha256: sha,
-                },
-                staged,
-            ))
+            verify_signed_input(input, stage, policy, spec, sig_path, now)
         }
         SpecProof::Record(rec_path) => {
             let bytes = dsse::read_limited(rec_path).map_err(|e| e.to_string())?;
             let shown = rec_path.display().to_string();
+            // Cheap checks first: the record's signature, then the file list.
+            check_record_listing(&shown, &bytes, policy, &input.path)?;
             let staged = stage
                 .copy_tree(&input.name, &input.path)
                 .map_err(|e| e.to_string())?;
@@ -607,6 +604,67 @@ fn verify_proof(
     }
 }
 
+/// A signed input, cheap checks first: the signature and policy, then the file list and sizes
+/// (no file read yet: an unsigned extra file or a wrong size stops here); then exactly the
+/// signed files are copied, and the copy is hashed.
+fn verify_signed_input(
+    input: &crate::spec::Input,
+    stage: &Stage,
+    policy: &Policy,
+    spec: &JobSpec,
+    sig_path: &Path,
+    now: time::OffsetDateTime,
+) -> Result<(Verified, Proof, Staged), String> {
+    let sig = dsse::read_limited(sig_path).map_err(|e| e.to_string())?;
+    let vopts = VerifyOptions {
+        policy,
+        now,
+        rollback: None,
+        expected_kind: Some(input.kind),
+        progress: None,
+    };
+    let shown = format!("{:?}", input.path.display().to_string());
+    let mut signed = check_signature(&sig, &shown, &vopts).map_err(|e| e.to_string())?;
+    let listed = check_listing(&mut signed, &input.path).map_err(|e| e.to_string())?;
+    let staged = stage
+        .copy_listed(&input.name, &input.path, &listed)
+        .map_err(|e| e.to_string())?;
+    check_hashes(&signed, &staged.path, None).map_err(|e| e.to_string())?;
+    let sha = keep_proof(&spec.records, &sig)?;
+    Ok((
+        signed.verified,
+        Proof {
+            kind: "signature",
+            sha256: sha,
+        },
+        staged,
+    ))
+}
+
+/// Before a record input is copied: the record verifies (signature only) and the folder holds
+/// exactly the files it attests, found without reading any of them.
+fn check_record_listing(
+    shown: &str,
+    bytes: &[u8],
+    policy: &Policy,
+    path: &Path,
+) -> Result<(), String> {
+    let vr = verify_record(shown, bytes, policy, None).map_err(|e| e.to_string())?;
+    let expected = vr
+        .outputs_manifest()
+        .map_err(|name| format!("record {shown}: subject {name:?} is not an output file"))?;
+    let walk = WalkOptions::with_shard_size(u64::MAX);
+    let artifact = format!("{:?}", path.display().to_string());
+    let listed = sealrun_verifier::manifest::list_sized(path, &walk).map_err(|source| {
+        sealrun_verifier::artifact::VerifyError::Tree {
+            artifact: artifact.clone(),
+            source,
+        }
+        .to_string()
+    })?;
+    check_listed(&artifact, &expected, &listed, false).map_err(|e| e.to_string())
+}
+
 /// Run the job or pipeline described by the spec at `spec_path`.
 pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunError> {
     match Spec::load(spec_path)? {
@@ -643,6 +701,15 @@ pub fn run_spec(
             .or_default()
             .extend(v.iter().cloned());
     }
+    crate::rollback::precheck(
+        &spec.rollback_state,
+        &spec.audit_log,
+        opts.init_rollback_state,
+    )
+    .map_err(|e| RunError::Usage {
+        path: spec.rollback_state.clone(),
+        message: e.to_string(),
+    })?;
     std::fs::create_dir_all(&spec.records).map_err(|e| RunError::Usage {
         path: spec.records.clone(),
         message: format!("cannot create the records folder: {e}"),
@@ -665,8 +732,11 @@ pub fn run_spec(
         .parent()
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let stage =
-        Stage::create(&stage_base, &ctx.invocation).map_err(|e| RunError::Io(e.to_string()))?;
+    let stage = match Stage::create(&stage_base, &ctx.invocation) {
+        Ok(stage) => stage,
+        // Not ours, shared or unsafe: refuse rather than stage where others can swap.
+        Err(e) => return ctx.refuse(&[], format!("staging: {e}"), exit::SETUP_FAILED),
+    };
     let mut inputs = Vec::new();
     let mut fd_binds = Vec::new();
     for input in &spec.inputs {
@@ -706,6 +776,24 @@ pub fn run_spec(
                     sealrun_verifier::text::path(&input.path)
                 ))
             }
+        }
+    }
+    // Rollback: no input older than one an earlier run used (checked and recorded under the
+    // audit log's lock).
+    match crate::rollback::check_and_record(
+        &spec.rollback_state,
+        &spec.audit_log,
+        opts.init_rollback_state,
+        &inputs,
+    ) {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => return ctx.refuse(&inputs, why, exit::VERIFY_FAILED),
+        Err(crate::rollback::StateError::Audit(e)) => return Err(RunError::Record(e.to_string())),
+        Err(crate::rollback::StateError::State(e)) => {
+            return Err(RunError::Usage {
+                path: spec.rollback_state.clone(),
+                message: e.to_string(),
+            })
         }
     }
     let code_digest = match &spec.code {

@@ -44,6 +44,7 @@ struct RawSpec {
     signing_key: Option<Spanned<String>>,
     records: Option<Spanned<String>>,
     audit_log: Option<Spanned<String>>,
+    rollback_state: Option<Spanned<String>>,
     #[serde(default)]
     admit: BTreeMap<String, Vec<String>>,
     #[serde(default)]
@@ -181,6 +182,9 @@ pub struct JobSpec {
     pub signing_key: PathBuf,
     pub records: PathBuf,
     pub audit_log: PathBuf,
+    /// The launcher's rollback state: the highest version of each artifact a run used
+    /// (default: the audit log's path + `.rollback.json`).
+    pub rollback_state: PathBuf,
     pub admit: BTreeMap<String, Vec<String>>,
     pub env: BTreeMap<String, String>,
     pub inputs: Vec<Input>,
@@ -291,6 +295,7 @@ struct Shared {
     signing_key: Option<Spanned<String>>,
     records: Option<Spanned<String>>,
     audit_log: Option<Spanned<String>>,
+    rollback_state: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -301,6 +306,7 @@ struct RawPipeline {
     signing_key: Option<Spanned<String>>,
     records: Option<Spanned<String>>,
     audit_log: Option<Spanned<String>>,
+    rollback_state: Option<Spanned<String>>,
     stage: Vec<RawSpec>,
 }
 
@@ -354,6 +360,7 @@ impl Spec {
             signing_key: raw.signing_key,
             records: raw.records,
             audit_log: raw.audit_log,
+            rollback_state: raw.rollback_state,
         };
         let mut stages: Vec<JobSpec> = Vec::new();
         let mut earlier: Vec<(String, PathBuf)> = Vec::new();
@@ -477,6 +484,14 @@ fn valid_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
+/// Where the rollback state lives unless the spec says: next to the audit log, as
+/// `AUDIT_LOG.rollback.json`.
+pub fn default_rollback_state(audit_log: &Path) -> PathBuf {
+    let mut s = audit_log.as_os_str().to_owned();
+    s.push(".rollback.json");
+    s.into()
+}
+
 impl JobSpec {
     /// Load and validate the spec at `file`.
     pub fn load(file: &Path) -> Result<JobSpec, SpecError> {
@@ -543,6 +558,14 @@ impl JobSpec {
         let audit_log = match raw.audit_log.as_ref().or(shared.audit_log.as_ref()) {
             Some(a) => ctx.path(a, "audit_log", false)?,
             None => ctx.base.join("audit.log"),
+        };
+        let rollback_state = match raw
+            .rollback_state
+            .as_ref()
+            .or(shared.rollback_state.as_ref())
+        {
+            Some(r) => ctx.path(r, "rollback_state", false)?,
+            None => default_rollback_state(&audit_log),
         };
         let mut env = BTreeMap::new();
         for (k, v) in &raw.env {
@@ -806,6 +829,7 @@ impl JobSpec {
             signing_key,
             records,
             audit_log,
+            rollback_state,
             admit: raw.admit,
             env,
             inputs,

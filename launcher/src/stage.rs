@@ -383,6 +383,31 @@ mod tests {
     }
 
     #[test]
+    fn a_rootless_launcher_refuses_a_base_others_can_write() {
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().join("base");
+        std::fs::create_dir(&base).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let owner = std::fs::metadata(&base).unwrap().uid();
+        let e = check_base(&base, owner).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("writable by group or others (mode 0777)"),
+            "{e}"
+        );
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        check_base(&base, owner).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        check_base(&base, owner).unwrap();
+        if owner == 0 {
+            // Another uid owns it: it can rename what we make in it.
+            std::os::unix::fs::chown(&base, Some(65534), None).unwrap();
+            let e = check_base(&base, 1000).unwrap_err();
+            assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        }
+    }
+
+    #[test]
     fn a_fresh_folder_survives_a_rename_of_its_path() {
         let t = tempfile::tempdir().unwrap();
         let src = t.path().join("src");

@@ -563,11 +563,19 @@ pub fn check_listing(
         }
         signed.verified.bytes = signed.expected.total_size();
     }
-    report(
-        &artifact,
-        manifest::diff_listing(&signed.expected, &listed, signed.sizes_signed),
-    )?;
+    check_listed(&artifact, &signed.expected, &listed, signed.sizes_signed)?;
     Ok(listed)
+}
+
+/// Compare a listing with the files a signature or record attests, naming the
+/// first difference (sizes only if `sizes` is set).
+pub fn check_listed(
+    artifact: &str,
+    expected: &Manifest,
+    listed: &[manifest::Listed],
+    sizes: bool,
+) -> Result<(), VerifyError> {
+    report(artifact, manifest::diff_listing(expected, listed, sizes))
 }
 
 /// Step 3: hash every file at `path` and compare with the signed manifest
@@ -632,9 +640,6 @@ pub fn verify_artifact(
         None => None,
     };
     check_listing(&mut signed, path)?;
-    if let Some(pb) = opts.progress {
-        pb.set_length(signed.expected.total_size());
-    }
     check_hashes(&signed, path, opts.progress)?;
     if let Some(state) = state.as_mut() {
         state

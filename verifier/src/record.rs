@@ -518,6 +518,14 @@ fn compare_non_files(
     Ok(())
 }
 
+impl VerifiedRecord {
+    /// The output files the record attests, as a manifest without sizes (for a
+    /// cheap check of a folder's file list before anything in it is hashed).
+    pub fn outputs_manifest(&self) -> Result<Manifest, String> {
+        subjects_manifest(&self.statement.subject)
+    }
+}
+
 /// The subjects as a manifest of plain sha256 files (names are output paths).
 fn subjects_manifest(subjects: &[Subject]) -> Result<Manifest, String> {
     let mut resources = Vec::new();

@@ -194,9 +194,14 @@ struct ArtifactArgs {
     #[arg(long, value_name = "LABEL=V1,V2")]
     admit: Vec<String>,
     /// Rollback protection: refuse a version lower than one recorded in this
-    /// state file, and record the accepted version (created if missing).
+    /// state file, and record the accepted version. The file must exist (see
+    /// --init-state). Not for model-signing bundles, which carry no version.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// Make a new, empty --state file first (refused if it exists: remove it
+    /// to reset it on purpose).
+    #[arg(long, requires = "state")]
+    init_state: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -558,6 +563,23 @@ fn run_artifact(args: ArtifactArgs) -> ExitCode {
             )
         }
     };
+    if let Some(state) = &args.state {
+        if sealrun_verifier::model_signing::is_bundle(&sig) {
+            return usage(anyhow::anyhow!(
+                "--state: {} is a model-signing bundle, which carries no version: rollback protection cannot apply to it; verify without --state",
+                sig_path.display()
+            ));
+        }
+        use sealrun_verifier::rollback::{RollbackError, RollbackState};
+        if args.init_state {
+            if let Err(e) = RollbackState::init(state) {
+                return usage(e.into());
+            }
+        } else if !state.exists() {
+            let path = state.clone();
+            return usage(RollbackError::Missing { path }.into());
+        }
+    }
     let bar = progress::bytes_bar("verifying", json);
     let opts = VerifyOptions {
         policy: &policy,
