@@ -88,7 +88,8 @@ fn timeout_kills_setsid_double_forked_grandchildren() {
     let out = writable_dir(t.path(), "out");
     let bind = format!("{}:/out", out.display());
     // A grandchild leaves the session and double-forks, then would write a marker after 3 s.
-    let script = "setsid sh -c '(sh -c \"sleep 3; echo alive > /out/marker\" &) ; exec sleep 1000' & sleep 1000";
+    // (The job first notes its host id range: concurrent runs have others.)
+    let script = "cat /proc/self/uid_map > /out/map; setsid sh -c '(sh -c \"sleep 3; echo alive > /out/marker\" &) ; exec sleep 1000' & sleep 1000";
     let t0 = Instant::now();
     let r = exec(
         &["--timeout", "1s", "--rw", &bind],
@@ -103,7 +104,7 @@ fn timeout_kills_setsid_double_forked_grandchildren() {
         !out.join("marker").exists(),
         "a grandchild survived the timeout"
     );
-    // No process of the sandbox is left on the host (all ran as the job's host uid).
+    // No process of the sandbox is left on the host (all ran as host ids of this run's range).
     let uid = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
@@ -111,14 +112,17 @@ fn timeout_kills_setsid_double_forked_grandchildren() {
         .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
         .unwrap();
     if uid == "0" {
+        let map = std::fs::read_to_string(out.join("map")).unwrap();
+        let f: Vec<u64> = map.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let (base, count) = (f[1], f[2]);
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
             if let Ok(st) = std::fs::read_to_string(e.path().join("status")) {
                 let u = st.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
-                let in_job_range = u
+                let in_run_range = u
                     .split_whitespace()
                     .filter_map(|x| x.parse::<u64>().ok())
-                    .any(|x| (0x7000_0000..0x7FFE_0000).contains(&x));
-                assert!(!in_job_range, "survivor {}: {st}", e.path().display());
+                    .any(|x| (base..base + count).contains(&x));
+                assert!(!in_run_range, "survivor {}: {st}", e.path().display());
             }
         }
     }
