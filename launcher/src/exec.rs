@@ -9,7 +9,7 @@ use sealrun_sandbox::{exit_codes, Bind, ProfileRef, SandboxConfig, SandboxPlan, 
 
 /// Arguments of `sealrun exec` (the long help, with examples and exit statuses, is
 /// [`AFTER_HELP`]).
-#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[derive(clap::Args, Debug, Clone, PartialEq)]
 #[command(after_help = AFTER_HELP)]
 pub struct ExecArgs {
     /// Profile: a built-in name (default, minimal, python) or a path to an OCI/Docker seccomp
@@ -22,8 +22,9 @@ pub struct ExecArgs {
     /// Bind HOST read-write at DEST (default: the same path). Repeatable.
     #[arg(long = "rw", value_name = "HOST[:DEST]")]
     pub rw: Vec<String>,
-    /// Mount a tmpfs at DEST, capped at SIZE (e.g. 64M; default 64M). /tmp and /dev/shm always
-    /// exist; this resizes them. Repeatable.
+    /// Mount a tmpfs at DEST, capped at SIZE (e.g. 64M; default 64M). /tmp (256M) and /dev/shm
+    /// (half of --memory, at least 64M; 1G without --memory) always exist; this resizes them.
+    /// Repeatable.
     #[arg(long, value_name = "DEST[:SIZE]")]
     pub tmpfs: Vec<String>,
     /// Memory limit (cgroup), e.g. 512M, 2G.
@@ -32,6 +33,10 @@ pub struct ExecArgs {
     /// Maximum number of processes and threads (cgroup pids.max).
     #[arg(long, value_name = "N")]
     pub pids: Option<u64>,
+    /// CPU limit in CPUs, e.g. 2 or 1.5 (cgroup CPU quota); also sets OMP_NUM_THREADS,
+    /// OPENBLAS_NUM_THREADS, MKL_NUM_THREADS and NUMEXPR_NUM_THREADS unless --env sets them.
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
     /// Wall-clock limit, e.g. 30s, 10m; the whole process tree is killed (exit status 124).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
@@ -90,6 +95,7 @@ pub fn parse_fast(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
         tmpfs: Vec::new(),
         memory: None,
         pids: None,
+        cpus: None,
         timeout: None,
         cwd: None,
         env: Vec::new(),
@@ -136,6 +142,7 @@ pub fn parse_fast(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
             "env" => a.env.push(value),
             "memory" => once(&mut a.memory, value)?,
             "pids" => once(&mut a.pids, value.parse().ok()?)?,
+            "cpus" => once(&mut a.cpus, value.parse().ok()?)?,
             "timeout" => once(&mut a.timeout, value)?,
             "cwd" => once(&mut a.cwd, PathBuf::from(value))?,
             "report" => once(&mut a.report, PathBuf::from(value))?,
@@ -203,6 +210,14 @@ pub fn config(args: &ExecArgs) -> Result<SandboxConfig, String> {
         return Err("--pids must be at least 1".into());
     }
     c.pids = args.pids;
+    if let Some(n) = args.cpus {
+        if !(n.is_finite() && (0.01..=4096.0).contains(&n)) {
+            return Err(format!(
+                "--cpus {n}: give a number of CPUs from 0.01 to 4096"
+            ));
+        }
+    }
+    c.cpus = args.cpus;
     c.timeout = args
         .timeout
         .as_deref()
@@ -374,6 +389,8 @@ mod tests {
                 "2G",
                 "--pids",
                 "64",
+                "--cpus",
+                "1.5",
                 "--timeout",
                 "10m",
                 "x",

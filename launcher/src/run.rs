@@ -873,8 +873,15 @@ pub fn run_spec(
             size,
         });
     }
+    if let Some(size) = spec.sandbox.shm {
+        config.tmpfs.push(Tmpfs {
+            dest: "/dev/shm".into(),
+            size,
+        });
+    }
     config.memory = spec.sandbox.memory;
     config.pids = spec.sandbox.pids;
+    config.cpus = spec.sandbox.cpus;
     config.timeout = spec.sandbox.timeout;
     config.fsize = Some(spec.sandbox.outputs.max_file_size);
     config.cwd = Some(OUTPUT_MOUNT.into());
@@ -900,6 +907,8 @@ pub fn run_spec(
             "pids": spec.sandbox.pids,
             "timeout_s": spec.sandbox.timeout.map(|t| t.as_secs_f64()),
             "tmp_bytes": spec.sandbox.tmp_size,
+            "shm_bytes": spec.sandbox.shm.unwrap_or_else(|| sealrun_sandbox::plan::default_shm_size(spec.sandbox.memory)),
+            "cpus": spec.sandbox.cpus,
             "max_file_bytes": spec.sandbox.outputs.max_file_size,
             "max_output_bytes": spec.sandbox.outputs.max_output_size,
             "max_output_files": spec.sandbox.outputs.max_output_files,

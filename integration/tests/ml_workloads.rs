@@ -1,0 +1,150 @@
+//! Honest ML code in the sandbox (issue #13): what numeric Python does works and is not
+//! reported — account entries for the job's ids, a `/dev/shm` that holds real shared memory, a
+//! CPU limit with matching thread counts, NUMA calls, signals as sent — while the sandbox stays
+//! as strict as the hardening suite says.
+
+mod common;
+
+use common::*;
+use sealrun_integration::{envelope_statement, fails_with, ok as ok_out, RunFixture};
+
+#[test]
+fn the_job_has_account_entries_a_cpu_limit_and_matching_thread_counts() {
+    let code = r#"
+import getpass, grp, pwd, time
+print("user", getpass.getuser(), pwd.getpwuid(os.getuid()).pw_dir, grp.getgrgid(os.getgid()).gr_name)
+print("threads", os.environ.get("OMP_NUM_THREADS"), os.environ.get("OPENBLAS_NUM_THREADS"),
+      os.environ.get("MKL_NUM_THREADS"))
+t, c = time.time(), time.process_time()
+while time.time() - t < 1.5:
+    pass
+print("share", (time.process_time() - c) / (time.time() - t))
+"#;
+    let r = py(&["--cpus", "0.5"], code);
+    let out = ok(&r);
+    assert!(out.contains("user sealrun /tmp sealrun\n"), "{out}");
+    assert!(out.contains("threads 1 1 1\n"), "{out}");
+    let share: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("share "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        share < 0.7,
+        "a 0.5-CPU limit let the job use {share:.2} of a CPU"
+    );
+    assert!(r.denied().is_empty(), "{:?}", r.report);
+    // A thread count the caller sets is kept.
+    let r = py(
+        &["--cpus", "2", "--env", "OMP_NUM_THREADS=7"],
+        "print(os.environ['OMP_NUM_THREADS'], os.environ['MKL_NUM_THREADS'])",
+    );
+    assert_eq!(ok(&r).trim(), "7 2");
+}
+
+#[test]
+fn shared_memory_of_256_mib_works_by_default_and_numa_calls_are_not_reported() {
+    let code = r#"
+from multiprocessing import shared_memory
+m = shared_memory.SharedMemory(create=True, size=256 << 20)
+m.buf[:] = b"x" * (256 << 20)
+print("shm", m.buf[(256 << 20) - 1])
+m.close(); m.unlink()
+MPOL_DEFAULT = 0
+print("mbind", sc(237, 0, 0, MPOL_DEFAULT, 0, 0, 0)[0],
+      "set_mempolicy", sc(238, MPOL_DEFAULT, 0, 0)[0],
+      "get_mempolicy", sc(239, 0, 0, 0, 0, 0)[0],
+      "personality", sc(135, 0xffffffff)[0] >= 0)
+"#;
+    let r = py(&[], code);
+    let out = ok(&r);
+    assert!(out.contains("shm 120\n"), "{out}");
+    assert!(
+        out.contains("mbind 0 set_mempolicy 0 get_mempolicy 0 personality True"),
+        "{out}"
+    );
+    assert!(r.denied().is_empty(), "{:?}", r.report);
+}
+
+#[test]
+fn shm_and_cpus_in_a_job_spec_are_applied_and_recorded() {
+    let f = RunFixture::new();
+    let script = r#"import json, os
+st = os.statvfs("/dev/shm")
+json.dump({"shm": st.f_blocks * st.f_frsize, "omp": os.environ.get("OMP_NUM_THREADS")},
+          open("/out/env.json", "w"))
+"#;
+    let spec = f.job(
+        "limits",
+        script,
+        &[],
+        "profile = \"python\"\nshm = \"300M\"\ncpus = 1.5\n",
+    );
+    ok_out(f.run(&spec));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.dir().join("limits-out/env.json")).unwrap())
+            .unwrap();
+    let shm = v["shm"].as_u64().unwrap();
+    assert!(
+        (300 << 20..400 << 20).contains(&shm),
+        "/dev/shm holds {shm} bytes"
+    );
+    assert_eq!(v["omp"], "2");
+    let st = envelope_statement(&f.record("limits"));
+    let limits = &st["predicate"]["buildDefinition"]["internalParameters"]["limits"];
+    assert_eq!(limits["shm_bytes"], 300u64 << 20, "{limits}");
+    assert_eq!(limits["cpus"], 1.5, "{limits}");
+
+    // A CPU limit that is no number of CPUs: refused before anything runs, with its place.
+    let bad = f.job("badcpus", script, &[], "cpus = 0\n");
+    let t = fails_with(f.run(&bad), 64, &["sandbox.cpus", "invalid CPU limit 0"]);
+    assert!(t.contains("badcpus.toml:"), "{t}");
+    assert!(
+        f.records("badcpus").is_empty(),
+        "no record for a spec error"
+    );
+}
+
+/// `multiprocessing` with every start method, a `Manager`, and a listener of the job's own in
+/// `/tmp`: connects to the job's own Unix sockets are carried out for it (not egress, not a
+/// denial); glibc's look-up of an nscd socket that is not there gets `ENOENT`, as without a
+/// sandbox, and is not reported either.
+#[test]
+fn multiprocessing_pools_managers_and_own_sockets_work_unreported() {
+    let code = r#"
+import multiprocessing as mp, getpass
+def sq(x):
+    return x * x
+if __name__ == "__main__":
+    for method in ["fork", "spawn", "forkserver"]:
+        with mp.get_context(method).Pool(2) as p:
+            print(method, sum(p.map(sq, range(10))))
+    with mp.Manager() as m:
+        d = m.dict(); d["a"] = 1; print("manager", d["a"])
+    s = socket.socket(socket.AF_UNIX); s.bind("/tmp/own.sock"); s.listen()
+    c = socket.socket(socket.AF_UNIX); c.connect("/tmp/own.sock")
+    a, _ = s.accept(); c.send(b"hi"); print("path", a.recv(2).decode())
+    try:
+        socket.socket(socket.AF_UNIX).connect("/var/run/nscd/socket")
+    except OSError as e:
+        print("nscd", e.errno)
+    print("user", getpass.getuser())
+"#;
+    // (`spawn` and `forkserver` re-import the main module: run it as a file.)
+    let t = tempdir();
+    let script = t.path().join("mp.py");
+    std::fs::write(&script, format!("{PY_PRELUDE}\n{code}")).unwrap();
+    let bind = format!("{}:/job/mp.py", script.display());
+    let r = exec(
+        &["--profile", "python", "--ro", &bind],
+        &[&python(), "/job/mp.py"],
+    );
+    assert_eq!(
+        ok(&r).trim(),
+        "fork 285\nspawn 285\nforkserver 285\nmanager 1\npath hi\nnscd 2\nuser sealrun",
+        "{r:?}"
+    );
+    assert!(r.denied().is_empty(), "{:?}", r.report);
+    assert!(r.egress().is_empty(), "{:?}", r.report);
+}
