@@ -148,3 +148,85 @@ if __name__ == "__main__":
     assert!(r.denied().is_empty(), "{:?}", r.report);
     assert!(r.egress().is_empty(), "{:?}", r.report);
 }
+
+/// Start `sealrun run SPEC` in the fixture's folder; wait until the job has written `ready` in
+/// its output folder `OUT`.
+fn start_run(f: &RunFixture, spec: &str, out: &str) -> std::process::Child {
+    let child = std::process::Command::new(sealrun_integration::bin("sealrun"))
+        .current_dir(f.dir())
+        .args(["run", spec, "--quiet"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = f.dir().join(out).join("ready");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never got ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+fn interrupt_of(f: &RunFixture, job: &str) -> serde_json::Value {
+    let st = envelope_statement(&f.record(job));
+    st["predicate"]["runDetails"]["byproducts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "interrupt")
+        .map(|b| b["annotations"].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Ctrl-C (SIGINT to the launcher) reaches the job as SIGINT — Python raises KeyboardInterrupt
+/// — and the record says so; a second signal kills the tree.
+#[test]
+fn ctrl_c_reaches_the_job_as_sigint_and_a_second_one_kills_the_tree() {
+    let f = RunFixture::new();
+    let script = r#"import sys, time
+open("/out/ready", "w").close()
+try:
+    time.sleep(60)
+except KeyboardInterrupt:
+    open("/out/caught", "w").write("KeyboardInterrupt")
+    sys.exit(3)
+"#;
+    let spec = f.job("ctrlc", script, &[], "profile = \"python\"\n");
+    let mut child = start_run(&f, &spec, "ctrlc-out");
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "the job's own status");
+    assert_eq!(
+        std::fs::read_to_string(f.dir().join("ctrlc-out/caught")).unwrap(),
+        "KeyboardInterrupt"
+    );
+    let i = interrupt_of(&f, "ctrlc");
+    assert_eq!(i["signals"], serde_json::json!(["SIGINT"]), "{i}");
+    assert_eq!(i["killed"], false);
+
+    // A job that ignores SIGINT: the second Ctrl-C kills the tree.
+    let script = r#"import signal, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+open("/out/ready", "w").close()
+time.sleep(60)
+"#;
+    let spec = f.job("stubborn", script, &[], "profile = \"python\"\n");
+    let t0 = std::time::Instant::now();
+    let mut child = start_run(&f, &spec, "stubborn-out");
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(t0.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(status.code(), Some(128 + 9), "killed: {status:?}");
+    let i = interrupt_of(&f, "stubborn");
+    assert_eq!(i["signals"], serde_json::json!(["SIGINT", "SIGINT"]), "{i}");
+    assert_eq!(i["killed"], true);
+}

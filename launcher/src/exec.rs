@@ -252,9 +252,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 static SANDBOX_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 static PENDING_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
+static FORWARDED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 extern "C" fn forward(sig: libc::c_int) {
     let pid = SANDBOX_PID.load(std::sync::atomic::Ordering::SeqCst);
     if pid > 0 {
+        // The first signal reaches the command as itself; a second one kills the tree.
+        let n = FORWARDED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let sig = if n == 0 { sig } else { libc::SIGKILL };
         // SAFETY: kill(2) is async-signal-safe; the pid is our own sandbox init.
         unsafe { libc::kill(pid, sig) };
     } else {
@@ -263,8 +268,9 @@ extern "C" fn forward(sig: libc::c_int) {
 }
 
 /// SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to `sealrun` go to the sandbox init, which forwards
-/// them to the command (which runs in its own session and so does not get the terminal's). One
-/// that arrives while the sandbox is being built is delivered as soon as the command runs.
+/// them to the command (which runs in its own session and so does not get the terminal's); a
+/// second one kills the whole tree. One that arrives while the sandbox is being built is
+/// delivered as soon as the command runs.
 fn catch_signals() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
         // SAFETY: installing an async-signal-safe handler.
