@@ -230,3 +230,76 @@ time.sleep(60)
     assert_eq!(i["signals"], serde_json::json!(["SIGINT", "SIGINT"]), "{i}");
     assert_eq!(i["killed"], true);
 }
+
+/// The issue's honest training job through `sealrun run` under the `python` profile: numpy,
+/// pandas, scikit-learn with joblib (loky) workers, a forkserver `Pool`, a `Manager`, 256 MiB
+/// of `SharedMemory` and `getpass.getuser()` — and the record passes a default release gate
+/// (`approved_profiles = ["python"]`: no denied call, no egress).
+#[test]
+fn a_numpy_sklearn_training_job_passes_a_default_release_gate() {
+    sealrun_integration::ensure_python_module("sklearn", "scikit-learn");
+    sealrun_integration::ensure_python_module("pandas", "pandas");
+    let f = RunFixture::new();
+    let script = r#"import getpass, json, multiprocessing as mp
+import numpy as np, pandas as pd
+from joblib import Parallel, delayed
+from multiprocessing import shared_memory
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+
+def sq(x):
+    return x * x
+
+if __name__ == "__main__":
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 5)); y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    df = pd.DataFrame(X).assign(y=y)
+    scores = cross_val_score(LogisticRegression(), df.drop(columns="y"), df.y, cv=3, n_jobs=2)
+    par = Parallel(n_jobs=2, backend="loky")(delayed(sq)(i) for i in range(8))
+    with mp.get_context("forkserver").Pool(2) as p:
+        pool = sum(p.map(sq, range(10)))
+    with mp.Manager() as m:
+        d = m.dict(); d["k"] = 1; managed = d["k"]
+    shm = shared_memory.SharedMemory(create=True, size=256 << 20)
+    shm.buf[:] = b"\x01" * (256 << 20); shm.close(); shm.unlink()
+    json.dump({"score": float(scores.mean()), "par": sum(par), "pool": pool, "managed": managed,
+               "user": getpass.getuser()}, open("/out/metrics.json", "w"))
+"#;
+    let spec = f.job(
+        "train",
+        script,
+        &[],
+        "profile = \"python\"\nmemory = \"2G\"\n",
+    );
+    // The interpreter pip installed numpy for (its prefix is bound read-only by the profile).
+    let text = std::fs::read_to_string(f.dir().join(&spec)).unwrap();
+    let text = text.replacen("\"python3\"", &format!("{:?}", python()), 1);
+    std::fs::write(f.dir().join(&spec), text).unwrap();
+    ok_out(f.run(&spec));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.dir().join("train-out/metrics.json")).unwrap())
+            .unwrap();
+    assert!(m["score"].as_f64().unwrap() > 0.9, "{m}");
+    assert_eq!(m["par"], 140);
+    assert_eq!(m["pool"], 285);
+    assert_eq!(m["managed"], 1);
+    assert_eq!(m["user"], "sealrun");
+    std::fs::write(
+        f.dir().join("gate.toml"),
+        "trust = \"trust.toml\"\napproved_profiles = [\"python\"]\n",
+    )
+    .unwrap();
+    let rec = f.record("train").display().to_string();
+    let t = ok_out(sealrun_integration::verify(
+        f.dir(),
+        &[
+            "gate",
+            &rec,
+            "--policy",
+            "gate.toml",
+            "--records",
+            "records",
+        ],
+    ));
+    assert!(t.contains("PASS"), "{t}");
+}
