@@ -229,7 +229,7 @@ pub fn pypi_purl(name: &str, version: &str) -> String {
 /// as its run record lists it: a `resolvedDependencies` entry named `pypi:NAME` whose `uri` is
 /// [`PythonPackage::purl`] and whose `digest.sha256` is that of the folder's `RECORD` file
 /// (pip's list of every file it installed, each with its own SHA-256).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PythonPackage {
     /// The name normalised as PyPI does ([`normalize_pypi_name`]).
     pub name: String,
