@@ -4,7 +4,8 @@
 //! with the venv read-only at its own path; a folder that is not a venv is refused before
 //! anything runs (exit 64, with the spec's location); a training job's record lists every
 //! installed distribution as a `pkg:pypi` purl with its `RECORD` digest and the interpreter with
-//! its digest; `sealrun-verify aibom` lists them as components of a valid CycloneDX 1.6 BOM.
+//! its digest; the run passes a default release gate; `sealrun-verify aibom` lists them as
+//! components of a valid CycloneDX 1.6 BOM.
 
 mod common;
 
@@ -130,14 +131,7 @@ print("trained", m.score(X, y))
 
 /// The `.dist-info` folders of `venv`'s site-packages.
 fn dist_infos(venv: &Path) -> Vec<PathBuf> {
-    let lib = venv.join("lib");
-    let py = std::fs::read_dir(&lib)
-        .unwrap()
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with("python"))
-        .unwrap()
-        .path();
-    let mut v: Vec<PathBuf> = std::fs::read_dir(py.join("site-packages"))
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dist_infos_parent(venv))
         .unwrap()
         .flatten()
         .map(|e| e.path())
@@ -225,8 +219,25 @@ fn training_job_in_a_venv_attests_its_packages_in_the_record_and_the_aibom() {
         .expect("executable");
     assert_eq!(exe["digest"]["sha256"], interp_sha.as_str(), "{exe:#}");
 
-    // The AI-BOM lists them as library components, and is valid CycloneDX 1.6.
+    // The python entries are not inputs: a default release gate passes the run.
     let rec = record.display().to_string();
+    std::fs::write(
+        d.join("gate.toml"),
+        "trust = \"trust.toml\"\napproved_profiles = [\"python\"]\n",
+    )
+    .unwrap();
+    let gate = [
+        "gate",
+        &rec,
+        "--policy",
+        "gate.toml",
+        "--records",
+        "records",
+    ];
+    let t = ok(verify(d, &gate));
+    assert!(t.contains("PASS"), "{t}");
+
+    // The AI-BOM lists them as library components, and is valid CycloneDX 1.6.
     let args = [
         "aibom",
         &rec,
@@ -266,4 +277,58 @@ fn training_job_in_a_venv_attests_its_packages_in_the_record_and_the_aibom() {
         "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\ne = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open('aibom.json').read())\nprint('INVALID', e) if e else print('VALID')\nsys.exit(1 if e else 0)",
     ]));
     assert!(out.status.success(), "schema validation: {}", text(&out));
+}
+
+/// Packages the record could not name stop the run before anything runs: a venv that also
+/// imports the system's site-packages, and one holding a legacy `.egg-info` (no `RECORD`).
+#[test]
+fn a_venv_with_packages_the_record_could_not_name_is_refused_before_anything_runs() {
+    let (_t, v) = venv(&[]);
+    let f = RunFixture::new();
+    let sandbox = format!(
+        "profile = \"python\"\npython = {:?}\n",
+        v.display().to_string()
+    );
+    let job = f.job(
+        "train",
+        "open('/out/marker', 'w').write('ran')\n",
+        &[],
+        &sandbox,
+    );
+    let cfg = v.join("pyvenv.cfg");
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        original.replace(
+            "include-system-site-packages = false",
+            "include-system-site-packages = true",
+        ),
+    )
+    .unwrap();
+    fails_with(
+        f.run(&job),
+        64,
+        &["sandbox.python:", "include-system-site-packages = true"],
+    );
+    std::fs::write(&cfg, &original).unwrap();
+    let sp = dist_infos_parent(&v);
+    std::fs::create_dir_all(sp.join("legacy-1.0.egg-info")).unwrap();
+    fails_with(f.run(&job), 64, &["legacy-1.0.egg-info", "no RECORD"]);
+    assert!(!f.dir().join("train-out/marker").exists());
+    assert!(!f.dir().join("audit.log").exists(), "nothing is recorded");
+    // Without the planted folder, the same venv runs.
+    std::fs::remove_dir(sp.join("legacy-1.0.egg-info")).unwrap();
+    ok(f.run(&job));
+    assert!(f.dir().join("train-out/marker").exists());
+}
+
+/// `VENV/lib/pythonX.Y/site-packages`.
+fn dist_infos_parent(venv: &Path) -> PathBuf {
+    let py = std::fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("python"))
+        .unwrap()
+        .path();
+    py.join("site-packages")
 }
