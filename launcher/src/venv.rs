@@ -81,6 +81,12 @@ impl Venv {
         if !canon.is_dir() {
             return Err(not_folder("it is a file".into()));
         }
+        if canon.as_os_str().as_encoded_bytes().contains(&b':') {
+            return Err(VenvError::NoPython {
+                path: canon,
+                why: "its path has a ':' in it, which PATH cannot hold; move the virtualenv".into(),
+            });
+        }
         let cfg_path = canon.join("pyvenv.cfg");
         if !cfg_path.exists() {
             return Err(VenvError::NoConfig { path: canon });
