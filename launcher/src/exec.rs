@@ -46,6 +46,11 @@ pub struct ExecArgs {
     /// Set an environment variable. Repeatable.
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
+    /// Run with the Python virtualenv VENV: it and its base interpreter's prefix appear
+    /// read-only at their own host paths, VENV/bin comes first on PATH (so `python3` is the
+    /// venv's) and VIRTUAL_ENV is set. A folder that is not a venv is a usage error.
+    #[arg(long, value_name = "VENV")]
+    pub python: Option<PathBuf>,
     /// Write the outcome (end reason, resource use, denied syscalls, egress attempts) as JSON.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -75,6 +80,7 @@ Examples:
   sealrun exec --profile python --ro data:/data --rw out:/out --memory 2G --pids 256 \\
       --timeout 10m -- python3 /data/train.py --out /out
   sealrun exec --profile ./my-seccomp.json --report run.json -- ./tool
+  sealrun exec --profile python --python /tmp/venv -- python3 -c 'import sys; print(sys.prefix)'
 
 See docs/sandbox.md for the setup order, the profiles and how to write one.";
 
@@ -99,6 +105,7 @@ pub fn parse_fast(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
         timeout: None,
         cwd: None,
         env: Vec::new(),
+        python: None,
         report: None,
         dump_bpf: None,
         command: Vec::new(),
@@ -145,6 +152,7 @@ pub fn parse_fast(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
             "cpus" => once(&mut a.cpus, value.parse().ok()?)?,
             "timeout" => once(&mut a.timeout, value)?,
             "cwd" => once(&mut a.cwd, PathBuf::from(value))?,
+            "python" => once(&mut a.python, PathBuf::from(value))?,
             "report" => once(&mut a.report, PathBuf::from(value))?,
             "dump-bpf" => once(&mut a.dump_bpf, PathBuf::from(value))?,
             _ => return None,
@@ -232,6 +240,10 @@ pub fn config(args: &ExecArgs) -> Result<SandboxConfig, String> {
             .split_once('=')
             .ok_or_else(|| format!("--env {kv:?}: expected K=V"))?;
         c.env.push((k.to_string(), v.to_string()));
+    }
+    if let Some(venv) = &args.python {
+        let venv = crate::venv::Venv::open(venv).map_err(|e| format!("--python: {e}"))?;
+        venv.apply(&mut c);
     }
     Ok(c)
 }
@@ -413,6 +425,7 @@ mod tests {
                 "sh",
             ],
             &["--dump-bpf", "f.bpf", "--", "/bin/true"],
+            &["--python", "/tmp/venv", "--", "python3"],
             &["--", "--help"],
             &["--", "--", "x"],
         ];
@@ -424,6 +437,7 @@ mod tests {
             &["--bogus", "x"],
             &["--profile", "a", "--profile", "b", "--", "x"],
             &["--memory", "1G", "--memory", "2G", "--", "x"],
+            &["--python", "a", "--python=b", "--", "x"],
             &["--pids", "many", "--", "x"],
             &["--pids", "-1", "--", "x"],
             &["--ro", "--", "x"],

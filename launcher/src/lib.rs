@@ -17,6 +17,7 @@ pub mod sign;
 pub mod spec;
 pub mod stage;
 pub mod terminal;
+pub mod venv;
 
 /// The current UTC time as RFC 3339 (seconds precision).
 pub fn now_rfc3339() -> String {

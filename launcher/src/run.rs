@@ -204,6 +204,7 @@ impl Ctx<'_> {
             logs: Vec::new(),
             outputs: None,
             extra_byproducts: Vec::new(),
+            python: None,
         }
     }
 }
@@ -216,20 +217,51 @@ fn signal_name(sig: i32) -> &'static str {
     }
 }
 
-/// Resolve `argv0` the way the sandbox will (its PATH), on the host's read-only system view.
-fn resolve_executable(argv0: &str) -> Option<PathBuf> {
+/// Resolve `argv0` the way the sandbox will (its PATH, after the venv's `bin/` if the job has
+/// one), on the host's read-only system view.
+fn resolve_executable(argv0: &str, venv_bin: Option<PathBuf>) -> Option<PathBuf> {
     let candidates: Vec<PathBuf> = if argv0.contains('/') {
         vec![PathBuf::from(argv0)]
     } else {
-        sealrun_sandbox::plan::SANDBOX_PATH
-            .split(':')
-            .map(|d| Path::new(d).join(argv0))
+        venv_bin
+            .into_iter()
+            .chain(
+                sealrun_sandbox::plan::SANDBOX_PATH
+                    .split(':')
+                    .map(PathBuf::from),
+            )
+            .map(|d| d.join(argv0))
             .collect()
     };
     candidates
         .into_iter()
         .find(|p| p.is_file())
         .and_then(|p| p.canonicalize().ok())
+}
+
+/// The job's virtualenv as its record lists it: the interpreter (hashed) and every installed
+/// distribution; a venv holding one that cannot be attested stops the run before anything runs.
+fn python_facts(
+    venv: &crate::venv::Venv,
+) -> Result<
+    (
+        sealrun_verifier::record::PythonEnvironment,
+        Vec<sealrun_verifier::record::PythonPackage>,
+    ),
+    RunError,
+> {
+    let usage = |message: String| RunError::Usage {
+        path: venv.path.clone(),
+        message,
+    };
+    let packages = venv.packages().map_err(|e| usage(e.to_string()))?;
+    let env = venv.environment().map_err(|e| {
+        usage(format!(
+            "cannot hash the interpreter {}: {e}",
+            venv.interpreter.display()
+        ))
+    })?;
+    Ok((env, packages))
 }
 
 /// Gives the output folder back to the launcher's own uid: by [`OutputOwner::collect`]
@@ -701,6 +733,7 @@ pub fn run_spec(
         .map(Secret::load)
         .collect::<Result<_, _>>()?;
     let fingerprint_key = key.derive("secret-fingerprint");
+    let python = spec.sandbox.python.as_ref().map(python_facts).transpose()?;
     let mut policy = Policy::load(&spec.trust)?;
     for (k, v) in &spec.admit {
         policy
@@ -903,7 +936,11 @@ pub fn run_spec(
         .collect();
     config.stdout = Stdio::Fd(out_w);
     config.stderr = Stdio::Fd(err_w);
-    let executable = resolve_executable(&spec.command[0]).and_then(|p| {
+    if let Some(venv) = &spec.sandbox.python {
+        venv.apply(&mut config);
+    }
+    let venv_bin = spec.sandbox.python.as_ref().map(|v| v.bin());
+    let executable = resolve_executable(&spec.command[0], venv_bin).and_then(|p| {
         sealrun_verifier::digest::hash_file(&p, u64::MAX)
             .ok()
             .map(|(_, d, _)| (p.display().to_string(), d))
@@ -1081,6 +1118,7 @@ pub fn run_spec(
     let mut facts = ctx.facts(&inputs, result.clone());
     facts.code_digest = code_digest;
     facts.executable = executable;
+    facts.python = python;
     facts.internal = internal;
     facts.outcome = outcome.as_ref().ok();
     facts.logs = logs;

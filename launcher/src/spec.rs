@@ -104,6 +104,7 @@ struct RawSandbox {
     max_output_files: Option<Spanned<u64>>,
     max_log_size: Option<Spanned<String>>,
     post_run_timeout: Option<Spanned<String>>,
+    python: Option<Spanned<String>>,
 }
 
 /// One verified input of a job.
@@ -138,6 +139,8 @@ pub struct SandboxSpec {
     pub timeout: Option<Duration>,
     pub ro: Vec<(PathBuf, String)>,
     pub tmp_size: Option<u64>,
+    /// The job's Python virtualenv (`python = "VENV"`), checked to be one.
+    pub python: Option<crate::venv::Venv>,
     /// Size of `/dev/shm` (default: the sandbox's, half the memory limit).
     pub shm: Option<u64>,
     /// CPU limit in CPUs (also sets the usual thread-count variables).
@@ -483,6 +486,42 @@ fn check_mount(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<String, Sp
     }
 }
 
+/// `[sandbox] python`: a virtualenv (see [`crate::venv::Venv::open`]) whose folders, bound at
+/// their own paths, hide none of the job's mounts and none of the sandbox's own.
+fn python_venv(
+    ctx: &Ctx,
+    v: Option<&Spanned<String>>,
+    mounts: &[String],
+) -> Result<Option<crate::venv::Venv>, SpecError> {
+    let Some(v) = v else { return Ok(None) };
+    let field = "sandbox.python";
+    let path = ctx.path(v, field, true)?;
+    let venv =
+        crate::venv::Venv::open(&path).map_err(|e| ctx.err(v.span(), field, e.to_string()))?;
+    // Below /tmp is fine (the venv is bound over the /tmp tmpfs), /tmp itself is not.
+    let reserved = ["/proc", "/dev", "/sys", "/run/secrets"];
+    for p in venv.bind_paths() {
+        let overlaps = |m: &str| p.starts_with(m) || Path::new(m).starts_with(p);
+        let clash = reserved
+            .iter()
+            .copied()
+            .chain(mounts.iter().map(String::as_str))
+            .find(|m| overlaps(m))
+            .or((p == Path::new("/tmp")).then_some("/tmp"));
+        if let Some(m) = clash {
+            return Err(ctx.err(
+                v.span(),
+                field,
+                format!(
+                    "{} is bound at its own path, which would overlap {m}; move the virtualenv (or its base interpreter) elsewhere",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    Ok(Some(venv))
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -729,6 +768,7 @@ impl JobSpec {
             let dest = check_mount(ctx, &Spanned::new(v.span(), dest), &field)?;
             ro.push((hp, dest));
         }
+        let python = python_venv(ctx, sb.python.as_ref(), &mounts)?;
         let profile = sb
             .profile
             .as_ref()
@@ -860,6 +900,7 @@ impl JobSpec {
                 timeout,
                 ro,
                 tmp_size,
+                python,
                 shm,
                 cpus,
                 outputs,
