@@ -151,6 +151,8 @@ pub struct SandboxConfig {
     pub stderr: Stdio,
     /// Secrets delivered as files on a private tmpfs, removed at their TTL.
     pub secrets: Vec<SecretFile>,
+    /// Extra device nodes (GPUs) bound under `/dev` (see [`crate::devices`]).
+    pub devices: Vec<crate::devices::DeviceNode>,
 }
 
 impl SandboxConfig {
@@ -173,6 +175,7 @@ impl SandboxConfig {
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
             secrets: Vec::new(),
+            devices: Vec::new(),
         }
     }
 }
