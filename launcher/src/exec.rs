@@ -12,7 +12,7 @@ use sealrun_sandbox::{exit_codes, Bind, ProfileRef, SandboxConfig, SandboxPlan, 
 #[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
 #[command(after_help = AFTER_HELP)]
 pub struct ExecArgs {
-    /// Profile: a built-in name (default, minimal, python) or a path to an OCI/Docker seccomp
+    /// Profile: a built-in name (default, minimal, python, gpu) or a path to an OCI/Docker seccomp
     /// JSON file.
     #[arg(long, value_name = "NAME|PATH", default_value = "default")]
     pub profile: String,

@@ -5,7 +5,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Which profile to use: a built-in name (`default`, `minimal`, `python`) or a path to an
+/// Which profile to use: a built-in name (`default`, `minimal`, `python`, `gpu`) or a path to an
 /// OCI/Docker seccomp JSON file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProfileRef {

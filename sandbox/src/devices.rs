@@ -255,3 +255,36 @@ impl DeviceCgroup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gpu_profile_is_python_plus_get_mempolicy_only() {
+        let parse = |n: &str| -> serde_json::Value {
+            serde_json::from_str(crate::profile::embedded_seccomp(n).unwrap()).unwrap()
+        };
+        let (mut gpu, mut python) = (parse("gpu"), parse("python"));
+        let added = gpu["syscalls"].as_array_mut().unwrap().remove(1);
+        assert_eq!(added["names"], serde_json::json!(["get_mempolicy"]));
+        assert_eq!(added["action"], "SCMP_ACT_ALLOW");
+        for p in [&mut gpu, &mut python] {
+            p.as_object_mut().unwrap().remove("comment");
+        }
+        assert!(
+            gpu == python,
+            "seccomp/gpu.json must be seccomp/python.json plus its get_mempolicy rule (second): \
+             after changing python.json, copy its rules into gpu.json"
+        );
+        let m = |n: &str| -> serde_json::Value {
+            let mut v: serde_json::Value =
+                serde_json::from_str(crate::profile::embedded_mounts(n).unwrap()).unwrap();
+            v.as_object_mut().unwrap().remove("comment");
+            v
+        };
+        assert_eq!(
+            m("gpu"),
+            m("python"),
+            "mounts/gpu.json is mounts/python.json"
+        );
+    }
+}

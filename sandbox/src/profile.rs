@@ -25,7 +25,7 @@ use crate::config::ProfileRef;
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     /// No such built-in profile.
-    #[error("unknown profile {0:?} (built-in: default, minimal, python; or give a path to a .json file)")]
+    #[error("unknown profile {0:?} (built-in: default, minimal, python, gpu; or give a path to a .json file)")]
     UnknownName(String),
     /// The file could not be read.
     #[error("cannot read profile {path}: {source}")]
@@ -220,6 +220,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../sandbox-profiles/seccomp/python.json"),
     ),
     (
+        "seccomp/gpu.json",
+        include_str!("../../sandbox-profiles/seccomp/gpu.json"),
+    ),
+    (
         "mounts/default.json",
         include_str!("../../sandbox-profiles/mounts/default.json"),
     ),
@@ -230,6 +234,10 @@ const EMBEDDED: &[(&str, &str)] = &[
     (
         "mounts/python.json",
         include_str!("../../sandbox-profiles/mounts/python.json"),
+    ),
+    (
+        "mounts/gpu.json",
+        include_str!("../../sandbox-profiles/mounts/gpu.json"),
     ),
 ];
 
@@ -461,7 +469,7 @@ impl LoadedProfile {
 }
 
 /// The names of the shipped profiles (each has a seccomp and a mount JSON).
-pub const SHIPPED: [&str; 3] = ["default", "minimal", "python"];
+pub const SHIPPED: [&str; 4] = ["default", "minimal", "python", "gpu"];
 
 fn embedded_text(rel: &str) -> Option<&'static str> {
     EMBEDDED.iter().find(|(n, _)| *n == rel).map(|(_, t)| *t)
