@@ -15,6 +15,7 @@ use sealrun_sandbox::Outcome;
 use sealrun_verifier::artifact::Verified;
 use sealrun_verifier::digest::Digest;
 use sealrun_verifier::outputs::Outputs;
+use sealrun_verifier::record;
 use sealrun_verifier::record::{
     BuildDefinition, BuildMetadata, Builder, Provenance, ResourceDescriptor, RunDetails, BUILD_TYPE,
 };
@@ -124,6 +125,17 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
             uri: Some(format!("file:{path}")),
             ..rd("executable")
         });
+    }
+    // The CDI spec files the run's GPUs came from (`internalParameters.gpus`).
+    let gpus = f.internal.get(record::GPUS_PARAMETER).cloned();
+    if let Some(g) = gpus.and_then(|g| serde_json::from_value::<record::GpuAccess>(g).ok()) {
+        for s in g.cdi_specs {
+            deps.push(ResourceDescriptor {
+                digest: [("sha256".to_string(), s.sha256)].into(),
+                uri: Some(format!("file:{}", s.path)),
+                ..rd(record::CDI_SPEC_DEPENDENCY)
+            });
+        }
     }
     let mut byproducts = Vec::new();
     for (name, path, d, notes) in &f.logs {

@@ -3,7 +3,10 @@
 //! Guarantees: every spec file of the requested kind in the spec folders is read once, hashed
 //! (the digest is of the very bytes parsed) and parsed strictly; a request that names no device
 //! of the spec is an error listing the devices there are; an edit this crate cannot apply
-//! (anything but `env`, `deviceNodes`, `mounts` and `hooks`) is an error, never dropped; the
+//! (anything but `env`, `deviceNodes`, `mounts` and `hooks`) is an error, never dropped; started
+//! as root, a spec is read only from a file that it and every folder above it are owned by root
+//! and not writable by group or others (as profiles: a spec decides which host devices and files
+//! a job gets); the
 //! result is plain data: device nodes, read-only mounts, environment and hooks, for the caller
 //! to apply (device nodes and mounts go into [`crate::SandboxConfig`], hooks are the caller's to
 //! run or to report as not run).
@@ -82,6 +85,17 @@ pub enum CdiError {
         path: String,
         /// Cause.
         source: std::io::Error,
+    },
+    /// Started as root, a spec file or a folder above it that someone else could change.
+    #[error(
+        "refusing CDI spec {path}: {what} (started as root, CDI specs are read only from files \
+         and folders owned by root and not writable by group or others)"
+    )]
+    NotRootOwned {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        what: String,
     },
     /// A spec file did not parse.
     #[error("CDI spec {path}: {detail}")]
@@ -287,6 +301,13 @@ pub fn read_spec(path: &Path) -> Result<SpecFile, CdiError> {
         source,
     };
     let f = std::fs::File::open(path).map_err(read_err)?;
+    if crate::profile::as_root() {
+        let meta = f.metadata().map_err(read_err)?;
+        crate::profile::root_owned(path, &meta).map_err(|e| CdiError::NotRootOwned {
+            path: shown.clone(),
+            what: e.to_string(),
+        })?;
+    }
     let mut bytes = Vec::new();
     f.take(MAX_SPEC_BYTES + 1)
         .read_to_end(&mut bytes)

@@ -153,6 +153,9 @@ pub struct SandboxConfig {
     pub secrets: Vec<SecretFile>,
     /// Extra device nodes (GPUs) bound under `/dev` (see [`crate::devices`]).
     pub devices: Vec<crate::devices::DeviceNode>,
+    /// Read-only mounts that come with those devices (driver libraries and tools from a CDI
+    /// spec); one whose host file is already visible at the same place is not mounted again.
+    pub device_mounts: Vec<Bind>,
 }
 
 impl SandboxConfig {
@@ -176,6 +179,7 @@ impl SandboxConfig {
             stderr: Stdio::Inherit,
             secrets: Vec::new(),
             devices: Vec::new(),
+            device_mounts: Vec::new(),
         }
     }
 }

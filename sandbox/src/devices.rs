@@ -128,6 +128,25 @@ pub fn plan(b: &mut Builder, nodes: &[DeviceNode]) -> Result<Vec<PlannedDevice>,
     Ok(out)
 }
 
+/// Plan the read-only `mounts` that come with the devices. One whose host path, resolved, is
+/// the same file as its destination resolved on the host, and is already visible read-only
+/// there (e.g. a driver library under `/usr`, bound by the mount profile), is skipped: it is
+/// the same inode, and its destination may lie behind a symlink the sandbox recreates (`/lib`).
+pub fn plan_mounts(b: &mut Builder, mounts: &[crate::config::Bind]) -> Result<(), DeviceError> {
+    for m in mounts {
+        let host = std::fs::canonicalize(&m.host).map_err(|source| DeviceError::Open {
+            path: m.host.display().to_string(),
+            source,
+        })?;
+        let same = std::fs::canonicalize(&m.dest).is_ok_and(|d| d == host);
+        if same && b.covers(&host) {
+            continue;
+        }
+        b.bind(&m.host, &m.dest, false)?;
+    }
+    Ok(())
+}
+
 const V1_DEVICES: &str = "/sys/fs/cgroup/devices";
 
 /// How device access is controlled for a run with extra device nodes.

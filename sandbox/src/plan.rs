@@ -238,6 +238,7 @@ impl SandboxPlan {
             b.secret_dir(dir, bytes + (64 << 10))?;
         }
         let devices = crate::devices::plan(&mut b, &config.devices)?;
+        crate::devices::plan_mounts(&mut b, &config.device_mounts)?;
         for bind in &config.ro_binds {
             b.bind(&bind.host, &bind.dest, false)?;
         }

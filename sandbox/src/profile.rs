@@ -314,7 +314,7 @@ fn read_profile(path: &Path, rel: &str) -> std::io::Result<ProfileBytes> {
     Ok(std::borrow::Cow::Owned(all))
 }
 
-fn as_root() -> bool {
+pub(crate) fn as_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
@@ -332,7 +332,7 @@ impl std::error::Error for NotRootOwned {}
 
 /// Check that `path` (already opened: `meta` is its `fstat`) and every folder above it are owned
 /// by root and not writable by group or others (sticky folders excepted).
-fn root_owned(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+pub(crate) fn root_owned(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let bad = |p: &Path, m: &std::fs::Metadata| -> Option<String> {
         if m.uid() != 0 {
