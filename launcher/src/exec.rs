@@ -9,7 +9,7 @@ use sealrun_sandbox::{exit_codes, Bind, ProfileRef, SandboxConfig, SandboxPlan, 
 
 /// Arguments of `sealrun exec` (the long help, with examples and exit statuses, is
 /// [`AFTER_HELP`]).
-#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[derive(clap::Args, Debug, Clone, PartialEq)]
 #[command(after_help = AFTER_HELP)]
 pub struct ExecArgs {
     /// Profile: a built-in name (default, minimal, python, gpu) or a path to an OCI/Docker seccomp
@@ -22,8 +22,9 @@ pub struct ExecArgs {
     /// Bind HOST read-write at DEST (default: the same path). Repeatable.
     #[arg(long = "rw", value_name = "HOST[:DEST]")]
     pub rw: Vec<String>,
-    /// Mount a tmpfs at DEST, capped at SIZE (e.g. 64M; default 64M). /tmp and /dev/shm always
-    /// exist; this resizes them. Repeatable.
+    /// Mount a tmpfs at DEST, capped at SIZE (e.g. 64M; default 64M). /tmp (256M) and /dev/shm
+    /// (half of --memory, at least 64M; 1G without --memory) always exist; this resizes them.
+    /// Repeatable.
     #[arg(long, value_name = "DEST[:SIZE]")]
     pub tmpfs: Vec<String>,
     /// Memory limit (cgroup), e.g. 512M, 2G.
@@ -32,6 +33,10 @@ pub struct ExecArgs {
     /// Maximum number of processes and threads (cgroup pids.max).
     #[arg(long, value_name = "N")]
     pub pids: Option<u64>,
+    /// CPU limit in CPUs, e.g. 2 or 1.5 (cgroup CPU quota); also sets OMP_NUM_THREADS,
+    /// OPENBLAS_NUM_THREADS, MKL_NUM_THREADS and NUMEXPR_NUM_THREADS unless --env sets them.
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
     /// Wall-clock limit, e.g. 30s, 10m; the whole process tree is killed (exit status 124).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
@@ -96,6 +101,7 @@ pub fn parse_fast(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
         tmpfs: Vec::new(),
         memory: None,
         pids: None,
+        cpus: None,
         timeout: None,
         cwd: None,
         env: Vec::new(),
@@ -143,6 +149,7 @@ pub fn parse_fast(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
             "env" => a.env.push(value),
             "memory" => once(&mut a.memory, value)?,
             "pids" => once(&mut a.pids, value.parse().ok()?)?,
+            "cpus" => once(&mut a.cpus, value.parse().ok()?)?,
             "timeout" => once(&mut a.timeout, value)?,
             "cwd" => once(&mut a.cwd, PathBuf::from(value))?,
             "report" => once(&mut a.report, PathBuf::from(value))?,
@@ -211,6 +218,14 @@ pub fn config(args: &ExecArgs) -> Result<SandboxConfig, String> {
         return Err("--pids must be at least 1".into());
     }
     c.pids = args.pids;
+    if let Some(n) = args.cpus {
+        if !(n.is_finite() && (0.01..=4096.0).contains(&n)) {
+            return Err(format!(
+                "--cpus {n}: give a number of CPUs from 0.01 to 4096"
+            ));
+        }
+    }
+    c.cpus = args.cpus;
     c.timeout = args
         .timeout
         .as_deref()
@@ -245,9 +260,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 static SANDBOX_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 static PENDING_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
+static FORWARDED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 extern "C" fn forward(sig: libc::c_int) {
     let pid = SANDBOX_PID.load(std::sync::atomic::Ordering::SeqCst);
     if pid > 0 {
+        // The first signal reaches the command as itself; a second one kills the tree.
+        let n = FORWARDED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let sig = if n == 0 { sig } else { libc::SIGKILL };
         // SAFETY: kill(2) is async-signal-safe; the pid is our own sandbox init.
         unsafe { libc::kill(pid, sig) };
     } else {
@@ -256,8 +276,9 @@ extern "C" fn forward(sig: libc::c_int) {
 }
 
 /// SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to `sealrun` go to the sandbox init, which forwards
-/// them to the command (which runs in its own session and so does not get the terminal's). One
-/// that arrives while the sandbox is being built is delivered as soon as the command runs.
+/// them to the command (which runs in its own session and so does not get the terminal's); a
+/// second one kills the whole tree. One that arrives while the sandbox is being built is
+/// delivered as soon as the command runs.
 fn catch_signals() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
         // SAFETY: installing an async-signal-safe handler.
@@ -415,6 +436,8 @@ mod tests {
                 "2G",
                 "--pids",
                 "64",
+                "--cpus",
+                "1.5",
                 "--timeout",
                 "10m",
                 "x",

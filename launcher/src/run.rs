@@ -9,9 +9,9 @@
 //! copies of its inputs and code, bound from descriptors (see [`crate::stage`]);
 //! a `start` entry is in the audit log before the job starts, so a run the
 //! launcher never finished stays visible; stdout and stderr are streamed to the
-//! terminal and to log files; SIGINT/SIGTERM are forwarded to the job (a second
-//! one kills the tree); every run that started gets a signed record, whatever
-//! its end.
+//! terminal and to log files; SIGINT and SIGTERM reach the job as themselves (a
+//! second one kills the tree, and the record's `interrupt` byproduct says what
+//! came); every run that started gets a signed record, whatever its end.
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -205,6 +205,14 @@ impl Ctx<'_> {
             outputs: None,
             extra_byproducts: Vec::new(),
         }
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        _ => "signal",
     }
 }
 
@@ -873,8 +881,15 @@ pub fn run_spec(
             size,
         });
     }
+    if let Some(size) = spec.sandbox.shm {
+        config.tmpfs.push(Tmpfs {
+            dest: "/dev/shm".into(),
+            size,
+        });
+    }
     config.memory = spec.sandbox.memory;
     config.pids = spec.sandbox.pids;
+    config.cpus = spec.sandbox.cpus;
     config.timeout = spec.sandbox.timeout;
     config.fsize = Some(spec.sandbox.outputs.max_file_size);
     config.cwd = Some(OUTPUT_MOUNT.into());
@@ -900,6 +915,8 @@ pub fn run_spec(
             "pids": spec.sandbox.pids,
             "timeout_s": spec.sandbox.timeout.map(|t| t.as_secs_f64()),
             "tmp_bytes": spec.sandbox.tmp_size,
+            "shm_bytes": spec.sandbox.shm.unwrap_or_else(|| sealrun_sandbox::plan::default_shm_size(spec.sandbox.memory)),
+            "cpus": spec.sandbox.cpus,
             "max_file_bytes": spec.sandbox.outputs.max_file_size,
             "max_output_bytes": spec.sandbox.outputs.max_output_size,
             "max_output_files": spec.sandbox.outputs.max_output_files,
@@ -995,6 +1012,7 @@ pub fn run_spec(
     let quiet = opts.quiet;
     let patterns = Arc::new(Patterns::new(&secrets));
     let max_log = spec.sandbox.outputs.max_log_size;
+    let mut interrupt = sealrun_verifier::record::Interrupt::default();
     let (mut outcome, logs) = rt.block_on(async {
         let out_pump = tokio::spawn(pump(out_r, stdout_log.clone(), false, quiet, Redactor::with(patterns.clone()), max_log));
         let err_pump = tokio::spawn(pump(err_r, stderr_log.clone(), true, quiet, Redactor::with(patterns.clone()), max_log));
@@ -1010,14 +1028,17 @@ pub fn run_spec(
                     .map_err(|e| e.to_string())?;
                 let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
                     .map_err(|e| e.to_string())?;
-                let mut forwarded = 0;
                 loop {
-                    tokio::select! {
+                    // The job gets the signal we got (Ctrl-C is SIGINT: Python raises
+                    // KeyboardInterrupt); a second one, of either kind, kills the tree.
+                    let got = tokio::select! {
                         r = &mut waiter => break r.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
-                        _ = term.recv() => forwarded += 1,
-                        _ = int.recv() => forwarded += 1,
-                    }
-                    let sig = if forwarded > 1 { libc::SIGKILL } else { libc::SIGTERM };
+                        _ = term.recv() => libc::SIGTERM,
+                        _ = int.recv() => libc::SIGINT,
+                    };
+                    let sig = if interrupt.signals.is_empty() { got } else { libc::SIGKILL };
+                    interrupt.signals.push(signal_name(got).to_string());
+                    interrupt.killed |= sig == libc::SIGKILL;
                     // SAFETY: signalling the sandbox init, our child, which is not reaped until
                     // `waiter` completes (and this loop exits on that).
                     unsafe { libc::kill(pid, sig) };
@@ -1133,6 +1154,19 @@ pub fn run_spec(
                 ..Default::default()
             });
     }
+    // Which signals the launcher got and passed on (the job's end says how it took them).
+    let result = if interrupt.signals.is_empty() {
+        result
+    } else {
+        facts
+            .extra_byproducts
+            .push(sealrun_verifier::record::ResourceDescriptor {
+                name: Some("interrupt".into()),
+                annotations: serde_json::to_value(&interrupt).ok(),
+                ..Default::default()
+            });
+        format!("{result} (interrupted: {})", interrupt.signals.join(", "))
+    };
     let record = ctx.finish(facts, "end", result.clone())?;
     tracing::debug!(record = %record.display(), %result, "run recorded");
     drop(stage);

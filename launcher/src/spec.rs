@@ -97,6 +97,8 @@ struct RawSandbox {
     #[serde(default)]
     ro: Vec<Spanned<String>>,
     tmp_size: Option<Spanned<String>>,
+    shm: Option<Spanned<String>>,
+    cpus: Option<Spanned<f64>>,
     max_file_size: Option<Spanned<String>>,
     max_output_size: Option<Spanned<String>>,
     max_output_files: Option<Spanned<u64>>,
@@ -154,6 +156,10 @@ pub struct SandboxSpec {
     pub tmp_size: Option<u64>,
     /// GPUs given to the job through the host's CDI specs.
     pub gpus: Option<sealrun_sandbox::cdi::GpuRequest>,
+    /// Size of `/dev/shm` (default: the sandbox's, half the memory limit).
+    pub shm: Option<u64>,
+    /// CPU limit in CPUs (also sets the usual thread-count variables).
+    pub cpus: Option<f64>,
     /// Bounds on what the job leaves and on the launcher's work after it.
     pub outputs: OutputLimits,
 }
@@ -696,6 +702,20 @@ impl JobSpec {
         };
         let memory = size(&sb.memory, "sandbox.memory")?;
         let tmp_size = size(&sb.tmp_size, "sandbox.tmp_size")?;
+        let shm = size(&sb.shm, "sandbox.shm")?;
+        let cpus = match &sb.cpus {
+            Some(c) if !(c.get_ref().is_finite() && *c.get_ref() >= 0.01 && *c.get_ref() <= 4096.0) => {
+                return Err(ctx.err(
+                    c.span(),
+                    "sandbox.cpus",
+                    format!(
+                        "invalid CPU limit {}: give a number of CPUs from 0.01 to 4096, e.g. 2 or 1.5",
+                        c.get_ref()
+                    ),
+                ))
+            }
+            c => c.as_ref().map(|c| *c.get_ref()),
+        };
         let timeout = sb
             .timeout
             .as_ref()
@@ -878,6 +898,8 @@ impl JobSpec {
                 ro,
                 tmp_size,
                 gpus,
+                shm,
+                cpus,
                 outputs,
             },
             secrets,

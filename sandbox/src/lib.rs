@@ -38,6 +38,7 @@ pub mod seccomp;
 pub mod supervise;
 pub mod sys;
 pub mod syscall_table;
+pub mod unix_connect;
 
 pub use config::{Bind, FdBind, ProfileRef, SandboxConfig, SecretFile, Stdio, Tmpfs};
 pub use outcome::{DeniedSyscall, EgressAttempt, EndReason, LandlockReport, Outcome};

@@ -196,7 +196,8 @@ fn supervise(mut plan: SandboxPlan, started: Option<OnStart>) -> Result<Outcome,
         std::process::id(),
         RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    let cgroup = Cgroup::create(&id, plan.memory, plan.pids).map_err(|e| setup("cgroup", e))?;
+    let cgroup =
+        Cgroup::create(&id, plan.memory, plan.pids, plan.cpus).map_err(|e| setup("cgroup", e))?;
     if plan.device_cgroup == Some(crate::devices::CgroupMode::V1) {
         match crate::devices::DeviceCgroup::create(&id, &plan.devices) {
             Ok(dc) => plan.device_cg = Some(dc),
@@ -356,7 +357,10 @@ fn supervise_in(
     // its notifications, the command's status (the init writes it, with the command's resource
     // use, just before it exits) and the timeout.
     let errnos = plan.seccomp.observed.clone();
-    let mut server = crate::notify::Server::new(&errnos);
+    let mut server = crate::notify::Server::new(
+        &errnos,
+        crate::unix_connect::OwnMounts::new(plan.mounts.own_tmpfs_paths()),
+    );
     let mut sock = Some(sock_parent);
     let mut listener: Option<OwnedFd> = None;
     let mut setup_open = true;

@@ -133,6 +133,17 @@ pub const UNATTESTED_BYPRODUCT: &str = "output-unattested";
 /// Name of the byproduct summarising the output folder ([`OutputSummary`]).
 pub const OUTPUT_SUMMARY_BYPRODUCT: &str = "output-summary";
 
+/// The `interrupt` byproduct: signals the launcher got while the job ran and passed on (the
+/// first as itself, any later one as SIGKILL of the whole tree).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interrupt {
+    /// The signals received, in order (`SIGINT`, `SIGTERM`).
+    pub signals: Vec<String>,
+    /// Whether a second signal made the launcher kill the tree.
+    pub killed: bool,
+}
+
 /// Byproduct `output-unattested`: entries of the output folder that are not
 /// among the subjects although the job left them (a name that cannot be a
 /// subject, a path too long, a limit or deadline passed, an unreadable file).
