@@ -227,12 +227,19 @@ fn gpu_plumbing_through_sealrun_run_with_a_synthetic_cdi_spec() {
         .spawn()
         .unwrap();
     wait_for(&d.join("gpu-out/ready"), &mut child);
-    // While the job runs: its devices cgroup denies everything but the listed nodes.
+    // While the job runs: its devices cgroup (the one holding this job, found by the unique
+    // argument in its command line) denies everything but the listed nodes.
+    let ours = |c: &PathBuf| {
+        std::fs::read_to_string(c.join("cgroup.procs")).is_ok_and(|procs| {
+            procs.lines().any(|pid| {
+                std::fs::read(format!("/proc/{}/cmdline", pid.trim()))
+                    .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains(&lib))
+            })
+        })
+    };
     let cgroup_rules: Vec<String> = device_cgroups()
         .iter()
-        .filter(|c| {
-            std::fs::read_to_string(c.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
-        })
+        .filter(|c| ours(c))
         .filter_map(|c| std::fs::read_to_string(c.join("devices.list")).ok())
         .collect();
     std::fs::write(signal.join("go"), "").unwrap();

@@ -218,9 +218,27 @@ fn standard_rules() -> Vec<String> {
         .collect()
 }
 
+/// Remove devices cgroups left by supervisors that were killed (their id starts with the
+/// supervisor's pid, which no longer exists). `rmdir` refuses any that still has tasks.
+fn remove_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.split('-').next()?.parse::<u32>().ok());
+        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+}
+
 impl DeviceCgroup {
     /// Make `devices/sealrun/<id>` allowing the standard nodes and `extra`.
     pub fn create(id: &str, extra: &[PlannedDevice]) -> Result<DeviceCgroup, CgroupError> {
+        remove_stale(&Path::new(V1_DEVICES).join("sealrun"));
         let dir = Path::new(V1_DEVICES).join("sealrun").join(id);
         std::fs::create_dir_all(&dir).map_err(|e| cg_err(&dir, e))?;
         let cg = DeviceCgroup { dir };
