@@ -356,12 +356,13 @@ pub fn kill_leftovers(marker: &str) -> Vec<(u32, String)> {
 }
 
 /// Remove the (empty) cgroups a SIGKILLed launcher `pid` could not remove itself
-/// (`/sys/fs/cgroup/{memory,pids}/sealrun/<pid>-N`, or under the unified hierarchy).
+/// (`/sys/fs/cgroup/{memory,pids,devices}/sealrun/<pid>-N`, or under the unified hierarchy).
 pub fn remove_leaked_cgroups(pid: u32) {
     let prefix = format!("{pid}-");
     for base in [
         "/sys/fs/cgroup/memory/sealrun",
         "/sys/fs/cgroup/pids/sealrun",
+        "/sys/fs/cgroup/devices/sealrun",
         "/sys/fs/cgroup/unified/sealrun",
         "/sys/fs/cgroup/sealrun",
     ] {

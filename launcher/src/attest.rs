@@ -16,6 +16,7 @@ use sealrun_sandbox::Outcome;
 use sealrun_verifier::artifact::Verified;
 use sealrun_verifier::digest::Digest;
 use sealrun_verifier::outputs::Outputs;
+use sealrun_verifier::record;
 use sealrun_verifier::record::{
     BuildDefinition, BuildMetadata, Builder, Provenance, PythonEnvironment, PythonPackage,
     ResourceDescriptor, RunDetails, BUILD_TYPE,
@@ -132,6 +133,17 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
     if let Some((env, packages)) = &f.python {
         deps.push(env.to_descriptor());
         deps.extend(packages.iter().map(PythonPackage::to_descriptor));
+    }
+    // The CDI spec files the run's GPUs came from (`internalParameters.gpus`).
+    let gpus = f.internal.get(record::GPUS_PARAMETER).cloned();
+    if let Some(g) = gpus.and_then(|g| serde_json::from_value::<record::GpuAccess>(g).ok()) {
+        for s in g.cdi_specs {
+            deps.push(ResourceDescriptor {
+                digest: [("sha256".to_string(), s.sha256)].into(),
+                uri: Some(format!("file:{}", s.path)),
+                ..rd(record::CDI_SPEC_DEPENDENCY)
+            });
+        }
     }
     let mut byproducts = Vec::new();
     for (name, path, d, notes) in &f.logs {

@@ -12,7 +12,7 @@ use sealrun_sandbox::{exit_codes, Bind, ProfileRef, SandboxConfig, SandboxPlan, 
 #[derive(clap::Args, Debug, Clone, PartialEq)]
 #[command(after_help = AFTER_HELP)]
 pub struct ExecArgs {
-    /// Profile: a built-in name (default, minimal, python) or a path to an OCI/Docker seccomp
+    /// Profile: a built-in name (default, minimal, python, gpu) or a path to an OCI/Docker seccomp
     /// JSON file.
     #[arg(long, value_name = "NAME|PATH", default_value = "default")]
     pub profile: String,
@@ -51,6 +51,11 @@ pub struct ExecArgs {
     /// venv's) and VIRTUAL_ENV is set. A folder that is not a venv is a usage error.
     #[arg(long, value_name = "VENV")]
     pub python: Option<PathBuf>,
+    /// GPUs from the host's CDI specs (/etc/cdi, /var/run/cdi; or $SEALRUN_CDI_DIRS): `all`,
+    /// indices (`0,1`) or UUIDs (`GPU-…`). Their device nodes are bound under /dev, the spec's
+    /// driver files read-only, its environment set; use `--profile gpu`.
+    #[arg(long, value_name = "all|0,1|GPU-UUID")]
+    pub gpus: Option<String>,
     /// Write the outcome (end reason, resource use, denied syscalls, egress attempts) as JSON.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -81,6 +86,7 @@ Examples:
       --timeout 10m -- python3 /data/train.py --out /out
   sealrun exec --profile ./my-seccomp.json --report run.json -- ./tool
   sealrun exec --profile python --python /tmp/venv -- python3 -c 'import sys; print(sys.prefix)'
+  sealrun exec --profile gpu --gpus all --ro venv -- venv/bin/python3 -c 'import torch; print(torch.cuda.device_count())'
 
 See docs/sandbox.md for the setup order, the profiles and how to write one.";
 
@@ -107,6 +113,7 @@ pub fn parse_fast(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
         env: Vec::new(),
         python: None,
         report: None,
+        gpus: None,
         dump_bpf: None,
         command: Vec::new(),
     };
@@ -154,6 +161,7 @@ pub fn parse_fast(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
             "cwd" => once(&mut a.cwd, PathBuf::from(value))?,
             "python" => once(&mut a.python, PathBuf::from(value))?,
             "report" => once(&mut a.report, PathBuf::from(value))?,
+            "gpus" => once(&mut a.gpus, value)?,
             "dump-bpf" => once(&mut a.dump_bpf, PathBuf::from(value))?,
             _ => return None,
         }
@@ -310,6 +318,24 @@ pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
+    let mut gpus = match args
+        .gpus
+        .as_deref()
+        .map(sealrun_sandbox::cdi::GpuRequest::parse)
+    {
+        None => None,
+        Some(Err(e)) => return usage(format!("--gpus: {e}")),
+        Some(Ok(req)) => match crate::gpu::prepare(&req) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("sealrun: sandbox setup failed at gpus: {e}");
+                return Ok(exit_codes::SETUP_FAILED);
+            }
+        },
+    };
+    if let Some(g) = &mut gpus {
+        g.apply(&mut config);
+    }
     // The job never holds the operator's terminal: where ours is one, it writes to a pipe that
     // we relay, escaped (see `crate::terminal`).
     let mut relays = Vec::new();
@@ -337,6 +363,17 @@ pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
         std::fs::write(path, plan.bpf_main_bytes())?;
         return Ok(0);
     }
+    if let Some(g) = &mut gpus {
+        g.planned(&plan);
+        for h in g.access.hooks.iter().filter(|h| h.status == "not-run") {
+            eprintln!(
+                "sealrun: CDI hook {} {} not run: {}",
+                h.path,
+                h.args.get(1).map(String::as_str).unwrap_or_default(),
+                h.detail
+            );
+        }
+    }
     catch_signals();
     // This process exits right after: the sandbox's teardown need not delay the answer.
     let result = plan.detach_teardown().run_with(forward_signals_to);
@@ -351,7 +388,11 @@ pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
         }
     };
     if let Some(path) = &args.report {
-        let json = serde_json::to_vec_pretty(&outcome)?;
+        let mut value = serde_json::to_value(&outcome)?;
+        if let (Some(g), Some(o)) = (&gpus, value.as_object_mut()) {
+            o.insert("gpus".into(), serde_json::to_value(&g.access)?);
+        }
+        let json = serde_json::to_vec_pretty(&value)?;
         if let Err(e) = write_atomic(path, &json) {
             eprintln!("sealrun: cannot write report {}: {e}", path.display());
         }
@@ -424,6 +465,7 @@ mod tests {
                 "--",
                 "sh",
             ],
+            &["--gpus", "0,1", "--profile", "gpu", "--", "nvidia-smi"],
             &["--dump-bpf", "f.bpf", "--", "/bin/true"],
             &["--python", "/tmp/venv", "--", "python3"],
             &["--", "--help"],

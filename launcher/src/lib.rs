@@ -7,6 +7,7 @@ pub mod attest;
 pub mod audit;
 pub mod demo;
 pub mod exec;
+pub mod gpu;
 pub mod keyfile;
 pub mod outputs;
 pub mod pipeline;

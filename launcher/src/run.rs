@@ -962,7 +962,19 @@ pub fn run_spec(
         },
         "staging": "list-copy-hash",
     });
-    let plan = match SandboxPlan::build(config) {
+    // GPUs: resolved against the host's CDI specs before anything starts.
+    let mut gpus = None;
+    let planned = match spec.sandbox.gpus.as_ref().map(crate::gpu::prepare) {
+        Some(Err(e)) => Err(format!("gpus: {e}")),
+        g => {
+            gpus = g.and_then(Result::ok);
+            if let Some(g) = &mut gpus {
+                g.apply(&mut config);
+            }
+            SandboxPlan::build(config).map_err(|e| e.to_string())
+        }
+    };
+    let plan = match planned {
         Ok(p) => p,
         Err(e) => {
             let msg = format!("sandbox plan: {e}");
@@ -984,6 +996,13 @@ pub fn run_spec(
         o.insert("bpf_sha256".into(), plan.bpf_sha256().into());
         o.insert("landlock_abi".into(), plan.landlock_abi().into());
         o.insert("job_host_uid".into(), plan.job_host_uid().into());
+        if let Some(g) = &mut gpus {
+            g.planned(&plan);
+            o.insert(
+                sealrun_verifier::record::GPUS_PARAMETER.into(),
+                serde_json::to_value(&g.access).unwrap_or_default(),
+            );
+        }
     }
     let job_uid = plan.job_host_uid();
     tracing::debug!(

@@ -105,6 +105,22 @@ struct RawSandbox {
     max_log_size: Option<Spanned<String>>,
     post_run_timeout: Option<Spanned<String>>,
     python: Option<Spanned<String>>,
+    gpus: Option<Spanned<RawGpus>>,
+}
+
+/// `gpus = "all"`, `"0,1"`, `[0, 1]` or `["GPU-…"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawGpus {
+    One(String),
+    List(Vec<RawGpu>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawGpu {
+    Index(u64),
+    Name(String),
 }
 
 /// One verified input of a job.
@@ -141,6 +157,8 @@ pub struct SandboxSpec {
     pub tmp_size: Option<u64>,
     /// The job's Python virtualenv (`python = "VENV"`), checked to be one.
     pub python: Option<crate::venv::Venv>,
+    /// GPUs given to the job through the host's CDI specs.
+    pub gpus: Option<sealrun_sandbox::cdi::GpuRequest>,
     /// Size of `/dev/shm` (default: the sandbox's, half the memory limit).
     pub shm: Option<u64>,
     /// CPU limit in CPUs (also sets the usual thread-count variables).
@@ -757,6 +775,25 @@ impl JobSpec {
             return Err(ctx.err(p.span(), "sandbox.pids", "must be at least 1"));
         }
         let outputs = output_limits(ctx, sb, &size)?;
+        let gpus = sb
+            .gpus
+            .as_ref()
+            .map(|g| {
+                let text = match g.get_ref() {
+                    RawGpus::One(s) => s.clone(),
+                    RawGpus::List(v) => v
+                        .iter()
+                        .map(|x| match x {
+                            RawGpu::Index(i) => i.to_string(),
+                            RawGpu::Name(n) => n.clone(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(","),
+                };
+                sealrun_sandbox::cdi::GpuRequest::parse(&text)
+                    .map_err(|e| ctx.err(g.span(), "sandbox.gpus", e.to_string()))
+            })
+            .transpose()?;
         let mut ro = Vec::new();
         for (i, v) in sb.ro.iter().enumerate() {
             let field = format!("sandbox.ro[{i}]");
@@ -901,6 +938,7 @@ impl JobSpec {
                 ro,
                 tmp_size,
                 python,
+                gpus,
                 shm,
                 cpus,
                 outputs,
@@ -957,6 +995,26 @@ timeout = "5m"
         assert_eq!(s.sandbox.memory, Some(512 << 20));
         assert_eq!(s.sandbox.timeout, Some(Duration::from_secs(300)));
         assert!(s.output.ends_with("out"));
+    }
+
+    #[test]
+    fn gpus_are_all_indices_or_uuids() {
+        use sealrun_sandbox::cdi::GpuRequest;
+        let (_d, p) = setup();
+        let with = |v: &str| format!("{GOOD}gpus = {v}\n");
+        let s = JobSpec::parse(&with("\"all\""), &p).unwrap();
+        assert_eq!(s.sandbox.gpus, Some(GpuRequest::All));
+        let s = JobSpec::parse(&with("[0, \"GPU-5a1e\"]"), &p).unwrap();
+        assert_eq!(
+            s.sandbox.gpus,
+            Some(GpuRequest::Names(vec!["0".into(), "GPU-5a1e".into()]))
+        );
+        assert_eq!(JobSpec::parse(GOOD, &p).unwrap().sandbox.gpus, None);
+        let e = err(&with("\"0;reboot\""), &p);
+        assert!(
+            e.contains(":16:8: sandbox.gpus: invalid GPU request"),
+            "{e}"
+        );
     }
 
     #[test]

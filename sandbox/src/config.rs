@@ -5,7 +5,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Which profile to use: a built-in name (`default`, `minimal`, `python`) or a path to an
+/// Which profile to use: a built-in name (`default`, `minimal`, `python`, `gpu`) or a path to an
 /// OCI/Docker seccomp JSON file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProfileRef {
@@ -156,6 +156,11 @@ pub struct SandboxConfig {
     pub stderr: Stdio,
     /// Secrets delivered as files on a private tmpfs, removed at their TTL.
     pub secrets: Vec<SecretFile>,
+    /// Extra device nodes (GPUs) bound under `/dev` (see [`crate::devices`]).
+    pub devices: Vec<crate::devices::DeviceNode>,
+    /// Read-only mounts that come with those devices (driver libraries and tools from a CDI
+    /// spec); one whose host file is already visible at the same place is not mounted again.
+    pub device_mounts: Vec<Bind>,
 }
 
 impl SandboxConfig {
@@ -179,6 +184,8 @@ impl SandboxConfig {
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
             secrets: Vec::new(),
+            devices: Vec::new(),
+            device_mounts: Vec::new(),
         }
     }
 }

@@ -20,8 +20,10 @@
 //! features each have their own module.
 
 pub mod caps;
+pub mod cdi;
 pub mod child;
 pub mod config;
+pub mod devices;
 pub mod landlock;
 pub mod limits;
 pub mod mounts;

@@ -2,7 +2,8 @@
 //! by `pivot_root`, with the old root detached, so no host path is reachable except the binds
 //! listed here; system paths come read-only (nosuid, nodev) from the mount profile; `--ro` binds
 //! are read-only, `--rw` binds nosuid+nodev; `/tmp` and `/dev/shm` are size-capped tmpfs; `/dev`
-//! holds only null, zero, full, random, urandom, tty; `/proc` is a fresh procfs of the sandbox's
+//! holds only null, zero, full, random, urandom, tty, and the device nodes the caller asks for
+//! (GPUs, see [`crate::devices`]); `/proc` is a fresh procfs of the sandbox's
 //! pid namespace; `/sys` is absent unless the profile asks.
 //!
 //! Bind sources are resolved and opened once, at plan time (the launcher's view), with
@@ -302,6 +303,27 @@ impl Builder {
             fd: Arc::new(fd),
         });
         self.entries.push((dest, Entry::Bind { src }));
+    }
+
+    /// A device node (opened by the caller, checked to be a character device) at `dest` under
+    /// `/dev`: bound `nosuid,noexec` but not `nodev`, with a read-write Landlock rule (which
+    /// includes device ioctls), like the standard nodes.
+    pub(crate) fn device(
+        &mut self,
+        host: PathBuf,
+        dest: &Path,
+        fd: OwnedFd,
+    ) -> Result<(), MountError> {
+        let dest = check_dest(dest)?;
+        self.push_bind(
+            host,
+            dest,
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+            false,
+            true,
+            fd,
+        );
+        Ok(())
     }
 
     /// A system path from the mount profile: read-only bind at the same place, a symlink if the

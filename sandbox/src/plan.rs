@@ -57,6 +57,9 @@ pub enum PlanError {
     /// No host id range for the job.
     #[error(transparent)]
     HostIds(#[from] crate::namespaces::IdError),
+    /// An extra device node (GPU).
+    #[error(transparent)]
+    Device(#[from] crate::devices::DeviceError),
 }
 
 /// The sandbox's `/etc/passwd`: inside root (the init), the job's user (uid 1000, home `/tmp`)
@@ -114,6 +117,12 @@ pub struct SandboxPlan {
     pub(crate) secrets: Vec<PlannedSecret>,
     /// Leave the exited sandbox init to the system's reaper (see [`SandboxPlan::detach_teardown`]).
     pub(crate) detach_teardown: bool,
+    /// Extra device nodes (GPUs), with their numbers.
+    pub(crate) devices: Vec<crate::devices::PlannedDevice>,
+    /// How their access is controlled (a v1 devices cgroup or none); `None` without devices.
+    pub(crate) device_cgroup: Option<crate::devices::CgroupMode>,
+    /// The run's devices cgroup while it runs (made by the supervisor).
+    pub(crate) device_cg: Option<crate::devices::DeviceCgroup>,
 }
 
 /// A secret file, ready for the child: where to write it before and after the
@@ -268,6 +277,8 @@ impl SandboxPlan {
                 .sum();
             b.secret_dir(dir, bytes + (64 << 10))?;
         }
+        let devices = crate::devices::plan(&mut b, &config.devices)?;
+        crate::devices::plan_mounts(&mut b, &config.device_mounts)?;
         for bind in &config.ro_binds {
             b.bind(&bind.host, &bind.dest, false)?;
         }
@@ -354,6 +365,9 @@ impl SandboxPlan {
             stderr: fd(config.stderr),
             secrets,
             detach_teardown: false,
+            device_cgroup: (!devices.is_empty()).then(crate::devices::CgroupMode::detect),
+            devices,
+            device_cg: None,
         })
     }
 
@@ -404,6 +418,16 @@ impl SandboxPlan {
     /// The host uid the job will run as.
     pub fn job_host_uid(&self) -> u32 {
         self.ids.job_host_uid()
+    }
+
+    /// The extra device nodes (GPUs) as planned.
+    pub fn devices(&self) -> &[crate::devices::PlannedDevice] {
+        &self.devices
+    }
+
+    /// How access to the extra device nodes is controlled (`None` when there are none).
+    pub fn device_cgroup(&self) -> Option<crate::devices::CgroupMode> {
+        self.device_cgroup
     }
 
     /// Host paths bound into the sandbox: `(host path, read-write)`.

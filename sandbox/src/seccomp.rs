@@ -1346,7 +1346,7 @@ mod tests {
         let docker = path.to_string();
         assert_eq!(
             merged,
-            ["default", "python", docker.as_str(), "sendto killed"],
+            ["default", "python", "gpu", docker.as_str(), "sendto killed"],
             "which profiles get one filter"
         );
     }

@@ -378,6 +378,83 @@ impl PythonEnvironment {
     }
 }
 
+/// Key of [`GpuAccess`] in a run record's `internalParameters`.
+pub const GPUS_PARAMETER: &str = "gpus";
+/// Name of the `resolvedDependencies` entry of each CDI spec file a run used.
+pub const CDI_SPEC_DEPENDENCY: &str = "cdi-spec";
+
+/// `internalParameters.gpus`: the GPUs a run was given through the Container Device Interface,
+/// and exactly what was applied from the CDI spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GpuAccess {
+    /// What the job asked for (`all`, or the names as given).
+    pub request: String,
+    /// The CDI spec files used, with the SHA-256 of the bytes read.
+    pub cdi_specs: Vec<CdiSpecFile>,
+    /// One entry per GPU.
+    pub devices: Vec<GpuDevice>,
+    /// Device nodes bound into the sandbox's `/dev`: `PATH MAJOR:MINOR PERMISSIONS`.
+    pub device_nodes: Vec<String>,
+    /// How device access was controlled (a v1 devices cgroup, or none and why).
+    pub device_cgroup: String,
+    /// Read-only mounts from the spec, `HOST:CONTAINER`.
+    pub mounts: Vec<String>,
+    /// Environment from the spec, `NAME=VALUE`.
+    pub env: Vec<String>,
+    /// Every hook of the spec, with what the launcher did about it.
+    pub hooks: Vec<GpuHook>,
+}
+
+/// A CDI spec file a run used.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdiSpecFile {
+    /// Where it was read.
+    pub path: String,
+    /// Hex SHA-256 of its bytes.
+    pub sha256: String,
+}
+
+/// One GPU of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GpuDevice {
+    /// The CDI device name used (`0`, `GPU-…`).
+    pub cdi_name: String,
+    /// Its index, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// Its UUID, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// The product name (e.g. `NVIDIA H100 80GB HBM3`), where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The driver version, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_version: Option<String>,
+    /// Where name and driver version came from: `nvidia-smi`, `cdi-spec` or `unknown`.
+    pub source: String,
+}
+
+/// A CDI hook and what the launcher did about it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GpuHook {
+    /// OCI hook point (`createContainer`, …).
+    pub hook_name: String,
+    /// The program.
+    pub path: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// `run` (its effect applied by the launcher), `satisfied` (the host already has what it
+    /// would make) or `not-run`.
+    pub status: String,
+    /// How, or why not.
+    pub detail: String,
+}
+
 /// Sign a run record.
 pub fn sign_record(subjects: Vec<Subject>, provenance: &Provenance, key: &SigningKey) -> Envelope {
     let st = Statement::new(subjects, SLSA_PROVENANCE_V1, provenance);
@@ -548,6 +625,23 @@ impl VerifiedRecord {
             .resolved_dependencies
             .iter()
             .find_map(PythonEnvironment::from_descriptor)
+    }
+
+    /// The GPUs the run was given, if any ([`GpuAccess`]); `Err` if the record has the field
+    /// but it does not parse.
+    pub fn gpus(&self) -> Result<Option<GpuAccess>, String> {
+        match self
+            .statement
+            .predicate
+            .build_definition
+            .internal_parameters
+            .get(GPUS_PARAMETER)
+        {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| format!("internalParameters.{GPUS_PARAMETER}: {e}")),
+        }
     }
 
     /// A byproduct by name.
