@@ -22,6 +22,7 @@ pub mod policy;
 pub mod profiles;
 pub mod progress;
 pub mod record;
+pub mod revocation;
 pub mod rollback;
 pub mod statement;
 pub mod text;

@@ -419,6 +419,14 @@ fn run_record(args: RecordArgs) -> ExitCode {
     match record::verify_record(&name, &bytes, &policy, args.outputs.as_deref()) {
         Ok(v) => {
             let p = &v.statement.predicate;
+            // What it used directly (its chain needs `chain`, which has the records folder).
+            for dep in &p.build_definition.resolved_dependencies {
+                if let Some(r) = policy.revoked_input(dep) {
+                    let input = dep.name.clone().unwrap_or_default();
+                    let msg = format!("record {name:?}: input {input:?}: {r}");
+                    return failed(args.json, "revoked", msg, serde_json::json!({}));
+                }
+            }
             let end = v
                 .byproduct("end")
                 .and_then(|b| b.annotations.as_ref())
