@@ -15,6 +15,7 @@ pub mod fsread;
 pub mod gate;
 pub mod keys;
 pub mod labels;
+pub mod lineage;
 pub mod manifest;
 pub mod model_signing;
 pub mod outputs;

@@ -96,3 +96,4 @@ pub fn trust_with(f: &RunFixture, name: &str, extra: &str) {
 pub fn revoked(target: &str, reason: &str) -> String {
     format!("[[revoked]]\n{target}\nreason = {reason:?}\ntime = \"2026-11-30T08:00:00Z\"\n")
 }
+pub mod generate;
