@@ -6,6 +6,7 @@
 pub mod attest;
 pub mod audit;
 pub mod demo;
+pub mod events;
 pub mod exec;
 pub mod gpu;
 pub mod keyfile;

@@ -108,6 +108,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Make a new rollback state file (refused if it exists); see [`crate::rollback`].
     pub init_rollback_state: bool,
+    /// The security event stream (`--events`); overrides the spec's `events`.
+    pub events: Option<crate::events::Sink>,
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -714,10 +716,38 @@ pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunErr
 }
 
 /// Run one validated job; `stage_records` maps earlier pipeline stages to their records.
+/// Its event stream (if any) gets `record-signed` and `run-ended` whatever the end.
 pub fn run_spec(
     spec: &JobSpec,
     opts: &RunOptions,
     stage_records: &BTreeMap<String, PathBuf>,
+) -> Result<RunSummary, RunError> {
+    let events =
+        crate::events::resolve(opts.events.as_ref(), spec.events.as_ref()).map_err(|e| {
+            RunError::Usage {
+                path: spec.events.clone().unwrap_or_default(),
+                message: format!("cannot open the event stream: {e}"),
+            }
+        })?;
+    let opts = RunOptions {
+        events,
+        ..opts.clone()
+    };
+    let invocation = new_invocation_id();
+    let r = run_checked(spec, &opts, stage_records, invocation.clone());
+    let ev = crate::events::Emitter::new(opts.events.as_ref(), &spec.name, &invocation);
+    match &r {
+        Ok(s) => ev.run_ended(s.status, &s.message, Some(&s.record)),
+        Err(e) => ev.run_ended(e.exit_status(), &e.to_string(), None),
+    }
+    r
+}
+
+fn run_checked(
+    spec: &JobSpec,
+    opts: &RunOptions,
+    stage_records: &BTreeMap<String, PathBuf>,
+    invocation: String,
 ) -> Result<RunSummary, RunError> {
     // 1. Plan: the key, the policy (the spec is validated).
     let key = keyfile::load_signing_key(&spec.signing_key)?;
@@ -762,10 +792,13 @@ pub fn run_spec(
     let ctx = Ctx {
         spec,
         key: &key,
-        invocation: new_invocation_id(),
+        invocation,
         started_on: now_rfc3339(),
         builder_id: format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
     };
+
+    let ev = crate::events::Emitter::new(opts.events.as_ref(), &spec.name, &ctx.invocation);
+    ev.run_started(&spec.file, spec.inputs.len(), &spec.sandbox.profile);
 
     // 2 + 3. Stage every input and verify the staged copy.
     let stage_base = spec
@@ -794,6 +827,7 @@ pub fn run_spec(
         match verify_input(input, &stage, &policy, spec, stage_records) {
             Ok((verified, proof, staged)) => {
                 tracing::debug!(input = %input.name, digest = %verified.digest, signer = %verified.signer, "input verified");
+                ev.input_verified(&input.name, &input.path, &verified);
                 let fd = match stage.open_bind(&staged.rel) {
                     Ok(fd) => fd,
                     Err(e) => return refuse(format!("input {:?}: {e}", input.name)),
@@ -811,11 +845,12 @@ pub fn run_spec(
                 });
             }
             Err(e) => {
+                ev.input_refused(&input.name, &input.path, &e);
                 return refuse(format!(
                     "input {:?} ({}): {e}",
                     input.name,
                     sealrun_verifier::text::path(&input.path)
-                ))
+                ));
             }
         }
     }
@@ -1042,6 +1077,15 @@ pub fn run_spec(
     let stderr_log = PathBuf::from(format!("{}.stderr.log", log_base.display()));
 
     let delivered_on = time::OffsetDateTime::now_utc();
+    for s in &secrets {
+        let expires = rfc3339(delivered_on + s.spec.ttl);
+        ev.secret_delivered(
+            &s.spec.name,
+            &s.spec.path,
+            s.spec.ttl.as_secs_f64(),
+            &expires,
+        );
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1131,6 +1175,15 @@ pub fn run_spec(
                 .any(|s| s.spec.name == l.secret && !s.spec.allow_leak)
         })
         .collect();
+
+    ev.after_run(&crate::events::observed(
+        outcome.as_ref().ok(),
+        &leaks,
+        &secrets,
+        delivered_on,
+        &logs,
+        spec,
+    ));
 
     // 6. Record and audit.
     let (status, result, message) = run_result(&outcome, &blocking, &collected.unattested);

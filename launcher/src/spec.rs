@@ -45,6 +45,7 @@ struct RawSpec {
     records: Option<Spanned<String>>,
     audit_log: Option<Spanned<String>>,
     rollback_state: Option<Spanned<String>>,
+    events: Option<Spanned<String>>,
     #[serde(default)]
     admit: BTreeMap<String, Vec<String>>,
     #[serde(default)]
@@ -212,6 +213,8 @@ pub struct JobSpec {
     /// The launcher's rollback state: the highest version of each artifact a run used
     /// (default: the audit log's path + `.rollback.json`).
     pub rollback_state: PathBuf,
+    /// The security event stream (`events = "PATH"`, `-` for stdout; see [`crate::events`]).
+    pub events: Option<PathBuf>,
     pub admit: BTreeMap<String, Vec<String>>,
     pub env: BTreeMap<String, String>,
     pub inputs: Vec<Input>,
@@ -323,6 +326,7 @@ struct Shared {
     records: Option<Spanned<String>>,
     audit_log: Option<Spanned<String>>,
     rollback_state: Option<Spanned<String>>,
+    events: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -334,6 +338,7 @@ struct RawPipeline {
     records: Option<Spanned<String>>,
     audit_log: Option<Spanned<String>>,
     rollback_state: Option<Spanned<String>>,
+    events: Option<Spanned<String>>,
     stage: Vec<RawSpec>,
 }
 
@@ -388,6 +393,7 @@ impl Spec {
             records: raw.records,
             audit_log: raw.audit_log,
             rollback_state: raw.rollback_state,
+            events: raw.events,
         };
         let mut stages: Vec<JobSpec> = Vec::new();
         let mut earlier: Vec<(String, PathBuf)> = Vec::new();
@@ -629,6 +635,11 @@ impl JobSpec {
         {
             Some(r) => ctx.path(r, "rollback_state", false)?,
             None => default_rollback_state(&audit_log),
+        };
+        let events = match raw.events.as_ref().or(shared.events.as_ref()) {
+            Some(e) if e.get_ref() == "-" => Some(PathBuf::from("-")),
+            Some(e) => Some(ctx.path(e, "events", false)?),
+            None => None,
         };
         let mut env = BTreeMap::new();
         for (k, v) in &raw.env {
@@ -927,6 +938,7 @@ impl JobSpec {
             records,
             audit_log,
             rollback_state,
+            events,
             admit: raw.admit,
             env,
             inputs,

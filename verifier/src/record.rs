@@ -9,7 +9,8 @@
 //! files on disk are exactly the record's subjects, byte for byte, and the
 //! symlinks, FIFOs and other non-files on disk are exactly the record's
 //! `output-non-files` (same path, kind and link text): anything extra, missing
-//! or changed fails.
+//! or changed fails; a record (by file digest) or signing key revoked by the
+//! policy fails (see [`crate::revocation`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -493,6 +494,12 @@ pub enum RecordError {
         #[source]
         source: Box<VerifyError>,
     },
+    /// The record, or the key that signed it, is revoked by the trust policy.
+    #[error("record {record}: {revocation}")]
+    Revoked {
+        record: String,
+        revocation: Box<crate::revocation::Revocation>,
+    },
 }
 
 impl RecordError {
@@ -506,6 +513,7 @@ impl RecordError {
             RecordError::BadSubject { .. } => "bad_subject",
             RecordError::Outputs { source, .. } => source.kind(),
             RecordError::NonFile { kind, .. } => kind,
+            RecordError::Revoked { .. } => "revoked",
         }
     }
 }
@@ -676,6 +684,15 @@ pub fn verify_record(
         return Err(RecordError::NotARecordKey {
             record,
             key: signer.name.clone(),
+        });
+    }
+    if let Some(r) = policy
+        .revoked_record(&Digest::of(bytes).to_hex())
+        .or_else(|| policy.revoked_key(&signer.name, &signer.key.keyid()))
+    {
+        return Err(RecordError::Revoked {
+            record,
+            revocation: Box::new(r.clone()),
         });
     }
     let st: Statement<Provenance> =
