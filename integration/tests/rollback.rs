@@ -180,3 +180,25 @@ fn verify_state_must_exist_unless_initialised_and_is_refused_for_model_signing()
     let st = std::fs::read_to_string(d.join("st.json")).unwrap();
     assert!(!st.contains("model"), "{st}");
 }
+
+/// The launcher's first run makes the rollback state before anything else, so a first run that
+/// is refused (and so starts the audit log) leaves it too: the next run works without
+/// `--init-rollback-state`.
+#[test]
+fn a_refused_first_run_still_initialises_the_state() {
+    let f = sealrun_integration::RunFixture::new();
+    let spec = f.job("first", "open('/out/m', 'w').write('m')\n", &[], "");
+    let data = f.dir().join("data/points.csv");
+    let good = std::fs::read(&data).unwrap();
+    std::fs::write(&data, b"x,y\n6,6\n6,6\n").unwrap();
+    let out = f.run(&spec);
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "{}",
+        sealrun_integration::text(&out)
+    );
+    assert!(f.dir().join("audit.log.rollback.json").exists());
+    std::fs::write(&data, good).unwrap();
+    sealrun_integration::ok(f.run(&spec));
+}

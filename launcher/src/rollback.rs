@@ -7,7 +7,8 @@
 //! cannot both pass an older version; a run on a version lower than one already used is refused
 //! (exit 65), naming both versions, and the state is left as it was. A missing state file is an
 //! error, unless it is being initialised: `--init-rollback-state` (refused if the file exists),
-//! or the launcher's first run (the audit log is empty too). Artifacts without a version
+//! or the launcher's first run (the audit log is empty too) — then it is made before anything
+//! else, so a first run that ends in a refusal leaves it too. Artifacts without a version
 //! (model-signing bundles, a stage's outputs) are not tracked.
 
 use std::path::Path;
@@ -26,20 +27,30 @@ pub enum StateError {
     State(#[from] RollbackError),
 }
 
-/// A state that would be missing or replaced, found before anything is verified (a plain
-/// check; the authoritative one is [`check_and_record`], under the lock).
-pub fn precheck(state: &Path, audit_log: &Path, init: bool) -> Result<(), RollbackError> {
-    let exists = state.exists();
-    let log_started = std::fs::metadata(audit_log).is_ok_and(|m| m.is_file() && m.len() > 0);
-    match (init, exists) {
-        (true, true) => Err(RollbackError::Exists {
+/// Before anything is verified or recorded: a state that would be missing or replaced is an
+/// error; a state that is being initialised (`init`, or the launcher's first run: the audit log
+/// has no entry yet) is made now, under the audit log's lock — so a first run that is refused
+/// later (and so starts the log) still leaves the state behind for the runs after it.
+pub fn prepare(state: &Path, audit_log: &Path, init: bool) -> Result<(), StateError> {
+    if init && state.exists() {
+        return Err(RollbackError::Exists {
             path: state.to_path_buf(),
-        }),
-        (false, false) if log_started => Err(RollbackError::Missing {
-            path: state.to_path_buf(),
-        }),
-        _ => Ok(()),
+        }
+        .into());
     }
+    audit::with_lock(audit_log, |log_started| {
+        let exists = state.exists();
+        if init || (!exists && !log_started) {
+            RollbackState::init(state).map(drop)
+        } else if !exists {
+            Err(RollbackError::Missing {
+                path: state.to_path_buf(),
+            })
+        } else {
+            Ok(())
+        }
+        .map_err(StateError::from)
+    })?
 }
 
 /// Check the verified `inputs` against the state at `state` and record their versions, under
@@ -47,18 +58,11 @@ pub fn precheck(state: &Path, audit_log: &Path, init: bool) -> Result<(), Rollba
 pub fn check_and_record(
     state: &Path,
     audit_log: &Path,
-    init: bool,
     inputs: &[RecordedInput],
 ) -> Result<Result<(), String>, StateError> {
-    audit::with_lock(audit_log, |log_started| {
-        let mut st = if init {
-            RollbackState::init(state)?
-        } else {
-            match RollbackState::load(state) {
-                Err(RollbackError::Missing { .. }) if !log_started => RollbackState::init(state)?,
-                r => r?,
-            }
-        };
+    audit::with_lock(audit_log, |_| {
+        // (`prepare` made the state if this run initialises it.)
+        let mut st = RollbackState::load(state)?;
         let mut refused = Vec::new();
         for i in inputs {
             let Some(version) = i.verified.version else {

@@ -772,7 +772,7 @@ fn run_checked(
             .or_default()
             .extend(v.iter().cloned());
     }
-    crate::rollback::precheck(
+    crate::rollback::prepare(
         &spec.rollback_state,
         &spec.audit_log,
         opts.init_rollback_state,
@@ -856,12 +856,7 @@ fn run_checked(
     }
     // Rollback: no input older than one an earlier run used (checked and recorded under the
     // audit log's lock).
-    match crate::rollback::check_and_record(
-        &spec.rollback_state,
-        &spec.audit_log,
-        opts.init_rollback_state,
-        &inputs,
-    ) {
+    match crate::rollback::check_and_record(&spec.rollback_state, &spec.audit_log, &inputs) {
         Ok(Ok(())) => {}
         Ok(Err(why)) => return ctx.refuse(&inputs, why, exit::VERIFY_FAILED),
         Err(crate::rollback::StateError::Audit(e)) => return Err(RunError::Record(e.to_string())),
