@@ -422,13 +422,10 @@ fn push_consumers(q: &mut Queue, list: Option<&Vec<(&str, &str)>>, d: usize, p: 
 /// once, at its shortest distance), unverified: [`finish`] checks it.
 fn walk_down(index: &LineageIndex, start: &Start) -> (Vec<Run>, Vec<(String, String, String)>) {
     let links = Links::new(index);
-    let label = |sha: &str| {
-        let job = links
-            .records
-            .get(sha)
-            .map(|(_, r)| r.job.as_str())
-            .unwrap_or("?");
-        format!("stage {job:?} [{}]", short(sha))
+    let label = |sha: &str| match links.records.get(sha) {
+        Some((_, r)) if r.pipeline => format!("pipeline {:?} [{}]", r.job, short(sha)),
+        Some((_, r)) => format!("stage {:?} [{}]", r.job, short(sha)),
+        None => format!("record [{}]", short(sha)),
     };
     // (record sha, depth, path so far, via)
     let mut queue = Queue::new();
