@@ -560,3 +560,82 @@ fn the_sandbox_init_never_holds_the_signing_key() {
         "the sandbox init holds the launcher's signing key"
     );
 }
+
+/// Item 3 with the job's own sockets connected for it: a host socket bound into the sandbox
+/// stays unreachable through a symlink on the job's own tmpfs, and through a thread that
+/// rewrites the address while `connect` is being decided (the supervisor connects from its own
+/// copy, to the descriptor it checked); each refusal is observed.
+#[test]
+fn own_socket_mediation_never_reaches_a_host_socket() {
+    let t = tempdir();
+    let path = t.path().join("host.sock");
+    let host = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    host.set_nonblocking(true).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let bind = format!("{}:/hostdir", t.path().display());
+    let r = py(
+        &["--ro", &bind],
+        r#"
+import threading
+os.symlink("/hostdir/host.sock", "/tmp/link.sock")
+try:
+    socket.socket(socket.AF_UNIX).connect("/tmp/link.sock"); print("LINK CONNECTED")
+except OSError as e:
+    print("link", e.errno)
+own = socket.socket(socket.AF_UNIX); own.bind("/tmp/own.sock"); own.listen(4096)
+# sockaddr_un whose path a second thread flips between the job's own socket and the host's.
+a, b = b"/tmp/own.sock\0\0\0\0\0\0\0\0", b"/hostdir/host.sock\0\0"
+buf = ctypes.create_string_buffer(2 + len(b) + 1)
+struct_family = (1).to_bytes(2, "little")
+ctypes.memmove(buf, struct_family + a, 2 + len(a))
+stop = False
+def flip():
+    while not stop:
+        ctypes.memmove(ctypes.addressof(buf) + 2, b, len(b))
+        ctypes.memmove(ctypes.addressof(buf) + 2, a, len(a))
+th = threading.Thread(target=flip); th.start()
+ok_own = refused = 0
+for _ in range(300):
+    s = socket.socket(socket.AF_UNIX)
+    r = libc.connect(s.fileno(), buf, len(buf))
+    if r == 0:
+        ok_own += 1
+    else:
+        refused += 1
+    s.close()
+    while True:
+        try:
+            own.setblocking(False); own.accept()[0].close()
+        except BlockingIOError:
+            break
+stop = True; th.join()
+print("race", ok_own + refused, ok_own, refused)
+"#,
+    );
+    let out = ok(&r);
+    assert!(out.contains("link 13\n"), "{out}");
+    let race: Vec<u32> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("race "))
+        .unwrap()
+        .split(' ')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(race[0], 300, "{out}");
+    // Both outcomes happened: the race was run, not won by one side throughout.
+    assert!(
+        race[1] > 0 && race[2] > 0,
+        "own {} refused {}",
+        race[1],
+        race[2]
+    );
+    assert!(
+        host.accept().is_err(),
+        "the host socket must never accept a connection"
+    );
+    assert!(
+        r.egress().iter().any(|e| e == "/tmp/link.sock"),
+        "{:?}",
+        r.report
+    );
+}

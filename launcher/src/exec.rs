@@ -9,10 +9,10 @@ use sealrun_sandbox::{exit_codes, Bind, ProfileRef, SandboxConfig, SandboxPlan, 
 
 /// Arguments of `sealrun exec` (the long help, with examples and exit statuses, is
 /// [`AFTER_HELP`]).
-#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[derive(clap::Args, Debug, Clone, PartialEq)]
 #[command(after_help = AFTER_HELP)]
 pub struct ExecArgs {
-    /// Profile: a built-in name (default, minimal, python) or a path to an OCI/Docker seccomp
+    /// Profile: a built-in name (default, minimal, python, gpu) or a path to an OCI/Docker seccomp
     /// JSON file.
     #[arg(long, value_name = "NAME|PATH", default_value = "default")]
     pub profile: String,
@@ -22,8 +22,9 @@ pub struct ExecArgs {
     /// Bind HOST read-write at DEST (default: the same path). Repeatable.
     #[arg(long = "rw", value_name = "HOST[:DEST]")]
     pub rw: Vec<String>,
-    /// Mount a tmpfs at DEST, capped at SIZE (e.g. 64M; default 64M). /tmp and /dev/shm always
-    /// exist; this resizes them. Repeatable.
+    /// Mount a tmpfs at DEST, capped at SIZE (e.g. 64M; default 64M). /tmp (256M) and /dev/shm
+    /// (half of --memory, at least 64M; 1G without --memory) always exist; this resizes them.
+    /// Repeatable.
     #[arg(long, value_name = "DEST[:SIZE]")]
     pub tmpfs: Vec<String>,
     /// Memory limit (cgroup), e.g. 512M, 2G.
@@ -32,6 +33,10 @@ pub struct ExecArgs {
     /// Maximum number of processes and threads (cgroup pids.max).
     #[arg(long, value_name = "N")]
     pub pids: Option<u64>,
+    /// CPU limit in CPUs, e.g. 2 or 1.5 (cgroup CPU quota); also sets OMP_NUM_THREADS,
+    /// OPENBLAS_NUM_THREADS, MKL_NUM_THREADS and NUMEXPR_NUM_THREADS unless --env sets them.
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
     /// Wall-clock limit, e.g. 30s, 10m; the whole process tree is killed (exit status 124).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
@@ -41,6 +46,16 @@ pub struct ExecArgs {
     /// Set an environment variable. Repeatable.
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
+    /// Run with the Python virtualenv VENV: it and its base interpreter's prefix appear
+    /// read-only at their own host paths, VENV/bin comes first on PATH (so `python3` is the
+    /// venv's) and VIRTUAL_ENV is set. A folder that is not a venv is a usage error.
+    #[arg(long, value_name = "VENV")]
+    pub python: Option<PathBuf>,
+    /// GPUs from the host's CDI specs (/etc/cdi, /var/run/cdi; or $SEALRUN_CDI_DIRS): `all`,
+    /// indices (`0,1`) or UUIDs (`GPU-…`). Their device nodes are bound under /dev, the spec's
+    /// driver files read-only, its environment set; use `--profile gpu`.
+    #[arg(long, value_name = "all|0,1|GPU-UUID")]
+    pub gpus: Option<String>,
     /// Write the outcome (end reason, resource use, denied syscalls, egress attempts) as JSON.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -70,6 +85,8 @@ Examples:
   sealrun exec --profile python --ro data:/data --rw out:/out --memory 2G --pids 256 \\
       --timeout 10m -- python3 /data/train.py --out /out
   sealrun exec --profile ./my-seccomp.json --report run.json -- ./tool
+  sealrun exec --profile python --python /tmp/venv -- python3 -c 'import sys; print(sys.prefix)'
+  sealrun exec --profile gpu --gpus all --ro venv -- venv/bin/python3 -c 'import torch; print(torch.cuda.device_count())'
 
 See docs/sandbox.md for the setup order, the profiles and how to write one.";
 
@@ -90,10 +107,13 @@ pub fn parse_fast(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
         tmpfs: Vec::new(),
         memory: None,
         pids: None,
+        cpus: None,
         timeout: None,
         cwd: None,
         env: Vec::new(),
+        python: None,
         report: None,
+        gpus: None,
         dump_bpf: None,
         command: Vec::new(),
     };
@@ -136,9 +156,12 @@ pub fn parse_fast(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
             "env" => a.env.push(value),
             "memory" => once(&mut a.memory, value)?,
             "pids" => once(&mut a.pids, value.parse().ok()?)?,
+            "cpus" => once(&mut a.cpus, value.parse().ok()?)?,
             "timeout" => once(&mut a.timeout, value)?,
             "cwd" => once(&mut a.cwd, PathBuf::from(value))?,
+            "python" => once(&mut a.python, PathBuf::from(value))?,
             "report" => once(&mut a.report, PathBuf::from(value))?,
+            "gpus" => once(&mut a.gpus, value)?,
             "dump-bpf" => once(&mut a.dump_bpf, PathBuf::from(value))?,
             _ => return None,
         }
@@ -203,6 +226,14 @@ pub fn config(args: &ExecArgs) -> Result<SandboxConfig, String> {
         return Err("--pids must be at least 1".into());
     }
     c.pids = args.pids;
+    if let Some(n) = args.cpus {
+        if !(n.is_finite() && (0.01..=4096.0).contains(&n)) {
+            return Err(format!(
+                "--cpus {n}: give a number of CPUs from 0.01 to 4096"
+            ));
+        }
+    }
+    c.cpus = args.cpus;
     c.timeout = args
         .timeout
         .as_deref()
@@ -217,6 +248,10 @@ pub fn config(args: &ExecArgs) -> Result<SandboxConfig, String> {
             .split_once('=')
             .ok_or_else(|| format!("--env {kv:?}: expected K=V"))?;
         c.env.push((k.to_string(), v.to_string()));
+    }
+    if let Some(venv) = &args.python {
+        let venv = crate::venv::Venv::open(venv).map_err(|e| format!("--python: {e}"))?;
+        venv.apply(&mut c);
     }
     Ok(c)
 }
@@ -237,9 +272,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 static SANDBOX_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 static PENDING_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
+static FORWARDED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 extern "C" fn forward(sig: libc::c_int) {
     let pid = SANDBOX_PID.load(std::sync::atomic::Ordering::SeqCst);
     if pid > 0 {
+        // The first signal reaches the command as itself; a second one kills the tree.
+        let n = FORWARDED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let sig = if n == 0 { sig } else { libc::SIGKILL };
         // SAFETY: kill(2) is async-signal-safe; the pid is our own sandbox init.
         unsafe { libc::kill(pid, sig) };
     } else {
@@ -248,8 +288,9 @@ extern "C" fn forward(sig: libc::c_int) {
 }
 
 /// SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to `sealrun` go to the sandbox init, which forwards
-/// them to the command (which runs in its own session and so does not get the terminal's). One
-/// that arrives while the sandbox is being built is delivered as soon as the command runs.
+/// them to the command (which runs in its own session and so does not get the terminal's); a
+/// second one kills the whole tree. One that arrives while the sandbox is being built is
+/// delivered as soon as the command runs.
 fn catch_signals() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
         // SAFETY: installing an async-signal-safe handler.
@@ -277,6 +318,24 @@ pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
+    let mut gpus = match args
+        .gpus
+        .as_deref()
+        .map(sealrun_sandbox::cdi::GpuRequest::parse)
+    {
+        None => None,
+        Some(Err(e)) => return usage(format!("--gpus: {e}")),
+        Some(Ok(req)) => match crate::gpu::prepare(&req) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("sealrun: sandbox setup failed at gpus: {e}");
+                return Ok(exit_codes::SETUP_FAILED);
+            }
+        },
+    };
+    if let Some(g) = &mut gpus {
+        g.apply(&mut config);
+    }
     // The job never holds the operator's terminal: where ours is one, it writes to a pipe that
     // we relay, escaped (see `crate::terminal`).
     let mut relays = Vec::new();
@@ -304,6 +363,17 @@ pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
         std::fs::write(path, plan.bpf_main_bytes())?;
         return Ok(0);
     }
+    if let Some(g) = &mut gpus {
+        g.planned(&plan);
+        for h in g.access.hooks.iter().filter(|h| h.status == "not-run") {
+            eprintln!(
+                "sealrun: CDI hook {} {} not run: {}",
+                h.path,
+                h.args.get(1).map(String::as_str).unwrap_or_default(),
+                h.detail
+            );
+        }
+    }
     catch_signals();
     // This process exits right after: the sandbox's teardown need not delay the answer.
     let result = plan.detach_teardown().run_with(forward_signals_to);
@@ -318,7 +388,11 @@ pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
         }
     };
     if let Some(path) = &args.report {
-        let json = serde_json::to_vec_pretty(&outcome)?;
+        let mut value = serde_json::to_value(&outcome)?;
+        if let (Some(g), Some(o)) = (&gpus, value.as_object_mut()) {
+            o.insert("gpus".into(), serde_json::to_value(&g.access)?);
+        }
+        let json = serde_json::to_vec_pretty(&value)?;
         if let Err(e) = write_atomic(path, &json) {
             eprintln!("sealrun: cannot write report {}: {e}", path.display());
         }
@@ -374,6 +448,8 @@ mod tests {
                 "2G",
                 "--pids",
                 "64",
+                "--cpus",
+                "1.5",
                 "--timeout",
                 "10m",
                 "x",
@@ -389,7 +465,9 @@ mod tests {
                 "--",
                 "sh",
             ],
+            &["--gpus", "0,1", "--profile", "gpu", "--", "nvidia-smi"],
             &["--dump-bpf", "f.bpf", "--", "/bin/true"],
+            &["--python", "/tmp/venv", "--", "python3"],
             &["--", "--help"],
             &["--", "--", "x"],
         ];
@@ -401,6 +479,7 @@ mod tests {
             &["--bogus", "x"],
             &["--profile", "a", "--profile", "b", "--", "x"],
             &["--memory", "1G", "--memory", "2G", "--", "x"],
+            &["--python", "a", "--python=b", "--", "x"],
             &["--pids", "many", "--", "x"],
             &["--pids", "-1", "--", "x"],
             &["--ro", "--", "x"],

@@ -9,9 +9,9 @@
 //! copies of its inputs and code, bound from descriptors (see [`crate::stage`]);
 //! a `start` entry is in the audit log before the job starts, so a run the
 //! launcher never finished stays visible; stdout and stderr are streamed to the
-//! terminal and to log files; SIGINT/SIGTERM are forwarded to the job (a second
-//! one kills the tree); every run that started gets a signed record, whatever
-//! its end.
+//! terminal and to log files; SIGINT and SIGTERM reach the job as themselves (a
+//! second one kills the tree, and the record's `interrupt` byproduct says what
+//! came); every run that started gets a signed record, whatever its end.
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -206,24 +206,64 @@ impl Ctx<'_> {
             logs: Vec::new(),
             outputs: None,
             extra_byproducts: Vec::new(),
+            python: None,
         }
     }
 }
 
-/// Resolve `argv0` the way the sandbox will (its PATH), on the host's read-only system view.
-fn resolve_executable(argv0: &str) -> Option<PathBuf> {
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+/// Resolve `argv0` the way the sandbox will (its PATH, after the venv's `bin/` if the job has
+/// one), on the host's read-only system view.
+fn resolve_executable(argv0: &str, venv_bin: Option<PathBuf>) -> Option<PathBuf> {
     let candidates: Vec<PathBuf> = if argv0.contains('/') {
         vec![PathBuf::from(argv0)]
     } else {
-        sealrun_sandbox::plan::SANDBOX_PATH
-            .split(':')
-            .map(|d| Path::new(d).join(argv0))
+        venv_bin
+            .into_iter()
+            .chain(
+                sealrun_sandbox::plan::SANDBOX_PATH
+                    .split(':')
+                    .map(PathBuf::from),
+            )
+            .map(|d| d.join(argv0))
             .collect()
     };
     candidates
         .into_iter()
         .find(|p| p.is_file())
         .and_then(|p| p.canonicalize().ok())
+}
+
+/// The job's virtualenv as its record lists it: the interpreter (hashed) and every installed
+/// distribution; a venv holding one that cannot be attested stops the run before anything runs.
+fn python_facts(
+    venv: &crate::venv::Venv,
+) -> Result<
+    (
+        sealrun_verifier::record::PythonEnvironment,
+        Vec<sealrun_verifier::record::PythonPackage>,
+    ),
+    RunError,
+> {
+    let usage = |message: String| RunError::Usage {
+        path: venv.path.clone(),
+        message,
+    };
+    let packages = venv.packages().map_err(|e| usage(e.to_string()))?;
+    let env = venv.environment().map_err(|e| {
+        usage(format!(
+            "cannot hash the interpreter {}: {e}",
+            venv.interpreter.display()
+        ))
+    })?;
+    Ok((env, packages))
 }
 
 /// Gives the output folder back to the launcher's own uid: by [`OutputOwner::collect`]
@@ -723,6 +763,7 @@ fn run_checked(
         .map(Secret::load)
         .collect::<Result<_, _>>()?;
     let fingerprint_key = key.derive("secret-fingerprint");
+    let python = spec.sandbox.python.as_ref().map(python_facts).transpose()?;
     let mut policy = Policy::load(&spec.trust)?;
     for (k, v) in &spec.admit {
         policy
@@ -908,8 +949,15 @@ fn run_checked(
             size,
         });
     }
+    if let Some(size) = spec.sandbox.shm {
+        config.tmpfs.push(Tmpfs {
+            dest: "/dev/shm".into(),
+            size,
+        });
+    }
     config.memory = spec.sandbox.memory;
     config.pids = spec.sandbox.pids;
+    config.cpus = spec.sandbox.cpus;
     config.timeout = spec.sandbox.timeout;
     config.fsize = Some(spec.sandbox.outputs.max_file_size);
     config.cwd = Some(OUTPUT_MOUNT.into());
@@ -923,7 +971,11 @@ fn run_checked(
         .collect();
     config.stdout = Stdio::Fd(out_w);
     config.stderr = Stdio::Fd(err_w);
-    let executable = resolve_executable(&spec.command[0]).and_then(|p| {
+    if let Some(venv) = &spec.sandbox.python {
+        venv.apply(&mut config);
+    }
+    let venv_bin = spec.sandbox.python.as_ref().map(|v| v.bin());
+    let executable = resolve_executable(&spec.command[0], venv_bin).and_then(|p| {
         sealrun_verifier::digest::hash_file(&p, u64::MAX)
             .ok()
             .map(|(_, d, _)| (p.display().to_string(), d))
@@ -935,6 +987,8 @@ fn run_checked(
             "pids": spec.sandbox.pids,
             "timeout_s": spec.sandbox.timeout.map(|t| t.as_secs_f64()),
             "tmp_bytes": spec.sandbox.tmp_size,
+            "shm_bytes": spec.sandbox.shm.unwrap_or_else(|| sealrun_sandbox::plan::default_shm_size(spec.sandbox.memory)),
+            "cpus": spec.sandbox.cpus,
             "max_file_bytes": spec.sandbox.outputs.max_file_size,
             "max_output_bytes": spec.sandbox.outputs.max_output_size,
             "max_output_files": spec.sandbox.outputs.max_output_files,
@@ -943,7 +997,19 @@ fn run_checked(
         },
         "staging": "list-copy-hash",
     });
-    let plan = match SandboxPlan::build(config) {
+    // GPUs: resolved against the host's CDI specs before anything starts.
+    let mut gpus = None;
+    let planned = match spec.sandbox.gpus.as_ref().map(crate::gpu::prepare) {
+        Some(Err(e)) => Err(format!("gpus: {e}")),
+        g => {
+            gpus = g.and_then(Result::ok);
+            if let Some(g) = &mut gpus {
+                g.apply(&mut config);
+            }
+            SandboxPlan::build(config).map_err(|e| e.to_string())
+        }
+    };
+    let plan = match planned {
         Ok(p) => p,
         Err(e) => {
             let msg = format!("sandbox plan: {e}");
@@ -965,6 +1031,13 @@ fn run_checked(
         o.insert("bpf_sha256".into(), plan.bpf_sha256().into());
         o.insert("landlock_abi".into(), plan.landlock_abi().into());
         o.insert("job_host_uid".into(), plan.job_host_uid().into());
+        if let Some(g) = &mut gpus {
+            g.planned(&plan);
+            o.insert(
+                sealrun_verifier::record::GPUS_PARAMETER.into(),
+                serde_json::to_value(&g.access).unwrap_or_default(),
+            );
+        }
     }
     let job_uid = plan.job_host_uid();
     tracing::debug!(
@@ -1020,6 +1093,7 @@ fn run_checked(
     let quiet = opts.quiet;
     let patterns = Arc::new(Patterns::new(&secrets));
     let max_log = spec.sandbox.outputs.max_log_size;
+    let mut interrupt = sealrun_verifier::record::Interrupt::default();
     let (mut outcome, logs) = rt.block_on(async {
         let out_pump = tokio::spawn(pump(out_r, stdout_log.clone(), false, quiet, Redactor::with(patterns.clone()), max_log));
         let err_pump = tokio::spawn(pump(err_r, stderr_log.clone(), true, quiet, Redactor::with(patterns.clone()), max_log));
@@ -1035,14 +1109,17 @@ fn run_checked(
                     .map_err(|e| e.to_string())?;
                 let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
                     .map_err(|e| e.to_string())?;
-                let mut forwarded = 0;
                 loop {
-                    tokio::select! {
+                    // The job gets the signal we got (Ctrl-C is SIGINT: Python raises
+                    // KeyboardInterrupt); a second one, of either kind, kills the tree.
+                    let got = tokio::select! {
                         r = &mut waiter => break r.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
-                        _ = term.recv() => forwarded += 1,
-                        _ = int.recv() => forwarded += 1,
-                    }
-                    let sig = if forwarded > 1 { libc::SIGKILL } else { libc::SIGTERM };
+                        _ = term.recv() => libc::SIGTERM,
+                        _ = int.recv() => libc::SIGINT,
+                    };
+                    let sig = if interrupt.signals.is_empty() { got } else { libc::SIGKILL };
+                    interrupt.signals.push(signal_name(got).to_string());
+                    interrupt.killed |= sig == libc::SIGKILL;
                     // SAFETY: signalling the sandbox init, our child, which is not reaped until
                     // `waiter` completes (and this loop exits on that).
                     unsafe { libc::kill(pid, sig) };
@@ -1113,6 +1190,7 @@ fn run_checked(
     let mut facts = ctx.facts(&inputs, result.clone());
     facts.code_digest = code_digest;
     facts.executable = executable;
+    facts.python = python;
     facts.internal = internal;
     facts.outcome = outcome.as_ref().ok();
     facts.logs = logs;
@@ -1167,6 +1245,19 @@ fn run_checked(
                 ..Default::default()
             });
     }
+    // Which signals the launcher got and passed on (the job's end says how it took them).
+    let result = if interrupt.signals.is_empty() {
+        result
+    } else {
+        facts
+            .extra_byproducts
+            .push(sealrun_verifier::record::ResourceDescriptor {
+                name: Some("interrupt".into()),
+                annotations: serde_json::to_value(&interrupt).ok(),
+                ..Default::default()
+            });
+        format!("{result} (interrupted: {})", interrupt.signals.join(", "))
+    };
     let record = ctx.finish(facts, "end", result.clone())?;
     tracing::debug!(record = %record.display(), %result, "run recorded");
     drop(stage);

@@ -98,11 +98,30 @@ struct RawSandbox {
     #[serde(default)]
     ro: Vec<Spanned<String>>,
     tmp_size: Option<Spanned<String>>,
+    shm: Option<Spanned<String>>,
+    cpus: Option<Spanned<f64>>,
     max_file_size: Option<Spanned<String>>,
     max_output_size: Option<Spanned<String>>,
     max_output_files: Option<Spanned<u64>>,
     max_log_size: Option<Spanned<String>>,
     post_run_timeout: Option<Spanned<String>>,
+    python: Option<Spanned<String>>,
+    gpus: Option<Spanned<RawGpus>>,
+}
+
+/// `gpus = "all"`, `"0,1"`, `[0, 1]` or `["GPU-…"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawGpus {
+    One(String),
+    List(Vec<RawGpu>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawGpu {
+    Index(u64),
+    Name(String),
 }
 
 /// One verified input of a job.
@@ -137,6 +156,14 @@ pub struct SandboxSpec {
     pub timeout: Option<Duration>,
     pub ro: Vec<(PathBuf, String)>,
     pub tmp_size: Option<u64>,
+    /// The job's Python virtualenv (`python = "VENV"`), checked to be one.
+    pub python: Option<crate::venv::Venv>,
+    /// GPUs given to the job through the host's CDI specs.
+    pub gpus: Option<sealrun_sandbox::cdi::GpuRequest>,
+    /// Size of `/dev/shm` (default: the sandbox's, half the memory limit).
+    pub shm: Option<u64>,
+    /// CPU limit in CPUs (also sets the usual thread-count variables).
+    pub cpus: Option<f64>,
     /// Bounds on what the job leaves and on the launcher's work after it.
     pub outputs: OutputLimits,
 }
@@ -483,6 +510,42 @@ fn check_mount(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<String, Sp
     }
 }
 
+/// `[sandbox] python`: a virtualenv (see [`crate::venv::Venv::open`]) whose folders, bound at
+/// their own paths, hide none of the job's mounts and none of the sandbox's own.
+fn python_venv(
+    ctx: &Ctx,
+    v: Option<&Spanned<String>>,
+    mounts: &[String],
+) -> Result<Option<crate::venv::Venv>, SpecError> {
+    let Some(v) = v else { return Ok(None) };
+    let field = "sandbox.python";
+    let path = ctx.path(v, field, true)?;
+    let venv =
+        crate::venv::Venv::open(&path).map_err(|e| ctx.err(v.span(), field, e.to_string()))?;
+    // Below /tmp is fine (the venv is bound over the /tmp tmpfs), /tmp itself is not.
+    let reserved = ["/proc", "/dev", "/sys", "/run/secrets"];
+    for p in venv.bind_paths() {
+        let overlaps = |m: &str| p.starts_with(m) || Path::new(m).starts_with(p);
+        let clash = reserved
+            .iter()
+            .copied()
+            .chain(mounts.iter().map(String::as_str))
+            .find(|m| overlaps(m))
+            .or((p == Path::new("/tmp")).then_some("/tmp"));
+        if let Some(m) = clash {
+            return Err(ctx.err(
+                v.span(),
+                field,
+                format!(
+                    "{} is bound at its own path, which would overlap {m}; move the virtualenv (or its base interpreter) elsewhere",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    Ok(Some(venv))
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -689,6 +752,20 @@ impl JobSpec {
         };
         let memory = size(&sb.memory, "sandbox.memory")?;
         let tmp_size = size(&sb.tmp_size, "sandbox.tmp_size")?;
+        let shm = size(&sb.shm, "sandbox.shm")?;
+        let cpus = match &sb.cpus {
+            Some(c) if !(c.get_ref().is_finite() && *c.get_ref() >= 0.01 && *c.get_ref() <= 4096.0) => {
+                return Err(ctx.err(
+                    c.span(),
+                    "sandbox.cpus",
+                    format!(
+                        "invalid CPU limit {}: give a number of CPUs from 0.01 to 4096, e.g. 2 or 1.5",
+                        c.get_ref()
+                    ),
+                ))
+            }
+            c => c.as_ref().map(|c| *c.get_ref()),
+        };
         let timeout = sb
             .timeout
             .as_ref()
@@ -709,6 +786,25 @@ impl JobSpec {
             return Err(ctx.err(p.span(), "sandbox.pids", "must be at least 1"));
         }
         let outputs = output_limits(ctx, sb, &size)?;
+        let gpus = sb
+            .gpus
+            .as_ref()
+            .map(|g| {
+                let text = match g.get_ref() {
+                    RawGpus::One(s) => s.clone(),
+                    RawGpus::List(v) => v
+                        .iter()
+                        .map(|x| match x {
+                            RawGpu::Index(i) => i.to_string(),
+                            RawGpu::Name(n) => n.clone(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(","),
+                };
+                sealrun_sandbox::cdi::GpuRequest::parse(&text)
+                    .map_err(|e| ctx.err(g.span(), "sandbox.gpus", e.to_string()))
+            })
+            .transpose()?;
         let mut ro = Vec::new();
         for (i, v) in sb.ro.iter().enumerate() {
             let field = format!("sandbox.ro[{i}]");
@@ -720,6 +816,7 @@ impl JobSpec {
             let dest = check_mount(ctx, &Spanned::new(v.span(), dest), &field)?;
             ro.push((hp, dest));
         }
+        let python = python_venv(ctx, sb.python.as_ref(), &mounts)?;
         let profile = sb
             .profile
             .as_ref()
@@ -852,6 +949,10 @@ impl JobSpec {
                 timeout,
                 ro,
                 tmp_size,
+                python,
+                gpus,
+                shm,
+                cpus,
                 outputs,
             },
             secrets,
@@ -906,6 +1007,26 @@ timeout = "5m"
         assert_eq!(s.sandbox.memory, Some(512 << 20));
         assert_eq!(s.sandbox.timeout, Some(Duration::from_secs(300)));
         assert!(s.output.ends_with("out"));
+    }
+
+    #[test]
+    fn gpus_are_all_indices_or_uuids() {
+        use sealrun_sandbox::cdi::GpuRequest;
+        let (_d, p) = setup();
+        let with = |v: &str| format!("{GOOD}gpus = {v}\n");
+        let s = JobSpec::parse(&with("\"all\""), &p).unwrap();
+        assert_eq!(s.sandbox.gpus, Some(GpuRequest::All));
+        let s = JobSpec::parse(&with("[0, \"GPU-5a1e\"]"), &p).unwrap();
+        assert_eq!(
+            s.sandbox.gpus,
+            Some(GpuRequest::Names(vec!["0".into(), "GPU-5a1e".into()]))
+        );
+        assert_eq!(JobSpec::parse(GOOD, &p).unwrap().sandbox.gpus, None);
+        let e = err(&with("\"0;reboot\""), &p);
+        assert!(
+            e.contains(":16:8: sandbox.gpus: invalid GPU request"),
+            "{e}"
+        );
     }
 
     #[test]

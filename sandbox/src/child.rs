@@ -418,6 +418,9 @@ pub fn init_setup<S: Sys>(
             MountOp::Symlink(target, p) => {
                 sys.symlink(target, p).map_err(at_i(Step::Symlink, i))?
             }
+            MountOp::Content(p, data) => {
+                sys.write_file(p, data).map_err(at_i(Step::CreateFile, i))?
+            }
             MountOp::SharedDir(p, mode) => {
                 sys.mkdir(p, 0o755).map_err(at_i(Step::Mkdir, i))?;
                 sys.chmod(p, *mode).map_err(at_i(Step::Mkdir, i))?;
@@ -601,6 +604,7 @@ fn job_steps<S: Sys>(
                 LandlockClass::ReadNoExec => m.read_noexec,
                 LandlockClass::List => m.list,
                 LandlockClass::DevDir => m.read_noexec,
+                LandlockClass::ReadFile => m.read_file,
             };
             sys.landlock_add_path(fds.ruleset, p, access)
                 .map_err(at_i(Step::LandlockRule, i))?;
@@ -930,6 +934,9 @@ mod tests {
         }
         fn unshare_cgroup(&self) -> SysResult<()> {
             self.rec("unshare_cgroup")
+        }
+        fn write_file(&self, path: &CStr, _: &[u8]) -> SysResult<()> {
+            self.rec(format!("write_file {}", s(path)))
         }
         fn secret_tmpfs(&self, size: u64, owner: u32) -> SysResult<i32> {
             self.rec(format!("secret_tmpfs {size} {owner}")).map(|_| 9)

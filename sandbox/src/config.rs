@@ -5,7 +5,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Which profile to use: a built-in name (`default`, `minimal`, `python`) or a path to an
+/// Which profile to use: a built-in name (`default`, `minimal`, `python`, `gpu`) or a path to an
 /// OCI/Docker seccomp JSON file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProfileRef {
@@ -132,13 +132,18 @@ pub struct SandboxConfig {
     pub ro_fd_binds: Vec<FdBind>,
     /// Read-write binds.
     pub rw_binds: Vec<Bind>,
-    /// Extra tmpfs mounts. `/tmp` (256 MiB) and `/dev/shm` (64 MiB; a folder of the root tmpfs,
-    /// which is sized for it) always exist; listing them here resizes them.
+    /// Extra tmpfs mounts. `/tmp` (256 MiB) and `/dev/shm` (a folder of the root tmpfs, which is
+    /// sized for it: half the memory limit, at least 64 MiB, or 1 GiB without one; see
+    /// [`crate::plan::default_shm_size`]) always exist; listing them here resizes them.
     pub tmpfs: Vec<Tmpfs>,
     /// Memory limit in bytes (cgroup; swap included where the host accounts it).
     pub memory: Option<u64>,
     /// Maximum number of tasks (cgroup `pids.max`).
     pub pids: Option<u64>,
+    /// CPU limit in CPUs (cgroup CFS quota; fractions allowed). Also sets `OMP_NUM_THREADS`,
+    /// `OPENBLAS_NUM_THREADS`, `MKL_NUM_THREADS` and `NUMEXPR_NUM_THREADS` to it (rounded up)
+    /// unless `env` sets them.
+    pub cpus: Option<f64>,
     /// Wall-clock limit; the whole process tree is killed when it passes.
     pub timeout: Option<Duration>,
     /// `RLIMIT_NOFILE` (default 4096).
@@ -151,6 +156,11 @@ pub struct SandboxConfig {
     pub stderr: Stdio,
     /// Secrets delivered as files on a private tmpfs, removed at their TTL.
     pub secrets: Vec<SecretFile>,
+    /// Extra device nodes (GPUs) bound under `/dev` (see [`crate::devices`]).
+    pub devices: Vec<crate::devices::DeviceNode>,
+    /// Read-only mounts that come with those devices (driver libraries and tools from a CDI
+    /// spec); one whose host file is already visible at the same place is not mounted again.
+    pub device_mounts: Vec<Bind>,
 }
 
 impl SandboxConfig {
@@ -167,12 +177,15 @@ impl SandboxConfig {
             tmpfs: Vec::new(),
             memory: None,
             pids: None,
+            cpus: None,
             timeout: None,
             nofile: None,
             fsize: None,
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
             secrets: Vec::new(),
+            devices: Vec::new(),
+            device_mounts: Vec::new(),
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct Masks {
     pub read_noexec: u64,
     /// List directories only.
     pub list: u64,
+    /// Read a file (a rule on a file takes file rights only).
+    pub read_file: u64,
 }
 
 /// A ruleset ready for the child, or the reason there is none.
@@ -120,6 +122,7 @@ pub fn prepare(rules: &[HostRule<'_>]) -> Result<Prepared, LandlockError> {
         dev: dev.bits(),
         read_noexec: read_noexec.bits(),
         list: (BitFlags::from(AccessFs::ReadDir) & all).bits(),
+        read_file: (BitFlags::from(AccessFs::ReadFile) & all).bits(),
     };
     if abi_v == 0 {
         return Ok(Prepared {

@@ -20,8 +20,10 @@
 //! features each have their own module.
 
 pub mod caps;
+pub mod cdi;
 pub mod child;
 pub mod config;
+pub mod devices;
 pub mod landlock;
 pub mod limits;
 pub mod mounts;
@@ -36,6 +38,7 @@ pub mod seccomp;
 pub mod supervise;
 pub mod sys;
 pub mod syscall_table;
+pub mod unix_connect;
 
 pub use config::{Bind, FdBind, ProfileRef, SandboxConfig, SecretFile, Stdio, Tmpfs};
 pub use outcome::{DeniedSyscall, EgressAttempt, EndReason, LandlockReport, Outcome};

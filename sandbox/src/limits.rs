@@ -1,14 +1,18 @@
 //! Resource limits. Guarantees: rlimits (core 0, nofile, optional fsize) are set in the job before
-//! exec; memory and task-count limits are enforced by a per-run cgroup the init joins *before* it
+//! exec; memory, task-count and CPU (CFS quota: `cpus` CPUs' worth of time per 100 ms) limits are
+//! enforced by a per-run cgroup the init joins *before* it
 //! is released to build the sandbox (so nothing it forks escapes them); the cgroup's counters tell
 //! an OOM kill and a refused fork apart from an ordinary exit; the cgroup is removed afterwards.
 //!
 //! cgroup v2 is used when `/sys/fs/cgroup` is a cgroup2 mount (a child of the caller's own cgroup,
-//! which must be delegated); otherwise v1 `memory` and `pids` hierarchies under
-//! `/sys/fs/cgroup/{memory,pids}/sealrun/<id>`. A cgroup is made only when a memory or pids limit
+//! which must be delegated); otherwise v1 `memory` and `pids` (and `cpu`) hierarchies under
+//! `/sys/fs/cgroup/{memory,pids,cpu}/sealrun/<id>`. A cgroup is made only when a memory or pids limit
 //! is requested; a requested limit that cannot be enforced is an error (never silently unlimited).
 
 use std::path::{Path, PathBuf};
+
+/// The CFS period of a CPU limit, in microseconds.
+const CPU_PERIOD_US: u64 = 100_000;
 
 /// Default `RLIMIT_NOFILE`.
 pub const DEFAULT_NOFILE: u64 = 4096;
@@ -39,6 +43,8 @@ pub enum Cgroup {
         memory: PathBuf,
         /// pids controller dir.
         pids: PathBuf,
+        /// cpu controller dir, when a CPU limit is asked for.
+        cpu: Option<PathBuf>,
     },
     /// v2: one directory.
     V2(PathBuf),
@@ -93,8 +99,9 @@ impl Cgroup {
         id: &str,
         memory: Option<u64>,
         pids: Option<u64>,
+        cpus: Option<f64>,
     ) -> Result<Option<Cgroup>, CgroupError> {
-        let wanted = memory.is_some() || pids.is_some();
+        let wanted = memory.is_some() || pids.is_some() || cpus.is_some();
         // Without limits a cgroup adds nothing the pid namespace does not already give (one tree,
         // killed as a whole), and attaching a task to a v1 cgroup can cost milliseconds (an RCU
         // grace period): no cgroup is made.
@@ -104,14 +111,14 @@ impl Cgroup {
         let made = if is_cgroup2(V1_ROOT) {
             Self::create_v2(id)
         } else {
-            Self::create_v1(id)
+            Self::create_v1(id, cpus.is_some())
         };
         let cg = match made {
             Ok(cg) => cg,
             Err(_) if !wanted => return Ok(None),
             Err(e) => return Err(e),
         };
-        if let Err(e) = cg.set_limits(memory, pids) {
+        if let Err(e) = cg.set_limits(memory, pids, cpus) {
             cg.remove();
             return Err(e);
         }
@@ -141,9 +148,12 @@ impl Cgroup {
         }
     }
 
-    fn create_v1(id: &str) -> Result<Cgroup, CgroupError> {
+    fn create_v1(id: &str, cpu: bool) -> Result<Cgroup, CgroupError> {
         Self::remove_stale(&Path::new(V1_ROOT).join("memory/sealrun"));
         Self::remove_stale(&Path::new(V1_ROOT).join("pids/sealrun"));
+        if cpu {
+            Self::remove_stale(&Path::new(V1_ROOT).join("cpu/sealrun"));
+        }
         let memory = Path::new(V1_ROOT).join("memory/sealrun").join(id);
         let pids = Path::new(V1_ROOT).join("pids/sealrun").join(id);
         std::fs::create_dir_all(&memory).map_err(|e| cg_err(&memory, e))?;
@@ -151,7 +161,18 @@ impl Cgroup {
             let _ = std::fs::remove_dir(&memory);
             return Err(cg_err(&pids, e));
         }
-        Ok(Cgroup::V1 { memory, pids })
+        let cpu = if cpu {
+            let dir = Path::new(V1_ROOT).join("cpu/sealrun").join(id);
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                let _ = std::fs::remove_dir(&memory);
+                let _ = std::fs::remove_dir(&pids);
+                return Err(cg_err(&dir, e));
+            }
+            Some(dir)
+        } else {
+            None
+        };
+        Ok(Cgroup::V1 { memory, pids, cpu })
     }
 
     fn create_v2(id: &str) -> Result<Cgroup, CgroupError> {
@@ -163,15 +184,30 @@ impl Cgroup {
             })
             .unwrap_or_else(|| "/".into());
         let parent = Path::new(V1_ROOT).join(own.trim_start_matches('/'));
-        let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+memory +pids");
+        let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+memory +pids +cpu");
         let dir = parent.join(format!("sealrun-{id}"));
         std::fs::create_dir(&dir).map_err(|e| cg_err(&dir, e))?;
         Ok(Cgroup::V2(dir))
     }
 
-    fn set_limits(&self, memory: Option<u64>, pids: Option<u64>) -> Result<(), CgroupError> {
+    fn set_limits(
+        &self,
+        memory: Option<u64>,
+        pids: Option<u64>,
+        cpus: Option<f64>,
+    ) -> Result<(), CgroupError> {
+        // CPU time per 100 ms period: `cpus` CPUs' worth.
+        let quota = cpus.map(|c| ((c * CPU_PERIOD_US as f64).round() as u64).max(1000));
         match self {
-            Cgroup::V1 { memory: m, pids: p } => {
+            Cgroup::V1 {
+                memory: m,
+                pids: p,
+                cpu,
+            } => {
+                if let (Some(q), Some(c)) = (quota, cpu) {
+                    write(&c.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                    write(&c.join("cpu.cfs_quota_us"), &q.to_string())?;
+                }
                 if let Some(bytes) = memory {
                     write(&m.join("memory.limit_in_bytes"), &bytes.to_string())?;
                     let memsw = m.join("memory.memsw.limit_in_bytes");
@@ -184,6 +220,9 @@ impl Cgroup {
                 }
             }
             Cgroup::V2(d) => {
+                if let Some(q) = quota {
+                    write(&d.join("cpu.max"), &format!("{q} {CPU_PERIOD_US}"))?;
+                }
                 if let Some(bytes) = memory {
                     write(&d.join("memory.max"), &bytes.to_string())?;
                     let _ = std::fs::write(d.join("memory.swap.max"), "0");
@@ -200,8 +239,11 @@ impl Cgroup {
     pub fn add(&self, pid: libc::pid_t) -> Result<(), CgroupError> {
         let s = pid.to_string();
         match self {
-            Cgroup::V1 { memory, pids } => {
+            Cgroup::V1 { memory, pids, cpu } => {
                 write(&memory.join("cgroup.procs"), &s)?;
+                if let Some(c) = cpu {
+                    write(&c.join("cgroup.procs"), &s)?;
+                }
                 write(&pids.join("cgroup.procs"), &s)
             }
             Cgroup::V2(d) => write(&d.join("cgroup.procs"), &s),
@@ -211,7 +253,7 @@ impl Cgroup {
     /// Read the end-of-run counters.
     pub fn stats(&self) -> Stats {
         match self {
-            Cgroup::V1 { memory, pids } => Stats {
+            Cgroup::V1 { memory, pids, .. } => Stats {
                 oom_kills: read_key(&memory.join("memory.oom_control"), "oom_kill"),
                 pids_max_events: read_key(&pids.join("pids.events"), "max"),
                 peak_memory: read_u64(&memory.join("memory.max_usage_in_bytes")),
@@ -246,7 +288,11 @@ impl Cgroup {
     /// Remove the cgroup directories (retrying briefly while the last tasks are torn down).
     pub fn remove(&self) {
         let dirs: Vec<&PathBuf> = match self {
-            Cgroup::V1 { memory, pids } => vec![memory, pids],
+            Cgroup::V1 { memory, pids, cpu } => {
+                let mut v = vec![memory, pids];
+                v.extend(cpu.as_ref());
+                v
+            }
             Cgroup::V2(d) => vec![d],
         };
         for d in dirs {

@@ -2,7 +2,8 @@
 //! by `pivot_root`, with the old root detached, so no host path is reachable except the binds
 //! listed here; system paths come read-only (nosuid, nodev) from the mount profile; `--ro` binds
 //! are read-only, `--rw` binds nosuid+nodev; `/tmp` and `/dev/shm` are size-capped tmpfs; `/dev`
-//! holds only null, zero, full, random, urandom, tty; `/proc` is a fresh procfs of the sandbox's
+//! holds only null, zero, full, random, urandom, tty, and the device nodes the caller asks for
+//! (GPUs, see [`crate::devices`]); `/proc` is a fresh procfs of the sandbox's
 //! pid namespace; `/sys` is absent unless the profile asks.
 //!
 //! Bind sources are resolved and opened once, at plan time (the launcher's view), with
@@ -35,7 +36,7 @@ pub const ROOT_SIZE: u64 = 64 << 10;
 
 /// Default size of `/tmp` inside.
 pub const DEFAULT_TMP_SIZE: u64 = 256 << 20;
-/// Default size of `/dev/shm` inside.
+/// The smallest default size of `/dev/shm` (see [`crate::plan::default_shm_size`]).
 pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
 
 /// Device nodes bound from the host.
@@ -101,6 +102,8 @@ pub enum MountOp {
     SharedDir(CString, u32),
     /// Mount procfs.
     Proc(CString),
+    /// A small file of the root tmpfs with this content (mode 0644), e.g. `/etc/passwd`.
+    Content(CString, Vec<u8>),
 }
 
 /// The whole filesystem plan.
@@ -120,6 +123,20 @@ pub struct MountPlan {
 }
 
 impl MountPlan {
+    /// In-sandbox paths of the tmpfs mounts the job can write: `/` (whose `/dev/shm` is the
+    /// job's) and every [`MountOp::Tmpfs`] (never the secrets' tmpfs).
+    pub fn own_tmpfs_paths(&self) -> Vec<CString> {
+        let mut v = vec![CString::from(c"/")];
+        for op in &self.ops {
+            if let MountOp::Tmpfs(p, _) = op {
+                if let Ok(c) = CString::new(strip(p)) {
+                    v.push(c);
+                }
+            }
+        }
+        v
+    }
+
     /// Slots of prepared trees: one per bind source, then one per secrets tmpfs.
     pub fn tree_slots(&self) -> usize {
         self.binds.len() + self.secret_sizes.len()
@@ -137,6 +154,8 @@ pub enum LandlockClass {
     List,
     /// Read dir (devices are host binds with their own rules).
     DevDir,
+    /// Read one file.
+    ReadFile,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +163,7 @@ enum Entry {
     Bind { src: usize },
     Tmpfs { size: u64, mode: u32 },
     SecretTmpfs { size: u64 },
+    Content { data: Vec<u8> },
     Symlink { target: PathBuf },
     Dir,
     SharedDir { mode: u32 },
@@ -285,6 +305,27 @@ impl Builder {
         self.entries.push((dest, Entry::Bind { src }));
     }
 
+    /// A device node (opened by the caller, checked to be a character device) at `dest` under
+    /// `/dev`: bound `nosuid,noexec` but not `nodev`, with a read-write Landlock rule (which
+    /// includes device ioctls), like the standard nodes.
+    pub(crate) fn device(
+        &mut self,
+        host: PathBuf,
+        dest: &Path,
+        fd: OwnedFd,
+    ) -> Result<(), MountError> {
+        let dest = check_dest(dest)?;
+        self.push_bind(
+            host,
+            dest,
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+            false,
+            true,
+            fd,
+        );
+        Ok(())
+    }
+
     /// A system path from the mount profile: read-only bind at the same place, a symlink if the
     /// host has a symlink there, nothing if it does not exist. One `openat2` and one `fstat`
     /// when no symlink leads to it (the common case); otherwise resolved as a `bind`.
@@ -342,6 +383,16 @@ impl Builder {
         self.entries
             .push((dest.clone(), Entry::Tmpfs { size, mode }));
         self.landlock.push((dest, LandlockClass::All));
+        Ok(())
+    }
+
+    /// A small file with `data` on the root tmpfs (read-only once the root is), unless something
+    /// else is put at `dest` later.
+    pub fn content(&mut self, dest: &Path, data: Vec<u8>) -> Result<(), MountError> {
+        let dest = check_dest(dest)?;
+        self.entries.retain(|(d, _)| d != &dest);
+        self.entries.push((dest.clone(), Entry::Content { data }));
+        self.landlock.push((dest, LandlockClass::ReadFile));
         Ok(())
     }
 
@@ -461,6 +512,7 @@ impl Builder {
                     ));
                     secret_sizes.push(*size);
                 }
+                Entry::Content { data } => ops.push(MountOp::Content(target, data.clone())),
                 Entry::Symlink { target: t } => ops.push(MountOp::Symlink(cstr(t), target)),
                 Entry::Dir => ops.push(MountOp::Dir(target)),
                 Entry::SharedDir { mode } => ops.push(MountOp::SharedDir(target, *mode)),
@@ -497,6 +549,7 @@ pub fn describe_op(plan: &MountPlan, index: usize) -> String {
     match plan.ops.get(index) {
         Some(MountOp::Dir(p))
         | Some(MountOp::File(p))
+        | Some(MountOp::Content(p, _))
         | Some(MountOp::Proc(p))
         | Some(MountOp::SharedDir(p, _)) => strip(p),
         Some(MountOp::Bind(s, p)) => format!("{} -> {}", plan.binds[*s].host.display(), strip(p)),

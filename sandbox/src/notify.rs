@@ -1,10 +1,13 @@
-//! The seccomp user-notification supervisor. Guarantees: every notification is answered with an
-//! error (the profile's errno for denied calls; `ENETUNREACH`/`EACCES`/`EPERM` for `connect` and
-//! `sendto` by address family) — a call is never allowed to continue; every attempt is counted by
-//! name, and the destination of every `connect`/`sendto` is read from the job's memory and
-//! recorded (the read is validated with `SECCOMP_IOCTL_NOTIF_ID_VALID`, and since the answer is
-//! always a denial, a racing thread rewriting the address can only falsify the report, never
-//! reach the network).
+//! The seccomp user-notification supervisor. Guarantees: every notification is answered, and a
+//! call is never allowed to continue in the job. A `connect` to one of the job's own Unix
+//! sockets is carried out by the supervisor on the job's behalf from its own copy of the address
+//! and answered with the result (see [`crate::unix_connect`]); it is not a policy event. Every
+//! other notification is answered with an error (the profile's errno for denied calls;
+//! `ENETUNREACH`/`EACCES`/`EPERM` for `connect` and `sendto` by address family), every such
+//! attempt is counted by name, and the destination of every refused `connect`/`sendto` is read
+//! from the job's memory and recorded (the read is validated with
+//! `SECCOMP_IOCTL_NOTIF_ID_VALID`, and since the answer is a denial, a racing thread rewriting
+//! the address can only falsify the report, never reach the network).
 //!
 //! The listener fd is created by the job when it installs the filter that notifies (the only one,
 //! or the guard filter, see [`crate::seccomp`]) and passed to the parent over a socketpair with
@@ -149,15 +152,19 @@ pub struct Server<'a> {
     errnos: &'a BTreeMap<i64, u32>,
     counts: BTreeMap<String, u64>,
     egress: Vec<EgressAttempt>,
+    own: crate::unix_connect::OwnMounts,
 }
 
 impl<'a> Server<'a> {
-    /// A server answering observed call numbers with the errno in `errnos` (`EPERM` otherwise).
-    pub fn new(errnos: &'a BTreeMap<i64, u32>) -> Self {
+    /// A server answering observed call numbers with the errno in `errnos` (`EPERM` otherwise),
+    /// mediating connects to the job's own Unix sockets (on the tmpfs mounts `own`, or
+    /// abstract; see [`crate::unix_connect`]).
+    pub fn new(errnos: &'a BTreeMap<i64, u32>, own: crate::unix_connect::OwnMounts) -> Self {
         Server {
             errnos,
             counts: BTreeMap::new(),
             egress: Vec::new(),
+            own,
         }
     }
 
@@ -184,6 +191,18 @@ impl<'a> Server<'a> {
             // SAFETY: ID_VALID takes a pointer to the u64 id.
             let valid =
                 unsafe { libc::ioctl(fd, IOCTL_NOTIF_ID_VALID as _, &n.id as *const u64) } == 0;
+            // The job's own Unix sockets: connected on its behalf, from our copy of the address.
+            if nr == libc::SYS_connect && valid && !self.errnos.contains_key(&nr) {
+                if let Some(b) = &bytes {
+                    let sock = n.data.args[0] as i32;
+                    if let crate::unix_connect::Decision::Mediated(e) =
+                        crate::unix_connect::decide(n.pid, sock, b, &mut self.own)
+                    {
+                        respond(fd, n.id, e);
+                        return true;
+                    }
+                }
+            }
             let (family, address) = match (valid, bytes) {
                 (true, Some(b)) => describe_sockaddr(&b),
                 _ => ("?".to_string(), "?".to_string()),
@@ -204,14 +223,7 @@ impl<'a> Server<'a> {
             }
         }
         *self.counts.entry(name).or_default() += 1;
-        let resp = NotifResp {
-            id: n.id,
-            val: 0,
-            error: -answer,
-            flags: 0,
-        };
-        // SAFETY: `resp` is a live seccomp_notif_resp; ENOENT (target gone) is fine to ignore.
-        unsafe { libc::ioctl(fd, IOCTL_NOTIF_SEND as _, &resp as *const NotifResp) };
+        respond(fd, n.id, answer);
         true
     }
 
@@ -246,6 +258,19 @@ impl<'a> Server<'a> {
             egress: self.egress,
         }
     }
+}
+
+/// Answer notification `id` on `listener`: the call returns 0 (`errno` 0) or fails with `errno`;
+/// it never continues in the job.
+fn respond(listener: RawFd, id: u64, errno: i32) {
+    let resp = NotifResp {
+        id,
+        val: 0,
+        error: -errno,
+        flags: 0,
+    };
+    // SAFETY: `resp` is a live seccomp_notif_resp; ENOENT (target gone) is fine to ignore.
+    unsafe { libc::ioctl(listener, IOCTL_NOTIF_SEND as _, &resp as *const NotifResp) };
 }
 
 fn read_mem(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {

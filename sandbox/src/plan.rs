@@ -57,6 +57,34 @@ pub enum PlanError {
     /// No host id range for the job.
     #[error(transparent)]
     HostIds(#[from] crate::namespaces::IdError),
+    /// An extra device node (GPU).
+    #[error(transparent)]
+    Device(#[from] crate::devices::DeviceError),
+}
+
+/// The sandbox's `/etc/passwd`: inside root (the init), the job's user (uid 1000, home `/tmp`)
+/// and `nobody` (what unmapped host ids show as).
+pub const PASSWD: &str = "root:x:0:0:root:/root:/usr/sbin/nologin\n\
+sealrun:x:1000:1000:sealrun job:/tmp:/usr/sbin/nologin\n\
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+
+/// The sandbox's `/etc/group`.
+pub const GROUP: &str = "root:x:0:\nsealrun:x:1000:\nnogroup:x:65534:\n";
+
+/// Thread-count variables set to the CPU limit (unless the caller sets them).
+pub const THREAD_VARS: [&str; 4] = [
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+];
+
+/// The size of `/dev/shm` unless asked: half the memory limit (shared memory is charged to the
+/// run's memory cgroup, so more could never be used), at least 64 MiB; without a memory limit,
+/// 1 GiB (data loaders and `multiprocessing.shared_memory` need more than a container's
+/// customary 64 MiB).
+pub fn default_shm_size(memory: Option<u64>) -> u64 {
+    memory.map_or(1 << 30, |m| (m / 2).max(crate::mounts::DEFAULT_SHM_SIZE))
 }
 
 /// The sandbox's fixed `PATH`.
@@ -82,12 +110,19 @@ pub struct SandboxPlan {
     pub(crate) fsize: Option<u64>,
     pub(crate) memory: Option<u64>,
     pub(crate) pids: Option<u64>,
+    pub(crate) cpus: Option<f64>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) stdout: Option<OwnedFd>,
     pub(crate) stderr: Option<OwnedFd>,
     pub(crate) secrets: Vec<PlannedSecret>,
     /// Leave the exited sandbox init to the system's reaper (see [`SandboxPlan::detach_teardown`]).
     pub(crate) detach_teardown: bool,
+    /// Extra device nodes (GPUs), with their numbers.
+    pub(crate) devices: Vec<crate::devices::PlannedDevice>,
+    /// How their access is controlled (a v1 devices cgroup or none); `None` without devices.
+    pub(crate) device_cgroup: Option<crate::devices::CgroupMode>,
+    /// The run's devices cgroup while it runs (made by the supervisor).
+    pub(crate) device_cg: Option<crate::devices::DeviceCgroup>,
 }
 
 /// A secret file, ready for the child: where to write it before and after the
@@ -144,6 +179,16 @@ impl SandboxPlan {
             env.retain(|(ek, _)| ek != k);
             env.push((k.clone(), v.clone()));
         }
+        // A CPU limit: numeric libraries size their thread pools to it unless told otherwise
+        // (they would otherwise start one thread per host CPU and thrash under the quota).
+        if let Some(cpus) = config.cpus {
+            let threads = (cpus.ceil() as u64).max(1).to_string();
+            for var in THREAD_VARS {
+                if !env.iter().any(|(k, _)| k == var) {
+                    env.push((var.to_string(), threads.clone()));
+                }
+            }
+        }
         let path_var = env
             .iter()
             .find(|(k, _)| k == "PATH")
@@ -182,7 +227,11 @@ impl SandboxPlan {
             .tmpfs
             .iter()
             .find(|t| t.dest == Path::new("/dev/shm"))
-            .map_or(crate::mounts::DEFAULT_SHM_SIZE, |t| t.size);
+            .map_or_else(|| default_shm_size(config.memory), |t| t.size);
+        // Account entries for the ids the sandbox uses (what `getpass.getuser()`, `id`, `ls -l`
+        // and `pwd.getpwuid` look up), never the host's.
+        b.content(Path::new("/etc/passwd"), PASSWD.as_bytes().to_vec())?;
+        b.content(Path::new("/etc/group"), GROUP.as_bytes().to_vec())?;
         b.tmpfs(Path::new("/tmp"), tmp_size, 0o1777)?;
         b.standard(profile.mounts.sys, shm_size)?;
         for t in &config.tmpfs {
@@ -228,6 +277,8 @@ impl SandboxPlan {
                 .sum();
             b.secret_dir(dir, bytes + (64 << 10))?;
         }
+        let devices = crate::devices::plan(&mut b, &config.devices)?;
+        crate::devices::plan_mounts(&mut b, &config.device_mounts)?;
         for bind in &config.ro_binds {
             b.bind(&bind.host, &bind.dest, false)?;
         }
@@ -308,11 +359,15 @@ impl SandboxPlan {
             fsize: config.fsize,
             memory: config.memory,
             pids: config.pids,
+            cpus: config.cpus,
             timeout: config.timeout,
             stdout: fd(config.stdout),
             stderr: fd(config.stderr),
             secrets,
             detach_teardown: false,
+            device_cgroup: (!devices.is_empty()).then(crate::devices::CgroupMode::detect),
+            devices,
+            device_cg: None,
         })
     }
 
@@ -363,6 +418,16 @@ impl SandboxPlan {
     /// The host uid the job will run as.
     pub fn job_host_uid(&self) -> u32 {
         self.ids.job_host_uid()
+    }
+
+    /// The extra device nodes (GPUs) as planned.
+    pub fn devices(&self) -> &[crate::devices::PlannedDevice] {
+        &self.devices
+    }
+
+    /// How access to the extra device nodes is controlled (`None` when there are none).
+    pub fn device_cgroup(&self) -> Option<crate::devices::CgroupMode> {
+        self.device_cgroup
     }
 
     /// Host paths bound into the sandbox: `(host path, read-write)`.

@@ -156,7 +156,7 @@ mod tests {
             assert_eq!(c.main.len(), pre.main.len());
             assert_eq!(c.sha256, pre.sha256);
         }
-        assert_eq!(super::ALL.len(), 3);
+        assert_eq!(super::ALL.len(), crate::profile::SHIPPED.len());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::config::ProfileRef;
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     /// No such built-in profile.
-    #[error("unknown profile {0:?} (built-in: default, minimal, python; or give a path to a .json file)")]
+    #[error("unknown profile {0:?} (built-in: default, minimal, python, gpu; or give a path to a .json file)")]
     UnknownName(String),
     /// The file could not be read.
     #[error("cannot read profile {path}: {source}")]
@@ -220,6 +220,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../sandbox-profiles/seccomp/python.json"),
     ),
     (
+        "seccomp/gpu.json",
+        include_str!("../../sandbox-profiles/seccomp/gpu.json"),
+    ),
+    (
         "mounts/default.json",
         include_str!("../../sandbox-profiles/mounts/default.json"),
     ),
@@ -230,6 +234,10 @@ const EMBEDDED: &[(&str, &str)] = &[
     (
         "mounts/python.json",
         include_str!("../../sandbox-profiles/mounts/python.json"),
+    ),
+    (
+        "mounts/gpu.json",
+        include_str!("../../sandbox-profiles/mounts/gpu.json"),
     ),
 ];
 
@@ -306,7 +314,7 @@ fn read_profile(path: &Path, rel: &str) -> std::io::Result<ProfileBytes> {
     Ok(std::borrow::Cow::Owned(all))
 }
 
-fn as_root() -> bool {
+pub(crate) fn as_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
@@ -324,7 +332,7 @@ impl std::error::Error for NotRootOwned {}
 
 /// Check that `path` (already opened: `meta` is its `fstat`) and every folder above it are owned
 /// by root and not writable by group or others (sticky folders excepted).
-fn root_owned(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+pub(crate) fn root_owned(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let bad = |p: &Path, m: &std::fs::Metadata| -> Option<String> {
         if m.uid() != 0 {
@@ -461,7 +469,7 @@ impl LoadedProfile {
 }
 
 /// The names of the shipped profiles (each has a seccomp and a mount JSON).
-pub const SHIPPED: [&str; 3] = ["default", "minimal", "python"];
+pub const SHIPPED: [&str; 4] = ["default", "minimal", "python", "gpu"];
 
 fn embedded_text(rel: &str) -> Option<&'static str> {
     EMBEDDED.iter().find(|(n, _)| *n == rel).map(|(_, t)| *t)

@@ -1132,6 +1132,25 @@ mod tests {
         ] {
             assert_eq!(eff(&c, nr, args), want, "nr {nr} args {args:x?}");
         }
+        // What numpy, OpenBLAS and CPython do is answered without an error or an observation:
+        // NUMA memory policy calls, the personality query and PER_LINUX.
+        for nr in [
+            libc::SYS_mbind,
+            libc::SYS_set_mempolicy,
+            libc::SYS_get_mempolicy,
+        ] {
+            assert_eq!(eff(&c, nr, z), RET_ALLOW, "nr {nr}");
+        }
+        assert_eq!(
+            eff(&c, libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(eff(&c, libc::SYS_personality, z), RET_ALLOW);
+        // (Other personas, e.g. ADDR_NO_RANDOMIZE, are refused.)
+        assert_eq!(
+            eff(&c, libc::SYS_personality, [0x0004_0000, 0, 0, 0, 0, 0]),
+            eperm
+        );
         // Foreign ABIs.
         assert_eq!(eff_arch(&c, 39, z, 0x4000_0003), RET_KILL_PROCESS);
         assert_eq!(eff(&c, 0x4000_0000 | 39, z), RET_ERRNO | 38);
@@ -1327,7 +1346,7 @@ mod tests {
         let docker = path.to_string();
         assert_eq!(
             merged,
-            ["default", "python", docker.as_str(), "sendto killed"],
+            ["default", "python", "gpu", docker.as_str(), "sendto killed"],
             "which profiles get one filter"
         );
     }

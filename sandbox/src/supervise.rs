@@ -196,11 +196,26 @@ fn supervise(mut plan: SandboxPlan, started: Option<OnStart>) -> Result<Outcome,
         std::process::id(),
         RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    let cgroup = Cgroup::create(&id, plan.memory, plan.pids).map_err(|e| setup("cgroup", e))?;
+    let cgroup =
+        Cgroup::create(&id, plan.memory, plan.pids, plan.cpus).map_err(|e| setup("cgroup", e))?;
+    if plan.device_cgroup == Some(crate::devices::CgroupMode::V1) {
+        match crate::devices::DeviceCgroup::create(&id, &plan.devices) {
+            Ok(dc) => plan.device_cg = Some(dc),
+            Err(e) => {
+                if let Some(cg) = &cgroup {
+                    cg.remove();
+                }
+                return Err(setup("device cgroup", e));
+            }
+        }
+    }
     let result = supervise_in(&mut plan, started, cgroup.as_ref(), start);
     if let Some(cg) = &cgroup {
         cg.kill_all();
         cg.remove();
+    }
+    if let Some(dc) = plan.device_cg.take() {
+        dc.remove();
     }
     if plan.detach_teardown && plan.secrets.is_empty() {
         // The caller exits next: its exit closes the plan's descriptors and frees its memory
@@ -316,18 +331,22 @@ fn supervise_in(
     }
     // SAFETY: one byte from a live buffer to our pipe.
     unsafe { libc::write(sync_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
-    if let Some(cg) = cgroup {
-        if let Err(e) = cg.add(pid) {
-            kill_and_reap();
-            // The child may have failed (and exited) first: its report is the real cause.
-            let mut rec = [0u8; 12];
-            if read_exact_or_eof(err_r.as_raw_fd(), &mut rec) == rec.len() {
-                if let Some(f) = Fail::decode(&rec) {
-                    return Err(describe_fail(plan, &f));
-                }
+    let joined = match (cgroup, &plan.device_cg) {
+        (Some(cg), Some(dc)) => cg.add(pid).and_then(|()| dc.add(pid)),
+        (Some(cg), None) => cg.add(pid),
+        (None, Some(dc)) => dc.add(pid),
+        (None, None) => Ok(()),
+    };
+    if let Err(e) = joined {
+        kill_and_reap();
+        // The child may have failed (and exited) first: its report is the real cause.
+        let mut rec = [0u8; 12];
+        if read_exact_or_eof(err_r.as_raw_fd(), &mut rec) == rec.len() {
+            if let Some(f) = Fail::decode(&rec) {
+                return Err(describe_fail(plan, &f));
             }
-            return Err(setup("cgroup", e));
         }
+        return Err(setup("cgroup", e));
     }
     // SAFETY: as above.
     unsafe { libc::write(sync_w.as_raw_fd(), [2u8].as_ptr().cast(), 1) };
@@ -338,7 +357,10 @@ fn supervise_in(
     // its notifications, the command's status (the init writes it, with the command's resource
     // use, just before it exits) and the timeout.
     let errnos = plan.seccomp.observed.clone();
-    let mut server = crate::notify::Server::new(&errnos);
+    let mut server = crate::notify::Server::new(
+        &errnos,
+        crate::unix_connect::OwnMounts::new(plan.mounts.own_tmpfs_paths()),
+    );
     let mut sock = Some(sock_parent);
     let mut listener: Option<OwnedFd> = None;
     let mut setup_open = true;
@@ -443,7 +465,7 @@ fn supervise_in(
     let mut status = 0;
     // SAFETY: a zeroed rusage is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let must_wait = cgroup.is_some() || !got;
+    let must_wait = cgroup.is_some() || plan.device_cg.is_some() || !got;
     let reaped = (!must_wait && plan.detach_teardown) || {
         // SAFETY: wait4 on our own child into live out-parameters.
         (unsafe {

@@ -47,6 +47,8 @@ pub trait Sys {
     /// Create `path` exclusively (no symlink follow), mode 0400, write `data`, and
     /// give it to `owner` (uid = gid) if set.
     fn write_secret(&self, path: &CStr, data: &[u8], owner: Option<u32>) -> SysResult<()>;
+    /// Create `path` exclusively (no symlink follow), mode 0644, and write `data`.
+    fn write_file(&self, path: &CStr, data: &[u8]) -> SysResult<()>;
     fn symlink(&self, target: &CStr, link: &CStr) -> SysResult<()>;
     fn chdir(&self, path: &CStr) -> SysResult<()>;
     fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> SysResult<()>;
@@ -325,6 +327,21 @@ impl Sys for LinuxSys {
             Some(uid) => check(unsafe { libc::fchown(fd, uid, uid) } as libc::c_long).map(|_| ()),
             None => Ok(()),
         });
+        let _ = self.close(fd);
+        r
+    }
+
+    fn write_file(&self, path: &CStr, data: &[u8]) -> SysResult<()> {
+        // SAFETY: path is a NUL-terminated string; O_EXCL|O_NOFOLLOW never opens an
+        // existing file or a symlink.
+        let fd = check(unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            )
+        } as libc::c_long)? as i32;
+        let r = self.write_all(fd, data);
         let _ = self.close(fd);
         r
     }

@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 use crate::artifact::{verify_any_signature, VerifyError, VerifyOptions};
 use crate::digest::Digest;
 use crate::policy::{Kind, Policy};
-use crate::record::{verify_record, RecordError, VerifiedRecord};
+use crate::record::{verify_record, PythonEnvironment, PythonPackage, RecordError, VerifiedRecord};
 
 /// Why a chain does not verify. `path` is the chain from the top record down.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +152,12 @@ pub enum Node {
         signer: String,
         result: String,
         outputs: Vec<(String, String)>,
+        /// The stage's Python interpreter and virtualenv, if it ran with one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        python: Option<Box<PythonEnvironment>>,
+        /// The distributions installed in that virtualenv.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        python_packages: Vec<PythonPackage>,
     },
 }
 
@@ -442,6 +448,8 @@ impl Walker<'_> {
                     .invocation_id
                     .clone(),
                 code: vr.code_digest().map(str::to_string),
+                python: vr.python_environment().map(Box::new),
+                python_packages: vr.python_packages(),
                 produces: produced.as_ref().map(|p| p.kind),
                 labels: produced.map(|p| p.labels).unwrap_or_default(),
                 signer: vr.signer.clone(),

@@ -22,6 +22,11 @@ const SHIPPED: &[(&str, &[u8], &[u8])] = &[
         include_bytes!("../../sandbox-profiles/seccomp/python.json"),
         include_bytes!("../../sandbox-profiles/mounts/python.json"),
     ),
+    (
+        "gpu",
+        include_bytes!("../../sandbox-profiles/seccomp/gpu.json"),
+        include_bytes!("../../sandbox-profiles/mounts/gpu.json"),
+    ),
 ];
 
 /// Hex SHA-256 of the shipped profile pair `name` (seccomp JSON then mount JSON: the record's

@@ -134,6 +134,17 @@ pub const UNATTESTED_BYPRODUCT: &str = "output-unattested";
 /// Name of the byproduct summarising the output folder ([`OutputSummary`]).
 pub const OUTPUT_SUMMARY_BYPRODUCT: &str = "output-summary";
 
+/// The `interrupt` byproduct: signals the launcher got while the job ran and passed on (the
+/// first as itself, any later one as SIGKILL of the whole tree).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interrupt {
+    /// The signals received, in order (`SIGINT`, `SIGTERM`).
+    pub signals: Vec<String>,
+    /// Whether a second signal made the launcher kill the tree.
+    pub killed: bool,
+}
+
 /// Byproduct `output-unattested`: entries of the output folder that are not
 /// among the subjects although the job left them (a name that cannot be a
 /// subject, a path too long, a limit or deadline passed, an unreadable file).
@@ -181,6 +192,268 @@ pub struct OutputSummary {
     /// Entries whose mode was narrowed (setuid, setgid or world-write removed).
     #[serde(default)]
     pub modes_changed: u64,
+}
+
+/// `annotations.type` of a `resolvedDependencies` entry that is a Python distribution
+/// installed in the job's virtualenv ([`PythonPackage`]).
+pub const PYTHON_PACKAGE_TYPE: &str = "python-package";
+/// `annotations.type` of the `resolvedDependencies` entry that describes the job's Python
+/// interpreter and virtualenv ([`PythonEnvironment`]).
+pub const PYTHON_INTERPRETER_TYPE: &str = "python-interpreter";
+/// The `name` of that entry.
+pub const PYTHON_DEPENDENCY: &str = "python";
+/// The file of a `.dist-info` folder whose SHA-256 a [`PythonPackage`] carries.
+pub const PYTHON_PACKAGE_DIGEST_OF: &str = "RECORD";
+
+/// A distribution name normalised as PyPI does (PEP 503): lowercase, and every run of `-`,
+/// `_` and `.` one `-` (`Scikit_Learn` and `scikit.learn` are both `scikit-learn`).
+pub fn normalize_pypi_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut in_run = false;
+    for c in name.trim().chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !in_run {
+                out.push('-');
+            }
+            in_run = true;
+        } else {
+            out.extend(c.to_lowercase());
+            in_run = false;
+        }
+    }
+    out
+}
+
+/// The package URL `pkg:pypi/NAME@VERSION` (name normalised, version percent-encoded as the
+/// purl specification asks, e.g. `1.0+cpu` as `1.0%2Bcpu`).
+pub fn pypi_purl(name: &str, version: &str) -> String {
+    let name = normalize_pypi_name(name);
+    match packageurl::PackageUrl::new("pypi", name.as_str()) {
+        Ok(mut p) => match p.with_version(version) {
+            Ok(p) => p.to_string(),
+            Err(_) => format!("pkg:pypi/{name}"),
+        },
+        Err(_) => format!("pkg:pypi/{name}"),
+    }
+}
+
+/// One distribution installed in the job's virtualenv (a `site-packages/*.dist-info` folder),
+/// as its run record lists it: a `resolvedDependencies` entry named `pypi:NAME` whose `uri` is
+/// [`PythonPackage::purl`] and whose `digest.sha256` is that of the folder's `RECORD` file
+/// (pip's list of every file it installed, each with its own SHA-256).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PythonPackage {
+    /// The name normalised as PyPI does ([`normalize_pypi_name`]).
+    pub name: String,
+    /// The version its `METADATA` states.
+    pub version: String,
+    /// Host path of the `.dist-info` folder.
+    pub dist_info: String,
+    /// SHA-256 of its `RECORD` file.
+    pub record_sha256: Digest,
+}
+
+/// The `annotations` of a [`PythonPackage`] entry.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PythonPackageNotes {
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    version: String,
+    dist_info: String,
+    digest_of: String,
+}
+
+impl PythonPackage {
+    /// `pkg:pypi/NAME@VERSION`.
+    pub fn purl(&self) -> String {
+        pypi_purl(&self.name, &self.version)
+    }
+
+    /// The record's `resolvedDependencies` entry.
+    pub fn to_descriptor(&self) -> ResourceDescriptor {
+        let notes = PythonPackageNotes {
+            kind: PYTHON_PACKAGE_TYPE.into(),
+            name: self.name.clone(),
+            version: self.version.clone(),
+            dist_info: self.dist_info.clone(),
+            digest_of: PYTHON_PACKAGE_DIGEST_OF.into(),
+        };
+        ResourceDescriptor {
+            name: Some(format!("pypi:{}", self.name)),
+            uri: Some(self.purl()),
+            digest: BTreeMap::from([("sha256".to_string(), self.record_sha256.to_hex())]),
+            media_type: None,
+            annotations: serde_json::to_value(notes).ok(),
+        }
+    }
+
+    /// Read an entry back: `None` unless it is a well-formed Python package entry (its type,
+    /// its purl matching its name and version, a SHA-256 digest).
+    pub fn from_descriptor(d: &ResourceDescriptor) -> Option<PythonPackage> {
+        let notes: PythonPackageNotes = serde_json::from_value(d.annotations.clone()?).ok()?;
+        if notes.kind != PYTHON_PACKAGE_TYPE || notes.digest_of != PYTHON_PACKAGE_DIGEST_OF {
+            return None;
+        }
+        let p = PythonPackage {
+            record_sha256: d.digest.get("sha256")?.parse().ok()?,
+            name: notes.name,
+            version: notes.version,
+            dist_info: notes.dist_info,
+        };
+        (d.uri.as_deref() == Some(p.purl().as_str())
+            && d.name.as_deref() == Some(format!("pypi:{}", p.name).as_str()))
+        .then_some(p)
+    }
+}
+
+/// The job's Python: the virtualenv it ran with and the interpreter binary the venv's
+/// `bin/python3` resolves to, as its run record lists it (the `resolvedDependencies` entry
+/// named `python`, `uri` `file:INTERPRETER`, `digest.sha256` that of the binary).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PythonEnvironment {
+    /// The virtualenv's absolute host path, which is also where the job saw it.
+    pub venv: String,
+    /// The interpreter binary (the venv's `bin/python3`, symlinks resolved).
+    pub interpreter: String,
+    /// SHA-256 of the interpreter binary.
+    pub interpreter_sha256: Digest,
+    /// `version` (or `version_info`) from `pyvenv.cfg`, when it has one.
+    pub version: Option<String>,
+    /// Host folders of the base interpreter made visible read-only at the same paths.
+    pub base_prefixes: Vec<String>,
+    /// SHA-256 of `pyvenv.cfg`.
+    pub pyvenv_cfg_sha256: Digest,
+}
+
+/// The `annotations` of the [`PythonEnvironment`] entry.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PythonEnvironmentNotes {
+    #[serde(rename = "type")]
+    kind: String,
+    venv: String,
+    version: Option<String>,
+    base_prefixes: Vec<String>,
+    pyvenv_cfg_sha256: Digest,
+}
+
+impl PythonEnvironment {
+    /// The record's `resolvedDependencies` entry.
+    pub fn to_descriptor(&self) -> ResourceDescriptor {
+        let notes = PythonEnvironmentNotes {
+            kind: PYTHON_INTERPRETER_TYPE.into(),
+            venv: self.venv.clone(),
+            version: self.version.clone(),
+            base_prefixes: self.base_prefixes.clone(),
+            pyvenv_cfg_sha256: self.pyvenv_cfg_sha256,
+        };
+        ResourceDescriptor {
+            name: Some(PYTHON_DEPENDENCY.into()),
+            uri: Some(format!("file:{}", self.interpreter)),
+            digest: BTreeMap::from([("sha256".to_string(), self.interpreter_sha256.to_hex())]),
+            media_type: None,
+            annotations: serde_json::to_value(notes).ok(),
+        }
+    }
+
+    /// Read the entry back: `None` unless it is a well-formed Python interpreter entry.
+    pub fn from_descriptor(d: &ResourceDescriptor) -> Option<PythonEnvironment> {
+        if d.name.as_deref() != Some(PYTHON_DEPENDENCY) {
+            return None;
+        }
+        let notes: PythonEnvironmentNotes = serde_json::from_value(d.annotations.clone()?).ok()?;
+        if notes.kind != PYTHON_INTERPRETER_TYPE {
+            return None;
+        }
+        Some(PythonEnvironment {
+            venv: notes.venv,
+            interpreter: d.uri.as_deref()?.strip_prefix("file:")?.to_string(),
+            interpreter_sha256: d.digest.get("sha256")?.parse().ok()?,
+            version: notes.version,
+            base_prefixes: notes.base_prefixes,
+            pyvenv_cfg_sha256: notes.pyvenv_cfg_sha256,
+        })
+    }
+}
+
+/// Key of [`GpuAccess`] in a run record's `internalParameters`.
+pub const GPUS_PARAMETER: &str = "gpus";
+/// Name of the `resolvedDependencies` entry of each CDI spec file a run used.
+pub const CDI_SPEC_DEPENDENCY: &str = "cdi-spec";
+
+/// `internalParameters.gpus`: the GPUs a run was given through the Container Device Interface,
+/// and exactly what was applied from the CDI spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GpuAccess {
+    /// What the job asked for (`all`, or the names as given).
+    pub request: String,
+    /// The CDI spec files used, with the SHA-256 of the bytes read.
+    pub cdi_specs: Vec<CdiSpecFile>,
+    /// One entry per GPU.
+    pub devices: Vec<GpuDevice>,
+    /// Device nodes bound into the sandbox's `/dev`: `PATH MAJOR:MINOR PERMISSIONS`.
+    pub device_nodes: Vec<String>,
+    /// How device access was controlled (a v1 devices cgroup, or none and why).
+    pub device_cgroup: String,
+    /// Read-only mounts from the spec, `HOST:CONTAINER`.
+    pub mounts: Vec<String>,
+    /// Environment from the spec, `NAME=VALUE`.
+    pub env: Vec<String>,
+    /// Every hook of the spec, with what the launcher did about it.
+    pub hooks: Vec<GpuHook>,
+}
+
+/// A CDI spec file a run used.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdiSpecFile {
+    /// Where it was read.
+    pub path: String,
+    /// Hex SHA-256 of its bytes.
+    pub sha256: String,
+}
+
+/// One GPU of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GpuDevice {
+    /// The CDI device name used (`0`, `GPU-…`).
+    pub cdi_name: String,
+    /// Its index, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// Its UUID, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// The product name (e.g. `NVIDIA H100 80GB HBM3`), where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The driver version, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_version: Option<String>,
+    /// Where name and driver version came from: `nvidia-smi`, `cdi-spec` or `unknown`.
+    pub source: String,
+}
+
+/// A CDI hook and what the launcher did about it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GpuHook {
+    /// OCI hook point (`createContainer`, …).
+    pub hook_name: String,
+    /// The program.
+    pub path: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// `run` (its effect applied by the launcher), `satisfied` (the host already has what it
+    /// would make) or `not-run`.
+    pub status: String,
+    /// How, or why not.
+    pub detail: String,
 }
 
 /// Sign a run record.
@@ -339,6 +612,44 @@ impl VerifiedRecord {
         self.byproduct(OUTPUT_SUMMARY_BYPRODUCT)
             .and_then(|b| b.annotations.clone())
             .and_then(|a| serde_json::from_value(a).ok())
+    }
+
+    /// The Python distributions the run's virtualenv held (empty without one).
+    pub fn python_packages(&self) -> Vec<PythonPackage> {
+        self.statement
+            .predicate
+            .build_definition
+            .resolved_dependencies
+            .iter()
+            .filter_map(PythonPackage::from_descriptor)
+            .collect()
+    }
+
+    /// The run's Python interpreter and virtualenv, if it had one.
+    pub fn python_environment(&self) -> Option<PythonEnvironment> {
+        self.statement
+            .predicate
+            .build_definition
+            .resolved_dependencies
+            .iter()
+            .find_map(PythonEnvironment::from_descriptor)
+    }
+
+    /// The GPUs the run was given, if any ([`GpuAccess`]); `Err` if the record has the field
+    /// but it does not parse.
+    pub fn gpus(&self) -> Result<Option<GpuAccess>, String> {
+        match self
+            .statement
+            .predicate
+            .build_definition
+            .internal_parameters
+            .get(GPUS_PARAMETER)
+        {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| format!("internalParameters.{GPUS_PARAMETER}: {e}")),
+        }
     }
 
     /// A byproduct by name.
@@ -568,4 +879,68 @@ fn subjects_manifest(subjects: &[Subject]) -> Result<Manifest, String> {
         shard_size: u64::MAX,
         resources,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pypi_names_are_normalised_as_pep_503_says() {
+        for (raw, want) in [
+            ("numpy", "numpy"),
+            ("Scikit_Learn", "scikit-learn"),
+            ("scikit.learn", "scikit-learn"),
+            ("zope.interface", "zope-interface"),
+            ("a-_.-b", "a-b"),
+            ("Django", "django"),
+        ] {
+            assert_eq!(normalize_pypi_name(raw), want, "{raw}");
+        }
+        assert_eq!(
+            pypi_purl("Scikit_Learn", "1.9.1"),
+            "pkg:pypi/scikit-learn@1.9.1"
+        );
+        assert_eq!(
+            pypi_purl("torch", "2.5.0+cpu"),
+            "pkg:pypi/torch@2.5.0%2Bcpu"
+        );
+    }
+
+    #[test]
+    fn python_entries_round_trip_and_malformed_ones_are_not_read() {
+        let p = PythonPackage {
+            name: "scikit-learn".into(),
+            version: "1.9.1".into(),
+            dist_info: "/v/lib/python3.11/site-packages/scikit_learn-1.9.1.dist-info".into(),
+            record_sha256: Digest::of(b"RECORD"),
+        };
+        let d = p.to_descriptor();
+        assert_eq!(d.uri.as_deref(), Some("pkg:pypi/scikit-learn@1.9.1"));
+        assert_eq!(PythonPackage::from_descriptor(&d), Some(p.clone()));
+        // A purl that does not match the name and version is not read as that package.
+        let mut bad = d.clone();
+        bad.uri = Some("pkg:pypi/numpy@1.0".into());
+        assert_eq!(PythonPackage::from_descriptor(&bad), None);
+        let mut bad = d;
+        bad.digest.clear();
+        assert_eq!(PythonPackage::from_descriptor(&bad), None);
+        assert_eq!(
+            PythonPackage::from_descriptor(&ResourceDescriptor::default()),
+            None
+        );
+
+        let e = PythonEnvironment {
+            venv: "/tmp/v".into(),
+            interpreter: "/usr/bin/python3.11".into(),
+            interpreter_sha256: Digest::of(b"elf"),
+            version: Some("3.11.2".into()),
+            base_prefixes: vec!["/usr".into()],
+            pyvenv_cfg_sha256: Digest::of(b"cfg"),
+        };
+        let d = e.to_descriptor();
+        assert_eq!(d.name.as_deref(), Some(PYTHON_DEPENDENCY));
+        assert_eq!(PythonEnvironment::from_descriptor(&d), Some(e));
+        assert_eq!(PythonPackage::from_descriptor(&d), None);
+    }
 }
