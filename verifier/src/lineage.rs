@@ -712,3 +712,41 @@ impl Lineage {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_is_refreshed_incrementally_and_saved_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("artifacts")).unwrap();
+        std::fs::write(d.join("a.json"), b"{}").unwrap();
+        std::fs::write(d.join("artifacts/b.json"), b"[]").unwrap();
+        std::fs::write(d.join("notes.txt"), b"ignored").unwrap();
+        let (i, r) = refresh(d, false).unwrap();
+        assert_eq!((r.reused, r.read, r.removed, r.written), (0, 2, 0, true));
+        assert_eq!(i.files["artifacts/b.json"].facts, Facts::Other);
+        assert!(d.join(INDEX_FILE).is_file());
+        // Nothing changed: nothing read, nothing written.
+        let (_, r) = refresh(d, false).unwrap();
+        assert_eq!((r.reused, r.read, r.removed, r.written), (2, 0, 0, false));
+        // One removed, one changed (another size).
+        std::fs::remove_file(d.join("a.json")).unwrap();
+        std::fs::write(d.join("artifacts/b.json"), b"[1]").unwrap();
+        let (i, r) = refresh(d, false).unwrap();
+        assert_eq!((r.reused, r.read, r.removed), (0, 1, 1));
+        assert_eq!(i.files.len(), 1);
+        assert_eq!(
+            i.files["artifacts/b.json"].sha256,
+            Digest::of(b"[1]").to_hex()
+        );
+        // A corrupt index is rebuilt, never trusted.
+        std::fs::write(d.join(INDEX_FILE), b"{not json").unwrap();
+        let (_, r) = refresh(d, false).unwrap();
+        assert_eq!((r.reused, r.read), (0, 1));
+        let (_, r) = refresh(d, true).unwrap();
+        assert_eq!((r.reused, r.read), (0, 1));
+    }
+}
