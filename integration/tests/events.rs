@@ -134,20 +134,21 @@ fn no_secret(hay: &str, value: &str) {
     }
 }
 
-/// Denied mount (3x), egress to 127.0.0.1:9 and to a unix path naming the
-/// secret, the secret printed, a log over its limit.
-const NOISY: &str = r#"import ctypes, socket
+/// Denied mount (3x), egress to 127.0.0.1:9 and to a host unix socket (bound read-only at
+/// /hostsock) whose name is the secret (base64url), the secret printed, a log over its limit.
+const NOISY: &str = r#"import base64, ctypes, socket
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 for _ in range(3):
     libc.syscall(ctypes.c_long(165), b"none", b"/tmp", b"tmpfs", ctypes.c_ulong(0), ctypes.c_ulong(0))
-v = open("/run/secrets/token", "rb").read()
-for fam, addr in ((socket.AF_INET, ("127.0.0.1", 9)), (socket.AF_UNIX, b"/x/" + v)):
+v = open("/run/secrets/token").read().strip()
+name = base64.urlsafe_b64encode(v.encode()).rstrip(b"=").decode()
+for fam, addr in ((socket.AF_INET, ("127.0.0.1", 9)), (socket.AF_UNIX, "/hostsock/" + name)):
     try:
-        socket.socket(fam).connect(addr)
+        s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(3); s.connect(addr)
     except OSError as e:
-        print("egress blocked:", e.errno)
-print("leaking", v.decode())
+        print("egress blocked:", e)
+print("leaking", v)
 print("x" * 8192)
 open("/out/model.json", "w").write("{}")
 "#;
@@ -156,8 +157,19 @@ open("/out/model.json", "w").write("{}")
 fn every_kind_of_event_is_a_parsed_ecs_line_and_none_holds_the_secret() {
     let f = RunFixture::new();
     let value = secret_value("every_kind");
+    // The host side of the unix egress attempt.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        host.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let name = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.as_bytes());
+    let listener = std::os::unix::net::UnixListener::bind(host.path().join(name)).unwrap();
+    listener.set_nonblocking(true).unwrap();
     let sandbox = format!(
-        "{RUN_SANDBOX}max_log_size = \"1K\"\n[secrets.token]\nfrom = \"env:{VAR}\"\nttl = \"10m\"\n"
+        "{RUN_SANDBOX}max_log_size = \"1K\"\nro = [\"{}:/hostsock\"]\n[secrets.token]\nfrom = \"env:{VAR}\"\nttl = \"10m\"\n",
+        host.path().display()
     );
     let spec = f.job("ev", NOISY, &[], &sandbox);
     let out = run_with(&f, &spec, &value, &["--events", "events.jsonl"]);
@@ -226,9 +238,12 @@ fn every_kind_of_event_is_a_parsed_ecs_line_and_none_holds_the_secret() {
                 && e["sealrun"]["egress"]["family"] == "inet"),
         "{egress:?}"
     );
-    // The unix connect to a path naming the secret: main's sandbox (since #13.3) no
-    // longer reports it as egress (secrets.rs `a_secret_in_an_egress_address_is_redacted_and_a_leak`
-    // fails the same way); whatever is reported must be redacted (checked above).
+    assert!(
+        egress
+            .iter()
+            .any(|e| e["sealrun"]["egress"]["family"] == "unix"),
+        "the unix connect (its path redacted): {egress:?}"
+    );
 
     let limit = &one(&evs, "limit-hit")["sealrun"]["limit"];
     assert_eq!(limit["name"], "max_log_size", "{limit}");
@@ -245,6 +260,13 @@ fn every_kind_of_event_is_a_parsed_ecs_line_and_none_holds_the_secret() {
         leaks
             .iter()
             .any(|e| e["sealrun"]["secret"]["place"] == "stdout"),
+        "{leaks:?}"
+    );
+    assert!(
+        leaks.iter().any(|e| e["sealrun"]["secret"]["place"]
+            .as_str()
+            .unwrap()
+            .starts_with("egress:")),
         "{leaks:?}"
     );
 

@@ -983,32 +983,52 @@ fn a_secret_in_an_extended_attribute_is_a_leak_and_the_attribute_is_removed() {
 
 const EGRESS: &str = r#"import socket
 v = open("/run/secrets/token", "rb").read()
-for addr in [b"/x/" + v, b"\0" + v.hex().encode()]:
-    s = socket.socket(socket.AF_UNIX)
-    try:
-        s.connect(addr)
-        print("CONNECTED")
-    except OSError as e:
-        print("refused", e.errno)
+import base64
+# A host socket, bound into the sandbox, named after the secret (base64url): the connect is
+# refused and recorded (abstract names and missing paths are the job's own business, never
+# egress).
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(b"/hostsock/" + base64.urlsafe_b64encode(v).rstrip(b"="))
+    print("CONNECTED")
+except OSError as e:
+    print("refused", e.errno)
 "#;
 
 #[test]
 fn a_secret_in_an_egress_address_is_redacted_and_a_leak() {
     let f = RunFixture::new();
     let value = secret_value("egress");
-    let job = secret_job(&f, "egress", EGRESS, &[], &token_from_env("10m", ""));
+    // The host side: a listening socket whose name is the secret (hex), in a folder the job
+    // gets read-only.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        host.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let sock = host
+        .path()
+        .join(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.as_bytes()));
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let ro = format!("ro = [\"{}:/hostsock\"]\n", host.path().display());
+    let job = secret_job(
+        &f,
+        "egress",
+        EGRESS,
+        &[],
+        &format!("{ro}{}", token_from_env("10m", "")),
+    );
     let t = exit_code(&run_secret(&f, &job, &value, true), 66);
     assert!(t.contains("secret leaked"), "{t}");
+    assert!(listener.accept().is_err(), "the host socket accepted");
     let log = log_of(&f, "egress", "stdout");
     assert!(!contains(&log, b"CONNECTED"), "a connect went through");
     let l = leaked(&f, "egress");
     assert!(
-        l.contains(&("token".into(), "egress:/x/[REDACTED:token]".into())),
-        "{l:?}"
-    );
-    assert!(
         l.iter()
-            .any(|(s, p)| s == "token" && p.starts_with("egress:@[REDACTED:token]")),
+            .any(|(s, p)| s == "token" && p.starts_with("egress:/hostsock/[REDACTED:token]")),
         "{l:?}"
     );
     let st = statement(&f, "egress");
@@ -1019,6 +1039,11 @@ fn a_secret_in_an_egress_address_is_redacted_and_a_leak() {
         .iter()
         .map(|e| e["address"].as_str().unwrap())
         .collect();
-    assert!(addrs.contains(&"/x/[REDACTED:token]"), "{egress:#}");
+    assert!(
+        addrs
+            .iter()
+            .any(|a| a.starts_with("/hostsock/[REDACTED:token]")),
+        "{egress:#}"
+    );
     nowhere_in_records(&f, "egress", &value);
 }

@@ -31,18 +31,23 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A Python interpreter: pyenv's 3.11 if present (its prefix lives under /root, which the python
-/// profile must make visible), else the system one.
+/// The `python3` on `PATH` (the one `pip` installs test packages for), as the real path of its
+/// binary: the python profile binds that interpreter's prefix, wherever it lives.
 pub fn python() -> String {
-    for p in [
-        "/root/.pyenv/versions/3.11.7/bin/python3",
-        "/usr/bin/python3",
-    ] {
-        if Path::new(p).exists() {
-            return p.to_string();
-        }
-    }
-    panic!("no python3 found");
+    static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let out = Command::new("python3")
+                .args([
+                    "-c",
+                    "import os, sys; print(os.path.realpath(sys.executable))",
+                ])
+                .output()
+                .expect("python3 on PATH");
+            assert!(out.status.success(), "python3 failed: {out:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        })
+        .clone()
 }
 
 /// The result of one `sealrun exec`.
