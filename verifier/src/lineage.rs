@@ -422,13 +422,10 @@ fn push_consumers(q: &mut Queue, list: Option<&Vec<(&str, &str)>>, d: usize, p: 
 /// once, at its shortest distance), unverified: [`finish`] checks it.
 fn walk_down(index: &LineageIndex, start: &Start) -> (Vec<Run>, Vec<(String, String, String)>) {
     let links = Links::new(index);
-    let label = |sha: &str| {
-        let job = links
-            .records
-            .get(sha)
-            .map(|(_, r)| r.job.as_str())
-            .unwrap_or("?");
-        format!("stage {job:?} [{}]", short(sha))
+    let label = |sha: &str| match links.records.get(sha) {
+        Some((_, r)) if r.pipeline => format!("pipeline {:?} [{}]", r.job, short(sha)),
+        Some((_, r)) => format!("stage {:?} [{}]", r.job, short(sha)),
+        None => format!("record [{}]", short(sha)),
     };
     // (record sha, depth, path so far, via)
     let mut queue = Queue::new();
@@ -713,5 +710,43 @@ impl Lineage {
         }
         out.push_str("}\n");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_is_refreshed_incrementally_and_saved_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("artifacts")).unwrap();
+        std::fs::write(d.join("a.json"), b"{}").unwrap();
+        std::fs::write(d.join("artifacts/b.json"), b"[]").unwrap();
+        std::fs::write(d.join("notes.txt"), b"ignored").unwrap();
+        let (i, r) = refresh(d, false).unwrap();
+        assert_eq!((r.reused, r.read, r.removed, r.written), (0, 2, 0, true));
+        assert_eq!(i.files["artifacts/b.json"].facts, Facts::Other);
+        assert!(d.join(INDEX_FILE).is_file());
+        // Nothing changed: nothing read, nothing written.
+        let (_, r) = refresh(d, false).unwrap();
+        assert_eq!((r.reused, r.read, r.removed, r.written), (2, 0, 0, false));
+        // One removed, one changed (another size).
+        std::fs::remove_file(d.join("a.json")).unwrap();
+        std::fs::write(d.join("artifacts/b.json"), b"[1]").unwrap();
+        let (i, r) = refresh(d, false).unwrap();
+        assert_eq!((r.reused, r.read, r.removed), (0, 1, 1));
+        assert_eq!(i.files.len(), 1);
+        assert_eq!(
+            i.files["artifacts/b.json"].sha256,
+            Digest::of(b"[1]").to_hex()
+        );
+        // A corrupt index is rebuilt, never trusted.
+        std::fs::write(d.join(INDEX_FILE), b"{not json").unwrap();
+        let (_, r) = refresh(d, false).unwrap();
+        assert_eq!((r.reused, r.read), (0, 1));
+        let (_, r) = refresh(d, true).unwrap();
+        assert_eq!((r.reused, r.read), (0, 1));
     }
 }
