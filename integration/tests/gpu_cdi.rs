@@ -74,6 +74,9 @@ fn make_cdi(root: &Path) -> Cdi {
     let d = dev.display();
     let l = lib.display();
     let f = drvlib.display();
+    let socket = root.join("persistenced.sock");
+    std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let s = socket.display();
     let spec = format!(
         r#"---
 cdiVersion: 0.5.0
@@ -102,6 +105,9 @@ containerEdits:
   - containerPath: {f}/libz.so.1
     hostPath: {f}/libz.so.1
     options: [ro, nosuid, nodev, bind]
+  - containerPath: /run/nvidia-persistenced/socket
+    hostPath: {s}
+    options: [ro, nosuid, nodev, bind, noexec]
 devices:
 - containerEdits:
     deviceNodes:
@@ -156,6 +162,7 @@ except OSError as e:
     res['lib_write'] = errno.errorcode[e.errno]
 res['ldcache'] = (drvlib + '/libz.so.1').encode() in open('/etc/ld.so.cache', 'rb').read()
 res['dev'] = sorted(os.listdir('/dev'))
+res['persistenced'] = os.path.exists('/run/nvidia-persistenced/socket')
 open('/out/ready', 'w').close()
 for _ in range(600):
     if os.path.exists('/signal/go'):
@@ -277,6 +284,7 @@ fn gpu_plumbing_through_sealrun_run_with_a_synthetic_cdi_spec() {
         res["ldcache"], true,
         "update-ldcache ran: the cache lists the folder"
     );
+    assert_eq!(res["persistenced"], false, "a host socket is not bound");
     let dev: Vec<&str> = res["dev"]
         .as_array()
         .unwrap()
@@ -302,6 +310,13 @@ fn gpu_plumbing_through_sealrun_run_with_a_synthetic_cdi_spec() {
     assert_eq!(dev0["uuid"], UUID);
     assert_eq!(dev0["driverVersion"], DRIVER);
     assert_eq!(dev0["source"], "cdi-spec");
+    assert!(
+        g["skippedMounts"][0]
+            .as_str()
+            .unwrap()
+            .contains("/run/nvidia-persistenced/socket: a host socket"),
+        "{g}"
+    );
     let nodes = g["deviceNodes"].to_string();
     assert!(
         nodes.contains("/dev/nvidia0 1:5 rwm") && nodes.contains("/dev/nvidiactl 1:3 rwm"),

@@ -2,7 +2,8 @@
 //! Guarantees: the request is resolved against the host's CDI specs before anything runs (a GPU
 //! the specs do not define is an error naming the ones they do); every device node, mount and
 //! environment entry of the resolved edits is handed to the sandbox (nodes bound under `/dev`,
-//! mounts read-only whatever the spec's options say); every hook is accounted for in
+//! mounts read-only whatever the spec's options say; a host socket, such as
+//! nvidia-persistenced's, is not mounted and is listed as skipped); every hook is accounted for in
 //! [`GpuAccess::hooks`]: `update-ldcache` is run by the launcher (host `ldconfig` builds a loader
 //! cache that also lists the hook's folders, bound read-only at `/etc/ld.so.cache`; `not-run`
 //! on a host without `ldconfig`, and an error if it fails),
@@ -82,8 +83,23 @@ pub fn prepare(req: &GpuRequest) -> Result<GpuSetup, GpuError> {
             minor: n.minor,
         });
     }
-    let mounts: Vec<Bind> = r
-        .mounts
+    // Host sockets are not bound: the sandbox refuses (and reports as egress) a connect to a
+    // socket that came from the host, whereas a missing one is a quiet ENOENT, as in a container
+    // without it (nvidia-persistenced is optional for CUDA).
+    let (sockets, files): (Vec<_>, Vec<_>) = r.mounts.iter().partition(|m| {
+        std::fs::metadata(&m.host_path)
+            .is_ok_and(|md| std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()))
+    });
+    let skipped_mounts = sockets
+        .iter()
+        .map(|m| {
+            format!(
+                "{}:{}: a host socket (a connect to it would be refused and reported as egress)",
+                m.host_path, m.container_path
+            )
+        })
+        .collect();
+    let mounts: Vec<Bind> = files
         .iter()
         .map(|m| Bind {
             host: m.host_path.clone().into(),
@@ -141,6 +157,7 @@ pub fn prepare(req: &GpuRequest) -> Result<GpuSetup, GpuError> {
             .iter()
             .map(|b| format!("{}:{}", b.host.display(), b.dest.display()))
             .collect(),
+        skipped_mounts,
         env: r.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         hooks,
     };
