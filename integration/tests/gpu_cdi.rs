@@ -267,9 +267,33 @@ fn gpu_plumbing_through_sealrun_run_with_a_synthetic_cdi_spec() {
         );
     }
 
+    check_job_result(&d.join("gpu-out/result.json"));
+    let rec = f.record("gpu");
+    check_record(&rec, &cdi);
+    // The record verifies, and a gate that approves the shipped gpu profile by name passes it.
+    std::fs::write(
+        d.join("gate.toml"),
+        "trust = \"trust.toml\"\napproved_profiles = [\"gpu\"]\n",
+    )
+    .unwrap();
+    let rec = rec.display().to_string();
+    ok(verify(
+        d,
+        &[
+            "gate",
+            &rec,
+            "--policy",
+            "gate.toml",
+            "--records",
+            "records",
+        ],
+    ));
+}
+
+/// What the job saw: the nodes usable, the environment, the mounts read-only, the loader cache.
+fn check_job_result(path: &Path) {
     let res: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("gpu-out/result.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(
         res["read"], "0000000000000000",
         "the stand-in /dev/nvidia0 reads as /dev/zero"
@@ -295,10 +319,11 @@ fn gpu_plumbing_through_sealrun_run_with_a_synthetic_cdi_spec() {
         dev.contains(&"nvidia0") && dev.contains(&"nvidiactl"),
         "{dev:?}"
     );
+}
 
-    // The record: each GPU, the spec's digest, the nodes, the hooks and what was done.
-    let rec = f.record("gpu");
-    let st = envelope_statement(&rec);
+/// The record: each GPU, the spec's digest, the nodes, the hooks and what was done.
+fn check_record(rec: &Path, cdi: &Cdi) {
+    let st = envelope_statement(rec);
     let g = &st["predicate"]["buildDefinition"]["internalParameters"]["gpus"];
     assert_eq!(g["request"], "0");
     let spec_sha = sha256_hex(&std::fs::read(&cdi.file).unwrap());
@@ -350,24 +375,6 @@ fn gpu_plumbing_through_sealrun_run_with_a_synthetic_cdi_spec() {
             .any(|d| d["name"] == "cdi-spec" && d["digest"]["sha256"] == spec_sha.as_str()),
         "the spec file is a resolved dependency"
     );
-    // The record verifies, and a gate that approves the shipped gpu profile by name passes it.
-    std::fs::write(
-        d.join("gate.toml"),
-        "trust = \"trust.toml\"\napproved_profiles = [\"gpu\"]\n",
-    )
-    .unwrap();
-    let rec = rec.display().to_string();
-    ok(verify(
-        d,
-        &[
-            "gate",
-            &rec,
-            "--policy",
-            "gate.toml",
-            "--records",
-            "records",
-        ],
-    ));
 }
 
 fn exec_gpus(cdi_dir: &Path, gpus: &str) -> common::Run {
