@@ -211,7 +211,8 @@ pub struct GpuAccess {
     pub devices: Vec<GpuDevice>,
     /// Device nodes bound into the sandbox's `/dev`: `PATH MAJOR:MINOR PERMISSIONS`.
     pub device_nodes: Vec<String>,
-    /// How device access was controlled (a v1 devices cgroup, or none and why).
+    /// How device access was controlled (a v1 devices cgroup, a v2 device program, or none and
+    /// why).
     pub device_cgroup: String,
     /// Read-only mounts from the spec, `HOST:CONTAINER`.
     pub mounts: Vec<String>,
