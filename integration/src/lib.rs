@@ -390,3 +390,62 @@ pub fn wait_for(path: &Path, what: &str) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+// ---- Python virtualenvs (ML jobs) ----
+
+/// The wheels of the ML tests' packages (numpy, scikit-learn, pandas and what they need):
+/// `.ci/run` downloads them into `target/ml-wheels` up front, so a test installs them offline.
+pub fn ml_wheels() -> PathBuf {
+    workspace_root().join("target").join("ml-wheels")
+}
+
+/// Make a virtualenv at `venv` with `PYTHON -m venv`, then install `packages` into it from
+/// [`ml_wheels`] only (`pip install --no-index --find-links`: no index is asked, so what gets
+/// installed is what `.ci/run` fetched). Where the wheels are missing (a `cargo test` without
+/// `.ci/run`), they are downloaded into that folder once, the way `.ci/run` does. With no
+/// packages the venv is made without pip at all (fast).
+pub fn make_venv(python: &str, venv: &Path, packages: &[&str]) {
+    let mut c = Command::new(python);
+    c.args(["-m", "venv"]);
+    if packages.is_empty() {
+        c.arg("--without-pip");
+    }
+    ok(run(c.arg(venv)));
+    if packages.is_empty() {
+        return;
+    }
+    let wheels = ml_wheels();
+    let pip = venv.join("bin").join("pip");
+    let install = || {
+        run(Command::new(&pip)
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-index",
+            ])
+            .arg("--find-links")
+            .arg(&wheels)
+            .args(packages))
+    };
+    if install().status.success() {
+        return;
+    }
+    eprintln!(
+        "{} lacks wheels for {packages:?}: downloading them (.ci/run does this up front)",
+        wheels.display()
+    );
+    std::fs::create_dir_all(&wheels).expect("mkdir ml-wheels");
+    ok(run(Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg("--dest")
+        .arg(&wheels)
+        .args(packages)));
+    ok(install());
+}

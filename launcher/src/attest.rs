@@ -4,7 +4,8 @@
 //! Guarantees: the record lists every output file as a subject (symlinks and
 //! special files are listed as byproducts with their link text, never followed);
 //! it carries the inputs with digest, kind, labels and signer, the code and
-//! executable digests, the sandbox profile and BPF digests, limits, the end
+//! executable digests, the job's Python interpreter (digest) and every distribution
+//! installed in its virtualenv (purl, `RECORD` digest), the sandbox profile and BPF digests, limits, the end
 //! reason, resource use and every refused action; it never contains a secret
 //! value (the spec's secret sources are excluded from externalParameters).
 
@@ -17,7 +18,8 @@ use sealrun_verifier::digest::Digest;
 use sealrun_verifier::outputs::Outputs;
 use sealrun_verifier::record;
 use sealrun_verifier::record::{
-    BuildDefinition, BuildMetadata, Builder, Provenance, ResourceDescriptor, RunDetails, BUILD_TYPE,
+    BuildDefinition, BuildMetadata, Builder, Provenance, PythonEnvironment, PythonPackage,
+    ResourceDescriptor, RunDetails, BUILD_TYPE,
 };
 use sealrun_verifier::statement::Subject;
 use serde_json::json;
@@ -62,6 +64,8 @@ pub struct RunFacts<'a> {
     pub logs: Vec<(String, String, Digest, serde_json::Value)>,
     pub outputs: Option<&'a Outputs>,
     pub extra_byproducts: Vec<ResourceDescriptor>,
+    /// The job's virtualenv and interpreter, and every distribution installed in it.
+    pub python: Option<(PythonEnvironment, Vec<PythonPackage>)>,
 }
 
 fn rd(name: &str) -> ResourceDescriptor {
@@ -125,6 +129,10 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
             uri: Some(format!("file:{path}")),
             ..rd("executable")
         });
+    }
+    if let Some((env, packages)) = &f.python {
+        deps.push(env.to_descriptor());
+        deps.extend(packages.iter().map(PythonPackage::to_descriptor));
     }
     // The CDI spec files the run's GPUs came from (`internalParameters.gpus`).
     let gpus = f.internal.get(record::GPUS_PARAMETER).cloned();

@@ -46,6 +46,11 @@ pub struct ExecArgs {
     /// Set an environment variable. Repeatable.
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
+    /// Run with the Python virtualenv VENV: it and its base interpreter's prefix appear
+    /// read-only at their own host paths, VENV/bin comes first on PATH (so `python3` is the
+    /// venv's) and VIRTUAL_ENV is set. A folder that is not a venv is a usage error.
+    #[arg(long, value_name = "VENV")]
+    pub python: Option<PathBuf>,
     /// GPUs from the host's CDI specs (/etc/cdi, /var/run/cdi; or $SEALRUN_CDI_DIRS): `all`,
     /// indices (`0,1`) or UUIDs (`GPU-…`). Their device nodes are bound under /dev, the spec's
     /// driver files read-only, its environment set; use `--profile gpu`.
@@ -80,6 +85,7 @@ Examples:
   sealrun exec --profile python --ro data:/data --rw out:/out --memory 2G --pids 256 \\
       --timeout 10m -- python3 /data/train.py --out /out
   sealrun exec --profile ./my-seccomp.json --report run.json -- ./tool
+  sealrun exec --profile python --python /tmp/venv -- python3 -c 'import sys; print(sys.prefix)'
   sealrun exec --profile gpu --gpus all --ro venv -- venv/bin/python3 -c 'import torch; print(torch.cuda.device_count())'
 
 See docs/sandbox.md for the setup order, the profiles and how to write one.";
@@ -105,6 +111,7 @@ pub fn parse_fast(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
         timeout: None,
         cwd: None,
         env: Vec::new(),
+        python: None,
         report: None,
         gpus: None,
         dump_bpf: None,
@@ -152,6 +159,7 @@ pub fn parse_fast(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
             "cpus" => once(&mut a.cpus, value.parse().ok()?)?,
             "timeout" => once(&mut a.timeout, value)?,
             "cwd" => once(&mut a.cwd, PathBuf::from(value))?,
+            "python" => once(&mut a.python, PathBuf::from(value))?,
             "report" => once(&mut a.report, PathBuf::from(value))?,
             "gpus" => once(&mut a.gpus, value)?,
             "dump-bpf" => once(&mut a.dump_bpf, PathBuf::from(value))?,
@@ -240,6 +248,10 @@ pub fn config(args: &ExecArgs) -> Result<SandboxConfig, String> {
             .split_once('=')
             .ok_or_else(|| format!("--env {kv:?}: expected K=V"))?;
         c.env.push((k.to_string(), v.to_string()));
+    }
+    if let Some(venv) = &args.python {
+        let venv = crate::venv::Venv::open(venv).map_err(|e| format!("--python: {e}"))?;
+        venv.apply(&mut c);
     }
     Ok(c)
 }
@@ -455,6 +467,7 @@ mod tests {
             ],
             &["--gpus", "0,1", "--profile", "gpu", "--", "nvidia-smi"],
             &["--dump-bpf", "f.bpf", "--", "/bin/true"],
+            &["--python", "/tmp/venv", "--", "python3"],
             &["--", "--help"],
             &["--", "--", "x"],
         ];
@@ -466,6 +479,7 @@ mod tests {
             &["--bogus", "x"],
             &["--profile", "a", "--profile", "b", "--", "x"],
             &["--memory", "1G", "--memory", "2G", "--", "x"],
+            &["--python", "a", "--python=b", "--", "x"],
             &["--pids", "many", "--", "x"],
             &["--pids", "-1", "--", "x"],
             &["--ro", "--", "x"],

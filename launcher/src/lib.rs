@@ -6,6 +6,7 @@
 pub mod attest;
 pub mod audit;
 pub mod demo;
+pub mod events;
 pub mod exec;
 pub mod gpu;
 pub mod keyfile;
@@ -18,6 +19,7 @@ pub mod sign;
 pub mod spec;
 pub mod stage;
 pub mod terminal;
+pub mod venv;
 
 /// The current UTC time as RFC 3339 (seconds precision).
 pub fn now_rfc3339() -> String {

@@ -89,6 +89,10 @@ enum Command {
         /// the audit log is new too (see docs/jobs.md).
         #[arg(long)]
         init_rollback_state: bool,
+        /// Append security events (JSON Lines, ECS fields) to FILE as they
+        /// happen; `-` for standard output. Overrides the spec's `events`.
+        #[arg(long, value_name = "FILE")]
+        events: Option<PathBuf>,
     },
     /// Run the built-in end-to-end demo: sign a dataset, verify it, run a
     /// three-stage training pipeline in the sandbox, verify its records, chain
@@ -194,10 +198,23 @@ fn run(command: Command) -> Result<u8> {
             spec,
             quiet,
             init_rollback_state,
+            events,
         } => {
+            let events = match events.as_deref().map(sealrun_launcher::events::Sink::open) {
+                None => None,
+                Some(Ok(s)) => Some(s),
+                Some(Err(e)) => {
+                    let shown = events.unwrap_or_default().display().to_string();
+                    eprintln!(
+                        "sealrun: error: --events {shown}: cannot open the event stream: {e}"
+                    );
+                    return Ok(sealrun_launcher::run::exit::USAGE);
+                }
+            };
             let opts = sealrun_launcher::run::RunOptions {
                 quiet,
                 init_rollback_state,
+                events,
             };
             match sealrun_launcher::run::run_job(&spec, &opts) {
                 Ok(s) => {

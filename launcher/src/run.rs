@@ -108,6 +108,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Make a new rollback state file (refused if it exists); see [`crate::rollback`].
     pub init_rollback_state: bool,
+    /// The security event stream (`--events`); overrides the spec's `events`.
+    pub events: Option<crate::events::Sink>,
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -204,6 +206,7 @@ impl Ctx<'_> {
             logs: Vec::new(),
             outputs: None,
             extra_byproducts: Vec::new(),
+            python: None,
         }
     }
 }
@@ -216,20 +219,51 @@ fn signal_name(sig: i32) -> &'static str {
     }
 }
 
-/// Resolve `argv0` the way the sandbox will (its PATH), on the host's read-only system view.
-fn resolve_executable(argv0: &str) -> Option<PathBuf> {
+/// Resolve `argv0` the way the sandbox will (its PATH, after the venv's `bin/` if the job has
+/// one), on the host's read-only system view.
+fn resolve_executable(argv0: &str, venv_bin: Option<PathBuf>) -> Option<PathBuf> {
     let candidates: Vec<PathBuf> = if argv0.contains('/') {
         vec![PathBuf::from(argv0)]
     } else {
-        sealrun_sandbox::plan::SANDBOX_PATH
-            .split(':')
-            .map(|d| Path::new(d).join(argv0))
+        venv_bin
+            .into_iter()
+            .chain(
+                sealrun_sandbox::plan::SANDBOX_PATH
+                    .split(':')
+                    .map(PathBuf::from),
+            )
+            .map(|d| d.join(argv0))
             .collect()
     };
     candidates
         .into_iter()
         .find(|p| p.is_file())
         .and_then(|p| p.canonicalize().ok())
+}
+
+/// The job's virtualenv as its record lists it: the interpreter (hashed) and every installed
+/// distribution; a venv holding one that cannot be attested stops the run before anything runs.
+fn python_facts(
+    venv: &crate::venv::Venv,
+) -> Result<
+    (
+        sealrun_verifier::record::PythonEnvironment,
+        Vec<sealrun_verifier::record::PythonPackage>,
+    ),
+    RunError,
+> {
+    let usage = |message: String| RunError::Usage {
+        path: venv.path.clone(),
+        message,
+    };
+    let packages = venv.packages().map_err(|e| usage(e.to_string()))?;
+    let env = venv.environment().map_err(|e| {
+        usage(format!(
+            "cannot hash the interpreter {}: {e}",
+            venv.interpreter.display()
+        ))
+    })?;
+    Ok((env, packages))
 }
 
 /// Gives the output folder back to the launcher's own uid: by [`OutputOwner::collect`]
@@ -682,10 +716,38 @@ pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunErr
 }
 
 /// Run one validated job; `stage_records` maps earlier pipeline stages to their records.
+/// Its event stream (if any) gets `record-signed` and `run-ended` whatever the end.
 pub fn run_spec(
     spec: &JobSpec,
     opts: &RunOptions,
     stage_records: &BTreeMap<String, PathBuf>,
+) -> Result<RunSummary, RunError> {
+    let events =
+        crate::events::resolve(opts.events.as_ref(), spec.events.as_ref()).map_err(|e| {
+            RunError::Usage {
+                path: spec.events.clone().unwrap_or_default(),
+                message: format!("cannot open the event stream: {e}"),
+            }
+        })?;
+    let opts = RunOptions {
+        events,
+        ..opts.clone()
+    };
+    let invocation = new_invocation_id();
+    let r = run_checked(spec, &opts, stage_records, invocation.clone());
+    let ev = crate::events::Emitter::new(opts.events.as_ref(), &spec.name, &invocation);
+    match &r {
+        Ok(s) => ev.run_ended(s.status, &s.message, Some(&s.record)),
+        Err(e) => ev.run_ended(e.exit_status(), &e.to_string(), None),
+    }
+    r
+}
+
+fn run_checked(
+    spec: &JobSpec,
+    opts: &RunOptions,
+    stage_records: &BTreeMap<String, PathBuf>,
+    invocation: String,
 ) -> Result<RunSummary, RunError> {
     // 1. Plan: the key, the policy (the spec is validated).
     let key = keyfile::load_signing_key(&spec.signing_key)?;
@@ -701,6 +763,7 @@ pub fn run_spec(
         .map(Secret::load)
         .collect::<Result<_, _>>()?;
     let fingerprint_key = key.derive("secret-fingerprint");
+    let python = spec.sandbox.python.as_ref().map(python_facts).transpose()?;
     let mut policy = Policy::load(&spec.trust)?;
     for (k, v) in &spec.admit {
         policy
@@ -729,10 +792,13 @@ pub fn run_spec(
     let ctx = Ctx {
         spec,
         key: &key,
-        invocation: new_invocation_id(),
+        invocation,
         started_on: now_rfc3339(),
         builder_id: format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
     };
+
+    let ev = crate::events::Emitter::new(opts.events.as_ref(), &spec.name, &ctx.invocation);
+    ev.run_started(&spec.file, spec.inputs.len(), &spec.sandbox.profile);
 
     // 2 + 3. Stage every input and verify the staged copy.
     let stage_base = spec
@@ -761,6 +827,7 @@ pub fn run_spec(
         match verify_input(input, &stage, &policy, spec, stage_records) {
             Ok((verified, proof, staged)) => {
                 tracing::debug!(input = %input.name, digest = %verified.digest, signer = %verified.signer, "input verified");
+                ev.input_verified(&input.name, &input.path, &verified);
                 let fd = match stage.open_bind(&staged.rel) {
                     Ok(fd) => fd,
                     Err(e) => return refuse(format!("input {:?}: {e}", input.name)),
@@ -778,11 +845,12 @@ pub fn run_spec(
                 });
             }
             Err(e) => {
+                ev.input_refused(&input.name, &input.path, &e);
                 return refuse(format!(
                     "input {:?} ({}): {e}",
                     input.name,
                     sealrun_verifier::text::path(&input.path)
-                ))
+                ));
             }
         }
     }
@@ -903,7 +971,11 @@ pub fn run_spec(
         .collect();
     config.stdout = Stdio::Fd(out_w);
     config.stderr = Stdio::Fd(err_w);
-    let executable = resolve_executable(&spec.command[0]).and_then(|p| {
+    if let Some(venv) = &spec.sandbox.python {
+        venv.apply(&mut config);
+    }
+    let venv_bin = spec.sandbox.python.as_ref().map(|v| v.bin());
+    let executable = resolve_executable(&spec.command[0], venv_bin).and_then(|p| {
         sealrun_verifier::digest::hash_file(&p, u64::MAX)
             .ok()
             .map(|(_, d, _)| (p.display().to_string(), d))
@@ -1005,6 +1077,15 @@ pub fn run_spec(
     let stderr_log = PathBuf::from(format!("{}.stderr.log", log_base.display()));
 
     let delivered_on = time::OffsetDateTime::now_utc();
+    for s in &secrets {
+        let expires = rfc3339(delivered_on + s.spec.ttl);
+        ev.secret_delivered(
+            &s.spec.name,
+            &s.spec.path,
+            s.spec.ttl.as_secs_f64(),
+            &expires,
+        );
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1095,11 +1176,21 @@ pub fn run_spec(
         })
         .collect();
 
+    ev.after_run(&crate::events::observed(
+        outcome.as_ref().ok(),
+        &leaks,
+        &secrets,
+        delivered_on,
+        &logs,
+        spec,
+    ));
+
     // 6. Record and audit.
     let (status, result, message) = run_result(&outcome, &blocking, &collected.unattested);
     let mut facts = ctx.facts(&inputs, result.clone());
     facts.code_digest = code_digest;
     facts.executable = executable;
+    facts.python = python;
     facts.internal = internal;
     facts.outcome = outcome.as_ref().ok();
     facts.logs = logs;

@@ -45,6 +45,7 @@ struct RawSpec {
     records: Option<Spanned<String>>,
     audit_log: Option<Spanned<String>>,
     rollback_state: Option<Spanned<String>>,
+    events: Option<Spanned<String>>,
     #[serde(default)]
     admit: BTreeMap<String, Vec<String>>,
     #[serde(default)]
@@ -104,6 +105,7 @@ struct RawSandbox {
     max_output_files: Option<Spanned<u64>>,
     max_log_size: Option<Spanned<String>>,
     post_run_timeout: Option<Spanned<String>>,
+    python: Option<Spanned<String>>,
     gpus: Option<Spanned<RawGpus>>,
 }
 
@@ -154,6 +156,8 @@ pub struct SandboxSpec {
     pub timeout: Option<Duration>,
     pub ro: Vec<(PathBuf, String)>,
     pub tmp_size: Option<u64>,
+    /// The job's Python virtualenv (`python = "VENV"`), checked to be one.
+    pub python: Option<crate::venv::Venv>,
     /// GPUs given to the job through the host's CDI specs.
     pub gpus: Option<sealrun_sandbox::cdi::GpuRequest>,
     /// Size of `/dev/shm` (default: the sandbox's, half the memory limit).
@@ -209,6 +213,8 @@ pub struct JobSpec {
     /// The launcher's rollback state: the highest version of each artifact a run used
     /// (default: the audit log's path + `.rollback.json`).
     pub rollback_state: PathBuf,
+    /// The security event stream (`events = "PATH"`, `-` for stdout; see [`crate::events`]).
+    pub events: Option<PathBuf>,
     pub admit: BTreeMap<String, Vec<String>>,
     pub env: BTreeMap<String, String>,
     pub inputs: Vec<Input>,
@@ -320,6 +326,7 @@ struct Shared {
     records: Option<Spanned<String>>,
     audit_log: Option<Spanned<String>>,
     rollback_state: Option<Spanned<String>>,
+    events: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -331,6 +338,7 @@ struct RawPipeline {
     records: Option<Spanned<String>>,
     audit_log: Option<Spanned<String>>,
     rollback_state: Option<Spanned<String>>,
+    events: Option<Spanned<String>>,
     stage: Vec<RawSpec>,
 }
 
@@ -385,6 +393,7 @@ impl Spec {
             records: raw.records,
             audit_log: raw.audit_log,
             rollback_state: raw.rollback_state,
+            events: raw.events,
         };
         let mut stages: Vec<JobSpec> = Vec::new();
         let mut earlier: Vec<(String, PathBuf)> = Vec::new();
@@ -501,6 +510,42 @@ fn check_mount(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<String, Sp
     }
 }
 
+/// `[sandbox] python`: a virtualenv (see [`crate::venv::Venv::open`]) whose folders, bound at
+/// their own paths, hide none of the job's mounts and none of the sandbox's own.
+fn python_venv(
+    ctx: &Ctx,
+    v: Option<&Spanned<String>>,
+    mounts: &[String],
+) -> Result<Option<crate::venv::Venv>, SpecError> {
+    let Some(v) = v else { return Ok(None) };
+    let field = "sandbox.python";
+    let path = ctx.path(v, field, true)?;
+    let venv =
+        crate::venv::Venv::open(&path).map_err(|e| ctx.err(v.span(), field, e.to_string()))?;
+    // Below /tmp is fine (the venv is bound over the /tmp tmpfs), /tmp itself is not.
+    let reserved = ["/proc", "/dev", "/sys", "/run/secrets"];
+    for p in venv.bind_paths() {
+        let overlaps = |m: &str| p.starts_with(m) || Path::new(m).starts_with(p);
+        let clash = reserved
+            .iter()
+            .copied()
+            .chain(mounts.iter().map(String::as_str))
+            .find(|m| overlaps(m))
+            .or((p == Path::new("/tmp")).then_some("/tmp"));
+        if let Some(m) = clash {
+            return Err(ctx.err(
+                v.span(),
+                field,
+                format!(
+                    "{} is bound at its own path, which would overlap {m}; move the virtualenv (or its base interpreter) elsewhere",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    Ok(Some(venv))
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -590,6 +635,11 @@ impl JobSpec {
         {
             Some(r) => ctx.path(r, "rollback_state", false)?,
             None => default_rollback_state(&audit_log),
+        };
+        let events = match raw.events.as_ref().or(shared.events.as_ref()) {
+            Some(e) if e.get_ref() == "-" => Some(PathBuf::from("-")),
+            Some(e) => Some(ctx.path(e, "events", false)?),
+            None => None,
         };
         let mut env = BTreeMap::new();
         for (k, v) in &raw.env {
@@ -766,6 +816,7 @@ impl JobSpec {
             let dest = check_mount(ctx, &Spanned::new(v.span(), dest), &field)?;
             ro.push((hp, dest));
         }
+        let python = python_venv(ctx, sb.python.as_ref(), &mounts)?;
         let profile = sb
             .profile
             .as_ref()
@@ -887,6 +938,7 @@ impl JobSpec {
             records,
             audit_log,
             rollback_state,
+            events,
             admit: raw.admit,
             env,
             inputs,
@@ -897,6 +949,7 @@ impl JobSpec {
                 timeout,
                 ro,
                 tmp_size,
+                python,
                 gpus,
                 shm,
                 cpus,

@@ -1,6 +1,8 @@
 //! AI bill of materials: a CycloneDX 1.6 JSON document describing a verified
 //! chain of custody: the model, the datasets it was trained from (with their
-//! classification), the code of every stage and the launcher that ran them.
+//! classification), the code of every stage, the Python interpreter and every distribution
+//! installed in each stage's virtualenv (`library` components with their `pkg:pypi` purl),
+//! and the launcher that ran them.
 //!
 //! Guarantees: it is built only from a chain that verified; every hash in it is
 //! one that was checked; bom-refs are the content digests, so the same chain
@@ -9,7 +11,7 @@
 use serde_json::{json, Value};
 
 use crate::chain::{Graph, Node};
-use crate::record::VerifiedRecord;
+use crate::record::{PythonEnvironment, PythonPackage, VerifiedRecord};
 
 fn sha_hash(hex: &str) -> Value {
     json!([{"alg": "SHA-256", "content": hex}])
@@ -26,6 +28,55 @@ fn uuid_from(hex: &str) -> String {
         &h[17..20],
         &h[20..32]
     )
+}
+
+/// Add a stage's interpreter (an `application`) and installed distributions (`library`
+/// components with their purl; the SHA-256 of each one's `RECORD` as a property, since it is
+/// not the hash of the package itself) unless an earlier stage added the same ones.
+fn python_components(
+    python: Option<&PythonEnvironment>,
+    packages: &[PythonPackage],
+    components: &mut Vec<Value>,
+    model_deps: &mut Vec<String>,
+) {
+    let mut add = |r: String, c: Value| {
+        if !components.iter().any(|c| c["bom-ref"] == json!(r)) {
+            components.push(c);
+            model_deps.push(r);
+        }
+    };
+    if let Some(py) = python {
+        let hex = py.interpreter_sha256.to_hex();
+        let r = format!("python-{}", &hex[..16]);
+        let mut c = json!({
+            "type": "application",
+            "bom-ref": r,
+            "name": "python",
+            "hashes": sha_hash(&hex),
+            "properties": [
+                {"name": "sealrun:path", "value": py.interpreter},
+                {"name": "sealrun:venv", "value": py.venv},
+            ],
+        });
+        if let Some(v) = &py.version {
+            c["version"] = json!(v);
+        }
+        add(r, c);
+    }
+    for p in packages {
+        let record = p.record_sha256.to_hex();
+        let purl = p.purl();
+        let r = format!("{purl}#record-{}", &record[..16]);
+        let c = json!({
+            "type": "library",
+            "bom-ref": r,
+            "name": p.name,
+            "version": p.version,
+            "purl": purl,
+            "properties": [{"name": "sealrun:dist-info-record-sha256", "value": record}],
+        });
+        add(r, c);
+    }
 }
 
 /// Build the CycloneDX 1.6 document for `graph`, whose top record is `top`.
@@ -104,8 +155,16 @@ pub fn build(graph: &Graph, top: &VerifiedRecord, timestamp: &str) -> Value {
                 job,
                 code,
                 signer,
+                python,
+                python_packages,
                 ..
             } => {
+                python_components(
+                    python.as_deref(),
+                    python_packages,
+                    &mut components,
+                    &mut model_deps,
+                );
                 if let Some(code) = code {
                     let r = format!("code-{}-{}", job, &code[..16]);
                     if !components.iter().any(|c| c["bom-ref"] == json!(r)) {

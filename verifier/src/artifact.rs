@@ -255,6 +255,12 @@ pub enum VerifyError {
     },
     #[error("artifact {artifact}: {message}")]
     Unsupported { artifact: String, message: String },
+    /// The artifact, or the key that signed it, is revoked by the trust policy.
+    #[error("artifact {artifact}: {revocation}")]
+    Revoked {
+        artifact: String,
+        revocation: Box<crate::revocation::Revocation>,
+    },
 }
 
 fn more_note(more: usize) -> String {
@@ -293,6 +299,7 @@ impl VerifyError {
             VerifyError::MissingFile { .. } => "missing_file",
             VerifyError::ExtraFile { .. } => "extra_file",
             VerifyError::Unsupported { .. } => "unsupported",
+            VerifyError::Revoked { .. } => "revoked",
         }
     }
 
@@ -530,16 +537,30 @@ pub fn check_signature(
     shown: &str,
     opts: &VerifyOptions,
 ) -> Result<Signed, VerifyError> {
-    if model_signing::is_bundle(sig) {
-        return model_signing::verify_signature(sig, shown, opts);
+    let signed = if model_signing::is_bundle(sig) {
+        model_signing::verify_signature(sig, shown, opts)?
+    } else {
+        let (verified, expected) = verify_signature(sig, shown, opts)?;
+        Signed {
+            verified,
+            expected,
+            ignore: Vec::new(),
+            sizes_signed: true,
+        }
+    };
+    // Revocation: the artifact itself, or the key that signed it.
+    let v = &signed.verified;
+    let policy = opts.policy;
+    if let Some(r) = policy
+        .revoked_artifact(&v.digest)
+        .or_else(|| policy.revoked_key(&v.signer, &v.keyid))
+    {
+        return Err(VerifyError::Revoked {
+            artifact: signed.artifact(),
+            revocation: Box::new(r.clone()),
+        });
     }
-    let (verified, expected) = verify_signature(sig, shown, opts)?;
-    Ok(Signed {
-        verified,
-        expected,
-        ignore: Vec::new(),
-        sizes_signed: true,
-    })
+    Ok(signed)
 }
 
 /// Step 2: the file list and sizes at `path` against the signed manifest,

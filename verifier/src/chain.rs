@@ -8,7 +8,9 @@
 //! equal the outputs digest of the producer's record (a record swapped for
 //! another valid one breaks the link); producers must have succeeded; stage
 //! policy (who may produce what, and consume whom) holds; a missing, broken or
-//! cyclic link fails with the path through the graph. A signature's expiry is
+//! cyclic link fails with the path through the graph; so does a revoked record,
+//! artifact or signing key anywhere in the chain, for runs made before the
+//! revocation too (see [`crate::revocation`]). A signature's expiry is
 //! judged at the time it was used: against the consuming run's signed
 //! `startedOn`, not today (a signature that expired since is a warning in
 //! [`Graph::warnings`], not a failure; one already expired when the run started
@@ -25,7 +27,7 @@ use time::OffsetDateTime;
 use crate::artifact::{verify_any_signature, VerifyError, VerifyOptions};
 use crate::digest::Digest;
 use crate::policy::{Kind, Policy};
-use crate::record::{verify_record, RecordError, VerifiedRecord};
+use crate::record::{verify_record, PythonEnvironment, PythonPackage, RecordError, VerifiedRecord};
 
 /// Why a chain does not verify. `path` is the chain from the top record down.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,13 @@ pub enum ChainError {
     Policy { path: String, reason: String },
     #[error("records folder {dir}: {message}")]
     Io { dir: String, message: String },
+    /// An ancestor (input, producer record or a signing key) is revoked.
+    #[error("{path}: input {input:?}: {revocation}")]
+    Revoked {
+        path: String,
+        input: String,
+        revocation: Box<crate::revocation::Revocation>,
+    },
 }
 
 impl ChainError {
@@ -68,6 +77,7 @@ impl ChainError {
             ChainError::Cycle { .. } => "cycle",
             ChainError::Policy { .. } => "policy",
             ChainError::Io { .. } => "unreadable",
+            ChainError::Revoked { .. } => "revoked",
         }
     }
 }
@@ -142,6 +152,12 @@ pub enum Node {
         signer: String,
         result: String,
         outputs: Vec<(String, String)>,
+        /// The stage's Python interpreter and virtualenv, if it ran with one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        python: Option<Box<PythonEnvironment>>,
+        /// The distributions installed in that virtualenv.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        python_packages: Vec<PythonPackage>,
     },
 }
 
@@ -275,6 +291,14 @@ impl Walker<'_> {
                 .unwrap_or("")
                 .to_string();
             let dep_digest = dep.digest.get("sha256").cloned().unwrap_or_default();
+            // A revoked input fails here, found in the folder or not.
+            if let Some(r) = self.policy.revoked_input(dep) {
+                return Err(ChainError::Revoked {
+                    path: path_now.clone(),
+                    input,
+                    revocation: Box::new(r.clone()),
+                });
+            }
             let what = if kind_of_proof == "record" {
                 "producer record"
             } else {
@@ -354,6 +378,11 @@ impl Walker<'_> {
                             VerifyError::Expired { artifact, expires } => broken(format!(
                                 "artifact {artifact}: signature expired at {expires}, before the run started ({started})"
                             )),
+                            VerifyError::Revoked { revocation, .. } => ChainError::Revoked {
+                                path: path_now.clone(),
+                                input: input.clone(),
+                                revocation,
+                            },
                             e => broken(e.to_string()),
                         })?;
                     if let Some(exp) = v.expires.as_deref() {
@@ -419,6 +448,8 @@ impl Walker<'_> {
                     .invocation_id
                     .clone(),
                 code: vr.code_digest().map(str::to_string),
+                python: vr.python_environment().map(Box::new),
+                python_packages: vr.python_packages(),
                 produces: produced.as_ref().map(|p| p.kind),
                 labels: produced.map(|p| p.labels).unwrap_or_default(),
                 signer: vr.signer.clone(),

@@ -5,8 +5,9 @@
 //! untrusted; a key with a `kinds` list may sign only those kinds; a key with a
 //! `labels` table may vouch only for the label keys and values it lists (any
 //! other label on an artifact it signed is refused); `admit` narrows which label
-//! values a consumer accepts at all. A malformed policy is an error, never an
-//! allow-all.
+//! values a consumer accepts at all; `[[revoked]]` entries withdraw trust from
+//! keys, artifacts and records (see [`crate::revocation`]). A malformed policy
+//! is an error, never an allow-all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -126,6 +127,8 @@ pub struct Policy {
     /// Pipeline stages: who may produce what, and consume whom. Empty: any
     /// stage whose record is signed by a trusted launcher key.
     pub stages: Vec<StagePolicy>,
+    /// `[[revoked]]` entries: keys, artifacts and records no longer trusted.
+    pub revoked: Vec<crate::revocation::Revocation>,
 }
 
 /// What one pipeline stage may do.
@@ -224,6 +227,8 @@ struct PolicyFile {
     admit: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     stage: Vec<StagePolicy>,
+    #[serde(default)]
+    revoked: Vec<crate::revocation::RevokedEntry>,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +253,7 @@ impl Policy {
             }],
             admit: BTreeMap::new(),
             stages: Vec::new(),
+            revoked: Vec::new(),
         }
     }
 
@@ -324,10 +330,18 @@ impl Policy {
             .into_iter()
             .map(|(k, v)| (k, v.into_iter().collect()))
             .collect();
+        let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+        let revoked = file
+            .revoked
+            .into_iter()
+            .map(|e| e.into_revocation(&names))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
         Ok(Policy {
             keys,
             admit,
             stages: file.stage,
+            revoked,
         })
     }
 

@@ -9,7 +9,8 @@
 //! files on disk are exactly the record's subjects, byte for byte, and the
 //! symlinks, FIFOs and other non-files on disk are exactly the record's
 //! `output-non-files` (same path, kind and link text): anything extra, missing
-//! or changed fails.
+//! or changed fails; a record (by file digest) or signing key revoked by the
+//! policy fails (see [`crate::revocation`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -193,6 +194,191 @@ pub struct OutputSummary {
     pub modes_changed: u64,
 }
 
+/// `annotations.type` of a `resolvedDependencies` entry that is a Python distribution
+/// installed in the job's virtualenv ([`PythonPackage`]).
+pub const PYTHON_PACKAGE_TYPE: &str = "python-package";
+/// `annotations.type` of the `resolvedDependencies` entry that describes the job's Python
+/// interpreter and virtualenv ([`PythonEnvironment`]).
+pub const PYTHON_INTERPRETER_TYPE: &str = "python-interpreter";
+/// The `name` of that entry.
+pub const PYTHON_DEPENDENCY: &str = "python";
+/// The file of a `.dist-info` folder whose SHA-256 a [`PythonPackage`] carries.
+pub const PYTHON_PACKAGE_DIGEST_OF: &str = "RECORD";
+
+/// A distribution name normalised as PyPI does (PEP 503): lowercase, and every run of `-`,
+/// `_` and `.` one `-` (`Scikit_Learn` and `scikit.learn` are both `scikit-learn`).
+pub fn normalize_pypi_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut in_run = false;
+    for c in name.trim().chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !in_run {
+                out.push('-');
+            }
+            in_run = true;
+        } else {
+            out.extend(c.to_lowercase());
+            in_run = false;
+        }
+    }
+    out
+}
+
+/// The package URL `pkg:pypi/NAME@VERSION` (name normalised, version percent-encoded as the
+/// purl specification asks, e.g. `1.0+cpu` as `1.0%2Bcpu`).
+pub fn pypi_purl(name: &str, version: &str) -> String {
+    let name = normalize_pypi_name(name);
+    match packageurl::PackageUrl::new("pypi", name.as_str()) {
+        Ok(mut p) => match p.with_version(version) {
+            Ok(p) => p.to_string(),
+            Err(_) => format!("pkg:pypi/{name}"),
+        },
+        Err(_) => format!("pkg:pypi/{name}"),
+    }
+}
+
+/// One distribution installed in the job's virtualenv (a `site-packages/*.dist-info` folder),
+/// as its run record lists it: a `resolvedDependencies` entry named `pypi:NAME` whose `uri` is
+/// [`PythonPackage::purl`] and whose `digest.sha256` is that of the folder's `RECORD` file
+/// (pip's list of every file it installed, each with its own SHA-256).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PythonPackage {
+    /// The name normalised as PyPI does ([`normalize_pypi_name`]).
+    pub name: String,
+    /// The version its `METADATA` states.
+    pub version: String,
+    /// Host path of the `.dist-info` folder.
+    pub dist_info: String,
+    /// SHA-256 of its `RECORD` file.
+    pub record_sha256: Digest,
+}
+
+/// The `annotations` of a [`PythonPackage`] entry.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PythonPackageNotes {
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    version: String,
+    dist_info: String,
+    digest_of: String,
+}
+
+impl PythonPackage {
+    /// `pkg:pypi/NAME@VERSION`.
+    pub fn purl(&self) -> String {
+        pypi_purl(&self.name, &self.version)
+    }
+
+    /// The record's `resolvedDependencies` entry.
+    pub fn to_descriptor(&self) -> ResourceDescriptor {
+        let notes = PythonPackageNotes {
+            kind: PYTHON_PACKAGE_TYPE.into(),
+            name: self.name.clone(),
+            version: self.version.clone(),
+            dist_info: self.dist_info.clone(),
+            digest_of: PYTHON_PACKAGE_DIGEST_OF.into(),
+        };
+        ResourceDescriptor {
+            name: Some(format!("pypi:{}", self.name)),
+            uri: Some(self.purl()),
+            digest: BTreeMap::from([("sha256".to_string(), self.record_sha256.to_hex())]),
+            media_type: None,
+            annotations: serde_json::to_value(notes).ok(),
+        }
+    }
+
+    /// Read an entry back: `None` unless it is a well-formed Python package entry (its type,
+    /// its purl matching its name and version, a SHA-256 digest).
+    pub fn from_descriptor(d: &ResourceDescriptor) -> Option<PythonPackage> {
+        let notes: PythonPackageNotes = serde_json::from_value(d.annotations.clone()?).ok()?;
+        if notes.kind != PYTHON_PACKAGE_TYPE || notes.digest_of != PYTHON_PACKAGE_DIGEST_OF {
+            return None;
+        }
+        let p = PythonPackage {
+            record_sha256: d.digest.get("sha256")?.parse().ok()?,
+            name: notes.name,
+            version: notes.version,
+            dist_info: notes.dist_info,
+        };
+        (d.uri.as_deref() == Some(p.purl().as_str())
+            && d.name.as_deref() == Some(format!("pypi:{}", p.name).as_str()))
+        .then_some(p)
+    }
+}
+
+/// The job's Python: the virtualenv it ran with and the interpreter binary the venv's
+/// `bin/python3` resolves to, as its run record lists it (the `resolvedDependencies` entry
+/// named `python`, `uri` `file:INTERPRETER`, `digest.sha256` that of the binary).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PythonEnvironment {
+    /// The virtualenv's absolute host path, which is also where the job saw it.
+    pub venv: String,
+    /// The interpreter binary (the venv's `bin/python3`, symlinks resolved).
+    pub interpreter: String,
+    /// SHA-256 of the interpreter binary.
+    pub interpreter_sha256: Digest,
+    /// `version` (or `version_info`) from `pyvenv.cfg`, when it has one.
+    pub version: Option<String>,
+    /// Host folders of the base interpreter made visible read-only at the same paths.
+    pub base_prefixes: Vec<String>,
+    /// SHA-256 of `pyvenv.cfg`.
+    pub pyvenv_cfg_sha256: Digest,
+}
+
+/// The `annotations` of the [`PythonEnvironment`] entry.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PythonEnvironmentNotes {
+    #[serde(rename = "type")]
+    kind: String,
+    venv: String,
+    version: Option<String>,
+    base_prefixes: Vec<String>,
+    pyvenv_cfg_sha256: Digest,
+}
+
+impl PythonEnvironment {
+    /// The record's `resolvedDependencies` entry.
+    pub fn to_descriptor(&self) -> ResourceDescriptor {
+        let notes = PythonEnvironmentNotes {
+            kind: PYTHON_INTERPRETER_TYPE.into(),
+            venv: self.venv.clone(),
+            version: self.version.clone(),
+            base_prefixes: self.base_prefixes.clone(),
+            pyvenv_cfg_sha256: self.pyvenv_cfg_sha256,
+        };
+        ResourceDescriptor {
+            name: Some(PYTHON_DEPENDENCY.into()),
+            uri: Some(format!("file:{}", self.interpreter)),
+            digest: BTreeMap::from([("sha256".to_string(), self.interpreter_sha256.to_hex())]),
+            media_type: None,
+            annotations: serde_json::to_value(notes).ok(),
+        }
+    }
+
+    /// Read the entry back: `None` unless it is a well-formed Python interpreter entry.
+    pub fn from_descriptor(d: &ResourceDescriptor) -> Option<PythonEnvironment> {
+        if d.name.as_deref() != Some(PYTHON_DEPENDENCY) {
+            return None;
+        }
+        let notes: PythonEnvironmentNotes = serde_json::from_value(d.annotations.clone()?).ok()?;
+        if notes.kind != PYTHON_INTERPRETER_TYPE {
+            return None;
+        }
+        Some(PythonEnvironment {
+            venv: notes.venv,
+            interpreter: d.uri.as_deref()?.strip_prefix("file:")?.to_string(),
+            interpreter_sha256: d.digest.get("sha256")?.parse().ok()?,
+            version: notes.version,
+            base_prefixes: notes.base_prefixes,
+            pyvenv_cfg_sha256: notes.pyvenv_cfg_sha256,
+        })
+    }
+}
+
 /// Key of [`GpuAccess`] in a run record's `internalParameters`.
 pub const GPUS_PARAMETER: &str = "gpus";
 /// Name of the `resolvedDependencies` entry of each CDI spec file a run used.
@@ -314,6 +500,12 @@ pub enum RecordError {
         #[source]
         source: Box<VerifyError>,
     },
+    /// The record, or the key that signed it, is revoked by the trust policy.
+    #[error("record {record}: {revocation}")]
+    Revoked {
+        record: String,
+        revocation: Box<crate::revocation::Revocation>,
+    },
 }
 
 impl RecordError {
@@ -327,6 +519,7 @@ impl RecordError {
             RecordError::BadSubject { .. } => "bad_subject",
             RecordError::Outputs { source, .. } => source.kind(),
             RecordError::NonFile { kind, .. } => kind,
+            RecordError::Revoked { .. } => "revoked",
         }
     }
 }
@@ -427,6 +620,27 @@ impl VerifiedRecord {
             .and_then(|a| serde_json::from_value(a).ok())
     }
 
+    /// The Python distributions the run's virtualenv held (empty without one).
+    pub fn python_packages(&self) -> Vec<PythonPackage> {
+        self.statement
+            .predicate
+            .build_definition
+            .resolved_dependencies
+            .iter()
+            .filter_map(PythonPackage::from_descriptor)
+            .collect()
+    }
+
+    /// The run's Python interpreter and virtualenv, if it had one.
+    pub fn python_environment(&self) -> Option<PythonEnvironment> {
+        self.statement
+            .predicate
+            .build_definition
+            .resolved_dependencies
+            .iter()
+            .find_map(PythonEnvironment::from_descriptor)
+    }
+
     /// The GPUs the run was given, if any ([`GpuAccess`]); `Err` if the record has the field
     /// but it does not parse.
     pub fn gpus(&self) -> Result<Option<GpuAccess>, String> {
@@ -476,6 +690,15 @@ pub fn verify_record(
         return Err(RecordError::NotARecordKey {
             record,
             key: signer.name.clone(),
+        });
+    }
+    if let Some(r) = policy
+        .revoked_record(&Digest::of(bytes).to_hex())
+        .or_else(|| policy.revoked_key(&signer.name, &signer.key.keyid()))
+    {
+        return Err(RecordError::Revoked {
+            record,
+            revocation: Box::new(r.clone()),
         });
     }
     let st: Statement<Provenance> =
@@ -662,4 +885,68 @@ fn subjects_manifest(subjects: &[Subject]) -> Result<Manifest, String> {
         shard_size: u64::MAX,
         resources,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pypi_names_are_normalised_as_pep_503_says() {
+        for (raw, want) in [
+            ("numpy", "numpy"),
+            ("Scikit_Learn", "scikit-learn"),
+            ("scikit.learn", "scikit-learn"),
+            ("zope.interface", "zope-interface"),
+            ("a-_.-b", "a-b"),
+            ("Django", "django"),
+        ] {
+            assert_eq!(normalize_pypi_name(raw), want, "{raw}");
+        }
+        assert_eq!(
+            pypi_purl("Scikit_Learn", "1.9.1"),
+            "pkg:pypi/scikit-learn@1.9.1"
+        );
+        assert_eq!(
+            pypi_purl("torch", "2.5.0+cpu"),
+            "pkg:pypi/torch@2.5.0%2Bcpu"
+        );
+    }
+
+    #[test]
+    fn python_entries_round_trip_and_malformed_ones_are_not_read() {
+        let p = PythonPackage {
+            name: "scikit-learn".into(),
+            version: "1.9.1".into(),
+            dist_info: "/v/lib/python3.11/site-packages/scikit_learn-1.9.1.dist-info".into(),
+            record_sha256: Digest::of(b"RECORD"),
+        };
+        let d = p.to_descriptor();
+        assert_eq!(d.uri.as_deref(), Some("pkg:pypi/scikit-learn@1.9.1"));
+        assert_eq!(PythonPackage::from_descriptor(&d), Some(p.clone()));
+        // A purl that does not match the name and version is not read as that package.
+        let mut bad = d.clone();
+        bad.uri = Some("pkg:pypi/numpy@1.0".into());
+        assert_eq!(PythonPackage::from_descriptor(&bad), None);
+        let mut bad = d;
+        bad.digest.clear();
+        assert_eq!(PythonPackage::from_descriptor(&bad), None);
+        assert_eq!(
+            PythonPackage::from_descriptor(&ResourceDescriptor::default()),
+            None
+        );
+
+        let e = PythonEnvironment {
+            venv: "/tmp/v".into(),
+            interpreter: "/usr/bin/python3.11".into(),
+            interpreter_sha256: Digest::of(b"elf"),
+            version: Some("3.11.2".into()),
+            base_prefixes: vec!["/usr".into()],
+            pyvenv_cfg_sha256: Digest::of(b"cfg"),
+        };
+        let d = e.to_descriptor();
+        assert_eq!(d.name.as_deref(), Some(PYTHON_DEPENDENCY));
+        assert_eq!(PythonEnvironment::from_descriptor(&d), Some(e));
+        assert_eq!(PythonPackage::from_descriptor(&d), None);
+    }
 }

@@ -11,7 +11,7 @@ use sealrun_verifier::dsse;
 use sealrun_verifier::exit;
 use sealrun_verifier::keys::PublicKey;
 use sealrun_verifier::policy::{Kind, Policy};
-use sealrun_verifier::{audit, chain, progress, record};
+use sealrun_verifier::{audit, chain, lineage, progress, record};
 
 /// Verify sealrun artifacts offline: signatures, trust policy and every byte.
 ///
@@ -75,6 +75,46 @@ enum Command {
     ///   sealrun-verify gate records/train-1234.json --policy release-gate.toml
     #[command(verbatim_doc_comment)]
     Gate(GateArgs),
+    /// Lineage: every run and final output (model) downstream of a signed
+    /// artifact, a run record or a signing key, through stage chains,
+    /// from_record hand-overs and pipelines, each with its signature status
+    /// and (with --gate) its gate verdict under the current policy. Keeps an
+    /// index, DIR/.lineage-index.json, refreshed on every query.
+    ///
+    /// Examples:
+    ///   sealrun-verify lineage --records records --trust trust.toml --artifact sha256:81ab…
+    ///   sealrun-verify lineage --records records --trust trust.toml --key registry --gate gate.toml --format json
+    #[command(verbatim_doc_comment)]
+    Lineage(LineageArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("start").required(true).args(["artifact", "record", "key_id"])))]
+struct LineageArgs {
+    /// The records folder (searched recursively, with its artifacts/).
+    #[arg(long)]
+    records: PathBuf,
+    /// Trust policy (TOML): signatures are verified, and names resolved, with it.
+    #[arg(long = "trust", short = 't')]
+    policy: PathBuf,
+    /// Start from a signed artifact: sha256:ROOT (its manifest root digest).
+    #[arg(long, value_name = "sha256:ROOT")]
+    artifact: Option<String>,
+    /// Start from a run record: its file, or sha256:DIGEST of the file.
+    #[arg(long, value_name = "REC")]
+    record: Option<String>,
+    /// Start from a signing key: a key name of the policy, or a key id.
+    #[arg(long = "key", value_name = "KEYID")]
+    key_id: Option<String>,
+    /// Evaluate this gate policy on every final output (default: not evaluated).
+    #[arg(long, value_name = "GATE.toml")]
+    gate: Option<PathBuf>,
+    /// Ignore the saved index and read every file again.
+    #[arg(long)]
+    rebuild_index: bool,
+    /// Output: readable text, Graphviz dot, or JSON.
+    #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+    format: GraphFormat,
 }
 
 /// Whom to trust: a policy file, or one key for everything.
@@ -216,6 +256,7 @@ fn main() -> ExitCode {
         Command::Chain(args) => run_chain(args),
         Command::Aibom(args) => run_aibom(args),
         Command::Gate(args) => run_gate(args),
+        Command::Lineage(args) => run_lineage(args),
     }
 }
 
@@ -356,6 +397,83 @@ fn run_chain(args: ChainArgs) -> ExitCode {
     }
 }
 
+fn lineage_start(args: &LineageArgs, policy: &Policy) -> Result<lineage::Start> {
+    use sealrun_verifier::revocation::digest_hex;
+    if let Some(a) = &args.artifact {
+        let d = digest_hex(a)
+            .with_context(|| format!("--artifact {a:?} is not sha256:<64 hex digits>"))?;
+        return Ok(lineage::Start::Artifact(d));
+    }
+    if let Some(r) = &args.record {
+        if let Some(d) = digest_hex(r) {
+            return Ok(lineage::Start::Record(d));
+        }
+        let bytes = dsse::read_limited(std::path::Path::new(r))?;
+        return Ok(lineage::Start::Record(
+            sealrun_verifier::digest::Digest::of(&bytes).to_hex(),
+        ));
+    }
+    let k = args.key_id.as_deref().unwrap_or_default();
+    if let Some(t) = policy.keys.iter().find(|t| t.name == k) {
+        return Ok(lineage::Start::Key {
+            keyid: t.key.keyid(),
+            name: Some(k.to_string()),
+        });
+    }
+    let keyid = digest_hex(k).with_context(|| {
+        format!("--key {k:?} is neither a key name of the policy nor a key id (64 hex digits)")
+    })?;
+    let name = policy
+        .keys
+        .iter()
+        .find(|t| t.key.keyid() == keyid)
+        .map(|t| t.name.clone());
+    Ok(lineage::Start::Key { keyid, name })
+}
+
+fn run_lineage(args: LineageArgs) -> ExitCode {
+    let json = matches!(args.format, GraphFormat::Json);
+    let policy = match Policy::load(&args.policy) {
+        Ok(p) => p,
+        Err(e) => return usage_error(json, e.into()),
+    };
+    let gate = match args
+        .gate
+        .as_deref()
+        .map(sealrun_verifier::gate::load)
+        .transpose()
+    {
+        Ok(g) => g,
+        Err(e) => return usage_error(json, e.into()),
+    };
+    let start = match lineage_start(&args, &policy) {
+        Ok(s) => s,
+        Err(e) => return usage_error(json, e),
+    };
+    let t0 = std::time::Instant::now();
+    let gate_ref = gate.as_ref().map(|(g, t)| (g, t));
+    let l = match lineage::lineage(&args.records, &start, &policy, gate_ref, args.rebuild_index) {
+        Ok(l) => l,
+        Err(e) => return usage_error(json, e.into()),
+    };
+    if let Some(w) = &l.refresh.write_error {
+        eprintln!("sealrun-verify: warning: lineage index not saved ({w}); the next query reads every file again");
+    }
+    eprintln!(
+        "sealrun-verify: lineage index: {} file(s) reused, {} read, {} removed; answered in {:.3}s",
+        l.refresh.reused,
+        l.refresh.read,
+        l.refresh.removed,
+        t0.elapsed().as_secs_f64()
+    );
+    match args.format {
+        GraphFormat::Text => print!("{}", l.to_text()),
+        GraphFormat::Dot => print!("{}", l.to_dot()),
+        GraphFormat::Json => println!("{}", serde_json::json!({"ok": true, "lineage": l})),
+    }
+    ExitCode::from(exit::OK)
+}
+
 fn policy_from(t: &TrustArgs) -> Result<Policy> {
     match (&t.policy, &t.key) {
         (Some(t), _) => Ok(Policy::load(t)?),
@@ -419,6 +537,14 @@ fn run_record(args: RecordArgs) -> ExitCode {
     match record::verify_record(&name, &bytes, &policy, args.outputs.as_deref()) {
         Ok(v) => {
             let p = &v.statement.predicate;
+            // What it used directly (its chain needs `chain`, which has the records folder).
+            for dep in &p.build_definition.resolved_dependencies {
+                if let Some(r) = policy.revoked_input(dep) {
+                    let input = dep.name.clone().unwrap_or_default();
+                    let msg = format!("record {name:?}: input {input:?}: {r}");
+                    return failed(args.json, "revoked", msg, serde_json::json!({}));
+                }
+            }
             let end = v
                 .byproduct("end")
                 .and_then(|b| b.annotations.as_ref())
