@@ -74,6 +74,9 @@ fn make_cdi(root: &Path) -> Cdi {
     let d = dev.display();
     let l = lib.display();
     let f = drvlib.display();
+    let socket = root.join("persistenced.sock");
+    std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let s = socket.display();
     let spec = format!(
         r#"---
 cdiVersion: 0.5.0
@@ -102,6 +105,9 @@ containerEdits:
   - containerPath: {f}/libz.so.1
     hostPath: {f}/libz.so.1
     options: [ro, nosuid, nodev, bind]
+  - containerPath: /run/nvidia-persistenced/socket
+    hostPath: {s}
+    options: [ro, nosuid, nodev, bind, noexec]
 devices:
 - containerEdits:
     deviceNodes:
@@ -156,6 +162,7 @@ except OSError as e:
     res['lib_write'] = errno.errorcode[e.errno]
 res['ldcache'] = (drvlib + '/libz.so.1').encode() in open('/etc/ld.so.cache', 'rb').read()
 res['dev'] = sorted(os.listdir('/dev'))
+res['persistenced'] = os.path.exists('/run/nvidia-persistenced/socket')
 open('/out/ready', 'w').close()
 for _ in range(600):
     if os.path.exists('/signal/go'):
@@ -260,9 +267,33 @@ fn gpu_plumbing_through_sealrun_run_with_a_synthetic_cdi_spec() {
         );
     }
 
+    check_job_result(&d.join("gpu-out/result.json"));
+    let rec = f.record("gpu");
+    check_record(&rec, &cdi);
+    // The record verifies, and a gate that approves the shipped gpu profile by name passes it.
+    std::fs::write(
+        d.join("gate.toml"),
+        "trust = \"trust.toml\"\napproved_profiles = [\"gpu\"]\n",
+    )
+    .unwrap();
+    let rec = rec.display().to_string();
+    ok(verify(
+        d,
+        &[
+            "gate",
+            &rec,
+            "--policy",
+            "gate.toml",
+            "--records",
+            "records",
+        ],
+    ));
+}
+
+/// What the job saw: the nodes usable, the environment, the mounts read-only, the loader cache.
+fn check_job_result(path: &Path) {
     let res: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("gpu-out/result.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(
         res["read"], "0000000000000000",
         "the stand-in /dev/nvidia0 reads as /dev/zero"
@@ -277,6 +308,7 @@ fn gpu_plumbing_through_sealrun_run_with_a_synthetic_cdi_spec() {
         res["ldcache"], true,
         "update-ldcache ran: the cache lists the folder"
     );
+    assert_eq!(res["persistenced"], false, "a host socket is not bound");
     let dev: Vec<&str> = res["dev"]
         .as_array()
         .unwrap()
@@ -287,10 +319,11 @@ fn gpu_plumbing_through_sealrun_run_with_a_synthetic_cdi_spec() {
         dev.contains(&"nvidia0") && dev.contains(&"nvidiactl"),
         "{dev:?}"
     );
+}
 
-    // The record: each GPU, the spec's digest, the nodes, the hooks and what was done.
-    let rec = f.record("gpu");
-    let st = envelope_statement(&rec);
+/// The record: each GPU, the spec's digest, the nodes, the hooks and what was done.
+fn check_record(rec: &Path, cdi: &Cdi) {
+    let st = envelope_statement(rec);
     let g = &st["predicate"]["buildDefinition"]["internalParameters"]["gpus"];
     assert_eq!(g["request"], "0");
     let spec_sha = sha256_hex(&std::fs::read(&cdi.file).unwrap());
@@ -302,6 +335,13 @@ fn gpu_plumbing_through_sealrun_run_with_a_synthetic_cdi_spec() {
     assert_eq!(dev0["uuid"], UUID);
     assert_eq!(dev0["driverVersion"], DRIVER);
     assert_eq!(dev0["source"], "cdi-spec");
+    assert!(
+        g["skippedMounts"][0]
+            .as_str()
+            .unwrap()
+            .contains("/run/nvidia-persistenced/socket: a host socket"),
+        "{g}"
+    );
     let nodes = g["deviceNodes"].to_string();
     assert!(
         nodes.contains("/dev/nvidia0 1:5 rwm") && nodes.contains("/dev/nvidiactl 1:3 rwm"),
@@ -335,24 +375,6 @@ fn gpu_plumbing_through_sealrun_run_with_a_synthetic_cdi_spec() {
             .any(|d| d["name"] == "cdi-spec" && d["digest"]["sha256"] == spec_sha.as_str()),
         "the spec file is a resolved dependency"
     );
-    // The record verifies, and a gate that approves the shipped gpu profile by name passes it.
-    std::fs::write(
-        d.join("gate.toml"),
-        "trust = \"trust.toml\"\napproved_profiles = [\"gpu\"]\n",
-    )
-    .unwrap();
-    let rec = rec.display().to_string();
-    ok(verify(
-        d,
-        &[
-            "gate",
-            &rec,
-            "--policy",
-            "gate.toml",
-            "--records",
-            "records",
-        ],
-    ));
 }
 
 fn exec_gpus(cdi_dir: &Path, gpus: &str) -> common::Run {

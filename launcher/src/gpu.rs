@@ -2,9 +2,11 @@
 //! Guarantees: the request is resolved against the host's CDI specs before anything runs (a GPU
 //! the specs do not define is an error naming the ones they do); every device node, mount and
 //! environment entry of the resolved edits is handed to the sandbox (nodes bound under `/dev`,
-//! mounts read-only whatever the spec's options say); every hook is accounted for in
+//! mounts read-only whatever the spec's options say; a host socket, such as
+//! nvidia-persistenced's, is not mounted and is listed as skipped); every hook is accounted for in
 //! [`GpuAccess::hooks`]: `update-ldcache` is run by the launcher (host `ldconfig` builds a loader
-//! cache that also lists the hook's folders, bound read-only at `/etc/ld.so.cache`),
+//! cache that also lists the hook's folders, bound read-only at `/etc/ld.so.cache`; `not-run`
+//! on a host without `ldconfig`, and an error if it fails),
 //! `create-symlinks` is `satisfied` when the host already has every link, and any other hook is
 //! `not-run` with the reason — no hook program is ever executed, and none is dropped unreported.
 //! Each GPU's UUID, name and driver version come from `nvidia-smi` when the host has it, else
@@ -81,8 +83,23 @@ pub fn prepare(req: &GpuRequest) -> Result<GpuSetup, GpuError> {
             minor: n.minor,
         });
     }
-    let mounts: Vec<Bind> = r
-        .mounts
+    // Host sockets are not bound: the sandbox refuses (and reports as egress) a connect to a
+    // socket that came from the host, whereas a missing one is a quiet ENOENT, as in a container
+    // without it (nvidia-persistenced is optional for CUDA).
+    let (sockets, files): (Vec<_>, Vec<_>) = r.mounts.iter().partition(|m| {
+        std::fs::metadata(&m.host_path)
+            .is_ok_and(|md| std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()))
+    });
+    let skipped_mounts = sockets
+        .iter()
+        .map(|m| {
+            format!(
+                "{}:{}: a host socket (a connect to it would be refused and reported as egress)",
+                m.host_path, m.container_path
+            )
+        })
+        .collect();
+    let mounts: Vec<Bind> = files
         .iter()
         .map(|m| Bind {
             host: m.host_path.clone().into(),
@@ -94,12 +111,21 @@ pub fn prepare(req: &GpuRequest) -> Result<GpuSetup, GpuError> {
     let mut hooks = Vec::new();
     for h in &r.hooks {
         let (status, detail) = match hook_command(h) {
-            Some("update-ldcache") => {
-                let (fd, dir, detail) = build_ld_cache(&hook_values(h, "--folder"))?;
-                ld_cache = Some(fd);
-                ld_cache_dir = Some(dir);
-                ("run", detail)
-            }
+            Some("update-ldcache") => match LDCONFIG.iter().find(|p| Path::new(p).is_file()) {
+                Some(ldconfig) => {
+                    let (fd, dir, detail) = build_ld_cache(ldconfig, &hook_values(h, "--folder"))?;
+                    ld_cache = Some(fd);
+                    ld_cache_dir = Some(dir);
+                    ("run", detail)
+                }
+                None => (
+                    "not-run",
+                    format!(
+                        "no ldconfig on the host (looked for {LDCONFIG:?}): the job sees the \
+                         host's /etc/ld.so.cache"
+                    ),
+                ),
+            },
             Some("create-symlinks") => create_symlinks_status(h),
             other => ("not-run", not_run_reason(other)),
         };
@@ -131,6 +157,7 @@ pub fn prepare(req: &GpuRequest) -> Result<GpuSetup, GpuError> {
             .iter()
             .map(|b| format!("{}:{}", b.host.display(), b.dest.display()))
             .collect(),
+        skipped_mounts,
         env: r.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         hooks,
     };
@@ -248,12 +275,11 @@ fn create_symlinks_status(h: &Hook) -> (&'static str, String) {
 
 /// Build a loader cache that lists the host's folders and `folders` with the host's `ldconfig`
 /// (`-X`: it changes no link), and open it for a read-only bind at `/etc/ld.so.cache`.
-fn build_ld_cache(folders: &[String]) -> Result<(FdBind, tempfile::TempDir, String), GpuError> {
+fn build_ld_cache(
+    ldconfig: &str,
+    folders: &[String],
+) -> Result<(FdBind, tempfile::TempDir, String), GpuError> {
     let err = |m: String| GpuError::LdCache(m);
-    let ldconfig = LDCONFIG
-        .iter()
-        .find(|p| Path::new(p).is_file())
-        .ok_or_else(|| err(format!("no ldconfig on the host (looked for {LDCONFIG:?})")))?;
     let dir = tempfile::tempdir().map_err(|e| err(format!("temporary folder: {e}")))?;
     let conf = dir.path().join("ld.so.conf");
     let cache = dir.path().join("ld.so.cache");

@@ -4,14 +4,15 @@
 //! (`nosuid,noexec`, not `nodev`, so it can be opened), and its Landlock rule allows read, write
 //! and device ioctls (`LANDLOCK_ACCESS_FS_IOCTL_DEV`, ABI 5) on that node only.
 //!
-//! Device cgroup: where the host has a cgroup v1 `devices` hierarchy and extra nodes are asked
-//! for, the run gets its own devices cgroup (`devices/sealrun/<id>`) that the init joins before
-//! the job starts: `devices.deny a`, then `devices.allow` for the standard nodes (null, zero,
-//! full, random, urandom, tty) and each extra node with its permissions; the job can open no
-//! other device even if one were reachable. On cgroup v2 the device controller is an eBPF
-//! program; sealrun attaches none (it reports `none`), and the nodes the job can open are the
-//! ones bound (it cannot `mknod`: no `CAP_MKNOD`, every other mount is `nodev`). Started
-//! without root (no writable cgroups) no devices cgroup is made either, and that is reported.
+//! Device control: extra nodes asked for, started as root, the run's devices are limited by
+//! the kernel's device controller to the standard nodes (null, zero, full, random, urandom, tty)
+//! and the extra ones with their permissions; the job can open no other device even if one were
+//! reachable. Where the host has a cgroup v1 `devices` hierarchy, the run gets its own devices
+//! cgroup (`devices/sealrun/<id>`: `devices.deny a`, then `devices.allow` per node); on cgroup v2,
+//! an eBPF device program ([`crate::device_bpf`]) goes on the run's limits cgroup, or on a cgroup
+//! made for it (`sealrun-dev-<id>` beside the launcher). The init joins it before the job starts.
+//! Without root (no writable cgroups) there is none, and that is reported; the nodes the job can
+//! open are then the ones bound (it cannot `mknod`: no `CAP_MKNOD`, every other mount is `nodev`).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -148,13 +149,16 @@ pub fn plan_mounts(b: &mut Builder, mounts: &[crate::config::Bind]) -> Result<()
 }
 
 const V1_DEVICES: &str = "/sys/fs/cgroup/devices";
+const V2_ROOT: &str = "/sys/fs/cgroup";
 
 /// How device access is controlled for a run with extra device nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupMode {
     /// A cgroup v1 devices cgroup of the run's own (deny all, allow the listed nodes).
     V1,
-    /// No devices cgroup (cgroup v2, no `devices` hierarchy, or not started as root).
+    /// cgroup v2: an eBPF device program (see [`crate::device_bpf`]) on the run's cgroup.
+    V2,
+    /// No device control (neither hierarchy, or not started as root).
     None,
 }
 
@@ -163,13 +167,15 @@ impl CgroupMode {
     pub fn detect() -> CgroupMode {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
-        let v1 = nix::sys::statfs::statfs(V1_DEVICES)
-            .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP_SUPER_MAGIC)
-            .unwrap_or(false);
-        if root && v1 {
-            CgroupMode::V1
-        } else {
-            CgroupMode::None
+        let fs = |p: &str| {
+            nix::sys::statfs::statfs(p)
+                .map(|s| s.filesystem_type())
+                .ok()
+        };
+        match (root, fs(V1_DEVICES), fs(V2_ROOT)) {
+            (true, Some(nix::sys::statfs::CGROUP_SUPER_MAGIC), _) => CgroupMode::V1,
+            (true, _, Some(nix::sys::statfs::CGROUP2_SUPER_MAGIC)) => CgroupMode::V2,
+            _ => CgroupMode::None,
         }
     }
 
@@ -179,19 +185,26 @@ impl CgroupMode {
             CgroupMode::V1 => {
                 "cgroup v1 devices: deny all, allow the standard and the listed nodes"
             }
+            CgroupMode::V2 => {
+                "cgroup v2 device program (eBPF): allow the standard and the listed nodes, deny \
+                 all others"
+            }
             CgroupMode::None => {
-                "none: no cgroup v1 devices hierarchy (cgroup v2 needs an eBPF device program, \
-                 which sealrun does not attach) or not started as root; the job reaches only the \
-                 nodes bound into its /dev"
+                "none: no cgroup hierarchy to use, or not started as root; the job reaches only \
+                 the nodes bound into its /dev"
             }
         }
     }
 }
 
-/// A run's devices cgroup (v1).
+/// A run's device control: a v1 devices cgroup, or (v2) a cgroup with the device program.
 #[derive(Debug)]
 pub struct DeviceCgroup {
     dir: PathBuf,
+    /// Made for the devices alone (the init joins it, and it is removed after the run); false
+    /// when the program went on the run's own (limits) cgroup, which is joined and removed
+    /// with it.
+    own: bool,
 }
 
 fn cg_err(p: &Path, source: std::io::Error) -> CgroupError {
@@ -201,21 +214,27 @@ fn cg_err(p: &Path, source: std::io::Error) -> CgroupError {
     }
 }
 
-/// `c MAJ:MIN PERMS` of the standard nodes the sandbox always binds.
-fn standard_rules() -> Vec<String> {
-    crate::mounts::DEVICES
+/// The standard nodes the sandbox always binds, then `extra`: `(major, minor, rwm)`.
+fn rules(extra: &[PlannedDevice]) -> Vec<crate::device_bpf::Rule> {
+    let mut out: Vec<crate::device_bpf::Rule> = crate::mounts::DEVICES
         .iter()
         .filter_map(|d| {
             let st = nix::sys::stat::stat(&Path::new("/dev").join(d)).ok()?;
             (st.st_mode & libc::S_IFMT == libc::S_IFCHR).then(|| {
-                format!(
-                    "c {}:{} rwm",
-                    libc::major(st.st_rdev),
-                    libc::minor(st.st_rdev)
+                (
+                    libc::major(st.st_rdev) as u64,
+                    libc::minor(st.st_rdev) as u64,
+                    "rwm".to_string(),
                 )
             })
         })
-        .collect()
+        .collect();
+    out.extend(
+        extra
+            .iter()
+            .map(|d| (d.major, d.minor, d.permissions.clone())),
+    );
+    out
 }
 
 /// Remove devices cgroups left by supervisors that were killed (their id starts with the
@@ -226,9 +245,14 @@ fn remove_stale(dir: &Path) {
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        let pid = name
-            .to_str()
-            .and_then(|n| n.split('-').next()?.parse::<u32>().ok());
+        let Some(n) = name.to_str() else { continue };
+        // v1: `<pid>-<n>` under `devices/sealrun`; v2: `sealrun-dev-<pid>-<n>` among others.
+        let id = match n.strip_prefix("sealrun-dev-") {
+            Some(id) => id,
+            None if dir.ends_with("sealrun") => n,
+            None => continue,
+        };
+        let pid = id.split('-').next().and_then(|p| p.parse::<u32>().ok());
         if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
             let _ = std::fs::remove_dir(e.path());
         }
@@ -241,21 +265,15 @@ impl DeviceCgroup {
         remove_stale(&Path::new(V1_DEVICES).join("sealrun"));
         let dir = Path::new(V1_DEVICES).join("sealrun").join(id);
         std::fs::create_dir_all(&dir).map_err(|e| cg_err(&dir, e))?;
-        let cg = DeviceCgroup { dir };
+        let cg = DeviceCgroup { dir, own: true };
         let write = |file: &str, v: &str| {
             let p = cg.dir.join(file);
             std::fs::write(&p, v).map_err(|e| cg_err(&p, e))
         };
-        let mut rules = standard_rules();
-        rules.extend(
-            extra
-                .iter()
-                .map(|d| format!("c {}:{} {}", d.major, d.minor, d.permissions)),
-        );
         let r = write("devices.deny", "a").and_then(|()| {
-            rules
-                .iter()
-                .try_for_each(|rule| write("devices.allow", rule))
+            rules(extra).iter().try_for_each(|(major, minor, perms)| {
+                write("devices.allow", &format!("c {major}:{minor} {perms}"))
+            })
         });
         if let Err(e) = r {
             cg.remove();
@@ -264,8 +282,48 @@ impl DeviceCgroup {
         Ok(cg)
     }
 
-    /// Move `pid` into it.
+    /// cgroup v2: attach the device program for the standard nodes and `extra` to the run's
+    /// own cgroup `run` (made for its limits), or else to a cgroup made for it next to where
+    /// the launcher is (`sealrun-dev-<id>`).
+    pub fn create_v2(
+        id: &str,
+        extra: &[PlannedDevice],
+        run: Option<&Path>,
+    ) -> Result<DeviceCgroup, CgroupError> {
+        let cg = match run {
+            Some(d) => DeviceCgroup {
+                dir: d.to_path_buf(),
+                own: false,
+            },
+            None => {
+                let own = std::fs::read_to_string("/proc/self/cgroup")
+                    .ok()
+                    .and_then(|t| {
+                        t.lines()
+                            .find_map(|l| l.strip_prefix("0::").map(|s| s.trim().to_string()))
+                    })
+                    .unwrap_or_else(|| "/".into());
+                let parent = Path::new(V2_ROOT).join(own.trim_start_matches('/'));
+                remove_stale(&parent);
+                let dir = parent.join(format!("sealrun-dev-{id}"));
+                std::fs::create_dir(&dir).map_err(|e| cg_err(&dir, e))?;
+                DeviceCgroup { dir, own: true }
+            }
+        };
+        let r = crate::device_bpf::load(&rules(extra))
+            .and_then(|prog| crate::device_bpf::attach(&prog, &cg.dir));
+        if let Err(e) = r {
+            cg.remove();
+            return Err(cg_err(&cg.dir, e));
+        }
+        Ok(cg)
+    }
+
+    /// Move `pid` into it (nothing to do when it is the run's limits cgroup, joined already).
     pub fn add(&self, pid: libc::pid_t) -> Result<(), CgroupError> {
+        if !self.own {
+            return Ok(());
+        }
         let p = self.dir.join("cgroup.procs");
         std::fs::write(&p, pid.to_string()).map_err(|e| cg_err(&p, e))
     }
@@ -275,8 +333,12 @@ impl DeviceCgroup {
         &self.dir
     }
 
-    /// Kill what is left in it and remove it (retrying briefly while tasks are torn down).
+    /// Kill what is left in it and remove it (retrying briefly while tasks are torn down); the
+    /// run's limits cgroup is left to its owner.
     pub fn remove(&self) {
+        if !self.own {
+            return;
+        }
         if let Ok(t) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
             for pid in t.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
                 // SAFETY: signalling a pid read from the run's own cgroup.

@@ -198,8 +198,23 @@ fn supervise(mut plan: SandboxPlan, started: Option<OnStart>) -> Result<Outcome,
     );
     let cgroup =
         Cgroup::create(&id, plan.memory, plan.pids, plan.cpus).map_err(|e| setup("cgroup", e))?;
-    if plan.device_cgroup == Some(crate::devices::CgroupMode::V1) {
-        match crate::devices::DeviceCgroup::create(&id, &plan.devices) {
+    let run_v2 = match &cgroup {
+        Some(Cgroup::V2(d)) => Some(d.as_path()),
+        _ => None,
+    };
+    let device_cg = match plan.device_cgroup {
+        Some(crate::devices::CgroupMode::V1) => {
+            Some(crate::devices::DeviceCgroup::create(&id, &plan.devices))
+        }
+        Some(crate::devices::CgroupMode::V2) => Some(crate::devices::DeviceCgroup::create_v2(
+            &id,
+            &plan.devices,
+            run_v2,
+        )),
+        _ => None,
+    };
+    if let Some(made) = device_cg {
+        match made {
             Ok(dc) => plan.device_cg = Some(dc),
             Err(e) => {
                 if let Some(cg) = &cgroup {

@@ -397,10 +397,16 @@ pub struct GpuAccess {
     pub devices: Vec<GpuDevice>,
     /// Device nodes bound into the sandbox's `/dev`: `PATH MAJOR:MINOR PERMISSIONS`.
     pub device_nodes: Vec<String>,
-    /// How device access was controlled (a v1 devices cgroup, or none and why).
+    /// How device access was controlled (a v1 devices cgroup, a v2 device program, or none and
+    /// why).
     pub device_cgroup: String,
     /// Read-only mounts from the spec, `HOST:CONTAINER`.
     pub mounts: Vec<String>,
+    /// Mounts of the spec that were not made, `HOST:CONTAINER: why` (host sockets, e.g.
+    /// nvidia-persistenced's: a job's connect to a host socket is refused and observed as egress,
+    /// while a missing one is a quiet `ENOENT`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_mounts: Vec<String>,
     /// Environment from the spec, `NAME=VALUE`.
     pub env: Vec<String>,
     /// Every hook of the spec, with what the launcher did about it.
