@@ -777,9 +777,13 @@ fn run_checked(
         &spec.audit_log,
         opts.init_rollback_state,
     )
-    .map_err(|e| RunError::Usage {
-        path: spec.rollback_state.clone(),
-        message: e.to_string(),
+    .map_err(|e| match e {
+        // The audit log itself cannot be used: the same exit as any failed append (74).
+        crate::rollback::StateError::Audit(e) => RunError::Record(e.to_string()),
+        e => RunError::Usage {
+            path: spec.rollback_state.clone(),
+            message: e.to_string(),
+        },
     })?;
     std::fs::create_dir_all(&spec.records).map_err(|e| RunError::Usage {
         path: spec.records.clone(),
