@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sealrun_launcher::{demo, exec, keyfile, sign};
+use sealrun_launcher::{demo, exec, init, keyfile, sign};
 use sealrun_verifier::digest::DEFAULT_SHARD_SIZE;
 use sealrun_verifier::policy::Kind;
 
@@ -21,6 +21,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a project: keys, a trust policy, a small signed dataset, code, a
+    /// job, a two-stage pipeline and a release gate, ready to run.
+    ///
+    /// Example: sealrun init myproject && cd myproject && sealrun run job.toml
+    Init {
+        /// The project folder (default: the current one); must be new or empty.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Write into a folder that is not empty (replacing the project's files).
+        #[arg(long)]
+        force: bool,
+    },
     /// Generate an Ed25519 signing key pair: PREFIX.key (0600) and PREFIX.pub.
     ///
     /// The files are the same forms `openssl genpkey -algorithm ed25519` and
@@ -215,6 +227,7 @@ fn run(command: Command) -> Result<u8> {
                 quiet,
                 init_rollback_state,
                 events,
+                invocation: None,
             };
             match sealrun_launcher::run::run_job(&spec, &opts) {
                 Ok(s) => {
@@ -233,6 +246,19 @@ fn run(command: Command) -> Result<u8> {
                 }
             }
         }
+        Command::Init { dir, force } => match init::init(&dir, force) {
+            Ok(next) => {
+                println!("wrote a sealrun project in {}\n\n{next}", dir.display());
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("sealrun: error: {e}");
+                Ok(match e {
+                    init::InitError::NotEmpty(_) => sealrun_launcher::run::exit::USAGE,
+                    _ => 1,
+                })
+            }
+        },
         Command::Demo { dir } => {
             demo::run(dir.as_deref())?;
             Ok(0)

@@ -227,7 +227,21 @@ pub struct JobSpec {
     pub declassify: Vec<String>,
     /// The spec as JSON, for the record's externalParameters.
     pub as_json: serde_json::Value,
+    /// Where fields that are checked after parsing were written (see [`crate::plan`]).
+    pub locations: Locations,
 }
+
+/// Where a field was written in the spec: line, column and the field's full name
+/// (`stage[N].` inside a pipeline).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Location {
+    pub line: usize,
+    pub col: usize,
+    pub field: String,
+}
+
+/// Locations of the fields the plan checks (by their name in a job spec).
+pub type Locations = BTreeMap<&'static str, Location>;
 
 /// Where inputs are mounted when `mount` is not given: `/inputs/NAME`.
 pub const INPUTS_ROOT: &str = "/inputs";
@@ -250,6 +264,15 @@ impl Ctx<'_> {
         let line = upto.matches('\n').count() + 1;
         let col = upto.len() - upto.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
         (line, col)
+    }
+
+    fn locate(&self, span: Range<usize>, field: &str) -> Location {
+        let (line, col) = self.line_col(span);
+        Location {
+            line,
+            col,
+            field: format!("{}{field}", self.prefix),
+        }
     }
 
     fn err(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> SpecError {
@@ -817,11 +840,36 @@ impl JobSpec {
             ro.push((hp, dest));
         }
         let python = python_venv(ctx, sb.python.as_ref(), &mounts)?;
-        let profile = sb
-            .profile
-            .as_ref()
-            .map(|p| p.get_ref().clone())
-            .unwrap_or_else(|| "default".into());
+        // A profile given as a path is resolved against the spec's folder, like every path.
+        let profile = match sb.profile.as_ref().map(|p| p.get_ref()) {
+            Some(p) if p.contains('/') || p.ends_with(".json") => {
+                ctx.base.join(p).display().to_string()
+            }
+            Some(p) => p.clone(),
+            None => "default".into(),
+        };
+        let mut locations = Locations::new();
+        let own_or_shared = |own: &Option<Spanned<String>>, common: &Option<Spanned<String>>| {
+            own.as_ref()
+                .map(|v| v.span())
+                .or(common.as_ref().map(|v| v.span()))
+                .unwrap_or(0..0)
+        };
+        locations.insert(
+            "signing_key",
+            ctx.locate(
+                own_or_shared(&raw.signing_key, &shared.signing_key),
+                "signing_key",
+            ),
+        );
+        locations.insert(
+            "trust",
+            ctx.locate(own_or_shared(&raw.trust, &shared.trust), "trust"),
+        );
+        locations.insert("output", ctx.locate(raw.output.span(), "output"));
+        if let Some(p) = &sb.profile {
+            locations.insert("sandbox.profile", ctx.locate(p.span(), "sandbox.profile"));
+        }
         let mut secrets = Vec::new();
         for (name, r) in &raw.secrets {
             let f = |k: &str| format!("secrets.{name}.{k}");
@@ -959,6 +1007,7 @@ impl JobSpec {
             produces: raw.produces.unwrap_or(Kind::Model),
             declassify: raw.declassify.clone(),
             as_json,
+            locations,
         })
     }
 }

@@ -1,0 +1,308 @@
+//! The first hour with sealrun (issue #14), end to end with the real binaries:
+//! `sealrun init` makes a project that runs and passes the release gate.
+
+use std::path::{Path, PathBuf};
+
+use sealrun_integration::{
+    envelope_statement, fails_with, ok, sealrun, text, verify, RunFixture, RUN_SANDBOX,
+};
+
+/// The record path `sealrun run` printed (`sealrun: record PATH`).
+fn record_of(out: &str) -> PathBuf {
+    out.lines()
+        .find_map(|l| l.strip_prefix("sealrun: record "))
+        .map(|p| PathBuf::from(p.trim()))
+        .unwrap_or_else(|| panic!("no record line in:\n{out}"))
+}
+
+/// `sealrun init DIR` in a fresh temp folder; returns (tempdir, project folder).
+fn init_project() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("proj");
+    let t = ok(sealrun(tmp.path(), &["init", "proj"]));
+    assert!(t.contains("sealrun run job.toml"), "{t}");
+    (tmp, dir)
+}
+
+fn gate(dir: &Path, record: &Path) -> String {
+    ok(verify(
+        dir,
+        &[
+            "gate",
+            &record.display().to_string(),
+            "--policy",
+            "gate.toml",
+        ],
+    ))
+}
+
+#[test]
+fn init_then_run_then_gate() {
+    let (_tmp, dir) = init_project();
+    for f in [
+        "keys/registry.key",
+        "keys/launcher.pub",
+        "trust.toml",
+        "dataset/points.csv",
+        "dataset.sig",
+        "code/train.py",
+        "job.toml",
+        "pipeline.toml",
+        "gate.toml",
+        "NEXT-STEPS.txt",
+    ] {
+        assert!(dir.join(f).exists(), "init did not write {f}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("keys/launcher.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "private key is readable by others: {mode:o}"
+    );
+    let out = ok(sealrun(&dir, &["run", "job.toml", "--quiet"]));
+    assert!(out.contains("succeeded"), "{out}");
+    let record = record_of(&out);
+    let g = gate(&dir, &record);
+    assert!(g.starts_with("PASS"), "{g}");
+    let v = ok(verify(&dir, &["log", "audit.log", "--trust", "trust.toml"]));
+    assert!(!v.contains("UNFINISHED"), "{v}");
+}
+
+#[test]
+fn init_pipeline_runs_and_its_last_stage_passes_the_gate() {
+    let (_tmp, dir) = init_project();
+    let out = ok(sealrun(&dir, &["run", "pipeline.toml", "--quiet"]));
+    assert!(out.contains("pipeline succeeded"), "{out}");
+    let record = record_of(&out);
+    let g = gate(&dir, &record);
+    assert!(g.starts_with("PASS"), "{g}");
+}
+
+#[test]
+fn init_refuses_a_non_empty_folder_unless_forced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("proj");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    let t = fails_with(
+        sealrun(tmp.path(), &["init", "proj"]),
+        64,
+        &["not empty", "--force"],
+    );
+    assert!(!dir.join("job.toml").exists(), "{t}");
+    assert!(!dir.join("keys").exists(), "{t}");
+    let out = sealrun(tmp.path(), &["init", "proj", "--force"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(dir.join("job.toml").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "mine"
+    );
+}
+
+// ---- Plan-time checks (#14.2): exit 64, file:line:col, no record, no audit entry ----
+
+/// Nothing was verified, recorded or logged.
+fn nothing_recorded(f: &RunFixture) {
+    let records: Vec<_> = std::fs::read_dir(f.dir().join("records"))
+        .map(|d| d.filter_map(|e| e.ok()).collect())
+        .unwrap_or_default();
+    assert!(records.is_empty(), "records written: {records:?}");
+    assert!(!f.dir().join("audit.log").exists(), "audit log written");
+}
+
+const MODEL: &str = "open('/out/model.txt', 'w').write('m')\n";
+
+#[test]
+fn plan_refuses_a_signing_key_the_trust_policy_does_not_allow() {
+    let f = RunFixture::new();
+    ok(sealrun(f.dir(), &["keygen", "--out", "stranger"]));
+    let job = f.job("train", MODEL, &[], RUN_SANDBOX);
+    let text = std::fs::read_to_string(f.dir().join(&job)).unwrap();
+    // A key the policy does not list at all.
+    std::fs::write(
+        f.dir().join(&job),
+        text.replace(
+            "signing_key = \"launcher.key\"",
+            "signing_key = \"stranger.key\"",
+        ),
+    )
+    .unwrap();
+    fails_with(
+        f.run(&job),
+        64,
+        &[
+            "train.toml:6:15: signing_key:",
+            "may not sign record or checkpoint",
+            "does not list it",
+        ],
+    );
+    nothing_recorded(&f);
+    // A key the policy lists, but only for datasets.
+    std::fs::write(
+        f.dir().join(&job),
+        text.replace(
+            "signing_key = \"launcher.key\"",
+            "signing_key = \"reg.key\"",
+        ),
+    )
+    .unwrap();
+    fails_with(
+        f.run(&job),
+        64,
+        &["train.toml:6:15: signing_key:", "\"registry\""],
+    );
+    nothing_recorded(&f);
+    assert!(!f.dir().join("train-out/model.txt").exists());
+}
+
+#[test]
+fn plan_refuses_an_unknown_profile_before_verifying() {
+    let f = RunFixture::new();
+    let job = f.job(
+        "train",
+        MODEL,
+        &[],
+        "profile = \"pyhton\"\nmemory = \"512M\"\n",
+    );
+    fails_with(
+        f.run(&job),
+        64,
+        &["train.toml:12:11: sandbox.profile:", "pyhton", "python"],
+    );
+    nothing_recorded(&f);
+    // A path is resolved against the spec's folder, and must exist.
+    let job = f.job("train", MODEL, &[], "profile = \"profiles/mine.json\"\n");
+    fails_with(
+        f.run(&job),
+        64,
+        &["train.toml:12:11: sandbox.profile:", "profiles/mine.json"],
+    );
+    nothing_recorded(&f);
+}
+
+const TWO_STAGES: &str = r#"name = "two"
+trust = "trust.toml"
+signing_key = "launcher.key"
+
+[[stage]]
+name = "first"
+command = ["python3", "-c", "open('/out/a.txt', 'w').write('a')"]
+output = "OUT1"
+produces = "dataset"
+[[stage.input]]
+name = "points"
+path = "data"
+signature = "data.sig"
+[stage.sandbox]
+profile = "python"
+timeout = "60s"
+
+[[stage]]
+name = "second"
+command = ["python3", "-c", "open('/out/b.txt', 'w').write(open('/inputs/a/a.txt').read())"]
+output = "OUT2"
+[[stage.input]]
+name = "a"
+from_stage = "first"
+[stage.sandbox]
+profile = "python"
+timeout = "60s"
+"#;
+
+#[test]
+fn plan_checks_every_stage_output_before_the_first_stage_runs() {
+    let f = RunFixture::new();
+    let spec = TWO_STAGES
+        .replace("OUT1", "out-first")
+        .replace("OUT2", "out-second");
+    std::fs::write(f.dir().join("two.toml"), spec).unwrap();
+    std::fs::create_dir(f.dir().join("out-second")).unwrap();
+    std::fs::write(f.dir().join("out-second/stale"), "old").unwrap();
+    fails_with(
+        f.run("two.toml"),
+        64,
+        &[
+            "two.toml:21:10: stage[1].output:",
+            "output folder is not empty",
+        ],
+    );
+    nothing_recorded(&f);
+    assert!(!f.dir().join("out-first").exists(), "the first stage ran");
+}
+
+// ---- Output placeholders (#14.3) ----
+
+#[test]
+fn output_placeholders_make_a_new_folder_per_run_and_are_recorded() {
+    let f = RunFixture::new();
+    let job = f.job("train", MODEL, &[], RUN_SANDBOX);
+    let text = std::fs::read_to_string(f.dir().join(&job)).unwrap();
+    std::fs::write(
+        f.dir().join(&job),
+        text.replace(
+            "output = \"train-out\"",
+            "output = \"runs/{date}-{name}-{invocation}\"",
+        ),
+    )
+    .unwrap();
+    let first = record_of(&ok(f.run(&job)));
+    let second = record_of(&ok(f.run(&job)));
+    assert_ne!(first, second);
+    let date = time::OffsetDateTime::now_utc().date();
+    let day = format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    );
+    for record in [&first, &second] {
+        let st = envelope_statement(&f.dir().join(record));
+        let id = st["predicate"]["runDetails"]["metadata"]["invocationId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let folder = format!("runs/{day}-train-{}", &id[..12]);
+        assert!(f.dir().join(&folder).join("model.txt").exists(), "{folder}");
+        let ext = &st["predicate"]["buildDefinition"]["externalParameters"];
+        assert_eq!(ext["output"], folder.as_str(), "{ext}");
+        assert_eq!(ext["output_template"], "runs/{date}-{name}-{invocation}");
+        ok(verify(
+            f.dir(),
+            &[
+                "record",
+                &record.display().to_string(),
+                "--trust",
+                "trust.toml",
+                "--outputs",
+                &folder,
+            ],
+        ));
+    }
+}
+
+#[test]
+fn an_unknown_output_placeholder_is_a_plan_error() {
+    let f = RunFixture::new();
+    let job = f.job("train", MODEL, &[], RUN_SANDBOX);
+    let text = std::fs::read_to_string(f.dir().join(&job)).unwrap();
+    std::fs::write(
+        f.dir().join(&job),
+        text.replace("output = \"train-out\"", "output = \"runs/{time}\""),
+    )
+    .unwrap();
+    fails_with(
+        f.run(&job),
+        64,
+        &[
+            "train.toml:4:10: output:",
+            "unknown placeholder",
+            "{invocation}",
+        ],
+    );
+    nothing_recorded(&f);
+}
