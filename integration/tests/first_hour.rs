@@ -306,3 +306,121 @@ fn an_unknown_output_placeholder_is_a_plan_error() {
     );
     nothing_recorded(&f);
 }
+
+// ---- The summary after a run, and --json (#14.4) ----
+
+/// `sealrun run --json SPEC` in the fixture's folder, parsed (exactly one JSON object on stdout).
+fn run_json(f: &RunFixture, spec: &str) -> (Option<i32>, serde_json::Value) {
+    let out = sealrun(f.dir(), &["run", "--json", spec]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{}", text(&out)));
+    (out.status.code(), v)
+}
+
+#[test]
+fn summary_counts_each_sandbox_event_once() {
+    let f = RunFixture::new();
+    // One refused connect (egress, not also a denied syscall), two ptrace and one mount.
+    let script = "import ctypes, socket\ntry:\n    socket.socket().connect(('127.0.0.1', 9))\nexcept OSError:\n    pass\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall(101, 0, 0, 0, 0)\nlibc.syscall(101, 0, 0, 0, 0)\nlibc.syscall(165, 0, 0, 0, 0, 0)\nprint('noise on stdout')\nopen('/out/model.txt', 'w').write('m')\n";
+    let job = f.job("train", script, &[], RUN_SANDBOX);
+    let (code, v) = run_json(&f, &job);
+    assert_eq!(code, Some(0), "{v:#}");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["result"], "succeeded");
+    assert_eq!(v["egress_attempts"], 1, "{v:#}");
+    assert_eq!(v["denied_syscalls"], 3, "{v:#}");
+    assert_eq!(v["secret_leaks"], 0);
+    let run = &v["stages"][0]["run"];
+    assert_eq!(run["denied_syscalls"]["ptrace"], 2, "{run:#}");
+    assert_eq!(run["denied_syscalls"]["mount"], 1, "{run:#}");
+    assert!(run["denied_syscalls"].get("connect").is_none(), "{run:#}");
+    assert_eq!(run["output"], "train-out");
+    assert_eq!(run["output_files"], 1);
+    assert_eq!(run["inputs"][0]["signer"], "registry");
+    assert_eq!(v["record"], v["hand_over"]);
+    assert!(f.dir().join(v["record"].as_str().unwrap()).exists());
+    // The text summary says the same, once each.
+    std::fs::remove_dir_all(f.dir().join("train-out")).unwrap();
+    let t = ok(f.run(&job));
+    assert!(
+        t.contains("3 denied syscalls (mount, ptrace×2), 1 egress attempt, 0 secret leaks"),
+        "{t}"
+    );
+    assert!(t.contains("outputs: 1 file(s) in train-out"), "{t}");
+    assert!(t.contains("exit status 0"), "{t}");
+}
+
+#[test]
+fn json_shapes_of_run_refusal_error_and_sign() {
+    let f = RunFixture::new();
+    let job = f.job("train", MODEL, &[], RUN_SANDBOX);
+    // A refusal (a tampered dataset): a record, result refused, status 65.
+    std::fs::write(f.dir().join("data/points.csv"), b"x,y\n9,9\n3,4\n").unwrap();
+    let (code, v) = run_json(&f, &job);
+    assert_eq!(code, Some(65));
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["result"], "refused", "{v:#}");
+    assert_eq!(v["stages"][0]["run"]["ending"], "refused");
+    // A plan error: no record, status 64, the error's text.
+    let bad = f.job("bad", MODEL, &[], "profile = \"nope\"\n");
+    let (code, v) = run_json(&f, &bad);
+    assert_eq!(code, Some(64));
+    assert_eq!(v["ok"], false);
+    assert!(v["record"].is_null());
+    assert!(
+        v["error"].as_str().unwrap().contains("sandbox.profile"),
+        "{v:#}"
+    );
+    // sign --json: one object.
+    let out = sealrun(
+        f.dir(),
+        &[
+            "sign", "data", "--key", "reg.key", "--kind", "dataset", "--json", "--out", "d2.sig",
+        ],
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["ok"], true);
+    assert_eq!(s["files"], 1);
+    assert_eq!(s["kind"], "dataset");
+    assert!(s["root"].as_str().unwrap().starts_with("sha256:"));
+    let out = sealrun(
+        f.dir(),
+        &[
+            "sign", "nowhere", "--key", "reg.key", "--kind", "dataset", "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["ok"], false);
+    assert!(s["error"].as_str().unwrap().contains("nowhere"), "{s}");
+}
+
+#[test]
+fn pipeline_summary_names_each_stage_record_and_the_one_to_hand_over() {
+    let f = RunFixture::new();
+    let spec = TWO_STAGES
+        .replace("OUT1", "out-first")
+        .replace("OUT2", "out-second");
+    std::fs::write(f.dir().join("two.toml"), spec).unwrap();
+    let (code, v) = run_json(&f, "two.toml");
+    assert_eq!(code, Some(0), "{v:#}");
+    assert_eq!(v["pipeline"], true);
+    let stages = v["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2);
+    assert_eq!(stages[0]["name"], "first");
+    assert_eq!(stages[1]["name"], "second");
+    assert_eq!(v["hand_over"], stages[1]["record"]);
+    assert!(v["record"].as_str().unwrap().ends_with(".pipeline.json"));
+    ok(verify(
+        f.dir(),
+        &[
+            "chain",
+            v["hand_over"].as_str().unwrap(),
+            "--records",
+            "records",
+            "--trust",
+            "trust.toml",
+        ],
+    ));
+}

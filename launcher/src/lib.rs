@@ -20,6 +20,7 @@ pub mod secrets;
 pub mod sign;
 pub mod spec;
 pub mod stage;
+pub mod summary;
 pub mod terminal;
 pub mod venv;
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sealrun_launcher::{demo, exec, init, keyfile, sign};
+use sealrun_launcher::{demo, exec, init, keyfile, sign, summary};
 use sealrun_verifier::digest::DEFAULT_SHARD_SIZE;
 use sealrun_verifier::policy::Kind;
 
@@ -77,6 +77,9 @@ enum Command {
         /// Where to write the envelope (default: PATH.sig).
         #[arg(long, short = 'o')]
         out: Option<PathBuf>,
+        /// Print one JSON object on stdout instead of text.
+        #[arg(long)]
+        json: bool,
         /// Files larger than this many bytes are hashed in parallel shards.
         #[arg(long, default_value_t = DEFAULT_SHARD_SIZE, hide = true)]
         shard_size: u64,
@@ -85,8 +88,14 @@ enum Command {
     /// sign a run record and append it to the audit log.
     ///
     /// Exit status: the job's own status (128+N for signal N); 64 invalid spec,
-    /// policy or key; 65 an input did not verify (nothing ran); 124 timeout;
-    /// 125 sandbox setup failed; 74 the record could not be written.
+    /// policy or key (nothing verified, no record); 65 an input did not verify
+    /// (nothing ran); 66 the job succeeded but a secret leaked; 67 the job
+    /// succeeded but some outputs could not be attested; 124 timeout; 125 sandbox
+    /// setup failed; 74 the record could not be written.
+    ///
+    /// The job runs with /out (the output folder) as its working directory, the
+    /// inputs read-only under /inputs/NAME, the code at /code, and an environment
+    /// of a fixed allowlist plus the spec's [env] (see docs/jobs.md).
     ///
     /// Example: sealrun run job.toml   (see docs/jobs.md for the spec)
     #[command(verbatim_doc_comment)]
@@ -105,6 +114,9 @@ enum Command {
         /// happen; `-` for standard output. Overrides the spec's `events`.
         #[arg(long, value_name = "FILE")]
         events: Option<PathBuf>,
+        /// Print one JSON object (the summary) on stdout; implies --quiet.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the built-in end-to-end demo: sign a dataset, verify it, run a
     /// three-stage training pipeline in the sandbox, verify its records, chain
@@ -122,6 +134,10 @@ enum Command {
 fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2027-01-31T00:00:00Z: {e}"))
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    sealrun_verifier::text::error_chain(e)
 }
 
 fn main() -> ExitCode {
@@ -179,6 +195,7 @@ fn run(command: Command) -> Result<u8> {
             expires,
             name,
             out,
+            json,
             shard_size,
         } => {
             let req = sign::SignRequest {
@@ -193,8 +210,29 @@ fn run(command: Command) -> Result<u8> {
                 shard_size,
                 quiet: false,
             };
-            let (out, p) =
-                sign::sign(&req).with_context(|| format!("cannot sign {}", path.display()))?;
+            let signed = sign::sign(&req);
+            if let (Err(e), true) = (&signed, json) {
+                let error = format!("cannot sign {}: {}", path.display(), error_chain(e));
+                println!("{}", serde_json::json!({"ok": false, "error": error}));
+                return Ok(1);
+            }
+            let (out, p) = signed.with_context(|| format!("cannot sign {}", path.display()))?;
+            if json {
+                let obj = serde_json::json!({
+                    "ok": true,
+                    "signature": out,
+                    "name": p.name,
+                    "kind": p.kind,
+                    "version": p.version,
+                    "labels": p.labels,
+                    "expires": p.expires,
+                    "files": p.manifest.resources.len(),
+                    "bytes": p.manifest.total_size(),
+                    "root": format!("sha256:{}", p.manifest.root_digest().to_hex()),
+                });
+                println!("{obj}");
+                return Ok(0);
+            }
             println!(
                 "signed {} {:?} v{}: {} files, {} bytes -> {}",
                 p.kind,
@@ -211,6 +249,7 @@ fn run(command: Command) -> Result<u8> {
             quiet,
             init_rollback_state,
             events,
+            json,
         } => {
             let events = match events.as_deref().map(sealrun_launcher::events::Sink::open) {
                 None => None,
@@ -224,24 +263,28 @@ fn run(command: Command) -> Result<u8> {
                 }
             };
             let opts = sealrun_launcher::run::RunOptions {
-                quiet,
+                quiet: quiet || json,
                 init_rollback_state,
                 events,
                 invocation: None,
             };
             match sealrun_launcher::run::run_job(&spec, &opts) {
                 Ok(s) => {
-                    eprintln!(
-                        "sealrun: {}: {}\nsealrun: record {}",
-                        spec.display(),
-                        sealrun_verifier::text::one_line(&s.message),
-                        s.record.display()
-                    );
+                    let rep = summary::report(&spec, &s);
+                    if json {
+                        println!("{}", summary::json(&rep));
+                    } else {
+                        eprint!("{}", summary::text(&rep));
+                    }
                     Ok(s.status)
                 }
                 Err(e) => {
                     let shown = sealrun_verifier::text::one_line(&e.to_string());
-                    eprintln!("sealrun: error: {shown}");
+                    if json {
+                        println!("{}", summary::json_error(&spec, e.exit_status(), &shown));
+                    } else {
+                        eprintln!("sealrun: error: {shown}");
+                    }
                     Ok(e.exit_status())
                 }
             }
