@@ -424,3 +424,85 @@ fn pipeline_summary_names_each_stage_record_and_the_one_to_hand_over() {
         ],
     ));
 }
+
+// ---- Run history: runs and show (#14.5) ----
+
+#[test]
+fn runs_lists_successes_failures_and_refusals_newest_first_and_show_prints_one() {
+    let f = RunFixture::new();
+    let good = f.job("good", MODEL, &[], RUN_SANDBOX);
+    ok(f.run(&good));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let bad = f.job("bad", "import sys\nsys.exit(3)\n", &[], RUN_SANDBOX);
+    fails_with(f.run(&bad), 3, &["failed"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(f.dir().join("data/points.csv"), b"x,y\n1,2\n3,5\n").unwrap();
+    let refused = f.job("refused", MODEL, &[], RUN_SANDBOX);
+    fails_with(f.run(&refused), 65, &["refused"]);
+    // Something in records/ that is not a run record is skipped, and said so.
+    std::fs::write(f.dir().join("records/notes.json"), b"{}").unwrap();
+
+    let out = sealrun(
+        f.dir(),
+        &[
+            "runs",
+            "--records",
+            "records",
+            "--trust",
+            "trust.toml",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let runs = v["runs"].as_array().unwrap();
+    let jobs: Vec<&str> = runs.iter().map(|r| r["job"].as_str().unwrap()).collect();
+    assert_eq!(jobs, ["refused", "bad", "good"], "{v:#}");
+    let endings: Vec<&str> = runs.iter().map(|r| r["ending"].as_str().unwrap()).collect();
+    assert_eq!(endings, ["refused", "failed", "succeeded"]);
+    assert!(runs.iter().all(|r| r["verified"] == true), "{v:#}");
+    assert_eq!(runs[1]["exit_status"], 3);
+    assert_eq!(runs[2]["output_files"], 1);
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 1, "{v:#}");
+
+    let table = ok(sealrun(f.dir(), &["runs"]));
+    let lines: Vec<&str> = table.lines().skip(1).take(3).collect();
+    assert!(
+        lines[0].contains("refused") && lines[0].contains("REFUSED"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("bad") && lines[1].contains("FAILED"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("good") && lines[2].contains("SUCCEEDED"),
+        "{table}"
+    );
+
+    let rec = f.record("good").display().to_string();
+    let s = ok(sealrun(f.dir(), &["show", &rec, "--trust", "trust.toml"]));
+    for want in [
+        "SUCCEEDED run \"good\"",
+        "signature verified",
+        "points: dataset \"data\" v1, signed by registry, labels [classification=internal]",
+        "profile python; memory 512.0 MiB, timeout 60s",
+        "peak memory",
+        "outputs   1 file(s) in good-out",
+        "0 denied syscalls, 0 egress attempts, 0 secret leaks",
+    ] {
+        assert!(s.contains(want), "show lacks {want:?}:\n{s}");
+    }
+    // A record that does not verify under the policy is said so (exit 1).
+    ok(sealrun(f.dir(), &["keygen", "--out", "other"]));
+    std::fs::write(
+        f.dir().join("other-trust.toml"),
+        "[[key]]\nname = \"other\"\npublic_key = \"other.pub\"\nkinds = [\"record\"]\n",
+    )
+    .unwrap();
+    fails_with(
+        sealrun(f.dir(), &["show", &rec, "--trust", "other-trust.toml"]),
+        1,
+        &["does NOT verify"],
+    );
+}

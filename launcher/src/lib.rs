@@ -9,6 +9,7 @@ pub mod demo;
 pub mod events;
 pub mod exec;
 pub mod gpu;
+pub mod history;
 pub mod init;
 pub mod keyfile;
 pub mod outputs;

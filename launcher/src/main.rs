@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sealrun_launcher::{demo, exec, init, keyfile, sign, summary};
+use sealrun_launcher::{demo, exec, history, init, keyfile, sign, summary};
 use sealrun_verifier::digest::DEFAULT_SHARD_SIZE;
-use sealrun_verifier::policy::Kind;
+use sealrun_verifier::policy::{Kind, Policy};
 
 /// sealrun makes ML training runs trustworthy: verify every input, run the job
 /// in a locked-down sandbox, and sign an attested record of what happened.
@@ -115,6 +115,35 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         events: Option<PathBuf>,
         /// Print one JSON object (the summary) on stdout; implies --quiet.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the runs in a records folder, newest first: time, job, invocation,
+    /// result, inputs, outputs, denied syscalls, egress attempts, leaks.
+    ///
+    /// Example: sealrun runs --records records --trust trust.toml
+    Runs {
+        /// The records folder (default: records/ in the current folder).
+        #[arg(long, value_name = "DIR")]
+        records: Option<PathBuf>,
+        /// Verify every record's signature against this trust policy.
+        #[arg(long, value_name = "POLICY")]
+        trust: Option<PathBuf>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one run for a person: inputs with signers and labels, sandbox
+    /// settings, limits and use, end, outputs and events.
+    ///
+    /// Example: sealrun show records/train-50f83f8354cb.json --trust trust.toml
+    Show {
+        /// The run record.
+        record: PathBuf,
+        /// Verify the record's signature against this trust policy.
+        #[arg(long, value_name = "POLICY")]
+        trust: Option<PathBuf>,
+        /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -302,6 +331,39 @@ fn run(command: Command) -> Result<u8> {
                 })
             }
         },
+        Command::Runs {
+            records,
+            trust,
+            json,
+        } => {
+            let policy = trust.as_deref().map(Policy::load).transpose()?;
+            let dir = records.unwrap_or_else(|| PathBuf::from("records"));
+            let (entries, skipped) = history::list(&dir, policy.as_ref())?;
+            if json {
+                let obj = serde_json::json!({"ok": true, "records": dir, "runs": entries, "skipped": skipped});
+                println!("{obj}");
+            } else {
+                print!("{}", history::table(&entries));
+                for s in &skipped {
+                    eprintln!("sealrun: skipped {}", sealrun_verifier::text::one_line(s));
+                }
+            }
+            Ok(0)
+        }
+        Command::Show {
+            record,
+            trust,
+            json,
+        } => {
+            let policy = trust.as_deref().map(Policy::load).transpose()?;
+            let e = history::entry(&record, policy.as_ref())?;
+            if json {
+                println!("{}", serde_json::to_string(&e)?);
+            } else {
+                print!("{}", history::show(&e));
+            }
+            Ok(if e.verified == Some(false) { 1 } else { 0 })
+        }
         Command::Demo { dir } => {
             demo::run(dir.as_deref())?;
             Ok(0)
