@@ -506,3 +506,120 @@ fn runs_lists_successes_failures_and_refusals_newest_first_and_show_prints_one()
         &["does NOT verify"],
     );
 }
+
+// ---- Gate policy and record verdicts (#14.6) ----
+
+const GATE: &str = "trust = \"trust.toml\"\napproved_profiles = [\"python\"]\n";
+
+fn gate_with(f: &RunFixture, extra: &str, record: &Path, more: &[&str]) -> std::process::Output {
+    std::fs::write(f.dir().join("gate.toml"), format!("{GATE}{extra}")).unwrap();
+    let rec = record.display().to_string();
+    let mut args = vec!["gate", rec.as_str(), "--policy", "gate.toml"];
+    args.extend_from_slice(more);
+    verify(f.dir(), &args)
+}
+
+#[test]
+fn allow_denied_syscalls_takes_a_list_of_names() {
+    let f = RunFixture::new();
+    let script = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall(101, 0, 0, 0, 0)\nlibc.syscall(165, 0, 0, 0, 0, 0)\nopen('/out/model.txt', 'w').write('m')\n";
+    let job = f.job("train", script, &[], RUN_SANDBOX);
+    ok(f.run(&job));
+    let rec = f.record("train");
+    fails_with(
+        gate_with(&f, "", &rec, &[]),
+        1,
+        &["no_denied_syscalls", "ptrace", "mount"],
+    );
+    // Only ptrace allowed: mount still fails the gate, and only mount is named.
+    let t = fails_with(
+        gate_with(&f, "allow_denied_syscalls = [\"ptrace\"]\n", &rec, &[]),
+        1,
+        &["no_denied_syscalls", "\"name\":\"mount\"", "1 violation(s)"],
+    );
+    assert!(!t.contains("\"name\":\"ptrace\""), "{t}");
+    ok(gate_with(
+        &f,
+        "allow_denied_syscalls = [\"ptrace\", \"mount\"]\n",
+        &rec,
+        &[],
+    ));
+    ok(gate_with(&f, "allow_denied_syscalls = true\n", &rec, &[]));
+    fails_with(
+        gate_with(&f, "allow_denied_syscalls = \"ptrace\"\n", &rec, &[]),
+        2,
+        &["allow_denied_syscalls"],
+    );
+}
+
+#[test]
+fn gate_outputs_checks_the_files_on_disk() {
+    let f = RunFixture::new();
+    let job = f.job("train", MODEL, &[], RUN_SANDBOX);
+    ok(f.run(&job));
+    let rec = f.record("train");
+    let t = ok(gate_with(&f, "", &rec, &["--outputs", "train-out"]));
+    assert!(t.starts_with("PASS"), "{t}");
+    // Attack: the model on disk is swapped after the run; the record still verifies,
+    // the gate with --outputs does not pass, naming the file.
+    std::fs::write(f.dir().join("train-out/model.txt"), "poisoned").unwrap();
+    fails_with(
+        gate_with(&f, "", &rec, &["--outputs", "train-out"]),
+        1,
+        &["outputs_on_disk", "model.txt"],
+    );
+    ok(gate_with(&f, "", &rec, &[]));
+}
+
+#[test]
+fn verify_record_names_a_refused_or_failed_run_first() {
+    let f = RunFixture::new();
+    let bad = f.job("bad", "import sys\nsys.exit(3)\n", &[], RUN_SANDBOX);
+    fails_with(f.run(&bad), 3, &[]);
+    let rec = f.record("bad").display().to_string();
+    let t = ok(verify(f.dir(), &["record", &rec, "--trust", "trust.toml"]));
+    assert!(t.starts_with("FAILED record"), "{t}");
+    fails_with(
+        verify(
+            f.dir(),
+            &["record", &rec, "--trust", "trust.toml", "--require-success"],
+        ),
+        1,
+        &["FAILED record", "exited 3"],
+    );
+    std::fs::write(f.dir().join("data/points.csv"), b"x,y\n0,0\n3,4\n").unwrap();
+    let refused = f.job("refused", MODEL, &[], RUN_SANDBOX);
+    fails_with(f.run(&refused), 65, &[]);
+    let rec = f.record("refused").display().to_string();
+    let t = ok(verify(f.dir(), &["record", &rec, "--trust", "trust.toml"]));
+    assert!(t.starts_with("REFUSED record"), "{t}");
+    let out = verify(
+        f.dir(),
+        &[
+            "record",
+            &rec,
+            "--trust",
+            "trust.toml",
+            "--require-success",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["result"], "refused");
+    // A successful run: OK, and --require-success passes.
+    let good = f.job("good", MODEL, &[], RUN_SANDBOX);
+    std::fs::write(
+        f.dir().join("data/points.csv"),
+        sealrun_integration::RUN_DATA,
+    )
+    .unwrap();
+    ok(f.run(&good));
+    let rec = f.record("good").display().to_string();
+    let t = ok(verify(
+        f.dir(),
+        &["record", &rec, "--trust", "trust.toml", "--require-success"],
+    ));
+    assert!(t.starts_with("OK record"), "{t}");
+}
