@@ -623,3 +623,110 @@ fn verify_record_names_a_refused_or_failed_run_first() {
     ));
     assert!(t.starts_with("OK record"), "{t}");
 }
+
+// ---- Messages and units (#14.7) ----
+
+#[test]
+fn sign_with_a_public_key_says_so_and_expires_takes_a_date() {
+    let f = RunFixture::new();
+    let t = fails_with(
+        sealrun(
+            f.dir(),
+            &["sign", "data", "--key", "reg.pub", "--kind", "dataset"],
+        ),
+        1,
+        &["reg.pub: this is a public key", "here: reg.key"],
+    );
+    assert!(!t.contains("chmod"), "{t}");
+    let out = sealrun(
+        f.dir(),
+        &[
+            "sign",
+            "data",
+            "--key",
+            "reg.key",
+            "--kind",
+            "dataset",
+            "--expires",
+            "2027-01-01",
+            "--json",
+            "--out",
+            "d.sig",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["expires"], "2027-01-01T00:00:00Z", "{v}");
+    fails_with(
+        sealrun(
+            f.dir(),
+            &[
+                "sign",
+                "data",
+                "--key",
+                "reg.key",
+                "--kind",
+                "dataset",
+                "--expires",
+                "soon",
+            ],
+        ),
+        2,
+        &["neither a date (2027-01-31"],
+    );
+    // No message repeats itself.
+    let t = fails_with(
+        sealrun(
+            f.dir(),
+            &["sign", "nowhere", "--key", "reg.key", "--kind", "dataset"],
+        ),
+        1,
+        &["nowhere"],
+    );
+    assert!(!t.contains("nowhere: nowhere"), "{t}");
+}
+
+#[test]
+fn one_size_grammar_for_specs_and_the_command_line() {
+    let f = RunFixture::new();
+    for (i, size) in ["1G", "1GB", "1GiB", "1024M"].iter().enumerate() {
+        let name = format!("s{i}");
+        let job = f.job(
+            &name,
+            MODEL,
+            &[],
+            &format!("profile = \"python\"\nmemory = \"{size}\"\ntmp_size = \"64MB\"\n"),
+        );
+        let (code, v) = run_json(&f, &job);
+        assert_eq!(code, Some(0), "{size}: {v:#}");
+        let limits = &v["stages"][0]["run"]["limits"];
+        assert_eq!(limits["memory_bytes"], 1u64 << 30, "{size}: {limits}");
+        assert_eq!(limits["tmp_bytes"], 64u64 << 20, "{size}: {limits}");
+    }
+    let job = f.job("bad", MODEL, &[], "memory = \"1 gigabyte\"\n");
+    fails_with(
+        f.run(&job),
+        64,
+        &["bad.toml:12:10: sandbox.memory:", "1GiB"],
+    );
+    // The command line takes the same spellings.
+    let out = sealrun(f.dir(), &["exec", "--memory", "1GB", "--", "true"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn run_help_lists_every_exit_status_and_the_jobs_environment() {
+    let t = ok(sealrun(Path::new("."), &["run", "--help"]));
+    for want in [
+        "64",
+        "65",
+        "66",
+        "67",
+        "74",
+        "124",
+        "125",
+        "/out",
+        "working directory",
+    ] {
+        assert!(t.contains(want), "run --help lacks {want}:\n{t}");
+    }
+}

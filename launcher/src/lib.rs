@@ -23,6 +23,7 @@ pub mod spec;
 pub mod stage;
 pub mod summary;
 pub mod terminal;
+pub mod units;
 pub mod venv;
 
 /// The current UTC time as RFC 3339 (seconds precision).

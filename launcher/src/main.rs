@@ -68,7 +68,8 @@ enum Command {
         /// Version number; verifiers with a state file refuse lower versions.
         #[arg(long, default_value_t = 1)]
         version: u64,
-        /// When the signature expires (RFC 3339, e.g. 2027-01-31T00:00:00Z).
+        /// When the signature expires: a date (2027-01-31, its start in UTC) or an
+        /// RFC 3339 time (2027-01-31T00:00:00Z).
         #[arg(long, value_parser = parse_rfc3339)]
         expires: Option<time::OffsetDateTime>,
         /// Artifact name (default: the file or directory name).
@@ -161,8 +162,7 @@ enum Command {
 }
 
 fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2027-01-31T00:00:00Z: {e}"))
+    sealrun_launcher::units::parse_time(s)
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -196,7 +196,9 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!(
                 "sealrun: error: {}",
-                sealrun_verifier::text::error_chain(e.as_ref())
+                sealrun_verifier::text::no_repeats(&sealrun_verifier::text::error_chain(
+                    e.as_ref()
+                ))
             );
             ExitCode::FAILURE
         }
@@ -241,7 +243,11 @@ fn run(command: Command) -> Result<u8> {
             };
             let signed = sign::sign(&req);
             if let (Err(e), true) = (&signed, json) {
-                let error = format!("cannot sign {}: {}", path.display(), error_chain(e));
+                let error = sealrun_verifier::text::no_repeats(&format!(
+                    "cannot sign {}: {}",
+                    path.display(),
+                    error_chain(e)
+                ));
                 println!("{}", serde_json::json!({"ok": false, "error": error}));
                 return Ok(1);
             }
@@ -308,7 +314,9 @@ fn run(command: Command) -> Result<u8> {
                     Ok(s.status)
                 }
                 Err(e) => {
-                    let shown = sealrun_verifier::text::one_line(&e.to_string());
+                    let shown = sealrun_verifier::text::no_repeats(
+                        &sealrun_verifier::text::one_line(&e.to_string()),
+                    );
                     if json {
                         println!("{}", summary::json_error(&spec, e.exit_status(), &shown));
                     } else {

@@ -457,21 +457,9 @@ impl Spec {
     }
 }
 
-/// Parse a size such as `512M`, `2G`, `64K` or a plain byte count.
+/// Parse a size such as `512M`, `2G`, `1GB`, `1GiB` or a byte count (see [`crate::units`]).
 pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last()? {
-        (i, 'K' | 'k') => (&s[..i], 1u64 << 10),
-        (i, 'M' | 'm') => (&s[..i], 1 << 20),
-        (i, 'G' | 'g') => (&s[..i], 1 << 30),
-        (i, 'T' | 't') => (&s[..i], 1 << 40),
-        _ => (s, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()?
-        .checked_mul(mult)
-        .filter(|&n| n > 0)
+    crate::units::parse_size(s).ok()
 }
 
 /// Parses an optional size field of the spec (value, field name).
@@ -765,8 +753,9 @@ impl JobSpec {
                             s.span(),
                             field,
                             format!(
-                                "invalid size {:?}: use e.g. 512M, 2G, 64K or bytes",
-                                s.get_ref()
+                                "invalid size {:?}: {}",
+                                s.get_ref(),
+                                crate::units::SIZE_HELP
                             ),
                         )
                     })

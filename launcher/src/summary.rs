@@ -96,7 +96,7 @@ pub fn report(spec: &Path, s: &RunSummary) -> Report {
         status: s.status,
         spec: spec.to_path_buf(),
         result,
-        message: sealrun_verifier::text::one_line(&s.message),
+        message: sealrun_verifier::text::no_repeats(&sealrun_verifier::text::one_line(&s.message)),
         hand_over: stages
             .last()
             .map_or_else(|| s.record.clone(), |st| st.record.clone()),
