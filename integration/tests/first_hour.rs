@@ -823,7 +823,12 @@ fn config_file_gives_defaults_the_spec_overrides() {
     .unwrap();
     let t = ok(with_xdg(&["run", "-q", &job]));
     assert!(t.contains("user-records"), "{t}");
-    assert!(std::fs::read_dir(user.join("user-records")).unwrap().count() > 0);
+    assert!(
+        std::fs::read_dir(user.join("user-records"))
+            .unwrap()
+            .count()
+            > 0
+    );
 
     // The spec folder's sealrun.toml wins over the user's; the spec's own fields win over both.
     std::fs::write(d.join("sealrun.toml"), "records = \"local-records\"\n").unwrap();
