@@ -865,3 +865,60 @@ fn config_file_gives_defaults_the_spec_overrides() {
     );
     fails_with(with_xdg(&["config"]), 1, &["sealrun.toml:2:1:"]);
 }
+
+// ---- The demo keeps what it shows (#14.10) ----
+
+#[test]
+fn demo_leaves_the_model_the_signed_dataset_and_verifiable_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let shown = dir.display().to_string();
+    let t = ok(sealrun(tmp.path(), &["demo", "--dir", &shown]));
+    assert!(t.contains("demo passed"), "{t}");
+    // The model it trained is there, under the folder the summary named.
+    let models: Vec<PathBuf> = std::fs::read_dir(dir.join("work"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path().join("model/model.json")))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(models.len(), 1, "{models:?}");
+    // The dataset is as signed (the tamper step put the byte back).
+    ok(verify(
+        &dir,
+        &[
+            "artifact",
+            "dataset",
+            "--signature",
+            "dataset.sig",
+            "--trust",
+            "trust.toml",
+        ],
+    ));
+    // Every record in DIR verifies, the model's with its outputs on disk.
+    let mut n = 0;
+    for e in std::fs::read_dir(dir.join("records")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "json") {
+            ok(verify(
+                &dir,
+                &["record", &p.display().to_string(), "--trust", "trust.toml"],
+            ));
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "{n} records");
+    // No staging folder left behind, empty or not.
+    let stages: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".sealrun-stage")
+        })
+        .collect();
+    assert!(stages.is_empty(), "{stages:?}");
+    // Run again in the same folder: nothing to remove by hand, a second model beside the first.
+    ok(sealrun(tmp.path(), &["demo", "--dir", &shown]));
+    assert_eq!(std::fs::read_dir(dir.join("work")).unwrap().count(), 2);
+}
