@@ -922,3 +922,67 @@ fn demo_leaves_the_model_the_signed_dataset_and_verifiable_records() {
     ok(sealrun(tmp.path(), &["demo", "--dir", &shown]));
     assert_eq!(std::fs::read_dir(dir.join("work")).unwrap().count(), 2);
 }
+
+// ---- A secret used by several stages (#14.11) ----
+
+#[test]
+fn a_secret_declared_by_two_stages_is_read_once_and_delivered_to_both() {
+    let f = RunFixture::new();
+    let hash = "import hashlib\nv = open('/run/secrets/token', 'rb').read()\nopen('/out/h.txt', 'w').write(hashlib.sha256(v).hexdigest())\n";
+    let spec = format!(
+        r#"name = "two-secret"
+trust = "trust.toml"
+signing_key = "launcher.key"
+
+[[stage]]
+name = "first"
+command = ["python3", "-c", {hash:?}]
+output = "out-first"
+produces = "dataset"
+[stage.secrets.token]
+from = "env:SEALRUN_TEST_TOKEN"
+ttl = "1m"
+[[stage.input]]
+name = "points"
+path = "data"
+signature = "data.sig"
+[stage.sandbox]
+profile = "python"
+
+[[stage]]
+name = "second"
+command = ["python3", "-c", {hash:?}]
+output = "out-second"
+[stage.secrets.token]
+from = "env:SEALRUN_TEST_TOKEN"
+ttl = "1m"
+[[stage.input]]
+name = "a"
+from_stage = "first"
+[stage.sandbox]
+profile = "python"
+"#
+    );
+    std::fs::write(f.dir().join("two.toml"), spec).unwrap();
+    let value = "tok-3f9a7c1e5b";
+    let out = sealrun_integration::run(
+        std::process::Command::new(sealrun_integration::bin("sealrun"))
+            .current_dir(f.dir())
+            .env("SEALRUN_TEST_TOKEN", value)
+            .args(["run", "-q", "two.toml"]),
+    );
+    let t = ok(out);
+    assert!(t.contains("pipeline succeeded"), "{t}");
+    let want = sealrun_integration::sha256_hex(value.as_bytes());
+    for stage in ["first", "second"] {
+        let got = std::fs::read_to_string(f.dir().join(format!("out-{stage}/h.txt"))).unwrap();
+        assert_eq!(got, want, "stage {stage} got another value");
+        let st = envelope_statement(&f.record(stage));
+        let secrets = &sealrun_integration::byproduct(&st, "secrets")["annotations"];
+        assert_eq!(secrets["secrets"][0]["name"], "token", "{secrets}");
+        assert!(
+            !st.to_string().contains(value),
+            "the value is in the record"
+        );
+    }
+}

@@ -353,6 +353,7 @@ fn run(command: Command) -> Result<u8> {
                 init_rollback_state,
                 events,
                 invocation: None,
+                secrets: None,
             };
             match sealrun_launcher::run::run_job(&spec, &opts) {
                 Ok(s) => {

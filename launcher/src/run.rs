@@ -112,6 +112,8 @@ pub struct RunOptions {
     pub events: Option<crate::events::Sink>,
     /// The run's invocation id, when chosen before the run (see [`crate::plan`]).
     pub invocation: Option<String>,
+    /// A pipeline's secrets, read once for all its stages.
+    pub secrets: Option<Arc<secrets::SecretCache>>,
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -770,7 +772,11 @@ fn run_checked(
     let secrets: Vec<Secret> = spec
         .secrets
         .iter()
-        .map(Secret::load)
+        .map(|s| {
+            opts.secrets
+                .as_ref()
+                .map_or_else(|| Secret::load(s), |c| c.load(s))
+        })
         .collect::<Result<_, _>>()?;
     let fingerprint_key = key.derive("secret-fingerprint");
     let python = spec.sandbox.python.as_ref().map(python_facts).transpose()?;
