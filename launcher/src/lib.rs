@@ -9,16 +9,21 @@ pub mod demo;
 pub mod events;
 pub mod exec;
 pub mod gpu;
+pub mod history;
+pub mod init;
 pub mod keyfile;
 pub mod outputs;
 pub mod pipeline;
+pub mod plan;
 pub mod rollback;
 pub mod run;
 pub mod secrets;
 pub mod sign;
 pub mod spec;
 pub mod stage;
+pub mod summary;
 pub mod terminal;
+pub mod units;
 pub mod venv;
 
 /// The current UTC time as RFC 3339 (seconds precision).

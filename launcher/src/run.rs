@@ -110,6 +110,8 @@ pub struct RunOptions {
     pub init_rollback_state: bool,
     /// The security event stream (`--events`); overrides the spec's `events`.
     pub events: Option<crate::events::Sink>,
+    /// The run's invocation id, when chosen before the run (see [`crate::plan`]).
+    pub invocation: Option<String>,
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -709,7 +711,15 @@ fn check_record_listing(
 
 /// Run the job or pipeline described by the spec at `spec_path`.
 pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunError> {
-    match Spec::load(spec_path)? {
+    let mut spec = Spec::load(spec_path)?;
+    // Everything that can be checked before an input is verified (exit 64, no record).
+    let invocation = new_invocation_id();
+    crate::plan::prepare(&mut spec, &invocation)?;
+    let opts = &RunOptions {
+        invocation: Some(invocation),
+        ..opts.clone()
+    };
+    match spec {
         Spec::Job(job) => run_spec(&job, opts, &BTreeMap::new()),
         Spec::Pipeline(p) => crate::pipeline::run_pipeline(&p, opts),
     }
@@ -733,7 +743,7 @@ pub fn run_spec(
         events,
         ..opts.clone()
     };
-    let invocation = new_invocation_id();
+    let invocation = opts.invocation.clone().unwrap_or_else(new_invocation_id);
     let r = run_checked(spec, &opts, stage_records, invocation.clone());
     let ev = crate::events::Emitter::new(opts.events.as_ref(), &spec.name, &invocation);
     match &r {
