@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sealrun_launcher::{demo, exec, keyfile, sign};
+use sealrun_launcher::{demo, exec, keyfile, sign, store_cmd};
 use sealrun_verifier::digest::DEFAULT_SHARD_SIZE;
 use sealrun_verifier::policy::Kind;
 
@@ -102,6 +102,9 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The verified store of signed inputs: `verify` re-hashes every entry, `gc`
+    /// removes unused ones (see docs/store.md).
+    Store(store_cmd::StoreArgs),
     /// Run a command in the sandbox (namespaces, read-only root, seccomp,
     /// Landlock, no network, no capabilities, limits).
     Exec(exec::ExecArgs),
@@ -238,5 +241,6 @@ fn run(command: Command) -> Result<u8> {
             Ok(0)
         }
         Command::Exec(args) => exec::run(args),
+        Command::Store(args) => store_cmd::run(args),
     }
 }
