@@ -138,6 +138,15 @@ fn the_store_is_filled_once_then_bound_with_no_copy_and_no_hash() {
         sums_of(&f, "second"),
         format!("points.csv {}", sha256_hex(&signed))
     );
+    // A hit still checks the source's file list and sizes (nothing read): an extra file is
+    // refused as without the store.
+    std::fs::write(f.dir().join("data/extra.csv"), b"unsigned").unwrap();
+    fails_with(
+        f.run(&job(&f, "extra", &s)),
+        65,
+        &["extra.csv", "extra file"],
+    );
+    std::fs::remove_file(f.dir().join("data/extra.csv")).unwrap();
     // With the store off, the same tampered source is refused.
     fails_with(
         f.run(&job(&f, "off", "\"off\"")),

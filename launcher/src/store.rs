@@ -251,14 +251,18 @@ impl Store {
         })
     }
 
-    /// The verified entry for `signed` (checked against `src` and filled on first use), opened
-    /// for binding, and its lock held shared (keep it until the run ends).
+    /// The verified entry for `signed`, opened for binding, and its lock held shared (keep it
+    /// until the run ends). `src`'s file list and sizes are checked against the signature
+    /// every time (nothing read); its bytes are read only to fill a missing entry.
     pub fn get_or_fill(
         &self,
         signed: &mut Signed,
         src: &Path,
     ) -> Result<(Staged, File), StageError> {
         use rustix::fs::FlockOperation::{LockExclusive, LockShared};
+        // The source's file list and sizes, as without the store (no file read): a wrong
+        // folder, an extra, missing or resized file is refused even when the entry exists.
+        let listed = artifact::check_listing(signed, src)?;
         let key = signed.expected.root_digest().to_hex();
         let lock = self.lock(&key)?;
         self.flock(&lock, LockShared)?;
@@ -268,7 +272,7 @@ impl Store {
             // Fill it, or wait for whoever fills it now and reuse their entry.
             self.flock(&lock, LockExclusive)?;
             if std::fs::symlink_metadata(&entry).is_err() {
-                self.fill(&key, signed, src)?;
+                self.fill(&key, signed, &listed)?;
                 how = "store-miss";
             }
             self.flock(&lock, LockShared)?;
@@ -303,8 +307,12 @@ impl Store {
     }
 
     /// Fill `entries/KEY` from `src` (under the entry's exclusive lock).
-    fn fill(&self, key: &str, signed: &mut Signed, src: &Path) -> Result<(), StageError> {
-        let listed = artifact::check_listing(signed, src)?;
+    fn fill(
+        &self,
+        key: &str,
+        signed: &Signed,
+        listed: &[manifest::Listed],
+    ) -> Result<(), StageError> {
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -314,7 +322,7 @@ impl Store {
             .join("tmp")
             .join(format!("{key}.{}.{nanos}", std::process::id()));
         stage::make_dir(&tmp)?;
-        let r = self.fill_into(&tmp, key, signed, &listed);
+        let r = self.fill_into(&tmp, key, signed, listed);
         if r.is_err() {
             remove_tree(&tmp);
         }
