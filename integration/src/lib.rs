@@ -29,8 +29,16 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// Run a command to completion and return its output.
+/// Run a command to completion and return its output. `sealrun` gets a verified store of its
+/// own in its working folder (`.sealrun-store`), unless the test sets `SEALRUN_STORE`: tests
+/// that sign the same bytes must not share entries.
 pub fn run(cmd: &mut Command) -> Output {
+    let is_sealrun = Path::new(cmd.get_program()).file_name() == Some("sealrun".as_ref());
+    let store_set = cmd.get_envs().any(|(k, _)| k == "SEALRUN_STORE");
+    if let (true, false, Some(dir)) = (is_sealrun, store_set, cmd.get_current_dir()) {
+        let store = dir.join(".sealrun-store");
+        cmd.env("SEALRUN_STORE", store);
+    }
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }

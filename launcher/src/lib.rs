@@ -5,6 +5,7 @@
 
 pub mod attest;
 pub mod audit;
+pub mod copyhash;
 pub mod demo;
 pub mod events;
 pub mod exec;
@@ -21,6 +22,8 @@ pub mod secrets;
 pub mod sign;
 pub mod spec;
 pub mod stage;
+pub mod store;
+pub mod store_cmd;
 pub mod summary;
 pub mod terminal;
 pub mod units;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sealrun_launcher::{demo, exec, history, init, keyfile, sign, summary};
+use sealrun_launcher::{demo, exec, history, init, keyfile, sign, store_cmd, summary};
 use sealrun_verifier::digest::DEFAULT_SHARD_SIZE;
 use sealrun_verifier::policy::{Kind, Policy};
 
@@ -84,6 +84,13 @@ enum Command {
         /// Files larger than this many bytes are hashed in parallel shards.
         #[arg(long, default_value_t = DEFAULT_SHARD_SIZE, hide = true)]
         shard_size: u64,
+        /// Reuse the digests in OLD.sig (signed by this key) of files whose size,
+        /// mtime, ctime and inode are unchanged since it was made (as OLD.sig.stat,
+        /// written next to every signature, recorded them); hash the rest. The signer
+        /// trusts its own disk for this: a change that restores all four is not seen.
+        /// Verification never takes this shortcut: it hashes every file.
+        #[arg(long, value_name = "OLD.sig")]
+        incremental: Option<PathBuf>,
     },
     /// Run a job: verify every input, run it in the sandbox, hash the outputs,
     /// sign a run record and append it to the audit log.
@@ -156,6 +163,9 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The verified store of signed inputs: `verify` re-hashes every entry, `gc`
+    /// removes unused ones (see docs/store.md).
+    Store(store_cmd::StoreArgs),
     /// Run a command in the sandbox (namespaces, read-only root, seccomp,
     /// Landlock, no network, no capabilities, limits).
     Exec(exec::ExecArgs),
@@ -228,6 +238,7 @@ fn run(command: Command) -> Result<u8> {
             out,
             json,
             shard_size,
+            incremental,
         } => {
             let req = sign::SignRequest {
                 path: &path,
@@ -241,7 +252,7 @@ fn run(command: Command) -> Result<u8> {
                 shard_size,
                 quiet: false,
             };
-            let signed = sign::sign(&req);
+            let signed = sign::sign_incremental(&req, incremental.as_deref());
             if let (Err(e), true) = (&signed, json) {
                 let error = sealrun_verifier::text::no_repeats(&format!(
                     "cannot sign {}: {}",
@@ -251,7 +262,8 @@ fn run(command: Command) -> Result<u8> {
                 println!("{}", serde_json::json!({"ok": false, "error": error}));
                 return Ok(1);
             }
-            let (out, p) = signed.with_context(|| format!("cannot sign {}", path.display()))?;
+            let (out, p, hashed) =
+                signed.with_context(|| format!("cannot sign {}", path.display()))?;
             if json {
                 let obj = serde_json::json!({
                     "ok": true,
@@ -264,6 +276,7 @@ fn run(command: Command) -> Result<u8> {
                     "files": p.manifest.resources.len(),
                     "bytes": p.manifest.total_size(),
                     "root": format!("sha256:{}", p.manifest.root_digest().to_hex()),
+                    "rehashed": incremental.is_some().then_some(hashed),
                 });
                 println!("{obj}");
                 return Ok(0);
@@ -277,6 +290,12 @@ fn run(command: Command) -> Result<u8> {
                 p.manifest.total_size(),
                 out.display()
             );
+            if incremental.is_some() {
+                println!(
+                    "incremental: rehashed {hashed} of {} files (the others unchanged since the old signature)",
+                    p.manifest.resources.len()
+                );
+            }
             Ok(0)
         }
         Command::Run {
@@ -377,5 +396,6 @@ fn run(command: Command) -> Result<u8> {
             Ok(0)
         }
         Command::Exec(args) => exec::run(args),
+        Command::Store(args) => store_cmd::run(args),
     }
 }

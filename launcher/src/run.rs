@@ -20,9 +20,7 @@ use std::sync::Arc;
 
 use rand_core::RngCore;
 use sealrun_sandbox::{Bind, FdBind, ProfileRef, SandboxConfig, SandboxPlan, Stdio, Tmpfs};
-use sealrun_verifier::artifact::{
-    check_hashes, check_listed, check_listing, check_signature, Verified, VerifyOptions,
-};
+use sealrun_verifier::artifact::{check_listed, check_signature, Verified, VerifyOptions};
 use sealrun_verifier::chain::{verify_chain, Index};
 use sealrun_verifier::digest::Digest;
 use sealrun_verifier::dsse;
@@ -650,7 +648,7 @@ fn verify_proof(
 
 /// A signed input, cheap checks first: the signature and policy, then the file list and sizes
 /// (no file read yet: an unsigned extra file or a wrong size stops here); then exactly the
-/// signed files are copied, and the copy is hashed.
+/// signed files are copied and hashed in the same read (see [`Stage::stage_signed`]).
 fn verify_signed_input(
     input: &crate::spec::Input,
     stage: &Stage,
@@ -669,11 +667,10 @@ fn verify_signed_input(
     };
     let shown = format!("{:?}", input.path.display().to_string());
     let mut signed = check_signature(&sig, &shown, &vopts).map_err(|e| e.to_string())?;
-    let listed = check_listing(&mut signed, &input.path).map_err(|e| e.to_string())?;
+    // The file list and sizes, then one read that copies and hashes (or the verified store).
     let staged = stage
-        .copy_listed(&input.name, &input.path, &listed)
+        .stage_signed(&input.name, &input.path, &mut signed)
         .map_err(|e| e.to_string())?;
-    check_hashes(&signed, &staged.path, None).map_err(|e| e.to_string())?;
     let sha = keep_proof(&spec.records, &sig)?;
     Ok((
         signed.verified,
@@ -820,13 +817,18 @@ fn run_checked(
         .parent()
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let stage = match Stage::create(&stage_base, &ctx.invocation) {
+    let mut stage = match Stage::create(&stage_base, &ctx.invocation) {
         Ok(stage) => stage,
         // Not ours, shared or unsafe: refuse rather than stage where others can swap.
         Err(e) => return ctx.refuse(&[], format!("staging: {e}"), exit::SETUP_FAILED),
     };
+    match crate::store::Store::for_spec(&spec.store) {
+        Ok(store) => store.into_iter().for_each(|s| stage.use_store(s)),
+        Err(e) => return ctx.refuse(&[], format!("store: {e}"), exit::SETUP_FAILED),
+    }
     let mut inputs = Vec::new();
     let mut fd_binds = Vec::new();
+    let mut staging = BTreeMap::new();
     for input in &spec.inputs {
         let refuse = |message: String| -> Result<RunSummary, RunError> {
             let facts = ctx.facts(&inputs, format!("refused: {message}"));
@@ -839,10 +841,11 @@ fn run_checked(
             })
         };
         match verify_input(input, &stage, &policy, spec, stage_records) {
-            Ok((verified, proof, staged)) => {
+            Ok((verified, proof, mut staged)) => {
                 tracing::debug!(input = %input.name, digest = %verified.digest, signer = %verified.signer, "input verified");
                 ev.input_verified(&input.name, &input.path, &verified);
-                let fd = match stage.open_bind(&staged.rel) {
+                staging.insert(input.name.clone(), staged.how);
+                let fd = match stage.open_staged(&mut staged) {
                     Ok(fd) => fd,
                     Err(e) => return refuse(format!("input {:?}: {e}", input.name)),
                 };
@@ -1004,7 +1007,8 @@ fn run_checked(
             "max_log_bytes": spec.sandbox.outputs.max_log_size,
             "post_run_timeout_s": spec.sandbox.outputs.post_run_timeout.as_secs_f64(),
         },
-        "staging": "list-copy-hash",
+        "staging": crate::store::staging_summary(&staging),
+        "staging_inputs": staging,
     });
     // GPUs: resolved against the host's CDI specs before anything starts.
     let mut gpus = None;
