@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod keyfile;
 pub mod outputs;
 pub mod pipeline;
+pub mod recover;
 pub mod rollback;
 pub mod run;
 pub mod secrets;

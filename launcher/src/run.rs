@@ -132,6 +132,8 @@ struct Ctx<'a> {
     invocation: String,
     started_on: String,
     builder_id: String,
+    /// Held until the run is closed; tells recovery this launcher is alive.
+    lock: crate::recover::RunLock,
 }
 
 impl Ctx<'_> {
@@ -170,6 +172,7 @@ impl Ctx<'_> {
             self.key,
         )
         .map_err(|e| RunError::Record(e.to_string()))?;
+        self.lock.closed();
         Ok(path)
     }
 
@@ -793,12 +796,20 @@ fn run_checked(
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown-host".into());
     let keyid = key.public().keyid();
+    let (started_on, builder_id) = (
+        now_rfc3339(),
+        format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
+    );
+    // Close the runs on this audit log whose launcher died, then hold this run's own lock.
+    let lock = crate::recover::lock_run(spec, &invocation, &started_on, &builder_id)
+        .map_err(|e| RunError::Record(e.to_string()))?;
     let ctx = Ctx {
         spec,
         key: &key,
         invocation,
-        started_on: now_rfc3339(),
-        builder_id: format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
+        started_on,
+        builder_id,
+        lock,
     };
 
     let ev = crate::events::Emitter::new(opts.events.as_ref(), &spec.name, &ctx.invocation);
@@ -1069,6 +1080,7 @@ fn run_checked(
         &key,
     )
     .map_err(|e| RunError::Record(e.to_string()))?;
+    ctx.lock.started();
     let log_base = spec
         .records
         .join(format!("{}-{}", spec.name, &ctx.invocation[..12]));
