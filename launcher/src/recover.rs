@@ -45,6 +45,10 @@ use crate::spec::JobSpec;
 
 /// The result (and audit outcome) of a run whose launcher died.
 pub const ABORTED: &str = "aborted: launcher died";
+/// The `end` outcome of a run the launcher left unclosed after it had signed its own record
+/// (kept, and referenced by the entry).
+pub const ABORTED_RECORD_KEPT: &str =
+    "aborted: the launcher did not close the run (its own record is kept)";
 /// The record byproduct that says a run was closed by recovery.
 pub const ABORTED_BYPRODUCT: &str = "aborted";
 /// Largest run file read.
@@ -275,6 +279,20 @@ pub fn lock_run(
     ))
 }
 
+/// Test hook, honoured in debug builds only (release builds compile it out): with
+/// `SEALRUN_TEST_PAUSE_AT=PHASE` the launcher writes `sealrun: test pause at PHASE` to stderr
+/// and waits there (at most 10 minutes), so a test can kill it at that phase. Phases, in
+/// order: `planning`, `verifying`, `staging`, `started`, `hashing`, `signing`, `appending`.
+pub fn test_pause(phase: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("SEALRUN_TEST_PAUSE_AT").is_some_and(|p| p == phase) {
+        eprintln!("sealrun: test pause at {phase}");
+        std::thread::sleep(std::time::Duration::from_secs(600));
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = phase;
+}
+
 /// What recovery did with one run file.
 #[derive(Debug, Clone, Serialize)]
 pub struct Recovered {
@@ -482,15 +500,15 @@ fn close_dead(info: &RunFile) -> Result<Recovered, RecoverError> {
             message: e.to_string(),
         })?;
     // A record the launcher signed before it died is the run's own: kept.
-    let bytes = match std::fs::read(&info.record) {
-        Ok(b) if own_record(&b, &key, &info.invocation) => b,
+    let (bytes, outcome) = match std::fs::read(&info.record) {
+        Ok(b) if own_record(&b, &key, &info.invocation) => (b, ABORTED_RECORD_KEPT),
         _ => {
             let b = aborted_record(info, &key, found.count);
             write_atomic(&info.record, &b).map_err(|source| RecoverError::Record {
                 path: info.record.clone(),
                 source,
             })?;
-            b
+            (b, ABORTED)
         }
     };
     audit::append(
@@ -500,14 +518,14 @@ fn close_dead(info: &RunFile) -> Result<Recovered, RecoverError> {
             job: &info.job,
             invocation: &info.invocation,
             record: Some(Digest::of(&bytes)),
-            outcome: ABORTED.into(),
+            outcome: outcome.into(),
         },
         &key,
     )?;
     Ok(done(
         "aborted",
         Some(info.record.clone()),
-        format!("closed as `{ABORTED}`"),
+        format!("closed as `{outcome}`"),
     ))
 }
 

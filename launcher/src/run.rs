@@ -160,6 +160,7 @@ impl Ctx<'_> {
         let path = self.record_path();
         write_atomic(&path, &bytes)
             .map_err(|e| RunError::Record(format!("{}: {e}", path.display())))?;
+        crate::recover::test_pause("appending");
         audit::append(
             &self.spec.audit_log,
             &Event {
@@ -811,6 +812,7 @@ fn run_checked(
         builder_id,
         lock,
     };
+    crate::recover::test_pause("planning");
 
     let ev = crate::events::Emitter::new(opts.events.as_ref(), &spec.name, &ctx.invocation);
     ev.run_started(&spec.file, spec.inputs.len(), &spec.sandbox.profile);
@@ -826,6 +828,7 @@ fn run_checked(
         // Not ours, shared or unsafe: refuse rather than stage where others can swap.
         Err(e) => return ctx.refuse(&[], format!("staging: {e}"), exit::SETUP_FAILED),
     };
+    crate::recover::test_pause("verifying");
     let mut inputs = Vec::new();
     let mut fd_binds = Vec::new();
     for input in &spec.inputs {
@@ -869,6 +872,7 @@ fn run_checked(
             }
         }
     }
+    crate::recover::test_pause("staging");
     // Rollback: no input older than one an earlier run used (checked and recorded under the
     // audit log's lock).
     match crate::rollback::check_and_record(&spec.rollback_state, &spec.audit_log, &inputs) {
@@ -1081,6 +1085,7 @@ fn run_checked(
     )
     .map_err(|e| RunError::Record(e.to_string()))?;
     ctx.lock.started();
+    crate::recover::test_pause("started");
     let log_base = spec
         .records
         .join(format!("{}-{}", spec.name, &ctx.invocation[..12]));
@@ -1175,6 +1180,7 @@ fn run_checked(
         max_bytes: bounds.max_output_size,
         deadline: job_ended + bounds.post_run_timeout,
     };
+    crate::recover::test_pause("hashing");
     let collected = output_guard.collect(&limits, &patterns);
     leaks.extend(collected.leaks.iter().cloned());
     let outputs = &collected.outputs;
@@ -1269,6 +1275,7 @@ fn run_checked(
             });
         format!("{result} (interrupted: {})", interrupt.signals.join(", "))
     };
+    crate::recover::test_pause("signing");
     let record = ctx.finish(facts, "end", result.clone())?;
     tracing::debug!(record = %record.display(), %result, "run recorded");
     drop(stage);
