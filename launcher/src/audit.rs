@@ -4,7 +4,10 @@
 //! Guarantees: two launchers appending at once never interleave or fork the
 //! chain (an exclusive `flock` covers read-last-line, append and checkpoint);
 //! an entry is on disk (fsync) before `append` returns; the checkpoint is
-//! replaced atomically; a log whose existing chain is broken is not appended to.
+//! replaced atomically; a log whose existing chain is broken is not appended to;
+//! an append that fails part-way (a full disk, an I/O error) — the line or the
+//! checkpoint — is undone: the log is cut back to its length before the append,
+//! so it never holds a partial line or an entry its checkpoint does not cover.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -112,8 +115,15 @@ pub fn append(path: &Path, ev: &Event, key: &SigningKey) -> Result<Entry, AuditW
     let mut line = entry.to_line();
     let head = Digest::of(&line).to_hex();
     line.push(b'\n');
-    file.write_all(&line).map_err(io)?;
-    file.sync_all().map_err(io)?;
+    let before = bytes.len() as u64;
+    // Undo a failed append: cut the log back to where it was.
+    let undo = |file: &std::fs::File, source: std::io::Error| {
+        let _ = file.set_len(before).and_then(|()| file.sync_all());
+        io(source)
+    };
+    if let Err(e) = file.write_all(&line).and_then(|()| file.sync_all()) {
+        return Err(undo(&file, e));
+    }
     let cp = Checkpoint {
         log: path
             .file_name()
@@ -124,7 +134,14 @@ pub fn append(path: &Path, ev: &Event, key: &SigningKey) -> Result<Entry, AuditW
         time: entry.time.clone(),
     };
     let env = audit::sign_checkpoint(&cp, key);
-    write_atomic(&audit::checkpoint_path(path), &env.to_json()).map_err(io)?;
+    let cp_path = audit::checkpoint_path(path);
+    if let Err(e) = write_atomic(&cp_path, &env.to_json()) {
+        // The old checkpoint still covers the log as it was.
+        return Err(undo(
+            &file,
+            std::io::Error::new(e.kind(), format!("{}: {e}", cp_path.display())),
+        ));
+    }
     // Keep the lock until the checkpoint is in place.
     let _ = file.as_fd();
     drop(file);

@@ -16,6 +16,7 @@ pub mod keyfile;
 pub mod outputs;
 pub mod pipeline;
 pub mod plan;
+pub mod recover;
 pub mod rollback;
 pub mod run;
 pub mod secrets;

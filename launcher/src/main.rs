@@ -155,6 +155,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Close the runs whose launcher died: each gets a signed record (`aborted: launcher
+    /// died`), an `end` entry in the audit log, its output folder handed back, its staging
+    /// folder and cgroups removed. Runs whose launcher is alive are left alone. `sealrun run`
+    /// does the same for its audit log before it starts.
+    ///
+    /// PATH: a job or pipeline spec (its audit logs), an audit log, or its `AUDIT_LOG.runs`
+    /// folder. Exit status: 0, or 74 if a run could not be closed.
+    ///
+    /// Example: sealrun recover job.toml   (see docs/operations.md)
+    #[command(verbatim_doc_comment)]
+    Recover {
+        /// A spec, an audit log or an `AUDIT_LOG.runs` folder.
+        path: PathBuf,
+    },
     /// Run the built-in end-to-end demo: sign a dataset, verify it, run a
     /// three-stage training pipeline in the sandbox, verify its records, chain
     /// and audit log offline, then show a one-byte tamper refused.
@@ -391,6 +405,7 @@ fn run(command: Command) -> Result<u8> {
             }
             Ok(if e.verified == Some(false) { 1 } else { 0 })
         }
+        Command::Recover { path } => recover(&path),
         Command::Demo { dir } => {
             demo::run(dir.as_deref())?;
             Ok(0)
@@ -398,4 +413,52 @@ fn run(command: Command) -> Result<u8> {
         Command::Exec(args) => exec::run(args),
         Command::Store(args) => store_cmd::run(args),
     }
+}
+
+/// `sealrun recover PATH`: the audit logs PATH names, each recovered; one line per run.
+fn recover(path: &std::path::Path) -> Result<u8> {
+    use sealrun_launcher::spec::Spec;
+    let logs: Vec<PathBuf> = if path.is_dir() {
+        let name = path.to_string_lossy();
+        let log = name
+            .strip_suffix(".runs")
+            .or_else(|| name.strip_suffix(".runs/"))
+            .with_context(|| {
+                format!(
+                    "{}: a folder must be an audit log's `AUDIT_LOG.runs` folder",
+                    path.display()
+                )
+            })?;
+        vec![PathBuf::from(log)]
+    } else if path.extension().is_some_and(|e| e == "toml") {
+        let mut logs: Vec<PathBuf> = match Spec::load(path)? {
+            Spec::Job(j) => vec![j.audit_log],
+            Spec::Pipeline(p) => p.stages.into_iter().map(|s| s.audit_log).collect(),
+        };
+        logs.dedup();
+        logs
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut status = 0;
+    for log in logs {
+        match sealrun_launcher::recover::recover_log(&log) {
+            Ok(done) => {
+                if done.is_empty() {
+                    println!("{}: no run to recover", log.display());
+                }
+                for r in done {
+                    if r.action == "failed" {
+                        status = sealrun_launcher::run::exit::RECORD_FAILED;
+                    }
+                    println!("{}: {}", log.display(), r.line());
+                }
+            }
+            Err(e) => {
+                eprintln!("sealrun: error: {}: {e}", log.display());
+                status = sealrun_launcher::run::exit::RECORD_FAILED;
+            }
+        }
+    }
+    Ok(status)
 }

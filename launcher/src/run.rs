@@ -132,6 +132,8 @@ struct Ctx<'a> {
     invocation: String,
     started_on: String,
     builder_id: String,
+    /// Held until the run is closed; tells recovery this launcher is alive.
+    lock: crate::recover::RunLock,
 }
 
 impl Ctx<'_> {
@@ -158,6 +160,7 @@ impl Ctx<'_> {
         let path = self.record_path();
         write_atomic(&path, &bytes)
             .map_err(|e| RunError::Record(format!("{}: {e}", path.display())))?;
+        crate::recover::test_pause("appending");
         audit::append(
             &self.spec.audit_log,
             &Event {
@@ -170,6 +173,7 @@ impl Ctx<'_> {
             self.key,
         )
         .map_err(|e| RunError::Record(e.to_string()))?;
+        self.lock.closed();
         Ok(path)
     }
 
@@ -800,13 +804,22 @@ fn run_checked(
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown-host".into());
     let keyid = key.public().keyid();
+    let (started_on, builder_id) = (
+        now_rfc3339(),
+        format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
+    );
+    // Close the runs on this audit log whose launcher died, then hold this run's own lock.
+    let lock = crate::recover::lock_run(spec, &invocation, &started_on, &builder_id)
+        .map_err(|e| RunError::Record(e.to_string()))?;
     let ctx = Ctx {
         spec,
         key: &key,
         invocation,
-        started_on: now_rfc3339(),
-        builder_id: format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
+        started_on,
+        builder_id,
+        lock,
     };
+    crate::recover::test_pause("planning");
 
     let ev = crate::events::Emitter::new(opts.events.as_ref(), &spec.name, &ctx.invocation);
     ev.run_started(&spec.file, spec.inputs.len(), &spec.sandbox.profile);
@@ -826,6 +839,7 @@ fn run_checked(
         Ok(store) => store.into_iter().for_each(|s| stage.use_store(s)),
         Err(e) => return ctx.refuse(&[], format!("store: {e}"), exit::SETUP_FAILED),
     }
+    crate::recover::test_pause("verifying");
     let mut inputs = Vec::new();
     let mut fd_binds = Vec::new();
     let mut staging = BTreeMap::new();
@@ -871,6 +885,7 @@ fn run_checked(
             }
         }
     }
+    crate::recover::test_pause("staging");
     // Rollback: no input older than one an earlier run used (checked and recorded under the
     // audit log's lock).
     match crate::rollback::check_and_record(&spec.rollback_state, &spec.audit_log, &inputs) {
@@ -1083,6 +1098,8 @@ fn run_checked(
         &key,
     )
     .map_err(|e| RunError::Record(e.to_string()))?;
+    ctx.lock.started();
+    crate::recover::test_pause("started");
     let log_base = spec
         .records
         .join(format!("{}-{}", spec.name, &ctx.invocation[..12]));
@@ -1177,6 +1194,7 @@ fn run_checked(
         max_bytes: bounds.max_output_size,
         deadline: job_ended + bounds.post_run_timeout,
     };
+    crate::recover::test_pause("hashing");
     let collected = output_guard.collect(&limits, &patterns);
     leaks.extend(collected.leaks.iter().cloned());
     let outputs = &collected.outputs;
@@ -1271,6 +1289,7 @@ fn run_checked(
             });
         format!("{result} (interrupted: {})", interrupt.signals.join(", "))
     };
+    crate::recover::test_pause("signing");
     let record = ctx.finish(facts, "end", result.clone())?;
     tracing::debug!(record = %record.display(), %result, "run recorded");
     drop(stage);
