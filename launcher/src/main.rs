@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
-use sealrun_launcher::{config, demo, exec, history, init, keyfile, sign, summary};
+use sealrun_launcher::{config, demo, exec, history, init, keyfile, sign, store_cmd, summary};
 use sealrun_verifier::digest::DEFAULT_SHARD_SIZE;
 use sealrun_verifier::policy::{Kind, Policy};
 
@@ -84,6 +84,13 @@ enum Command {
         /// Files larger than this many bytes are hashed in parallel shards.
         #[arg(long, default_value_t = DEFAULT_SHARD_SIZE, hide = true)]
         shard_size: u64,
+        /// Reuse the digests in OLD.sig (signed by this key) of files whose size,
+        /// mtime, ctime and inode are unchanged since it was made (as OLD.sig.stat,
+        /// written next to every signature, recorded them); hash the rest. The signer
+        /// trusts its own disk for this: a change that restores all four is not seen.
+        /// Verification never takes this shortcut: it hashes every file.
+        #[arg(long, value_name = "OLD.sig")]
+        incremental: Option<PathBuf>,
     },
     /// Run a job: verify every input, run it in the sandbox, hash the outputs,
     /// sign a run record and append it to the audit log.
@@ -180,6 +187,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Close the runs whose launcher died: each gets a signed record (`aborted: launcher
+    /// died`), an `end` entry in the audit log, its output folder handed back, its staging
+    /// folder and cgroups removed. Runs whose launcher is alive are left alone. `sealrun run`
+    /// does the same for its audit log before it starts.
+    ///
+    /// PATH: a job or pipeline spec (its audit logs), an audit log, or its `AUDIT_LOG.runs`
+    /// folder. Exit status: 0, or 74 if a run could not be closed.
+    ///
+    /// Example: sealrun recover job.toml   (see docs/operations.md)
+    #[command(verbatim_doc_comment)]
+    Recover {
+        /// A spec, an audit log or an `AUDIT_LOG.runs` folder.
+        path: PathBuf,
+    },
     /// Run the built-in end-to-end demo: sign a dataset, verify it, run a
     /// three-stage training pipeline in the sandbox, verify its records, chain
     /// and audit log offline, then show a one-byte tamper refused.
@@ -188,6 +209,9 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The verified store of signed inputs: `verify` re-hashes every entry, `gc`
+    /// removes unused ones (see docs/store.md).
+    Store(store_cmd::StoreArgs),
     /// Run a command in the sandbox (namespaces, read-only root, seccomp,
     /// Landlock, no network, no capabilities, limits).
     Exec(exec::ExecArgs),
@@ -279,6 +303,7 @@ fn run(command: Command) -> Result<u8> {
             out,
             json,
             shard_size,
+            incremental,
         } => {
             let req = sign::SignRequest {
                 path: &path,
@@ -292,7 +317,7 @@ fn run(command: Command) -> Result<u8> {
                 shard_size,
                 quiet: false,
             };
-            let signed = sign::sign(&req);
+            let signed = sign::sign_incremental(&req, incremental.as_deref());
             if let (Err(e), true) = (&signed, json) {
                 let error = sealrun_verifier::text::no_repeats(&format!(
                     "cannot sign {}: {}",
@@ -302,7 +327,8 @@ fn run(command: Command) -> Result<u8> {
                 println!("{}", serde_json::json!({"ok": false, "error": error}));
                 return Ok(1);
             }
-            let (out, p) = signed.with_context(|| format!("cannot sign {}", path.display()))?;
+            let (out, p, hashed) =
+                signed.with_context(|| format!("cannot sign {}", path.display()))?;
             if json {
                 let obj = serde_json::json!({
                     "ok": true,
@@ -315,6 +341,7 @@ fn run(command: Command) -> Result<u8> {
                     "files": p.manifest.resources.len(),
                     "bytes": p.manifest.total_size(),
                     "root": format!("sha256:{}", p.manifest.root_digest().to_hex()),
+                    "rehashed": incremental.is_some().then_some(hashed),
                 });
                 println!("{obj}");
                 return Ok(0);
@@ -328,6 +355,12 @@ fn run(command: Command) -> Result<u8> {
                 p.manifest.total_size(),
                 out.display()
             );
+            if incremental.is_some() {
+                println!(
+                    "incremental: rehashed {hashed} of {} files (the others unchanged since the old signature)",
+                    p.manifest.resources.len()
+                );
+            }
             Ok(0)
         }
         Command::Run {
@@ -453,10 +486,60 @@ fn run(command: Command) -> Result<u8> {
             }
             Ok(0)
         }
+        Command::Recover { path } => recover(&path),
         Command::Demo { dir } => {
             demo::run(dir.as_deref())?;
             Ok(0)
         }
         Command::Exec(args) => exec::run(args),
+        Command::Store(args) => store_cmd::run(args),
     }
+}
+
+/// `sealrun recover PATH`: the audit logs PATH names, each recovered; one line per run.
+fn recover(path: &std::path::Path) -> Result<u8> {
+    use sealrun_launcher::spec::Spec;
+    let logs: Vec<PathBuf> = if path.is_dir() {
+        let name = path.to_string_lossy();
+        let log = name
+            .strip_suffix(".runs")
+            .or_else(|| name.strip_suffix(".runs/"))
+            .with_context(|| {
+                format!(
+                    "{}: a folder must be an audit log's `AUDIT_LOG.runs` folder",
+                    path.display()
+                )
+            })?;
+        vec![PathBuf::from(log)]
+    } else if path.extension().is_some_and(|e| e == "toml") {
+        let mut logs: Vec<PathBuf> = match Spec::load(path)? {
+            Spec::Job(j) => vec![j.audit_log],
+            Spec::Pipeline(p) => p.stages.into_iter().map(|s| s.audit_log).collect(),
+        };
+        logs.dedup();
+        logs
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut status = 0;
+    for log in logs {
+        match sealrun_launcher::recover::recover_log(&log) {
+            Ok(done) => {
+                if done.is_empty() {
+                    println!("{}: no run to recover", log.display());
+                }
+                for r in done {
+                    if r.action == "failed" {
+                        status = sealrun_launcher::run::exit::RECORD_FAILED;
+                    }
+                    println!("{}: {}", log.display(), r.line());
+                }
+            }
+            Err(e) => {
+                eprintln!("sealrun: error: {}: {e}", log.display());
+                status = sealrun_launcher::run::exit::RECORD_FAILED;
+            }
+        }
+    }
+    Ok(status)
 }

@@ -20,9 +20,7 @@ use std::sync::Arc;
 
 use rand_core::RngCore;
 use sealrun_sandbox::{Bind, FdBind, ProfileRef, SandboxConfig, SandboxPlan, Stdio, Tmpfs};
-use sealrun_verifier::artifact::{
-    check_hashes, check_listed, check_listing, check_signature, Verified, VerifyOptions,
-};
+use sealrun_verifier::artifact::{check_listed, check_signature, Verified, VerifyOptions};
 use sealrun_verifier::chain::{verify_chain, Index};
 use sealrun_verifier::digest::Digest;
 use sealrun_verifier::dsse;
@@ -136,6 +134,8 @@ struct Ctx<'a> {
     invocation: String,
     started_on: String,
     builder_id: String,
+    /// Held until the run is closed; tells recovery this launcher is alive.
+    lock: crate::recover::RunLock,
 }
 
 impl Ctx<'_> {
@@ -162,6 +162,7 @@ impl Ctx<'_> {
         let path = self.record_path();
         write_atomic(&path, &bytes)
             .map_err(|e| RunError::Record(format!("{}: {e}", path.display())))?;
+        crate::recover::test_pause("appending");
         audit::append(
             &self.spec.audit_log,
             &Event {
@@ -174,6 +175,7 @@ impl Ctx<'_> {
             self.key,
         )
         .map_err(|e| RunError::Record(e.to_string()))?;
+        self.lock.closed();
         Ok(path)
     }
 
@@ -652,7 +654,7 @@ fn verify_proof(
 
 /// A signed input, cheap checks first: the signature and policy, then the file list and sizes
 /// (no file read yet: an unsigned extra file or a wrong size stops here); then exactly the
-/// signed files are copied, and the copy is hashed.
+/// signed files are copied and hashed in the same read (see [`Stage::stage_signed`]).
 fn verify_signed_input(
     input: &crate::spec::Input,
     stage: &Stage,
@@ -671,11 +673,10 @@ fn verify_signed_input(
     };
     let shown = format!("{:?}", input.path.display().to_string());
     let mut signed = check_signature(&sig, &shown, &vopts).map_err(|e| e.to_string())?;
-    let listed = check_listing(&mut signed, &input.path).map_err(|e| e.to_string())?;
+    // The file list and sizes, then one read that copies and hashes (or the verified store).
     let staged = stage
-        .copy_listed(&input.name, &input.path, &listed)
+        .stage_signed(&input.name, &input.path, &mut signed)
         .map_err(|e| e.to_string())?;
-    check_hashes(&signed, &staged.path, None).map_err(|e| e.to_string())?;
     let sha = keep_proof(&spec.records, &sig)?;
     Ok((
         signed.verified,
@@ -809,13 +810,22 @@ fn run_checked(
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown-host".into());
     let keyid = key.public().keyid();
+    let (started_on, builder_id) = (
+        now_rfc3339(),
+        format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
+    );
+    // Close the runs on this audit log whose launcher died, then hold this run's own lock.
+    let lock = crate::recover::lock_run(spec, &invocation, &started_on, &builder_id)
+        .map_err(|e| RunError::Record(e.to_string()))?;
     let ctx = Ctx {
         spec,
         key: &key,
         invocation,
-        started_on: now_rfc3339(),
-        builder_id: format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
+        started_on,
+        builder_id,
+        lock,
     };
+    crate::recover::test_pause("planning");
 
     let ev = crate::events::Emitter::new(opts.events.as_ref(), &spec.name, &ctx.invocation);
     ev.run_started(&spec.file, spec.inputs.len(), &spec.sandbox.profile);
@@ -826,13 +836,19 @@ fn run_checked(
         .parent()
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let stage = match Stage::create(&stage_base, &ctx.invocation) {
+    let mut stage = match Stage::create(&stage_base, &ctx.invocation) {
         Ok(stage) => stage,
         // Not ours, shared or unsafe: refuse rather than stage where others can swap.
         Err(e) => return ctx.refuse(&[], format!("staging: {e}"), exit::SETUP_FAILED),
     };
+    match crate::store::Store::for_spec(&spec.store) {
+        Ok(store) => store.into_iter().for_each(|s| stage.use_store(s)),
+        Err(e) => return ctx.refuse(&[], format!("store: {e}"), exit::SETUP_FAILED),
+    }
+    crate::recover::test_pause("verifying");
     let mut inputs = Vec::new();
     let mut fd_binds = Vec::new();
+    let mut staging = BTreeMap::new();
     for input in &spec.inputs {
         let refuse = |message: String| -> Result<RunSummary, RunError> {
             let facts = ctx.facts(&inputs, format!("refused: {message}"));
@@ -845,10 +861,11 @@ fn run_checked(
             })
         };
         match verify_input(input, &stage, &policy, spec, stage_records) {
-            Ok((verified, proof, staged)) => {
+            Ok((verified, proof, mut staged)) => {
                 tracing::debug!(input = %input.name, digest = %verified.digest, signer = %verified.signer, "input verified");
                 ev.input_verified(&input.name, &input.path, &verified);
-                let fd = match stage.open_bind(&staged.rel) {
+                staging.insert(input.name.clone(), staged.how);
+                let fd = match stage.open_staged(&mut staged) {
                     Ok(fd) => fd,
                     Err(e) => return refuse(format!("input {:?}: {e}", input.name)),
                 };
@@ -874,6 +891,7 @@ fn run_checked(
             }
         }
     }
+    crate::recover::test_pause("staging");
     // Rollback: no input older than one an earlier run used (checked and recorded under the
     // audit log's lock).
     match crate::rollback::check_and_record(&spec.rollback_state, &spec.audit_log, &inputs) {
@@ -1010,7 +1028,8 @@ fn run_checked(
             "max_log_bytes": spec.sandbox.outputs.max_log_size,
             "post_run_timeout_s": spec.sandbox.outputs.post_run_timeout.as_secs_f64(),
         },
-        "staging": "list-copy-hash",
+        "staging": crate::store::staging_summary(&staging),
+        "staging_inputs": staging,
     });
     // GPUs: resolved against the host's CDI specs before anything starts.
     let mut gpus = None;
@@ -1085,6 +1104,8 @@ fn run_checked(
         &key,
     )
     .map_err(|e| RunError::Record(e.to_string()))?;
+    ctx.lock.started();
+    crate::recover::test_pause("started");
     let log_base = spec
         .records
         .join(format!("{}-{}", spec.name, &ctx.invocation[..12]));
@@ -1179,6 +1200,7 @@ fn run_checked(
         max_bytes: bounds.max_output_size,
         deadline: job_ended + bounds.post_run_timeout,
     };
+    crate::recover::test_pause("hashing");
     let collected = output_guard.collect(&limits, &patterns);
     leaks.extend(collected.leaks.iter().cloned());
     let outputs = &collected.outputs;
@@ -1273,6 +1295,7 @@ fn run_checked(
             });
         format!("{result} (interrupted: {})", interrupt.signals.join(", "))
     };
+    crate::recover::test_pause("signing");
     let record = ctx.finish(facts, "end", result.clone())?;
     tracing::debug!(record = %record.display(), %result, "run recorded");
     drop(stage);

@@ -48,6 +48,7 @@ struct RawSpec {
     audit_log: Option<Spanned<String>>,
     rollback_state: Option<Spanned<String>>,
     events: Option<Spanned<String>>,
+    store: Option<Spanned<String>>,
     #[serde(default)]
     admit: BTreeMap<String, Vec<String>>,
     #[serde(default)]
@@ -217,6 +218,8 @@ pub struct JobSpec {
     pub rollback_state: PathBuf,
     /// The security event stream (`events = "PATH"`, `-` for stdout; see [`crate::events`]).
     pub events: Option<PathBuf>,
+    /// The verified store for signed inputs (`store = "PATH"` or `"off"`; see [`crate::store`]).
+    pub store: crate::store::StoreSetting,
     pub admit: BTreeMap<String, Vec<String>>,
     pub env: BTreeMap<String, String>,
     pub inputs: Vec<Input>,
@@ -352,6 +355,7 @@ struct Shared {
     audit_log: Option<Spanned<String>>,
     rollback_state: Option<Spanned<String>>,
     events: Option<Spanned<String>>,
+    store: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -364,6 +368,7 @@ struct RawPipeline {
     audit_log: Option<Spanned<String>>,
     rollback_state: Option<Spanned<String>>,
     events: Option<Spanned<String>>,
+    store: Option<Spanned<String>>,
     stage: Vec<RawSpec>,
 }
 
@@ -419,6 +424,7 @@ impl Spec {
             audit_log: raw.audit_log,
             rollback_state: raw.rollback_state,
             events: raw.events,
+            store: raw.store,
         };
         let mut stages: Vec<JobSpec> = Vec::new();
         let mut earlier: Vec<(String, PathBuf)> = Vec::new();
@@ -670,6 +676,11 @@ impl JobSpec {
             Some(e) if e.get_ref() == "-" => Some(PathBuf::from("-")),
             Some(e) => Some(ctx.path(e, "events", false)?),
             None => None,
+        };
+        let store = match raw.store.as_ref().or(shared.store.as_ref()) {
+            Some(s) if s.get_ref() == "off" => crate::store::StoreSetting::Off,
+            Some(s) => crate::store::StoreSetting::At(ctx.path(s, "store", false)?),
+            None => crate::store::StoreSetting::Default,
         };
         let mut env = BTreeMap::new();
         for (k, v) in &raw.env {
@@ -995,6 +1006,7 @@ impl JobSpec {
             audit_log,
             rollback_state,
             events,
+            store,
             admit: raw.admit,
             env,
             inputs,

@@ -659,7 +659,7 @@ fn run_log(args: LogArgs) -> ExitCode {
                 );
             } else {
                 println!(
-                    "OK audit log {}: {} entries, head sha256:{}, {} finished run(s), {} refusal(s), checkpoint at entry {}{}{}",
+                    "OK audit log {}: {} entries, head sha256:{}, {} finished run(s), {} refusal(s), checkpoint at entry {}{}{}{}",
                     args.log.display(),
                     s.entries,
                     s.head,
@@ -675,6 +675,15 @@ fn run_log(args: LogArgs) -> ExitCode {
                         String::new()
                     } else {
                         format!("; UNFINISHED run(s): {}", s.unfinished.join(", "))
+                    },
+                    if s.aborted.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; {} ABORTED run(s) (launcher died, closed by recovery): {}",
+                            s.aborted.len(),
+                            s.aborted.join(", ")
+                        )
                     }
                 );
             }
