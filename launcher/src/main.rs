@@ -369,48 +369,74 @@ fn run(command: Command) -> Result<u8> {
             init_rollback_state,
             events,
             json,
-        } => {
-            let events = match events.as_deref().map(sealrun_launcher::events::Sink::open) {
-                None => None,
-                Some(Ok(s)) => Some(s),
-                Some(Err(e)) => {
-                    let shown = events.unwrap_or_default().display().to_string();
-                    eprintln!(
-                        "sealrun: error: --events {shown}: cannot open the event stream: {e}"
-                    );
-                    return Ok(sealrun_launcher::run::exit::USAGE);
-                }
-            };
-            let opts = sealrun_launcher::run::RunOptions {
-                quiet: quiet || json,
-                init_rollback_state,
-                events,
-                invocation: None,
-                secrets: None,
-            };
-            match sealrun_launcher::run::run_job(&spec, &opts) {
-                Ok(s) => {
-                    let rep = summary::report(&spec, &s);
-                    if json {
-                        println!("{}", summary::json(&rep));
-                    } else {
-                        eprint!("{}", summary::text(&rep));
-                    }
-                    Ok(s.status)
-                }
-                Err(e) => {
-                    let shown = sealrun_verifier::text::no_repeats(
-                        &sealrun_verifier::text::one_line(&e.to_string()),
-                    );
-                    if json {
-                        println!("{}", summary::json_error(&spec, e.exit_status(), &shown));
-                    } else {
-                        eprintln!("sealrun: error: {shown}");
-                    }
-                    Ok(e.exit_status())
-                }
-            }
+        } => run_cmd(&spec, quiet, init_rollback_state, events, json),
+        command @ (Command::Init { .. }
+        | Command::Runs { .. }
+        | Command::Show { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. }
+        | Command::Config { .. }) => first_hour_cmd(command),
+        Command::Recover { path } => recover(&path),
+        Command::Demo { dir } => {
+            demo::run(dir.as_deref())?;
+            Ok(0)
         }
+        Command::Exec(args) => exec::run(args),
+        Command::Store(args) => store_cmd::run(args),
+    }
+}
+
+/// `sealrun run`: run the job, then print its summary (text on stderr, or one JSON object).
+fn run_cmd(
+    spec: &std::path::Path,
+    quiet: bool,
+    init_rollback_state: bool,
+    events: Option<PathBuf>,
+    json: bool,
+) -> Result<u8> {
+    let events = match events.as_deref().map(sealrun_launcher::events::Sink::open) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            let shown = events.unwrap_or_default().display().to_string();
+            eprintln!("sealrun: error: --events {shown}: cannot open the event stream: {e}");
+            return Ok(sealrun_launcher::run::exit::USAGE);
+        }
+    };
+    let opts = sealrun_launcher::run::RunOptions {
+        quiet: quiet || json,
+        init_rollback_state,
+        events,
+        invocation: None,
+        secrets: None,
+    };
+    match sealrun_launcher::run::run_job(spec, &opts) {
+        Ok(s) => {
+            let rep = summary::report(spec, &s);
+            if json {
+                println!("{}", summary::json(&rep));
+            } else {
+                eprint!("{}", summary::text(&rep));
+            }
+            Ok(s.status)
+        }
+        Err(e) => {
+            let shown = sealrun_verifier::text::no_repeats(&sealrun_verifier::text::one_line(
+                &e.to_string(),
+            ));
+            if json {
+                println!("{}", summary::json_error(spec, e.exit_status(), &shown));
+            } else {
+                eprintln!("sealrun: error: {shown}");
+            }
+            Ok(e.exit_status())
+        }
+    }
+}
+
+/// The commands of the first hour: init, runs, show, completions, man, config.
+fn first_hour_cmd(command: Command) -> Result<u8> {
+    match command {
         Command::Init { dir, force } => match init::init(&dir, force) {
             Ok(next) => {
                 println!("wrote a sealrun project in {}\n\n{next}", dir.display());
@@ -486,13 +512,7 @@ fn run(command: Command) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Recover { path } => recover(&path),
-        Command::Demo { dir } => {
-            demo::run(dir.as_deref())?;
-            Ok(0)
-        }
-        Command::Exec(args) => exec::run(args),
-        Command::Store(args) => store_cmd::run(args),
+        _ => unreachable!("first_hour_cmd is called with its own commands only"),
     }
 }
 
