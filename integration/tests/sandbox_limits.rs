@@ -96,6 +96,14 @@ fn timeout_kills_setsid_double_forked_grandchildren() {
         &["/bin/sh", "-c", script],
     );
     let took = t0.elapsed();
+    // When the run was over, in clock ticks since boot (what /proc/PID/stat's start time counts):
+    // a later run may take the same host ids once this one has let them go.
+    let ended_ticks = {
+        let up = std::fs::read_to_string("/proc/uptime").unwrap();
+        let secs: f64 = up.split_whitespace().next().unwrap().parse().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        (secs * unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64) as u64 + 1
+    };
     assert_eq!(r.code, 124, "{r:?}");
     assert_eq!(r.end_kind(), "timeout", "{:?}", r.report);
     assert!(took < Duration::from_secs(5), "took {took:?}");
@@ -122,7 +130,19 @@ fn timeout_kills_setsid_double_forked_grandchildren() {
                     .split_whitespace()
                     .filter_map(|x| x.parse::<u64>().ok())
                     .any(|x| (base..base + count).contains(&x));
-                assert!(!in_run_range, "survivor {}: {st}", e.path().display());
+                // Started before this run ended (field 22 of stat, after the command's ")").
+                let started = std::fs::read_to_string(e.path().join("stat"))
+                    .ok()
+                    .and_then(|t| {
+                        let rest = t.rsplit_once(')')?.1.to_string();
+                        rest.split_whitespace().nth(19)?.parse::<u64>().ok()
+                    })
+                    .unwrap_or(u64::MAX);
+                assert!(
+                    !(in_run_range && started <= ended_ticks),
+                    "survivor {}: {st}",
+                    e.path().display()
+                );
             }
         }
     }
