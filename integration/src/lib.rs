@@ -12,11 +12,6 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `../shared/interop/` next to the workspace root.
-pub fn interop_dir() -> PathBuf {
-    workspace_root().join("../shared/interop")
-}
-
 /// Path of a binary built by this workspace (`sealrun`, `sealrun-verify`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");

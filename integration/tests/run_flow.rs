@@ -444,15 +444,17 @@ fn launcher_sigkilled_mid_run_leaves_a_verifiable_log_with_the_unfinished_run() 
     assert!(t.contains(&inv), "{t}");
     let j: serde_json::Value = serde_json::from_slice(&f.verify_log(true).stdout).unwrap();
     assert_eq!(j["summary"]["unfinished"], serde_json::json!([inv]));
-    // No record was signed for it, and the next run appends normally (the lock died with the launcher).
+    // No record was signed for it; the next run on the log closes it (see recovery.rs) and
+    // appends normally (the lock died with the launcher).
     assert!(f.records("kill").is_empty());
     let next = f.job("next", "open('/out/m', 'w').write('m')\n", &[], RUN_SANDBOX);
     ok(f.run(&next));
     let j: serde_json::Value = serde_json::from_slice(&f.verify_log(true).stdout).unwrap();
     assert_eq!(j["ok"], true, "{j:#}");
-    assert_eq!(j["summary"]["entries"], 3);
-    assert_eq!(j["summary"]["runs_finished"], 1);
-    assert_eq!(j["summary"]["unfinished"], serde_json::json!([inv]));
+    assert_eq!(j["summary"]["entries"], 4);
+    assert_eq!(j["summary"]["runs_finished"], 2);
+    assert_eq!(j["summary"]["unfinished"], serde_json::json!([]));
+    assert_eq!(j["summary"]["aborted"], serde_json::json!([inv]));
 }
 
 #[test]

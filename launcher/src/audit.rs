@@ -4,7 +4,10 @@
 //! Guarantees: two launchers appending at once never interleave or fork the
 //! chain (an exclusive `flock` covers read-last-line, append and checkpoint);
 //! an entry is on disk (fsync) before `append` returns; the checkpoint is
-//! replaced atomically; a log whose existing chain is broken is not appended to.
+//! replaced atomically; a log whose existing chain is broken is not appended to;
+//! an append that fails part-way (a full disk, an I/O error) — the line or the
+//! checkpoint — is undone: the log is cut back to its length before the append,
+//! so it never holds a partial line or an entry its checkpoint does not cover.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -50,26 +53,36 @@ pub struct Event<'a> {
 /// whether the log holds anything yet. The log is created (empty) if missing. State kept next
 /// to the log, such as the launcher's rollback state, is updated under this lock.
 pub fn with_lock<T>(path: &Path, f: impl FnOnce(bool) -> T) -> Result<T, AuditWriteError> {
-    let io = |source| AuditWriteError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let file = open_locked(path)?;
+    let has_entries = file
+        .metadata()
+        .map_err(|source| AuditWriteError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len()
+        > 0;
+    let out = f(has_entries);
+    drop(file);
+    Ok(out)
+}
+
+/// The log at `path`, opened for reading and appending (created if missing) and locked
+/// exclusively until the returned guard is dropped.
+fn open_locked(path: &Path) -> Result<Flock<std::fs::File>, AuditWriteError> {
     let file = OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
         .open(path)
-        .map_err(io)?;
-    let file = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, source)| {
-        AuditWriteError::Lock {
+        .map_err(|source| AuditWriteError::Io {
             path: path.to_path_buf(),
             source,
-        }
-    })?;
-    let has_entries = file.metadata().map_err(io)?.len() > 0;
-    let out = f(has_entries);
-    drop(file);
-    Ok(out)
+        })?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, source)| AuditWriteError::Lock {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Append `ev` to the log at `path` (created if missing) and re-sign its checkpoint.
@@ -78,18 +91,7 @@ pub fn append(path: &Path, ev: &Event, key: &SigningKey) -> Result<Entry, AuditW
         path: path.to_path_buf(),
         source,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(io)?;
-    let mut file = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, source)| {
-        AuditWriteError::Lock {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
+    let mut file = open_locked(path)?;
     let mut bytes = Vec::new();
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     file.read_to_end(&mut bytes).map_err(io)?;
@@ -113,8 +115,15 @@ pub fn append(path: &Path, ev: &Event, key: &SigningKey) -> Result<Entry, AuditW
     let mut line = entry.to_line();
     let head = Digest::of(&line).to_hex();
     line.push(b'\n');
-    file.write_all(&line).map_err(io)?;
-    file.sync_all().map_err(io)?;
+    let before = bytes.len() as u64;
+    // Undo a failed append: cut the log back to where it was.
+    let undo = |file: &std::fs::File, source: std::io::Error| {
+        let _ = file.set_len(before).and_then(|()| file.sync_all());
+        io(source)
+    };
+    if let Err(e) = file.write_all(&line).and_then(|()| file.sync_all()) {
+        return Err(undo(&file, e));
+    }
     let cp = Checkpoint {
         log: path
             .file_name()
@@ -125,7 +134,14 @@ pub fn append(path: &Path, ev: &Event, key: &SigningKey) -> Result<Entry, AuditW
         time: entry.time.clone(),
     };
     let env = audit::sign_checkpoint(&cp, key);
-    write_atomic(&audit::checkpoint_path(path), &env.to_json()).map_err(io)?;
+    let cp_path = audit::checkpoint_path(path);
+    if let Err(e) = write_atomic(&cp_path, &env.to_json()) {
+        // The old checkpoint still covers the log as it was.
+        return Err(undo(
+            &file,
+            std::io::Error::new(e.kind(), format!("{}: {e}", cp_path.display())),
+        ));
+    }
     // Keep the lock until the checkpoint is in place.
     let _ = file.as_fd();
     drop(file);

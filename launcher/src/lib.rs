@@ -10,9 +10,13 @@ pub mod demo;
 pub mod events;
 pub mod exec;
 pub mod gpu;
+pub mod history;
+pub mod init;
 pub mod keyfile;
 pub mod outputs;
 pub mod pipeline;
+pub mod plan;
+pub mod recover;
 pub mod rollback;
 pub mod run;
 pub mod secrets;
@@ -21,7 +25,9 @@ pub mod spec;
 pub mod stage;
 pub mod store;
 pub mod store_cmd;
+pub mod summary;
 pub mod terminal;
+pub mod units;
 pub mod venv;
 
 /// The current UTC time as RFC 3339 (seconds precision).

@@ -108,6 +108,8 @@ pub struct RunOptions {
     pub init_rollback_state: bool,
     /// The security event stream (`--events`); overrides the spec's `events`.
     pub events: Option<crate::events::Sink>,
+    /// The run's invocation id, when chosen before the run (see [`crate::plan`]).
+    pub invocation: Option<String>,
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -130,6 +132,8 @@ struct Ctx<'a> {
     invocation: String,
     started_on: String,
     builder_id: String,
+    /// Held until the run is closed; tells recovery this launcher is alive.
+    lock: crate::recover::RunLock,
 }
 
 impl Ctx<'_> {
@@ -156,6 +160,7 @@ impl Ctx<'_> {
         let path = self.record_path();
         write_atomic(&path, &bytes)
             .map_err(|e| RunError::Record(format!("{}: {e}", path.display())))?;
+        crate::recover::test_pause("appending");
         audit::append(
             &self.spec.audit_log,
             &Event {
@@ -168,6 +173,7 @@ impl Ctx<'_> {
             self.key,
         )
         .map_err(|e| RunError::Record(e.to_string()))?;
+        self.lock.closed();
         Ok(path)
     }
 
@@ -706,7 +712,15 @@ fn check_record_listing(
 
 /// Run the job or pipeline described by the spec at `spec_path`.
 pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunError> {
-    match Spec::load(spec_path)? {
+    let mut spec = Spec::load(spec_path)?;
+    // Everything that can be checked before an input is verified (exit 64, no record).
+    let invocation = new_invocation_id();
+    crate::plan::prepare(&mut spec, &invocation)?;
+    let opts = &RunOptions {
+        invocation: Some(invocation),
+        ..opts.clone()
+    };
+    match spec {
         Spec::Job(job) => run_spec(&job, opts, &BTreeMap::new()),
         Spec::Pipeline(p) => crate::pipeline::run_pipeline(&p, opts),
     }
@@ -730,7 +744,7 @@ pub fn run_spec(
         events,
         ..opts.clone()
     };
-    let invocation = new_invocation_id();
+    let invocation = opts.invocation.clone().unwrap_or_else(new_invocation_id);
     let r = run_checked(spec, &opts, stage_records, invocation.clone());
     let ev = crate::events::Emitter::new(opts.events.as_ref(), &spec.name, &invocation);
     match &r {
@@ -790,13 +804,22 @@ fn run_checked(
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown-host".into());
     let keyid = key.public().keyid();
+    let (started_on, builder_id) = (
+        now_rfc3339(),
+        format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
+    );
+    // Close the runs on this audit log whose launcher died, then hold this run's own lock.
+    let lock = crate::recover::lock_run(spec, &invocation, &started_on, &builder_id)
+        .map_err(|e| RunError::Record(e.to_string()))?;
     let ctx = Ctx {
         spec,
         key: &key,
         invocation,
-        started_on: now_rfc3339(),
-        builder_id: format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
+        started_on,
+        builder_id,
+        lock,
     };
+    crate::recover::test_pause("planning");
 
     let ev = crate::events::Emitter::new(opts.events.as_ref(), &spec.name, &ctx.invocation);
     ev.run_started(&spec.file, spec.inputs.len(), &spec.sandbox.profile);
@@ -816,6 +839,7 @@ fn run_checked(
         Ok(store) => store.into_iter().for_each(|s| stage.use_store(s)),
         Err(e) => return ctx.refuse(&[], format!("store: {e}"), exit::SETUP_FAILED),
     }
+    crate::recover::test_pause("verifying");
     let mut inputs = Vec::new();
     let mut fd_binds = Vec::new();
     let mut staging = BTreeMap::new();
@@ -861,6 +885,7 @@ fn run_checked(
             }
         }
     }
+    crate::recover::test_pause("staging");
     // Rollback: no input older than one an earlier run used (checked and recorded under the
     // audit log's lock).
     match crate::rollback::check_and_record(&spec.rollback_state, &spec.audit_log, &inputs) {
@@ -1073,6 +1098,8 @@ fn run_checked(
         &key,
     )
     .map_err(|e| RunError::Record(e.to_string()))?;
+    ctx.lock.started();
+    crate::recover::test_pause("started");
     let log_base = spec
         .records
         .join(format!("{}-{}", spec.name, &ctx.invocation[..12]));
@@ -1167,6 +1194,7 @@ fn run_checked(
         max_bytes: bounds.max_output_size,
         deadline: job_ended + bounds.post_run_timeout,
     };
+    crate::recover::test_pause("hashing");
     let collected = output_guard.collect(&limits, &patterns);
     leaks.extend(collected.leaks.iter().cloned());
     let outputs = &collected.outputs;
@@ -1261,6 +1289,7 @@ fn run_checked(
             });
         format!("{result} (interrupted: {})", interrupt.signals.join(", "))
     };
+    crate::recover::test_pause("signing");
     let record = ctx.finish(facts, "end", result.clone())?;
     tracing::debug!(record = %record.display(), %result, "run recorded");
     drop(stage);

@@ -176,6 +176,9 @@ pub struct LogSummary {
     /// Invocations with a `start` and no `end`: runs that never finished
     /// (the launcher died or is still running).
     pub unfinished: Vec<String>,
+    /// Invocations closed by recovery after their launcher died (`end` with an
+    /// outcome starting `aborted`).
+    pub aborted: Vec<String>,
     pub checkpoint_seq: Option<u64>,
     /// Entries after the checkpoint, accepted only with
     /// [`LogOptions::allow_unsigned_tail`]: their content is vouched for by no
@@ -384,6 +387,7 @@ pub fn verify_log(
         _ => Vec::new(),
     };
     let mut started: Vec<&str> = Vec::new();
+    let mut aborted: Vec<String> = Vec::new();
     let (mut finished, mut refusals) = (0, 0);
     for (e, _) in &entries {
         match e.event.as_str() {
@@ -391,6 +395,9 @@ pub fn verify_log(
             "end" => {
                 finished += 1;
                 started.retain(|i| *i != e.invocation);
+                if e.outcome.starts_with("aborted") {
+                    aborted.push(e.invocation.clone());
+                }
             }
             "refused" => refusals += 1,
             _ => {}
@@ -405,6 +412,7 @@ pub fn verify_log(
         runs_finished: finished,
         refusals,
         unfinished: started.into_iter().map(str::to_string).collect(),
+        aborted,
         checkpoint_seq,
         unsigned_tail,
     })
