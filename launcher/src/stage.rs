@@ -302,11 +302,12 @@ pub(crate) fn copy_hash_listed(
 ) -> Result<(), StageError> {
     make_parents(dst, files)?;
     let shard_size = signed.expected.shard_size;
+    let dir = open_dir(dst)?;
     let resources = files
         .par_iter()
         .map(|f| {
-            let (algorithm, digest) =
-                copy_hash_one(&f.abs, &dst.join(&f.path), f.size, shard_size)?;
+            let to = create_copy_at(&dir, &f.path, &dst.join(&f.path))?;
+            let (algorithm, digest) = copy_hash_one(&f.abs, to, &f.path, f.size, shard_size)?;
             Ok(Resource {
                 path: f.path.clone(),
                 size: f.size,
@@ -369,23 +370,30 @@ pub(crate) fn open_source(from: &Path, size: u64) -> Result<File, StageError> {
     Ok(src)
 }
 
-/// Create `to` (new, 0444) for a staged copy.
-pub(crate) fn create_copy(to: &Path) -> Result<File, StageError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o444)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(to)
-        .map_err(io(to))
+/// Open the folder `dir` once, so that the files under it are made relative to it (a path
+/// through `/proc/self/fd/N` costs a procfs lookup per file: ten times the rest of a 16 KiB
+/// copy).
+pub(crate) fn open_dir(dir: &Path) -> Result<OwnedFd, StageError> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    rustix::fs::open(dir, flags, Mode::empty()).map_err(|e| io(dir)(e.into()))
 }
 
-/// Copy exactly `size` bytes of the regular file `from` to the new file `to` (0444), hashing
-/// them in the same read.
+/// Create `rel` under `dir` (new, 0444) for a staged copy; `shown` names it in errors.
+pub(crate) fn create_copy_at(dir: &OwnedFd, rel: &str, shown: &Path) -> Result<File, StageError> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    rustix::fs::openat(dir, rel, flags, Mode::from_bits_truncate(0o444))
+        .map(File::from)
+        .map_err(|e| io(shown)(e.into()))
+}
+
+/// Copy exactly `size` bytes of the regular file `from` to the new file `dst` (made 0444),
+/// hashing them in the same read.
 fn copy_hash_one(
     from: &Path,
-    to: &Path,
+    dst: File,
+    rel: &str,
     size: u64,
     shard_size: u64,
 ) -> Result<
@@ -396,10 +404,9 @@ fn copy_hash_one(
     StageError,
 > {
     let src = open_source(from, size)?;
-    let dst = create_copy(to)?;
     let r = crate::copyhash::copy_hash(&src, Some(&dst), size, shard_size).map_err(io(from))?;
     dst.set_permissions(std::fs::Permissions::from_mode(0o444))
-        .map_err(io(to))?;
+        .map_err(io(Path::new(rel)))?;
     Ok(r)
 }
 

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rayon::prelude::*;
+use rustix::fs::AtFlags;
 use sealrun_verifier::artifact::{self, Signed};
 use sealrun_verifier::digest::Algorithm;
 use sealrun_verifier::manifest::{self, Manifest, Resource, WalkOptions};
@@ -338,18 +339,21 @@ impl Store {
     ) -> Result<(), StageError> {
         stage::make_parents(tmp, listed)?;
         let shard = signed.expected.shard_size;
-        let objects = self.root.join("objects");
+        // Files are made and linked relative to these (no procfs lookup per file).
+        let tmp_fd = stage::open_dir(tmp)?;
+        let objects = stage::open_dir(&self.root.join("objects"))?;
         let resources = listed
             .par_iter()
             .zip(signed.expected.resources.par_iter())
             .map(|(f, want)| {
                 let to = tmp.join(&f.path);
                 // The same bytes are in the store already (verified when they were added).
-                if std::fs::hard_link(objects.join(Store::object_name(want, shard)), &to).is_ok() {
+                let name = Store::object_name(want, shard);
+                if rustix::fs::linkat(&objects, &name, &tmp_fd, &f.path, AtFlags::empty()).is_ok() {
                     return Ok(want.clone());
                 }
                 let from = stage::open_source(&f.abs, f.size)?;
-                let dst = stage::create_copy(&to)?;
+                let dst = stage::create_copy_at(&tmp_fd, &f.path, &to)?;
                 let (algorithm, digest) =
                     match crate::copyhash::clone_hash(&from, &dst, f.size, shard) {
                         Ok(Some(r)) => r,
@@ -377,10 +381,7 @@ impl Store {
             &actual,
         )?;
         for r in &actual.resources {
-            self.share(
-                &tmp.join(&r.path),
-                &objects.join(Store::object_name(r, shard)),
-            )?;
+            self.share(&tmp_fd, &r.path, &objects, &Store::object_name(r, shard))?;
         }
         seal_dirs(tmp)?;
         let meta = Meta {
@@ -395,17 +396,25 @@ impl Store {
         std::fs::rename(tmp, &entry).map_err(sio(&self.shown.join("entries").join(key)))
     }
 
-    /// Make `file` and `object` the same inode: add `file` as the object, or (if another fill
-    /// added the same bytes first) replace `file` by a link to it.
-    fn share(&self, file: &Path, object: &Path) -> Result<(), StageError> {
-        match std::fs::hard_link(file, object) {
+    /// Make `tmp/file` and `objects/object` the same inode: add the file as the object, or (if
+    /// another fill added the same bytes first) replace the file by a link to it.
+    fn share(
+        &self,
+        tmp: &OwnedFd,
+        file: &str,
+        objects: &OwnedFd,
+        object: &str,
+    ) -> Result<(), StageError> {
+        let shown = self.shown.join("objects").join(object);
+        let err = |e: rustix::io::Errno| sio(&shown)(e.into());
+        match rustix::fs::linkat(tmp, file, objects, object, AtFlags::empty()) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let side = file.with_extension("sealrun-dedup");
-                std::fs::hard_link(object, &side).map_err(sio(object))?;
-                std::fs::rename(&side, file).map_err(sio(file))
+            Err(rustix::io::Errno::EXIST) => {
+                let side = format!("{file}.sealrun-dedup");
+                rustix::fs::linkat(objects, object, tmp, &side, AtFlags::empty()).map_err(err)?;
+                rustix::fs::renameat(tmp, &side, tmp, file).map_err(err)
             }
-            Err(e) => Err(sio(object)(e)),
+            Err(e) => Err(err(e)),
         }
     }
 
