@@ -22,6 +22,18 @@ pub mod stage;
 pub mod terminal;
 pub mod venv;
 
+/// SHA-256 (hex) of the running `sealrun` binary (`/proc/self/exe`), hashed once; every record
+/// names it (`internalParameters.launcher_sha256`), and a trust policy can pin the builds it
+/// accepts. Empty if the binary cannot be read.
+pub fn launcher_sha256() -> &'static str {
+    static DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIGEST.get_or_init(|| {
+        sealrun_verifier::digest::hash_file(std::path::Path::new("/proc/self/exe"), u64::MAX)
+            .map(|(_, d, _)| d.to_hex())
+            .unwrap_or_default()
+    })
+}
+
 /// The current UTC time as RFC 3339 (seconds precision).
 pub fn now_rfc3339() -> String {
     let t = time::OffsetDateTime::now_utc();

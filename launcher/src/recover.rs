@@ -618,6 +618,7 @@ fn aborted_record(
             external_parameters: info.external_parameters.clone(),
             internal_parameters: json!({
                 "launcher_version": env!("CARGO_PKG_VERSION"),
+                "launcher_sha256": crate::launcher_sha256(),
                 "recovered": true,
                 "recovered_by_pid": std::process::id(),
             }),
