@@ -12,11 +12,6 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `../shared/interop/` next to the workspace root.
-pub fn interop_dir() -> PathBuf {
-    workspace_root().join("../shared/interop")
-}
-
 /// Path of a binary built by this workspace (`sealrun`, `sealrun-verify`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");
@@ -34,8 +29,16 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// Run a command to completion and return its output.
+/// Run a command to completion and return its output. `sealrun` gets a verified store of its
+/// own in its working folder (`.sealrun-store`), unless the test sets `SEALRUN_STORE`: tests
+/// that sign the same bytes must not share entries.
 pub fn run(cmd: &mut Command) -> Output {
+    let is_sealrun = Path::new(cmd.get_program()).file_name() == Some("sealrun".as_ref());
+    let store_set = cmd.get_envs().any(|(k, _)| k == "SEALRUN_STORE");
+    if let (true, false, Some(dir)) = (is_sealrun, store_set, cmd.get_current_dir()) {
+        let store = dir.join(".sealrun-store");
+        cmd.env("SEALRUN_STORE", store);
+    }
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }

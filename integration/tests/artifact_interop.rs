@@ -5,8 +5,8 @@
 use std::process::Command;
 
 use sealrun_integration::{
-    copy_tree, ensure_python_module, fails_with, interop_dir, ok, run, sealrun, text, verify,
-    workspace_root, write_tree,
+    copy_tree, ensure_python_module, fails_with, ok, run, sealrun, text, verify, workspace_root,
+    write_tree,
 };
 
 #[test]
@@ -89,17 +89,43 @@ struct Ms {
     dir: std::path::PathBuf,
 }
 
-/// A writable copy of the model-signing sample.
+/// A writable copy of a folder signed by the OpenSSF model-signing tool (PyPI `model-signing`,
+/// key method, ECDSA P-256; `.ci/run` installs it) in this test process, like the interop
+/// sample it replaces: nested folders whose names expose the sort order (`a/` and `a-b/`),
+/// 4 files, 200085 bytes. (Signed once: the tool takes seconds to start.)
 fn model_signing_copy() -> Ms {
-    let src = interop_dir().join("model-signing");
-    assert!(
-        src.join("dataset.sig").exists(),
-        "{} is missing: the interop sample lives in ../shared/interop/",
-        src.display()
-    );
+    static SIGNED: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let src = SIGNED.get_or_init(|| {
+        ensure_python_module("model_signing", "model-signing");
+        ensure_python_module("OpenSSL", "pyopenssl");
+        // Kept for the whole test process (the copies are made from it), in Cargo's scratch
+        // folder for integration tests (under target/), not in /tmp.
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("model-signing-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let blob: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        write_tree(
+            &dir.join("dataset"),
+            &[
+                ("a/train.csv", b"x,y\n1,2\n3,4\n5,6\n7,8\n9,10\n11,12\n"),
+                ("a-b/test.csv", b"x,y\n13,14\n15,16\n17,18\n"),
+                ("meta.json", b"{\"source\": \"synthetic\", \"n\": 1}\n"),
+                ("nested/deeper/blob.bin", &blob),
+            ],
+        );
+        let out = run(Command::new("sh").current_dir(&dir).args([
+            "-c",
+            "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out p256.key \
+             && openssl pkey -in p256.key -pubout -out ec_p256.pub \
+             && model_signing sign key dataset --private_key p256.key --signature dataset.sig \
+             && rm p256.key",
+        ]));
+        assert!(out.status.success(), "model_signing sign:\n{}", text(&out));
+        dir
+    });
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    copy_tree(&src, &dir);
+    copy_tree(src, &dir);
     Ms { _tmp: tmp, dir }
 }
 

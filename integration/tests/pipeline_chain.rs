@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 
 use sealrun_integration::{
     audit_entries, byproduct, ensure_python_module, envelope_statement, fails_with, ok, run,
-    sealrun, sha256_hex, text, verify, write_tree, RunFixture,
+    sealrun, sha256_hex, text, verify, write_tree, RunFixture, RUN_TRUST,
 };
 
 // ---- Stage scripts (run by /usr/bin/python3 inside the sandbox) ----
@@ -672,7 +672,20 @@ fn record_signed_by_a_dataset_only_key_is_refused() {
         "signing_key = \"reg.key\"\nrecords = \"records-rogue\"\naudit_log = \"audit-rogue.log\"\nproduces = \"features\"",
         "[[input]]\nname = \"points\"\npath = \"data\"\nsignature = \"data.sig\"\n",
     );
+    // sealrun refuses to sign with a key its own policy does not allow for records (a plan
+    // error), so the rogue launcher runs under a policy of its own that allows it.
+    let trust = d.join("trust.toml");
+    std::fs::write(
+        &trust,
+        RUN_TRUST.replacen(
+            "kinds = [\"dataset\"]",
+            "kinds = [\"dataset\", \"record\", \"checkpoint\"]",
+            1,
+        ),
+    )
+    .unwrap();
     ok(sealrun(d, &["run", &rogue, "--quiet"]));
+    std::fs::write(&trust, RUN_TRUST).unwrap();
     let record = rec(d, "records-rogue", "rogue");
 
     let spec = job(

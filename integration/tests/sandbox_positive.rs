@@ -108,8 +108,13 @@ fn python_multiprocessing_and_shm_work() {
 
 #[test]
 fn docker_default_profile_loads_and_is_enforced() {
-    let docker = workspace_root().join("../shared/interop/docker-default-seccomp.json");
-    assert!(docker.exists(), "{}", docker.display());
+    // Unpacked by .ci/run from Debian's golang-github-docker-docker-dev.
+    let docker = workspace_root().join("target/interop/docker-default-seccomp.json");
+    assert!(
+        docker.exists(),
+        "{} is missing: run .ci/run, which unpacks Docker's default profile there",
+        docker.display()
+    );
     let d = docker.to_str().unwrap();
     let r = exec(
         &["--profile", d],

@@ -280,6 +280,9 @@ fn staging_folder_swapped_by_another_user_never_feeds_the_job_unsigned_bytes() {
     // The spec's folder is writable by another local user.
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let job = f.job("swap", COPY_INPUT, &[], RUN_SANDBOX);
+    // The staging folder is what is attacked here, not the verified store: copy every run.
+    let spec = std::fs::read_to_string(dir.join(&job)).unwrap();
+    std::fs::write(dir.join(&job), format!("store = \"off\"\n{spec}")).unwrap();
     // Its trap for a launcher that stages under a fixed name: made first, by that user.
     let legacy = dir.join(".sealrun-stage");
     std::fs::create_dir(&legacy).unwrap();

@@ -53,26 +53,36 @@ pub struct Event<'a> {
 /// whether the log holds anything yet. The log is created (empty) if missing. State kept next
 /// to the log, such as the launcher's rollback state, is updated under this lock.
 pub fn with_lock<T>(path: &Path, f: impl FnOnce(bool) -> T) -> Result<T, AuditWriteError> {
-    let io = |source| AuditWriteError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let file = open_locked(path)?;
+    let has_entries = file
+        .metadata()
+        .map_err(|source| AuditWriteError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len()
+        > 0;
+    let out = f(has_entries);
+    drop(file);
+    Ok(out)
+}
+
+/// The log at `path`, opened for reading and appending (created if missing) and locked
+/// exclusively until the returned guard is dropped.
+fn open_locked(path: &Path) -> Result<Flock<std::fs::File>, AuditWriteError> {
     let file = OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
         .open(path)
-        .map_err(io)?;
-    let file = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, source)| {
-        AuditWriteError::Lock {
+        .map_err(|source| AuditWriteError::Io {
             path: path.to_path_buf(),
             source,
-        }
-    })?;
-    let has_entries = file.metadata().map_err(io)?.len() > 0;
-    let out = f(has_entries);
-    drop(file);
-    Ok(out)
+        })?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, source)| AuditWriteError::Lock {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Append `ev` to the log at `path` (created if missing) and re-sign its checkpoint.
@@ -81,18 +91,7 @@ pub fn append(path: &Path, ev: &Event, key: &SigningKey) -> Result<Entry, AuditW
         path: path.to_path_buf(),
         source,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(io)?;
-    let mut file = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, source)| {
-        AuditWriteError::Lock {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
+    let mut file = open_locked(path)?;
     let mut bytes = Vec::new();
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     file.read_to_end(&mut bytes).map_err(io)?;

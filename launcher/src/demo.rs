@@ -86,6 +86,9 @@ const PIPELINE_TOML: &str = r#"# The demo pipeline: three stages, each a sandbox
 name = "demo-pipeline"
 trust = "trust.toml"
 signing_key = "keys/launcher.key"
+# Copy and hash the dataset on every run, so that step 7 reads the tampered file (with the
+# verified store, a later run would bind the copy verified in step 5; see docs/store.md).
+store = "off"
 
 [[stage]]
 name = "ingest"

@@ -177,27 +177,9 @@ pub fn parse_fast(args: &[std::ffi::OsString]) -> Option<ExecArgs> {
     Some(a)
 }
 
-/// Parse `512`, `64K`, `512M`, `2G`, `1T` (binary multiples; optional `B`/`iB`).
+/// Parse a size: `512`, `64K`, `512M`, `2G`, `1GB`, `1GiB` (the grammar of [`crate::units`]).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (num, mult) = match t.chars().last() {
-        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),
-        Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
-        Some('t' | 'T') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid size {s:?} (e.g. 512M, 2G)"))?;
-    n.checked_mul(mult)
-        .filter(|v| *v > 0)
-        .ok_or_else(|| format!("invalid size {s:?}"))
+    crate::units::parse_size(s)
 }
 
 fn usage(msg: impl std::fmt::Display) -> anyhow::Result<u8> {

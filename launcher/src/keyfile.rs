@@ -43,6 +43,8 @@ pub enum KeyFileError {
     Read(#[from] ReadError),
     #[error("{path}: private key is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
     TooOpen { path: PathBuf, mode: u32 },
+    #[error("{path}: this is a public key, which only verifies; signing needs the private key (`sealrun keygen --out PREFIX` writes it as PREFIX.key{hint})")]
+    PublicKeyGiven { path: PathBuf, hint: String },
 }
 
 /// The paths written by [`generate`].
@@ -108,18 +110,31 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyFileError> {
     };
     let meta = std::fs::metadata(path).map_err(io)?;
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyFileError::TooOpen {
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
     let bytes = zeroize::Zeroizing::new(read_bounded(
         path,
         "private key",
         MAX_KEY_BYTES,
         Follow::Yes,
     )?);
+    // A public key given by mistake (`--key x.pub`) is said to be one, not "too open".
+    if is_public_pem(&bytes) {
+        let private = path.with_extension("key");
+        let hint = if private != path && private.exists() {
+            format!("; here: {}", private.display())
+        } else {
+            String::new()
+        };
+        return Err(KeyFileError::PublicKeyGiven {
+            path: path.to_path_buf(),
+            hint,
+        });
+    }
+    if mode & 0o077 != 0 {
+        return Err(KeyFileError::TooOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
     let pem = std::str::from_utf8(&bytes).map_err(|_| KeyFileError::Key {
         path: path.to_path_buf(),
         source: KeyError::BadPrivateKey,
@@ -128,6 +143,13 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyFileError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Whether a key file's bytes are a public key PEM (SPKI, `BEGIN PUBLIC KEY`).
+fn is_public_pem(bytes: &[u8]) -> bool {
+    bytes
+        .windows(b"-----BEGIN PUBLIC KEY-----".len())
+        .any(|w| w == b"-----BEGIN PUBLIC KEY-----")
 }
 
 /// Mark the main thread's stack `MADV_WIPEONFORK` (idempotent). Must be called on the main

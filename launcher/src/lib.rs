@@ -5,13 +5,17 @@
 
 pub mod attest;
 pub mod audit;
+pub mod copyhash;
 pub mod demo;
 pub mod events;
 pub mod exec;
 pub mod gpu;
+pub mod history;
+pub mod init;
 pub mod keyfile;
 pub mod outputs;
 pub mod pipeline;
+pub mod plan;
 pub mod recover;
 pub mod rollback;
 pub mod run;
@@ -19,7 +23,11 @@ pub mod secrets;
 pub mod sign;
 pub mod spec;
 pub mod stage;
+pub mod store;
+pub mod store_cmd;
+pub mod summary;
 pub mod terminal;
+pub mod units;
 pub mod venv;
 
 /// SHA-256 (hex) of the running `sealrun` binary (`/proc/self/exe`), hashed once; every record

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sealrun_launcher::{demo, exec, keyfile, sign};
+use sealrun_launcher::{demo, exec, history, init, keyfile, sign, store_cmd, summary};
 use sealrun_verifier::digest::DEFAULT_SHARD_SIZE;
-use sealrun_verifier::policy::Kind;
+use sealrun_verifier::policy::{Kind, Policy};
 
 /// sealrun makes ML training runs trustworthy: verify every input, run the job
 /// in a locked-down sandbox, and sign an attested record of what happened.
@@ -21,6 +21,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a project: keys, a trust policy, a small signed dataset, code, a
+    /// job, a two-stage pipeline and a release gate, ready to run.
+    ///
+    /// Example: sealrun init myproject && cd myproject && sealrun run job.toml
+    Init {
+        /// The project folder (default: the current one); must be new or empty.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Write into a folder that is not empty (replacing the project's files).
+        #[arg(long)]
+        force: bool,
+    },
     /// Generate an Ed25519 signing key pair: PREFIX.key (0600) and PREFIX.pub.
     ///
     /// The files are the same forms `openssl genpkey -algorithm ed25519` and
@@ -56,7 +68,8 @@ enum Command {
         /// Version number; verifiers with a state file refuse lower versions.
         #[arg(long, default_value_t = 1)]
         version: u64,
-        /// When the signature expires (RFC 3339, e.g. 2027-01-31T00:00:00Z).
+        /// When the signature expires: a date (2027-01-31, its start in UTC) or an
+        /// RFC 3339 time (2027-01-31T00:00:00Z).
         #[arg(long, value_parser = parse_rfc3339)]
         expires: Option<time::OffsetDateTime>,
         /// Artifact name (default: the file or directory name).
@@ -65,16 +78,32 @@ enum Command {
         /// Where to write the envelope (default: PATH.sig).
         #[arg(long, short = 'o')]
         out: Option<PathBuf>,
+        /// Print one JSON object on stdout instead of text.
+        #[arg(long)]
+        json: bool,
         /// Files larger than this many bytes are hashed in parallel shards.
         #[arg(long, default_value_t = DEFAULT_SHARD_SIZE, hide = true)]
         shard_size: u64,
+        /// Reuse the digests in OLD.sig (signed by this key) of files whose size,
+        /// mtime, ctime and inode are unchanged since it was made (as OLD.sig.stat,
+        /// written next to every signature, recorded them); hash the rest. The signer
+        /// trusts its own disk for this: a change that restores all four is not seen.
+        /// Verification never takes this shortcut: it hashes every file.
+        #[arg(long, value_name = "OLD.sig")]
+        incremental: Option<PathBuf>,
     },
     /// Run a job: verify every input, run it in the sandbox, hash the outputs,
     /// sign a run record and append it to the audit log.
     ///
     /// Exit status: the job's own status (128+N for signal N); 64 invalid spec,
-    /// policy or key; 65 an input did not verify (nothing ran); 124 timeout;
-    /// 125 sandbox setup failed; 74 the record could not be written.
+    /// policy or key (nothing verified, no record); 65 an input did not verify
+    /// (nothing ran); 66 the job succeeded but a secret leaked; 67 the job
+    /// succeeded but some outputs could not be attested; 124 timeout; 125 sandbox
+    /// setup failed; 74 the record could not be written.
+    ///
+    /// The job runs with /out (the output folder) as its working directory, the
+    /// inputs read-only under /inputs/NAME, the code at /code, and an environment
+    /// of a fixed allowlist plus the spec's [env] (see docs/jobs.md).
     ///
     /// Example: sealrun run job.toml   (see docs/jobs.md for the spec)
     #[command(verbatim_doc_comment)]
@@ -93,6 +122,38 @@ enum Command {
         /// happen; `-` for standard output. Overrides the spec's `events`.
         #[arg(long, value_name = "FILE")]
         events: Option<PathBuf>,
+        /// Print one JSON object (the summary) on stdout; implies --quiet.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the runs in a records folder, newest first: time, job, invocation,
+    /// result, inputs, outputs, denied syscalls, egress attempts, leaks.
+    ///
+    /// Example: sealrun runs --records records --trust trust.toml
+    Runs {
+        /// The records folder (default: records/ in the current folder).
+        #[arg(long, value_name = "DIR")]
+        records: Option<PathBuf>,
+        /// Verify every record's signature against this trust policy.
+        #[arg(long, value_name = "POLICY")]
+        trust: Option<PathBuf>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one run for a person: inputs with signers and labels, sandbox
+    /// settings, limits and use, end, outputs and events.
+    ///
+    /// Example: sealrun show records/train-50f83f8354cb.json --trust trust.toml
+    Show {
+        /// The run record.
+        record: PathBuf,
+        /// Verify the record's signature against this trust policy.
+        #[arg(long, value_name = "POLICY")]
+        trust: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Close the runs whose launcher died: each gets a signed record (`aborted: launcher
     /// died`), an `end` entry in the audit log, its output folder handed back, its staging
@@ -116,14 +177,20 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The verified store of signed inputs: `verify` re-hashes every entry, `gc`
+    /// removes unused ones (see docs/store.md).
+    Store(store_cmd::StoreArgs),
     /// Run a command in the sandbox (namespaces, read-only root, seccomp,
     /// Landlock, no network, no capabilities, limits).
     Exec(exec::ExecArgs),
 }
 
 fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2027-01-31T00:00:00Z: {e}"))
+    sealrun_launcher::units::parse_time(s)
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    sealrun_verifier::text::error_chain(e)
 }
 
 fn main() -> ExitCode {
@@ -153,7 +220,9 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!(
                 "sealrun: error: {}",
-                sealrun_verifier::text::error_chain(e.as_ref())
+                sealrun_verifier::text::no_repeats(&sealrun_verifier::text::error_chain(
+                    e.as_ref()
+                ))
             );
             ExitCode::FAILURE
         }
@@ -181,7 +250,9 @@ fn run(command: Command) -> Result<u8> {
             expires,
             name,
             out,
+            json,
             shard_size,
+            incremental,
         } => {
             let req = sign::SignRequest {
                 path: &path,
@@ -195,8 +266,35 @@ fn run(command: Command) -> Result<u8> {
                 shard_size,
                 quiet: false,
             };
-            let (out, p) =
-                sign::sign(&req).with_context(|| format!("cannot sign {}", path.display()))?;
+            let signed = sign::sign_incremental(&req, incremental.as_deref());
+            if let (Err(e), true) = (&signed, json) {
+                let error = sealrun_verifier::text::no_repeats(&format!(
+                    "cannot sign {}: {}",
+                    path.display(),
+                    error_chain(e)
+                ));
+                println!("{}", serde_json::json!({"ok": false, "error": error}));
+                return Ok(1);
+            }
+            let (out, p, hashed) =
+                signed.with_context(|| format!("cannot sign {}", path.display()))?;
+            if json {
+                let obj = serde_json::json!({
+                    "ok": true,
+                    "signature": out,
+                    "name": p.name,
+                    "kind": p.kind,
+                    "version": p.version,
+                    "labels": p.labels,
+                    "expires": p.expires,
+                    "files": p.manifest.resources.len(),
+                    "bytes": p.manifest.total_size(),
+                    "root": format!("sha256:{}", p.manifest.root_digest().to_hex()),
+                    "rehashed": incremental.is_some().then_some(hashed),
+                });
+                println!("{obj}");
+                return Ok(0);
+            }
             println!(
                 "signed {} {:?} v{}: {} files, {} bytes -> {}",
                 p.kind,
@@ -206,6 +304,12 @@ fn run(command: Command) -> Result<u8> {
                 p.manifest.total_size(),
                 out.display()
             );
+            if incremental.is_some() {
+                println!(
+                    "incremental: rehashed {hashed} of {} files (the others unchanged since the old signature)",
+                    p.manifest.resources.len()
+                );
+            }
             Ok(0)
         }
         Command::Run {
@@ -213,6 +317,7 @@ fn run(command: Command) -> Result<u8> {
             quiet,
             init_rollback_state,
             events,
+            json,
         } => {
             let events = match events.as_deref().map(sealrun_launcher::events::Sink::open) {
                 None => None,
@@ -226,26 +331,79 @@ fn run(command: Command) -> Result<u8> {
                 }
             };
             let opts = sealrun_launcher::run::RunOptions {
-                quiet,
+                quiet: quiet || json,
                 init_rollback_state,
                 events,
+                invocation: None,
             };
             match sealrun_launcher::run::run_job(&spec, &opts) {
                 Ok(s) => {
-                    eprintln!(
-                        "sealrun: {}: {}\nsealrun: record {}",
-                        spec.display(),
-                        sealrun_verifier::text::one_line(&s.message),
-                        s.record.display()
-                    );
+                    let rep = summary::report(&spec, &s);
+                    if json {
+                        println!("{}", summary::json(&rep));
+                    } else {
+                        eprint!("{}", summary::text(&rep));
+                    }
                     Ok(s.status)
                 }
                 Err(e) => {
-                    let shown = sealrun_verifier::text::one_line(&e.to_string());
-                    eprintln!("sealrun: error: {shown}");
+                    let shown = sealrun_verifier::text::no_repeats(
+                        &sealrun_verifier::text::one_line(&e.to_string()),
+                    );
+                    if json {
+                        println!("{}", summary::json_error(&spec, e.exit_status(), &shown));
+                    } else {
+                        eprintln!("sealrun: error: {shown}");
+                    }
                     Ok(e.exit_status())
                 }
             }
+        }
+        Command::Init { dir, force } => match init::init(&dir, force) {
+            Ok(next) => {
+                println!("wrote a sealrun project in {}\n\n{next}", dir.display());
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("sealrun: error: {e}");
+                Ok(match e {
+                    init::InitError::NotEmpty(_) => sealrun_launcher::run::exit::USAGE,
+                    _ => 1,
+                })
+            }
+        },
+        Command::Runs {
+            records,
+            trust,
+            json,
+        } => {
+            let policy = trust.as_deref().map(Policy::load).transpose()?;
+            let dir = records.unwrap_or_else(|| PathBuf::from("records"));
+            let (entries, skipped) = history::list(&dir, policy.as_ref())?;
+            if json {
+                let obj = serde_json::json!({"ok": true, "records": dir, "runs": entries, "skipped": skipped});
+                println!("{obj}");
+            } else {
+                print!("{}", history::table(&entries));
+                for s in &skipped {
+                    eprintln!("sealrun: skipped {}", sealrun_verifier::text::one_line(s));
+                }
+            }
+            Ok(0)
+        }
+        Command::Show {
+            record,
+            trust,
+            json,
+        } => {
+            let policy = trust.as_deref().map(Policy::load).transpose()?;
+            let e = history::entry(&record, policy.as_ref())?;
+            if json {
+                println!("{}", serde_json::to_string(&e)?);
+            } else {
+                print!("{}", history::show(&e));
+            }
+            Ok(if e.verified == Some(false) { 1 } else { 0 })
         }
         Command::Recover { path } => recover(&path),
         Command::Demo { dir } => {
@@ -253,6 +411,7 @@ fn run(command: Command) -> Result<u8> {
             Ok(0)
         }
         Command::Exec(args) => exec::run(args),
+        Command::Store(args) => store_cmd::run(args),
     }
 }
 

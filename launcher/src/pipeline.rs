@@ -31,9 +31,13 @@ pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, R
     let mut opts = opts.clone();
     let first = &p.stages[0];
     let key = keyfile::load_signing_key(&first.signing_key)?;
-    let mut b = [0u8; 16];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
-    let invocation = hex::encode(b);
+    // The pipeline's own invocation (the one its outputs' `{invocation}` named); each
+    // stage gets its own.
+    let invocation = opts.invocation.take().unwrap_or_else(|| {
+        let mut b = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+        hex::encode(b)
+    });
     let started_on = now_rfc3339();
     let mut stage_records: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut deps = Vec::new();

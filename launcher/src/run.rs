@@ -20,9 +20,7 @@ use std::sync::Arc;
 
 use rand_core::RngCore;
 use sealrun_sandbox::{Bind, FdBind, ProfileRef, SandboxConfig, SandboxPlan, Stdio, Tmpfs};
-use sealrun_verifier::artifact::{
-    check_hashes, check_listed, check_listing, check_signature, Verified, VerifyOptions,
-};
+use sealrun_verifier::artifact::{check_listed, check_signature, Verified, VerifyOptions};
 use sealrun_verifier::chain::{verify_chain, Index};
 use sealrun_verifier::digest::Digest;
 use sealrun_verifier::dsse;
@@ -110,6 +108,8 @@ pub struct RunOptions {
     pub init_rollback_state: bool,
     /// The security event stream (`--events`); overrides the spec's `events`.
     pub events: Option<crate::events::Sink>,
+    /// The run's invocation id, when chosen before the run (see [`crate::plan`]).
+    pub invocation: Option<String>,
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -652,7 +652,7 @@ fn verify_proof(
 
 /// A signed input, cheap checks first: the signature and policy, then the file list and sizes
 /// (no file read yet: an unsigned extra file or a wrong size stops here); then exactly the
-/// signed files are copied, and the copy is hashed.
+/// signed files are copied and hashed in the same read (see [`Stage::stage_signed`]).
 fn verify_signed_input(
     input: &crate::spec::Input,
     stage: &Stage,
@@ -671,11 +671,10 @@ fn verify_signed_input(
     };
     let shown = format!("{:?}", input.path.display().to_string());
     let mut signed = check_signature(&sig, &shown, &vopts).map_err(|e| e.to_string())?;
-    let listed = check_listing(&mut signed, &input.path).map_err(|e| e.to_string())?;
+    // The file list and sizes, then one read that copies and hashes (or the verified store).
     let staged = stage
-        .copy_listed(&input.name, &input.path, &listed)
+        .stage_signed(&input.name, &input.path, &mut signed)
         .map_err(|e| e.to_string())?;
-    check_hashes(&signed, &staged.path, None).map_err(|e| e.to_string())?;
     let sha = keep_proof(&spec.records, &sig)?;
     Ok((
         signed.verified,
@@ -713,7 +712,15 @@ fn check_record_listing(
 
 /// Run the job or pipeline described by the spec at `spec_path`.
 pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunError> {
-    match Spec::load(spec_path)? {
+    let mut spec = Spec::load(spec_path)?;
+    // Everything that can be checked before an input is verified (exit 64, no record).
+    let invocation = new_invocation_id();
+    crate::plan::prepare(&mut spec, &invocation)?;
+    let opts = &RunOptions {
+        invocation: Some(invocation),
+        ..opts.clone()
+    };
+    match spec {
         Spec::Job(job) => run_spec(&job, opts, &BTreeMap::new()),
         Spec::Pipeline(p) => crate::pipeline::run_pipeline(&p, opts),
     }
@@ -737,7 +744,7 @@ pub fn run_spec(
         events,
         ..opts.clone()
     };
-    let invocation = new_invocation_id();
+    let invocation = opts.invocation.clone().unwrap_or_else(new_invocation_id);
     let r = run_checked(spec, &opts, stage_records, invocation.clone());
     let ev = crate::events::Emitter::new(opts.events.as_ref(), &spec.name, &invocation);
     match &r {
@@ -823,14 +830,19 @@ fn run_checked(
         .parent()
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let stage = match Stage::create(&stage_base, &ctx.invocation) {
+    let mut stage = match Stage::create(&stage_base, &ctx.invocation) {
         Ok(stage) => stage,
         // Not ours, shared or unsafe: refuse rather than stage where others can swap.
         Err(e) => return ctx.refuse(&[], format!("staging: {e}"), exit::SETUP_FAILED),
     };
+    match crate::store::Store::for_spec(&spec.store) {
+        Ok(store) => store.into_iter().for_each(|s| stage.use_store(s)),
+        Err(e) => return ctx.refuse(&[], format!("store: {e}"), exit::SETUP_FAILED),
+    }
     crate::recover::test_pause("verifying");
     let mut inputs = Vec::new();
     let mut fd_binds = Vec::new();
+    let mut staging = BTreeMap::new();
     for input in &spec.inputs {
         let refuse = |message: String| -> Result<RunSummary, RunError> {
             let facts = ctx.facts(&inputs, format!("refused: {message}"));
@@ -843,10 +855,11 @@ fn run_checked(
             })
         };
         match verify_input(input, &stage, &policy, spec, stage_records) {
-            Ok((verified, proof, staged)) => {
+            Ok((verified, proof, mut staged)) => {
                 tracing::debug!(input = %input.name, digest = %verified.digest, signer = %verified.signer, "input verified");
                 ev.input_verified(&input.name, &input.path, &verified);
-                let fd = match stage.open_bind(&staged.rel) {
+                staging.insert(input.name.clone(), staged.how);
+                let fd = match stage.open_staged(&mut staged) {
                     Ok(fd) => fd,
                     Err(e) => return refuse(format!("input {:?}: {e}", input.name)),
                 };
@@ -1010,7 +1023,8 @@ fn run_checked(
             "max_log_bytes": spec.sandbox.outputs.max_log_size,
             "post_run_timeout_s": spec.sandbox.outputs.post_run_timeout.as_secs_f64(),
         },
-        "staging": "list-copy-hash",
+        "staging": crate::store::staging_summary(&staging),
+        "staging_inputs": staging,
     });
     // GPUs: resolved against the host's CDI specs before anything starts.
     let mut gpus = None;

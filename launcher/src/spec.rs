@@ -46,6 +46,7 @@ struct RawSpec {
     audit_log: Option<Spanned<String>>,
     rollback_state: Option<Spanned<String>>,
     events: Option<Spanned<String>>,
+    store: Option<Spanned<String>>,
     #[serde(default)]
     admit: BTreeMap<String, Vec<String>>,
     #[serde(default)]
@@ -215,6 +216,8 @@ pub struct JobSpec {
     pub rollback_state: PathBuf,
     /// The security event stream (`events = "PATH"`, `-` for stdout; see [`crate::events`]).
     pub events: Option<PathBuf>,
+    /// The verified store for signed inputs (`store = "PATH"` or `"off"`; see [`crate::store`]).
+    pub store: crate::store::StoreSetting,
     pub admit: BTreeMap<String, Vec<String>>,
     pub env: BTreeMap<String, String>,
     pub inputs: Vec<Input>,
@@ -227,7 +230,21 @@ pub struct JobSpec {
     pub declassify: Vec<String>,
     /// The spec as JSON, for the record's externalParameters.
     pub as_json: serde_json::Value,
+    /// Where fields that are checked after parsing were written (see [`crate::plan`]).
+    pub locations: Locations,
 }
+
+/// Where a field was written in the spec: line, column and the field's full name
+/// (`stage[N].` inside a pipeline).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Location {
+    pub line: usize,
+    pub col: usize,
+    pub field: String,
+}
+
+/// Locations of the fields the plan checks (by their name in a job spec).
+pub type Locations = BTreeMap<&'static str, Location>;
 
 /// Where inputs are mounted when `mount` is not given: `/inputs/NAME`.
 pub const INPUTS_ROOT: &str = "/inputs";
@@ -250,6 +267,15 @@ impl Ctx<'_> {
         let line = upto.matches('\n').count() + 1;
         let col = upto.len() - upto.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
         (line, col)
+    }
+
+    fn locate(&self, span: Range<usize>, field: &str) -> Location {
+        let (line, col) = self.line_col(span);
+        Location {
+            line,
+            col,
+            field: format!("{}{field}", self.prefix),
+        }
     }
 
     fn err(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> SpecError {
@@ -327,6 +353,7 @@ struct Shared {
     audit_log: Option<Spanned<String>>,
     rollback_state: Option<Spanned<String>>,
     events: Option<Spanned<String>>,
+    store: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -339,6 +366,7 @@ struct RawPipeline {
     audit_log: Option<Spanned<String>>,
     rollback_state: Option<Spanned<String>>,
     events: Option<Spanned<String>>,
+    store: Option<Spanned<String>>,
     stage: Vec<RawSpec>,
 }
 
@@ -394,6 +422,7 @@ impl Spec {
             audit_log: raw.audit_log,
             rollback_state: raw.rollback_state,
             events: raw.events,
+            store: raw.store,
         };
         let mut stages: Vec<JobSpec> = Vec::new();
         let mut earlier: Vec<(String, PathBuf)> = Vec::new();
@@ -434,21 +463,9 @@ impl Spec {
     }
 }
 
-/// Parse a size such as `512M`, `2G`, `64K` or a plain byte count.
+/// Parse a size such as `512M`, `2G`, `1GB`, `1GiB` or a byte count (see [`crate::units`]).
 pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last()? {
-        (i, 'K' | 'k') => (&s[..i], 1u64 << 10),
-        (i, 'M' | 'm') => (&s[..i], 1 << 20),
-        (i, 'G' | 'g') => (&s[..i], 1 << 30),
-        (i, 'T' | 't') => (&s[..i], 1 << 40),
-        _ => (s, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()?
-        .checked_mul(mult)
-        .filter(|&n| n > 0)
+    crate::units::parse_size(s).ok()
 }
 
 /// Parses an optional size field of the spec (value, field name).
@@ -641,6 +658,11 @@ impl JobSpec {
             Some(e) => Some(ctx.path(e, "events", false)?),
             None => None,
         };
+        let store = match raw.store.as_ref().or(shared.store.as_ref()) {
+            Some(s) if s.get_ref() == "off" => crate::store::StoreSetting::Off,
+            Some(s) => crate::store::StoreSetting::At(ctx.path(s, "store", false)?),
+            None => crate::store::StoreSetting::Default,
+        };
         let mut env = BTreeMap::new();
         for (k, v) in &raw.env {
             let bad_key = k.is_empty() || k.contains('=') || k.contains('\0');
@@ -742,8 +764,9 @@ impl JobSpec {
                             s.span(),
                             field,
                             format!(
-                                "invalid size {:?}: use e.g. 512M, 2G, 64K or bytes",
-                                s.get_ref()
+                                "invalid size {:?}: {}",
+                                s.get_ref(),
+                                crate::units::SIZE_HELP
                             ),
                         )
                     })
@@ -817,11 +840,36 @@ impl JobSpec {
             ro.push((hp, dest));
         }
         let python = python_venv(ctx, sb.python.as_ref(), &mounts)?;
-        let profile = sb
-            .profile
-            .as_ref()
-            .map(|p| p.get_ref().clone())
-            .unwrap_or_else(|| "default".into());
+        // A profile given as a path is resolved against the spec's folder, like every path.
+        let profile = match sb.profile.as_ref().map(|p| p.get_ref()) {
+            Some(p) if p.contains('/') || p.ends_with(".json") => {
+                ctx.base.join(p).display().to_string()
+            }
+            Some(p) => p.clone(),
+            None => "default".into(),
+        };
+        let mut locations = Locations::new();
+        let own_or_shared = |own: &Option<Spanned<String>>, common: &Option<Spanned<String>>| {
+            own.as_ref()
+                .map(|v| v.span())
+                .or(common.as_ref().map(|v| v.span()))
+                .unwrap_or(0..0)
+        };
+        locations.insert(
+            "signing_key",
+            ctx.locate(
+                own_or_shared(&raw.signing_key, &shared.signing_key),
+                "signing_key",
+            ),
+        );
+        locations.insert(
+            "trust",
+            ctx.locate(own_or_shared(&raw.trust, &shared.trust), "trust"),
+        );
+        locations.insert("output", ctx.locate(raw.output.span(), "output"));
+        if let Some(p) = &sb.profile {
+            locations.insert("sandbox.profile", ctx.locate(p.span(), "sandbox.profile"));
+        }
         let mut secrets = Vec::new();
         for (name, r) in &raw.secrets {
             let f = |k: &str| format!("secrets.{name}.{k}");
@@ -939,6 +987,7 @@ impl JobSpec {
             audit_log,
             rollback_state,
             events,
+            store,
             admit: raw.admit,
             env,
             inputs,
@@ -959,6 +1008,7 @@ impl JobSpec {
             produces: raw.produces.unwrap_or(Kind::Model),
             declassify: raw.declassify.clone(),
             as_json,
+            locations,
         })
     }
 }

@@ -7,16 +7,20 @@
 //!   by the launcher's effective uid and not writable by group or others. From then on it is
 //!   reached only through that descriptor (`/proc/self/fd/N/…`), never by its path again: another
 //!   user who can write BASE may rename it, or anything above it, and nothing changes for the run.
-//! - For a signed input, only the files the signature lists are copied in (after the caller
-//!   checked the list and sizes against the signature): each source is opened
-//!   `O_NOFOLLOW|O_NONBLOCK`, must be a regular file of the listed size, and exactly that many
-//!   bytes are copied. The caller then hashes the *copy*. The code folder and record inputs are
-//!   copied whole (regular files and folders only). Files are 0444, folders 0755.
+//! - For a signed input ([`Stage::stage_signed`]), the file list and sizes are checked against
+//!   the signature first (nothing read), then only the files the signature lists are copied in:
+//!   each source is opened `O_NOFOLLOW|O_NONBLOCK`, must be a regular file of the listed size,
+//!   and exactly that many bytes are copied *and hashed in the same read* (see
+//!   [`crate::copyhash`]: the digest is of the bytes written to the copy, holes preserved). The
+//!   digests are then compared with the signed ones, naming the first file that differs. The
+//!   code folder and record inputs are copied whole (regular files and folders only) and hashed
+//!   by the caller. Files are 0444, folders 0755.
 //! - Each staged tree is opened relative to the staging descriptor ([`Stage::open_bind`]) and the
 //!   sandbox binds it from that descriptor, not by path. (A rootless launcher's sandbox must look
 //!   the path up again, so there BASE and every folder above it must be writable by no one else:
 //!   [`Stage::create`] refuses otherwise.)
-//! - Copies use `copy_file_range`, so filesystems with reflinks share blocks.
+//! - Whole-tree copies (code, record inputs) use `copy_file_range`, so filesystems with
+//!   reflinks share blocks.
 //! - The folder is removed when the run ends (a killed launcher leaves `.sealrun-stage-ID`).
 
 use std::fs::{File, OpenOptions};
@@ -24,7 +28,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use sealrun_verifier::manifest::Listed;
+use rayon::prelude::*;
+use sealrun_verifier::artifact::{self, Signed, VerifyError};
+use sealrun_verifier::manifest::{self, Listed, Manifest, Resource};
 
 /// Why staging failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +63,11 @@ pub enum StageError {
     },
     #[error("cannot stage under {path}: it is {why}, and a launcher not running as root binds staged inputs by path; stage under folders only the launcher (or root) can write")]
     UnsafeBase { path: PathBuf, why: String },
+    /// The files do not match the signature (the message names the file).
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// A staged input or code folder.
@@ -66,6 +77,11 @@ pub struct Staged {
     pub path: PathBuf,
     /// Relative to the staging folder: bind this ([`Stage::open_bind`]).
     pub rel: PathBuf,
+    /// How it got there, for the record: `single-pass` (copied and hashed in one read),
+    /// `store-hit`, `store-miss` (see [`crate::store`]) or `copy` (hashed by the caller).
+    pub how: &'static str,
+    /// A store entry, opened for binding (then `rel` is not used).
+    pub(crate) bind: Option<OwnedFd>,
 }
 
 /// A private staging folder for one run, held open; emptied and removed on drop.
@@ -77,6 +93,10 @@ pub struct Stage {
     root: PathBuf,
     /// Its path when it was made (for messages and removal).
     shown: PathBuf,
+    /// The verified store signed inputs come from, if any.
+    store: Option<crate::store::Store>,
+    /// Locks on the store entries this run uses (held until the run ends).
+    holds: std::sync::Mutex<Vec<File>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
@@ -135,6 +155,8 @@ impl Stage {
             _dir: dir,
             root,
             shown,
+            store: None,
+            holds: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -148,32 +170,45 @@ impl Stage {
         text.replace(&*self.root.to_string_lossy(), &self.shown.to_string_lossy())
     }
 
-    /// Copy exactly the `files` listed from `src` (a file or a folder) to `STAGE/name`.
-    /// `files` comes from checking `src` against a signature's list and sizes.
-    pub fn copy_listed(
+    /// Stage the signed input `src` as `STAGE/name`: check its file list and sizes against
+    /// `signed` (nothing read), then copy the listed files and hash them in the same read, and
+    /// compare the digests with the signed ones. With a store attached ([`Stage::use_store`]),
+    /// the input comes from the store instead (filled on first use; see [`crate::store`]).
+    pub fn stage_signed(
         &self,
         name: &str,
         src: &Path,
-        files: &[Listed],
+        signed: &mut Signed,
     ) -> Result<Staged, StageError> {
+        if let Some(store) = self.store.as_ref().filter(|_| signed.sizes_signed) {
+            let (entry, hold) = store.get_or_fill(signed, src)?;
+            self.holds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(hold);
+            return Ok(entry);
+        }
+        let listed = artifact::check_listing(signed, src)?;
         let rel = PathBuf::from(name);
         let dst = self.root.join(&rel);
         make_dir(&dst)?;
-        for f in files {
-            let to = dst.join(&f.path);
-            if let Some(parent) = to.parent() {
-                make_dirs(&dst, parent)?;
-            }
-            copy_exact(&f.abs, &to, f.size)?;
-        }
+        copy_hash_listed(&dst, &listed, signed)?;
         let src_is_file = std::fs::symlink_metadata(src).map_err(io(src))?.is_file();
-        Ok(match (src_is_file, files) {
-            (true, [one]) => Staged {
-                path: dst.join(&one.path),
-                rel: rel.join(&one.path),
-            },
-            _ => Staged { path: dst, rel },
+        let (path, rel) = match (src_is_file, listed.as_slice()) {
+            (true, [one]) => (dst.join(&one.path), rel.join(&one.path)),
+            _ => (dst, rel),
+        };
+        Ok(Staged {
+            path,
+            rel,
+            how: "single-pass",
+            bind: None,
         })
+    }
+
+    /// Use `store` for signed inputs from now on (held until the stage is dropped).
+    pub fn use_store(&mut self, store: crate::store::Store) {
+        self.store = Some(store);
     }
 
     /// Copy `src` (a file or a folder tree: regular files and folders only) to `STAGE/name`.
@@ -191,6 +226,8 @@ impl Stage {
             return Ok(Staged {
                 path: dst.join(&leaf),
                 rel: rel.join(leaf),
+                how: "copy",
+                bind: None,
             });
         }
         if !meta.is_dir() {
@@ -222,7 +259,21 @@ impl Stage {
                 });
             }
         }
-        Ok(Staged { path: dst, rel })
+        Ok(Staged {
+            path: dst,
+            rel,
+            how: "copy",
+            bind: None,
+        })
+    }
+
+    /// Open what was staged for the sandbox to bind from: a store entry's descriptor, or the
+    /// tree under the staging folder ([`Stage::open_bind`]).
+    pub fn open_staged(&self, staged: &mut Staged) -> Result<OwnedFd, StageError> {
+        match staged.bind.take() {
+            Some(fd) => Ok(fd),
+            None => self.open_bind(&staged.rel),
+        }
     }
 
     /// Open a staged tree (`rel` from [`Staged`]) relative to the staging descriptor, for the
@@ -241,52 +292,54 @@ impl Stage {
     }
 }
 
-/// A launcher that is not root binds by path: BASE and every folder above it must be writable
-/// by no one but the launcher and root (a sticky folder is fine: others cannot rename our entry).
-fn check_base(base: &Path, euid: u32) -> Result<(), StageError> {
-    let canon = std::fs::canonicalize(base).map_err(io(base))?;
-    for dir in canon.ancestors() {
-        let meta = std::fs::metadata(dir).map_err(io(dir))?;
-        let why = if meta.uid() != 0 && meta.uid() != euid {
-            format!("owned by uid {}", meta.uid())
-        } else if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
-            format!(
-                "writable by group or others (mode {:04o})",
-                meta.mode() & 0o7777
-            )
-        } else {
-            continue;
-        };
-        return Err(StageError::UnsafeBase {
-            path: dir.to_path_buf(),
-            why,
-        });
+/// Copy each of `files` (checked against `signed`'s list and sizes) to `dst/PATH`, hashing it
+/// in the same read, then compare the digests with the signed ones (the first file that
+/// differs is named).
+pub(crate) fn copy_hash_listed(
+    dst: &Path,
+    files: &[Listed],
+    signed: &Signed,
+) -> Result<(), StageError> {
+    make_parents(dst, files)?;
+    let shard_size = signed.expected.shard_size;
+    let resources = files
+        .par_iter()
+        .map(|f| {
+            let (algorithm, digest) =
+                copy_hash_one(&f.abs, &dst.join(&f.path), f.size, shard_size)?;
+            Ok(Resource {
+                path: f.path.clone(),
+                size: f.size,
+                algorithm,
+                digest,
+            })
+        })
+        .collect::<Result<Vec<_>, StageError>>()?;
+    let actual = Manifest {
+        shard_size,
+        resources,
+    };
+    let shown = format!("{:?}", signed.verified.name);
+    artifact::compare(&shown, &signed.expected, &actual)?;
+    Ok(())
+}
+
+/// Make the folders that hold `files` under `dst`, each once.
+pub(crate) fn make_parents(dst: &Path, files: &[Listed]) -> Result<(), StageError> {
+    let mut dirs: Vec<&str> = files
+        .iter()
+        .filter_map(|f| f.path.rsplit_once('/').map(|(d, _)| d))
+        .collect();
+    dirs.sort_by(|a, b| manifest::path_order(a, b));
+    dirs.dedup();
+    for d in dirs {
+        make_dirs(dst, &dst.join(d))?;
     }
     Ok(())
 }
 
-/// `mkdir` one folder, 0755 whatever the umask.
-fn make_dir(dir: &Path) -> Result<(), StageError> {
-    std::fs::DirBuilder::new()
-        .mode(0o755)
-        .create(dir)
-        .map_err(io(dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io(dir))
-}
-
-/// Make `dir` and the folders between `top` (which exists) and it.
-fn make_dirs(top: &Path, dir: &Path) -> Result<(), StageError> {
-    if dir == top || dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent() {
-        make_dirs(top, parent)?;
-    }
-    make_dir(dir)
-}
-
-/// Copy exactly `size` bytes of the regular file `from` to the new file `to` (0444).
-fn copy_exact(from: &Path, to: &Path, size: u64) -> Result<(), StageError> {
+/// Open `from` for staging: not a symlink, a regular file of exactly `size` bytes.
+pub(crate) fn open_source(from: &Path, size: u64) -> Result<File, StageError> {
     let src = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -313,6 +366,90 @@ fn copy_exact(from: &Path, to: &Path, size: u64) -> Result<(), StageError> {
             actual: meta.len(),
         });
     }
+    Ok(src)
+}
+
+/// Create `to` (new, 0444) for a staged copy.
+pub(crate) fn create_copy(to: &Path) -> Result<File, StageError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(to)
+        .map_err(io(to))
+}
+
+/// Copy exactly `size` bytes of the regular file `from` to the new file `to` (0444), hashing
+/// them in the same read.
+fn copy_hash_one(
+    from: &Path,
+    to: &Path,
+    size: u64,
+    shard_size: u64,
+) -> Result<
+    (
+        sealrun_verifier::digest::Algorithm,
+        sealrun_verifier::digest::Digest,
+    ),
+    StageError,
+> {
+    let src = open_source(from, size)?;
+    let dst = create_copy(to)?;
+    let r = crate::copyhash::copy_hash(&src, Some(&dst), size, shard_size).map_err(io(from))?;
+    dst.set_permissions(std::fs::Permissions::from_mode(0o444))
+        .map_err(io(to))?;
+    Ok(r)
+}
+
+/// A launcher that is not root binds by path: BASE and every folder above it must be writable
+/// by no one but the launcher and root (a sticky folder is fine: others cannot rename our entry).
+pub(crate) fn check_base(base: &Path, euid: u32) -> Result<(), StageError> {
+    let canon = std::fs::canonicalize(base).map_err(io(base))?;
+    for dir in canon.ancestors() {
+        let meta = std::fs::metadata(dir).map_err(io(dir))?;
+        let why = if meta.uid() != 0 && meta.uid() != euid {
+            format!("owned by uid {}", meta.uid())
+        } else if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+            format!(
+                "writable by group or others (mode {:04o})",
+                meta.mode() & 0o7777
+            )
+        } else {
+            continue;
+        };
+        return Err(StageError::UnsafeBase {
+            path: dir.to_path_buf(),
+            why,
+        });
+    }
+    Ok(())
+}
+
+/// `mkdir` one folder, 0755 whatever the umask.
+pub(crate) fn make_dir(dir: &Path) -> Result<(), StageError> {
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(dir)
+        .map_err(io(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io(dir))
+}
+
+/// Make `dir` and the folders between `top` (which exists) and it.
+fn make_dirs(top: &Path, dir: &Path) -> Result<(), StageError> {
+    if dir == top || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        make_dirs(top, parent)?;
+    }
+    make_dir(dir)
+}
+
+/// Copy exactly `size` bytes of the regular file `from` to the new file `to` (0444).
+fn copy_exact(from: &Path, to: &Path, size: u64) -> Result<(), StageError> {
+    let src = open_source(from, size)?;
     let mut dst = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -296,14 +296,7 @@ impl DeviceCgroup {
                 own: false,
             },
             None => {
-                let own = std::fs::read_to_string("/proc/self/cgroup")
-                    .ok()
-                    .and_then(|t| {
-                        t.lines()
-                            .find_map(|l| l.strip_prefix("0::").map(|s| s.trim().to_string()))
-                    })
-                    .unwrap_or_else(|| "/".into());
-                let parent = Path::new(V2_ROOT).join(own.trim_start_matches('/'));
+                let parent = crate::limits::own_v2_cgroup(Path::new(V2_ROOT));
                 remove_stale(&parent);
                 let dir = parent.join(format!("sealrun-dev-{id}"));
                 std::fs::create_dir(&dir).map_err(|e| cg_err(&dir, e))?;

@@ -69,6 +69,19 @@ fn is_cgroup2(p: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Our own cgroup v2 folder under the unified hierarchy mounted at `root` (`0::PATH` of
+/// `/proc/self/cgroup`; the root if none).
+pub(crate) fn own_v2_cgroup(root: &Path) -> PathBuf {
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("0::").map(|s| s.trim().to_string()))
+        })
+        .unwrap_or_else(|| "/".into());
+    root.join(own.trim_start_matches('/'))
+}
+
 fn write(p: &Path, v: &str) -> Result<(), CgroupError> {
     std::fs::write(p, v).map_err(|e| cg_err(p, e))
 }
@@ -176,14 +189,7 @@ impl Cgroup {
     }
 
     fn create_v2(id: &str) -> Result<Cgroup, CgroupError> {
-        let own = std::fs::read_to_string("/proc/self/cgroup")
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("0::").map(|s| s.trim().to_string()))
-            })
-            .unwrap_or_else(|| "/".into());
-        let parent = Path::new(V1_ROOT).join(own.trim_start_matches('/'));
+        let parent = own_v2_cgroup(Path::new(V1_ROOT));
         let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+memory +pids +cpu");
         let dir = parent.join(format!("sealrun-{id}"));
         std::fs::create_dir(&dir).map_err(|e| cg_err(&dir, e))?;

@@ -112,6 +112,19 @@ pub fn sign_artifact(
     opts: &SignOptions,
     progress: Option<&ProgressBar>,
 ) -> Result<(Envelope, ArtifactPredicate), SignError> {
+    sign_artifact_reusing(path, key, opts, progress, None).map(|(e, p, _)| (e, p))
+}
+
+/// [`sign_artifact`], taking the digests `reuse` vouches for instead of hashing those files
+/// (incremental signing: the signer trusts its own disk). Also returns how many files were
+/// hashed.
+pub fn sign_artifact_reusing(
+    path: &Path,
+    key: &SigningKey,
+    opts: &SignOptions,
+    progress: Option<&ProgressBar>,
+    reuse: Option<&manifest::Reuse>,
+) -> Result<(Envelope, ArtifactPredicate, usize), SignError> {
     if !is_artifact_kind(opts.kind) {
         return Err(SignError::NotArtifactKind(opts.kind));
     }
@@ -132,7 +145,7 @@ pub fn sign_artifact(
             .and_then(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
             .ok_or_else(|| SignError::NoName(path.to_path_buf()))?,
     };
-    let manifest = Manifest::build(path, &opts.walk, progress)?;
+    let (manifest, hashed) = Manifest::build_reusing(path, &opts.walk, progress, reuse)?;
     let root = manifest.root_digest();
     let predicate = ArtifactPredicate {
         name: name.clone(),
@@ -154,6 +167,7 @@ pub fn sign_artifact(
     Ok((
         dsse::sign(IN_TOTO_PAYLOAD_TYPE, &st.to_bytes(), key),
         predicate,
+        hashed,
     ))
 }
 

@@ -29,9 +29,12 @@ pub struct GatePolicy {
     /// the record's `profile_sha256`).
     #[serde(default)]
     pub approved_profiles: Vec<String>,
-    /// Allow runs that attempted denied system calls (default false).
+    /// Allow runs that attempted denied system calls: `true`, `false` (the default), or a list
+    /// of call names (`["ptrace", "mount"]`) that are allowed while any other fails the gate.
+    /// A refused `connect` is listed as a denied call too: allowing egress attempts does not
+    /// allow it (name `connect`, or `true`, does).
     #[serde(default)]
-    pub allow_denied_syscalls: bool,
+    pub allow_denied_syscalls: AllowDenied,
     /// Allow runs that attempted network egress (default false).
     #[serde(default)]
     pub allow_egress_attempts: bool,
@@ -45,6 +48,30 @@ pub struct GatePolicy {
 
 fn yes() -> bool {
     true
+}
+
+/// `allow_denied_syscalls`: all, none, or these calls by name.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum AllowDenied {
+    All(bool),
+    Names(Vec<String>),
+}
+
+impl Default for AllowDenied {
+    fn default() -> Self {
+        AllowDenied::All(false)
+    }
+}
+
+impl AllowDenied {
+    /// Whether an attempt of the call `name` is allowed.
+    pub fn allows(&self, name: &str) -> bool {
+        match self {
+            AllowDenied::All(all) => *all,
+            AllowDenied::Names(names) => names.iter().any(|n| n == name),
+        }
+    }
 }
 
 /// Why the gate could not be evaluated at all.
@@ -194,8 +221,14 @@ pub fn evaluate(
                 .cloned()
                 .unwrap_or_default()
         };
-        let denied = list("denied_syscalls");
-        if !gate.allow_denied_syscalls && !denied.is_empty() {
+        let denied: Vec<serde_json::Value> = list("denied_syscalls")
+            .into_iter()
+            .filter(|d| {
+                let name = d.get("name").and_then(|n| n.as_str()).unwrap_or("");
+                !gate.allow_denied_syscalls.allows(name)
+            })
+            .collect();
+        if !denied.is_empty() {
             fail(
                 "no_denied_syscalls",
                 serde_json::Value::Array(denied).to_string(),

@@ -25,6 +25,7 @@ pub mod progress;
 pub mod record;
 pub mod revocation;
 pub mod rollback;
+pub mod runinfo;
 pub mod statement;
 pub mod text;
 

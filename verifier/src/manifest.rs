@@ -348,6 +348,11 @@ fn first_error(errors: Vec<ManifestError>) -> Option<ManifestError> {
         .min_by(|a, b| path_order(&key(a), &key(b)))
 }
 
+/// For incremental signing only: the entry of a file whose digest the caller already knows
+/// (`path` relative to the root, then its absolute path), or `None` to hash it. Verification
+/// never uses this.
+pub type Reuse<'a> = dyn Fn(&str, &Path) -> Option<Resource> + Sync + 'a;
+
 impl Manifest {
     /// Walk `root` and hash every file (in parallel), reporting bytes to `progress`.
     pub fn build(
@@ -355,6 +360,17 @@ impl Manifest {
         opts: &WalkOptions,
         progress: Option<&ProgressBar>,
     ) -> Result<Manifest, ManifestError> {
+        Manifest::build_reusing(root, opts, progress, None).map(|(m, _)| m)
+    }
+
+    /// [`Manifest::build`], taking the entries `reuse` gives instead of hashing those files
+    /// (the signer trusts its own disk). Returns the manifest and how many files were hashed.
+    pub fn build_reusing(
+        root: &Path,
+        opts: &WalkOptions,
+        progress: Option<&ProgressBar>,
+        reuse: Option<&Reuse>,
+    ) -> Result<(Manifest, usize), ManifestError> {
         if opts.shard_size < 4096 {
             return Err(ManifestError::BadShardSize(opts.shard_size));
         }
@@ -366,13 +382,19 @@ impl Manifest {
             pb.set_length(total);
         }
         // Hash files as the walk finds them (walking overlaps hashing), then sort.
-        let results: Vec<Result<Resource, ManifestError>> =
+        let results: Vec<Result<(Resource, bool), ManifestError>> =
             walk(root, opts)?
                 .par_bridge()
                 .map(|item| {
                     let (rel, abs) = item?;
                     if opts.cancelled() {
                         return Err(ManifestError::Cancelled);
+                    }
+                    if let Some(r) = reuse.and_then(|f| f(&rel, &abs)) {
+                        if let Some(pb) = progress {
+                            pb.inc(r.size);
+                        }
+                        return Ok((r, false));
                     }
                     let (algorithm, digest, size) = digest::hash_file(&abs, opts.shard_size)
                         .map_err(|source| ManifestError::Io {
@@ -382,19 +404,26 @@ impl Manifest {
                     if let Some(pb) = progress {
                         pb.inc(size);
                     }
-                    Ok(Resource {
-                        path: rel,
-                        size,
-                        algorithm,
-                        digest,
-                    })
+                    Ok((
+                        Resource {
+                            path: rel,
+                            size,
+                            algorithm,
+                            digest,
+                        },
+                        true,
+                    ))
                 })
                 .collect();
         let mut resources = Vec::with_capacity(results.len());
         let mut errors = Vec::new();
+        let mut hashed = 0;
         for r in results {
             match r {
-                Ok(r) => resources.push(r),
+                Ok((r, h)) => {
+                    hashed += usize::from(h);
+                    resources.push(r)
+                }
                 Err(e) => errors.push(e),
             }
         }
@@ -402,10 +431,13 @@ impl Manifest {
             return Err(e);
         }
         resources.sort_by(|a, b| path_order(&a.path, &b.path));
-        Ok(Manifest {
-            shard_size: opts.shard_size,
-            resources,
-        })
+        Ok((
+            Manifest {
+                shard_size: opts.shard_size,
+                resources,
+            },
+            hashed,
+        ))
     }
 
     /// Check the manifest's structure: safe, sorted, unique paths and

@@ -58,6 +58,43 @@ pub fn path(p: &std::path::Path) -> String {
     Esc(&p.to_string_lossy()).to_string()
 }
 
+/// A message without the repeats that joining texts makes: `X: X: rest` becomes
+/// `X: rest` (a segment repeated right after itself, or after a segment that ends in it), and `X (X)` becomes `X`
+/// (a parenthesis that only repeats what precedes it).
+pub fn no_repeats(s: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in s.split(": ") {
+        // "cannot sign data: data: …": the segment only repeats the end of the one before.
+        let repeat = parts
+            .last()
+            .is_some_and(|prev| *prev == part || prev.ends_with(&format!(" {part}")));
+        if !repeat {
+            parts.push(part);
+        }
+    }
+    let mut out = parts.join(": ");
+    let mut from = 0;
+    while let Some(i) = out[from..].find(" (").map(|i| i + from) {
+        let Some(len) = out[i + 2..].find(')') else {
+            break;
+        };
+        let inner = out[i + 2..i + 2 + len].to_string();
+        let before = &out[..i];
+        let repeats = !inner.is_empty()
+            && before.ends_with(&inner)
+            && before[..before.len() - inner.len()]
+                .chars()
+                .last()
+                .is_none_or(|c| c == ' ');
+        if repeats {
+            out.replace_range(i..i + 3 + len, "");
+        } else {
+            from = i + 2;
+        }
+    }
+    out
+}
+
 /// `error: cause: cause…`, leaving out a cause whose text the message already
 /// holds (many errors name their source in their own message).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -99,5 +136,28 @@ mod tests {
         struct Outer(#[source] std::io::Error);
         let e = Outer(std::io::Error::other("gone"));
         assert_eq!(error_chain(&e), "reading f: gone");
+    }
+
+    #[test]
+    fn no_repeats_drops_only_true_repeats() {
+        assert_eq!(no_repeats("oom-killed (oom-killed)"), "oom-killed");
+        assert_eq!(
+            no_repeats("failed: oom-killed (oom-killed)"),
+            "failed: oom-killed"
+        );
+        assert_eq!(
+            no_repeats("cannot sign data: data: cannot name it"),
+            "cannot sign data: cannot name it"
+        );
+        assert_eq!(no_repeats("x: x"), "x");
+        for keep in [
+            "failed: exited 3 (status 3)",
+            "succeeded (exited 0); 2 output file(s)",
+            "a (b) c",
+            "pids-limit (status 1)",
+            "bad-name (name)",
+        ] {
+            assert_eq!(no_repeats(keep), keep);
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! A model-signing bundle made at test time (the interop sample's format, see
-//! `../shared/interop/README.md`), signed with a [`sealrun_integration::RunFixture`]'s
+//! A model-signing bundle made at test time (the format the OpenSSF `model-signing` tool
+//! writes), signed with a [`sealrun_integration::RunFixture`]'s
 //! registry key.
 #![allow(dead_code)]
 

@@ -157,6 +157,10 @@ struct GateArgs {
     /// The records folder (default: the record's folder).
     #[arg(long)]
     records: Option<PathBuf>,
+    /// Also check that the files in this directory are exactly the record's outputs
+    /// (check `outputs_on_disk`; the record must be a run's, not a pipeline summary).
+    #[arg(long, value_name = "DIR")]
+    outputs: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -192,6 +196,10 @@ struct RecordArgs {
     /// Check that the files in this directory are exactly the record's subjects.
     #[arg(long)]
     outputs: Option<PathBuf>,
+    /// Exit 1 unless the recorded run succeeded (a refused or failed run's record
+    /// verifies, and is reported as REFUSED or FAILED, exit 0, without this).
+    #[arg(long)]
+    require_success: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -308,6 +316,32 @@ fn read_record_and_index(
     Ok((bytes, index))
 }
 
+/// `gate --outputs DIR`: the files in DIR are exactly the gated record's outputs.
+fn outputs_violation(
+    name: &str,
+    bytes: &[u8],
+    trust: &sealrun_verifier::policy::Policy,
+    dir: &std::path::Path,
+) -> Option<sealrun_verifier::gate::Violation> {
+    let stage = record::parse_unverified(bytes)
+        .map(|r| r.job_name().to_string())
+        .unwrap_or_default();
+    let detail = match record::parse_unverified(bytes) {
+        Some(r) if r.is_pipeline() => Some(format!(
+            "{name} is a pipeline summary; give --outputs with the record of the stage that wrote {}",
+            dir.display()
+        )),
+        _ => record::verify_record(name, bytes, trust, Some(dir))
+            .err()
+            .map(|e| e.to_string()),
+    }?;
+    Some(sealrun_verifier::gate::Violation {
+        stage,
+        check: "outputs_on_disk",
+        detail,
+    })
+}
+
 fn run_gate(args: GateArgs) -> ExitCode {
     let (gate, trust) = match sealrun_verifier::gate::load(&args.policy) {
         Ok(x) => x,
@@ -326,7 +360,13 @@ fn run_gate(args: GateArgs) -> ExitCode {
     };
     let name = args.record.display().to_string();
     match sealrun_verifier::gate::evaluate(&name, &bytes, &index, &gate, &trust) {
-        Ok(v) => {
+        Ok(mut v) => {
+            if let Some(dir) = &args.outputs {
+                if let Some(x) = outputs_violation(&name, &bytes, &trust, dir) {
+                    v.passed = false;
+                    v.violations.push(x);
+                }
+            }
             warn_all(&v.warnings);
             if args.json {
                 println!("{}", serde_json::json!({"ok": v.passed, "verdict": v}));
@@ -545,24 +585,41 @@ fn run_record(args: RecordArgs) -> ExitCode {
                     return failed(args.json, "revoked", msg, serde_json::json!({}));
                 }
             }
-            let end = v
-                .byproduct("end")
-                .and_then(|b| b.annotations.as_ref())
-                .and_then(|a| a.get("reason"))
-                .and_then(|r| r.as_str())
-                .unwrap_or("unknown")
-                .to_string();
+            let end_of = |key: &str| {
+                v.byproduct("end")
+                    .and_then(|b| b.annotations.as_ref())
+                    .and_then(|a| a.get(key))
+                    .and_then(|r| r.as_str())
+                    .unwrap_or("unknown")
+                    .to_string()
+            };
+            let (end, result) = (end_of("reason"), end_of("result"));
+            let ending = sealrun_verifier::runinfo::Ending::of(&result);
+            let succeeded = ending == sealrun_verifier::runinfo::Ending::Succeeded;
+            let ok = succeeded || !args.require_success;
+            // A refused or failed run's record verifies; its first word says how the run went.
+            let word = if succeeded { "OK" } else { ending.word() };
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({"ok": true, "record": name, "signer": v.signer, "keyid": v.keyid,
+                    serde_json::json!({"ok": ok, "record": name, "signer": v.signer, "keyid": v.keyid,
                         "invocation": p.run_details.metadata.invocation_id, "end": end,
+                        "result": ending, "run_result": result,
                         "subjects": v.statement.subject.len(), "outputs_checked": args.outputs.is_some(),
                         "statement": v.statement})
                 );
             } else {
+                // "FAILED record R (signature verified; the run failed: exited 3): run …".
+                let how = if succeeded {
+                    String::new()
+                } else {
+                    format!(
+                        " (signature verified; the run {})",
+                        sealrun_verifier::text::one_line(&result)
+                    )
+                };
                 println!(
-                    "OK record {name}: run {} by {:?} ({}), {} output file(s){}, ended: {end}; signed by {:?} ({})",
+                    "{word} record {name}{how}: run {} by {:?} ({}), {} output file(s){}, ended: {end}; signed by {:?} ({})",
                     p.run_details.metadata.invocation_id,
                     p.build_definition.external_parameters.get("name").and_then(|n| n.as_str()).unwrap_or("?"),
                     p.run_details.builder.id,
@@ -572,7 +629,7 @@ fn run_record(args: RecordArgs) -> ExitCode {
                     &v.keyid[..16]
                 );
             }
-            ExitCode::from(exit::OK)
+            ExitCode::from(if ok { exit::OK } else { exit::VERIFY_FAILED })
         }
         Err(e) => failed(args.json, e.kind(), e.to_string(), serde_json::json!({})),
     }
