@@ -56,7 +56,8 @@ fn a_signature_that_expired_after_the_run_warns_but_verifies() {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_millis(1100));
-    // A new run is refused ...
+    // A new run (into an empty output folder) is refused ...
+    std::fs::remove_dir_all(f.dir().join("j-out")).unwrap();
     let again = f.run(&job);
     assert_eq!(again.status.code(), Some(65), "{}", text(&again));
     // ... but the chain of the run that used it while valid still verifies.

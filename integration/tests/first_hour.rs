@@ -356,7 +356,7 @@ fn json_shapes_of_run_refusal_error_and_sign() {
     let f = RunFixture::new();
     let job = f.job("train", MODEL, &[], RUN_SANDBOX);
     // A refusal (a tampered dataset): a record, result refused, status 65.
-    std::fs::write(f.dir().join("data/points.csv"), b"x,y\n9,9\n3,4\n").unwrap();
+    std::fs::write(f.dir().join("data/points.csv"), b"x,y\n9,99\n3,4\n").unwrap();
     let (code, v) = run_json(&f, &job);
     assert_eq!(code, Some(65));
     assert_eq!(v["ok"], false);
@@ -436,7 +436,9 @@ fn runs_lists_successes_failures_and_refusals_newest_first_and_show_prints_one()
     let bad = f.job("bad", "import sys\nsys.exit(3)\n", &[], RUN_SANDBOX);
     fails_with(f.run(&bad), 3, &["failed"]);
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    std::fs::write(f.dir().join("data/points.csv"), b"x,y\n1,2\n3,5\n").unwrap();
+    // (A tamper that changes the size: a same-size one would be a store hit, which binds the
+    // verified copy without reading the source again.)
+    std::fs::write(f.dir().join("data/points.csv"), b"x,y\n1,2\n3,55\n").unwrap();
     let refused = f.job("refused", MODEL, &[], RUN_SANDBOX);
     fails_with(f.run(&refused), 65, &["refused"]);
     // Something in records/ that is not a run record is skipped, and said so.
@@ -587,7 +589,7 @@ fn verify_record_names_a_refused_or_failed_run_first() {
         1,
         &["FAILED record", "exited 3"],
     );
-    std::fs::write(f.dir().join("data/points.csv"), b"x,y\n0,0\n3,4\n").unwrap();
+    std::fs::write(f.dir().join("data/points.csv"), b"x,y\n0,00\n3,4\n").unwrap();
     let refused = f.job("refused", MODEL, &[], RUN_SANDBOX);
     fails_with(f.run(&refused), 65, &[]);
     let rec = f.record("refused").display().to_string();

@@ -188,8 +188,8 @@ fn interrupt_of(f: &RunFixture, job: &str) -> serde_json::Value {
 fn ctrl_c_reaches_the_job_as_sigint_and_a_second_one_kills_the_tree() {
     let f = RunFixture::new();
     let script = r#"import sys, time
-open("/out/ready", "w").close()
 try:
+    open("/out/ready", "w").close()  # (inside the try: the signal may come at once)
     time.sleep(60)
 except KeyboardInterrupt:
     open("/out/caught", "w").write("KeyboardInterrupt")
