@@ -732,3 +732,259 @@ fn run_help_lists_every_exit_status_and_the_jobs_environment() {
         assert!(t.contains(want), "run --help lacks {want}:\n{t}");
     }
 }
+
+// ---- Completions, man pages, config file (#14.8) ----
+
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        let t = ok(sealrun(Path::new("."), &["completions", shell]));
+        for sub in ["init", "run", "runs", "show", "sign", "completions"] {
+            assert!(t.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    // The bash script is valid bash.
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("sealrun.bash");
+    let out = sealrun(Path::new("."), &["completions", "bash"]);
+    std::fs::write(&script, &out.stdout).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check));
+    fails_with(
+        sealrun(Path::new("."), &["completions", "tcsh"]),
+        2,
+        &["tcsh"],
+    );
+}
+
+#[test]
+fn man_pages_are_generated_into_target() {
+    let dir = sealrun_integration::workspace_root().join("target/man");
+    let _ = std::fs::remove_dir_all(&dir);
+    let t = ok(sealrun(
+        Path::new("."),
+        &["man", "--out", &dir.display().to_string()],
+    ));
+    assert!(t.contains("man page(s)"), "{t}");
+    for page in [
+        "sealrun.1",
+        "sealrun-run.1",
+        "sealrun-init.1",
+        "sealrun-runs.1",
+    ] {
+        let text =
+            std::fs::read_to_string(dir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH"), "{page} is not roff");
+    }
+    let run = std::fs::read_to_string(dir.join("sealrun-run.1")).unwrap();
+    assert!(run.contains("sealrun run"), "synopsis names the command");
+    assert!(run.contains("67"), "the exit statuses are in the man page");
+}
+
+#[test]
+fn config_file_gives_defaults_the_spec_overrides() {
+    let f = RunFixture::new();
+    let d = f.dir();
+    let xdg = tempfile::tempdir().unwrap();
+    let with_xdg = |args: &[&str]| {
+        sealrun_integration::run(
+            std::process::Command::new(sealrun_integration::bin("sealrun"))
+                .current_dir(d)
+                .env("XDG_CONFIG_HOME", xdg.path())
+                .args(args),
+        )
+    };
+    // A job that names neither its trust policy nor its key.
+    let job = f.job("train", MODEL, &[], RUN_SANDBOX);
+    let text0 = std::fs::read_to_string(d.join(&job)).unwrap();
+    let bare = text0
+        .replace("trust = \"trust.toml\"\n", "")
+        .replace("signing_key = \"launcher.key\"\n", "");
+    std::fs::write(d.join(&job), &bare).unwrap();
+    fails_with(
+        with_xdg(&["run", "-q", &job]),
+        64,
+        &["missing field `trust`", "sealrun.toml"],
+    );
+
+    // The user's config file: paths relative to it.
+    let user = xdg.path().join("sealrun");
+    std::fs::create_dir_all(&user).unwrap();
+    std::fs::write(
+        user.join("config.toml"),
+        format!(
+            "trust = \"{}\"\nsigning_key = \"{}\"\nrecords = \"user-records\"\n",
+            d.join("trust.toml").display(),
+            d.join("launcher.key").display()
+        ),
+    )
+    .unwrap();
+    let t = ok(with_xdg(&["run", "-q", &job]));
+    assert!(t.contains("user-records"), "{t}");
+    assert!(
+        std::fs::read_dir(user.join("user-records"))
+            .unwrap()
+            .count()
+            > 0
+    );
+
+    // The spec folder's sealrun.toml wins over the user's; the spec's own fields win over both.
+    std::fs::write(d.join("sealrun.toml"), "records = \"local-records\"\n").unwrap();
+    std::fs::remove_dir_all(d.join("train-out")).unwrap();
+    let t = ok(with_xdg(&["run", "-q", &job]));
+    assert!(t.contains("local-records"), "{t}");
+    let c = ok(with_xdg(&["config", "."]));
+    assert!(c.contains("local-records (from ./sealrun.toml)"), "{c}");
+    assert!(c.contains("config.toml)"), "{c}");
+    std::fs::write(d.join(&job), format!("records = \"own-records\"\n{bare}")).unwrap();
+    std::fs::remove_dir_all(d.join("train-out")).unwrap();
+    let t = ok(with_xdg(&["run", "-q", &job]));
+    assert!(t.contains("own-records"), "{t}");
+
+    // A key from a config file that the policy does not allow is named with its file.
+    ok(sealrun(d, &["keygen", "--out", "stranger"]));
+    std::fs::write(d.join("sealrun.toml"), "signing_key = \"stranger.key\"\n").unwrap();
+    std::fs::remove_dir_all(d.join("train-out")).unwrap();
+    fails_with(
+        with_xdg(&["run", "-q", &job]),
+        64,
+        &["signing_key (from ", "sealrun.toml): ", "may not sign"],
+    );
+    // A config file with a field sealrun does not know is an error, with line and column.
+    std::fs::write(
+        d.join("sealrun.toml"),
+        "records = \"r\"\ntrust_policy = \"t\"\n",
+    )
+    .unwrap();
+    fails_with(
+        with_xdg(&["run", "-q", &job]),
+        64,
+        &["sealrun.toml:2:1:", "trust_policy"],
+    );
+    fails_with(with_xdg(&["config"]), 1, &["sealrun.toml:2:1:"]);
+}
+
+// ---- The demo keeps what it shows (#14.10) ----
+
+#[test]
+fn demo_leaves_the_model_the_signed_dataset_and_verifiable_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let shown = dir.display().to_string();
+    let t = ok(sealrun(tmp.path(), &["demo", "--dir", &shown]));
+    assert!(t.contains("demo passed"), "{t}");
+    // The model it trained is there, under the folder the summary named.
+    let models: Vec<PathBuf> = std::fs::read_dir(dir.join("work"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path().join("model/model.json")))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(models.len(), 1, "{models:?}");
+    // The dataset is as signed (the tamper step put the byte back).
+    ok(verify(
+        &dir,
+        &[
+            "artifact",
+            "dataset",
+            "--signature",
+            "dataset.sig",
+            "--trust",
+            "trust.toml",
+        ],
+    ));
+    // Every record in DIR verifies, the model's with its outputs on disk.
+    let mut n = 0;
+    for e in std::fs::read_dir(dir.join("records")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "json") {
+            ok(verify(
+                &dir,
+                &["record", &p.display().to_string(), "--trust", "trust.toml"],
+            ));
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "{n} records");
+    // No staging folder left behind, empty or not.
+    let stages: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".sealrun-stage")
+        })
+        .collect();
+    assert!(stages.is_empty(), "{stages:?}");
+    // Run again in the same folder: nothing to remove by hand, a second model beside the first.
+    ok(sealrun(tmp.path(), &["demo", "--dir", &shown]));
+    assert_eq!(std::fs::read_dir(dir.join("work")).unwrap().count(), 2);
+}
+
+// ---- A secret used by several stages (#14.11) ----
+
+#[test]
+fn a_secret_declared_by_two_stages_is_read_once_and_delivered_to_both() {
+    let f = RunFixture::new();
+    let hash = "import hashlib\nv = open('/run/secrets/token', 'rb').read()\nopen('/out/h.txt', 'w').write(hashlib.sha256(v).hexdigest())\n";
+    let spec = format!(
+        r#"name = "two-secret"
+trust = "trust.toml"
+signing_key = "launcher.key"
+
+[[stage]]
+name = "first"
+command = ["python3", "-c", {hash:?}]
+output = "out-first"
+produces = "dataset"
+[stage.secrets.token]
+from = "env:SEALRUN_TEST_TOKEN"
+ttl = "1m"
+[[stage.input]]
+name = "points"
+path = "data"
+signature = "data.sig"
+[stage.sandbox]
+profile = "python"
+
+[[stage]]
+name = "second"
+command = ["python3", "-c", {hash:?}]
+output = "out-second"
+[stage.secrets.token]
+from = "env:SEALRUN_TEST_TOKEN"
+ttl = "1m"
+[[stage.input]]
+name = "a"
+from_stage = "first"
+[stage.sandbox]
+profile = "python"
+"#
+    );
+    std::fs::write(f.dir().join("two.toml"), spec).unwrap();
+    let value = "tok-3f9a7c1e5b";
+    let out = sealrun_integration::run(
+        std::process::Command::new(sealrun_integration::bin("sealrun"))
+            .current_dir(f.dir())
+            .env("SEALRUN_TEST_TOKEN", value)
+            .args(["run", "-q", "two.toml"]),
+    );
+    let t = ok(out);
+    assert!(t.contains("pipeline succeeded"), "{t}");
+    let want = sealrun_integration::sha256_hex(value.as_bytes());
+    for stage in ["first", "second"] {
+        let got = std::fs::read_to_string(f.dir().join(format!("out-{stage}/h.txt"))).unwrap();
+        assert_eq!(got, want, "stage {stage} got another value");
+        let st = envelope_statement(&f.record(stage));
+        let secrets = &sealrun_integration::byproduct(&st, "secrets")["annotations"];
+        assert_eq!(secrets["secrets"][0]["name"], "token", "{secrets}");
+        assert!(
+            !st.to_string().contains(value),
+            "the value is in the record"
+        );
+    }
+}

@@ -4,7 +4,11 @@
 //!
 //! Guarantees: the demo only writes inside its own directory; every check it
 //! shows is the real one (real keys, real signatures, the real `sealrun-verify`
-//! binary), and it fails loudly if any step does not behave as shown.
+//! binary), and it fails loudly if any step does not behave as shown. It keeps
+//! what it shows: each run writes to a new `work/ID/` folder (nothing is
+//! removed), the trained model stays there, and the tampered byte is put back
+//! after the tamper step, so the dataset in DIR is as signed and every record
+//! in it verifies afterwards.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -94,7 +98,7 @@ store = "off"
 name = "ingest"
 command = ["python3", "/code/ingest.py"]
 code = "code/ingest"
-output = "work/ingest"
+output = "work/{invocation}/ingest"
 produces = "dataset"
 admit = { classification = ["public", "internal"] }
 [[stage.input]]
@@ -111,7 +115,7 @@ timeout = "2m"
 name = "features"
 command = ["python3", "/code/features.py"]
 code = "code/features"
-output = "work/features"
+output = "work/{invocation}/features"
 produces = "features"
 [[stage.input]]
 name = "clean"
@@ -127,7 +131,7 @@ timeout = "2m"
 name = "train"
 command = ["python3", "/code/train.py"]
 code = "code/train"
-output = "work/model"
+output = "work/{invocation}/model"
 produces = "model"
 env = { EPOCHS = "300" }
 [[stage.input]]
@@ -242,40 +246,28 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
         std::fs::create_dir_all(&d)?;
         std::fs::write(d.join(script), text)?;
     }
-    let work = dir.join("work");
-    if work.exists() {
-        std::fs::remove_dir_all(&work)?;
-    }
+    // Every run writes under work/{invocation}/ (a new folder), so nothing is ever removed.
     std::fs::write(dir.join("pipeline.toml"), PIPELINE_TOML)?;
-    let summary = crate::run::run_job(
-        &dir.join("pipeline.toml"),
-        &crate::run::RunOptions::default(),
-    )?;
+    let pipeline = dir.join("pipeline.toml");
+    let summary = crate::run::run_job(&pipeline, &crate::run::RunOptions::default())?;
     println!("    {}", summary.message);
     if summary.status != 0 {
         bail!("the pipeline did not succeed (status {})", summary.status);
     }
-    let records = dir.join("records");
-    let train_record = std::fs::read_dir(&records)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("train-") && n.ends_with(".json"))
-        })
-        .context("the train stage wrote no record")?;
+    let report = crate::summary::report(&pipeline, &summary);
+    let train_record = report.hand_over.clone();
+    let model = report
+        .stages
+        .last()
+        .and_then(|s| s.run.output.clone())
+        .context("the train stage's record names no output folder")?;
     println!("    pipeline summary record: {}", summary.record.display());
+    println!("    the model's record: {}", train_record.display());
+    println!("    the model: {model}/model.json (kept)");
 
     step(6, "verify offline: the model's record and outputs, its chain of custody, the audit log, an AI-BOM, the release gate");
     let rec = train_record.display().to_string();
-    let (ok_rec, _) = offline(&[
-        "record",
-        &rec,
-        "--trust",
-        "trust.toml",
-        "--outputs",
-        "work/model",
-    ])?;
+    let (ok_rec, _) = offline(&["record", &rec, "--trust", "trust.toml", "--outputs", &model])?;
     let (ok_chain, _) = offline(&[
         "chain",
         &rec,
@@ -316,15 +308,15 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
         "flip one byte of the dataset, as a poisoning attacker would, and run again",
     );
     let target = data.join("train/points.csv");
-    let mut bytes = std::fs::read(&target)?;
+    let signed = std::fs::read(&target)?;
+    let mut bytes = signed.clone();
     let at = bytes.len() / 2;
     bytes[at] ^= 0x01;
     std::fs::write(&target, &bytes)?;
-    std::fs::remove_dir_all(&work)?;
-    let again = crate::run::run_job(
-        &dir.join("pipeline.toml"),
-        &crate::run::RunOptions::default(),
-    )?;
+    let again = crate::run::run_job(&pipeline, &crate::run::RunOptions::default());
+    // Put the signed bytes back whatever happened, so the dataset in DIR stays as signed.
+    std::fs::write(&target, &signed)?;
+    let again = again?;
     println!("    {}", again.message);
     if again.status != crate::run::exit::VERIFY_FAILED || !again.message.contains("digest mismatch")
     {
@@ -332,6 +324,18 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
     }
     println!("    refused before anything ran; the refusal is signed and in the audit log:");
     offline(&["log", "audit.log", "--trust", "trust.toml"])?;
+    println!("    the byte is put back: the dataset verifies again, and so does every record");
+    let (restored, _) = offline(&[
+        "artifact",
+        "dataset",
+        "--signature",
+        "dataset.sig",
+        "--trust",
+        "trust.toml",
+    ])?;
+    if !restored {
+        bail!("the restored dataset did not verify");
+    }
 
     if tmp.is_some() {
         println!("\ndemo passed. Its files were in a temporary folder, now removed; pass --dir DIR to keep them.");

@@ -5,6 +5,7 @@
 
 pub mod attest;
 pub mod audit;
+pub mod config;
 pub mod copyhash;
 pub mod demo;
 pub mod events;

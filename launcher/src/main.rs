@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use sealrun_launcher::{demo, exec, history, init, keyfile, sign, store_cmd, summary};
+use clap::{CommandFactory, Parser, Subcommand};
+use sealrun_launcher::{config, demo, exec, history, init, keyfile, sign, store_cmd, summary};
 use sealrun_verifier::digest::DEFAULT_SHARD_SIZE;
 use sealrun_verifier::policy::{Kind, Policy};
 
@@ -155,6 +155,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    ///
+    /// Examples:
+    ///   sealrun completions bash > /etc/bash_completion.d/sealrun
+    ///   sealrun completions zsh > "${fpath[1]}/_sealrun"
+    ///   sealrun completions fish > ~/.config/fish/completions/sealrun.fish
+    #[command(verbatim_doc_comment)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (roff) for sealrun and each of its commands into DIR.
+    ///
+    /// Example: sealrun man --out /usr/local/share/man/man1
+    Man {
+        /// The folder to write sealrun.1 and sealrun-COMMAND.1 into (created if missing).
+        #[arg(long, short = 'o', value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Show the defaults specs get from config files (trust policy, signing key,
+    /// records, audit log), and which file each came from: sealrun.toml in the
+    /// spec's folder, then $XDG_CONFIG_HOME/sealrun/config.toml.
+    ///
+    /// Example: sealrun config myproject
+    Config {
+        /// A spec's folder, or a spec (default: the current folder).
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Close the runs whose launcher died: each gets a signed record (`aborted: launcher
     /// died`), an `end` entry in the audit log, its output folder handed back, its staging
     /// folder and cgroups removed. Runs whose launcher is alive are left alone. `sealrun run`
@@ -187,6 +219,25 @@ enum Command {
 
 fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
     sealrun_launcher::units::parse_time(s)
+}
+
+/// Man pages from the same definitions as `--help`: sealrun.1 and sealrun-COMMAND.1.
+fn write_man_pages(dir: &std::path::Path) -> Result<usize> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cmd = Cli::command();
+    let mut pages = vec![("sealrun".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("sealrun-{}", sub.get_name());
+        let bin = format!("sealrun {}", sub.get_name());
+        pages.push((name.clone(), sub.clone().display_name(name).bin_name(bin)));
+    }
+    for (name, page) in &pages {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(page.clone()).render(&mut buf)?;
+        let file = dir.join(format!("{name}.1"));
+        std::fs::write(&file, buf).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    Ok(pages.len())
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -318,47 +369,74 @@ fn run(command: Command) -> Result<u8> {
             init_rollback_state,
             events,
             json,
-        } => {
-            let events = match events.as_deref().map(sealrun_launcher::events::Sink::open) {
-                None => None,
-                Some(Ok(s)) => Some(s),
-                Some(Err(e)) => {
-                    let shown = events.unwrap_or_default().display().to_string();
-                    eprintln!(
-                        "sealrun: error: --events {shown}: cannot open the event stream: {e}"
-                    );
-                    return Ok(sealrun_launcher::run::exit::USAGE);
-                }
-            };
-            let opts = sealrun_launcher::run::RunOptions {
-                quiet: quiet || json,
-                init_rollback_state,
-                events,
-                invocation: None,
-            };
-            match sealrun_launcher::run::run_job(&spec, &opts) {
-                Ok(s) => {
-                    let rep = summary::report(&spec, &s);
-                    if json {
-                        println!("{}", summary::json(&rep));
-                    } else {
-                        eprint!("{}", summary::text(&rep));
-                    }
-                    Ok(s.status)
-                }
-                Err(e) => {
-                    let shown = sealrun_verifier::text::no_repeats(
-                        &sealrun_verifier::text::one_line(&e.to_string()),
-                    );
-                    if json {
-                        println!("{}", summary::json_error(&spec, e.exit_status(), &shown));
-                    } else {
-                        eprintln!("sealrun: error: {shown}");
-                    }
-                    Ok(e.exit_status())
-                }
-            }
+        } => run_cmd(&spec, quiet, init_rollback_state, events, json),
+        command @ (Command::Init { .. }
+        | Command::Runs { .. }
+        | Command::Show { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. }
+        | Command::Config { .. }) => first_hour_cmd(command),
+        Command::Recover { path } => recover(&path),
+        Command::Demo { dir } => {
+            demo::run(dir.as_deref())?;
+            Ok(0)
         }
+        Command::Exec(args) => exec::run(args),
+        Command::Store(args) => store_cmd::run(args),
+    }
+}
+
+/// `sealrun run`: run the job, then print its summary (text on stderr, or one JSON object).
+fn run_cmd(
+    spec: &std::path::Path,
+    quiet: bool,
+    init_rollback_state: bool,
+    events: Option<PathBuf>,
+    json: bool,
+) -> Result<u8> {
+    let events = match events.as_deref().map(sealrun_launcher::events::Sink::open) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            let shown = events.unwrap_or_default().display().to_string();
+            eprintln!("sealrun: error: --events {shown}: cannot open the event stream: {e}");
+            return Ok(sealrun_launcher::run::exit::USAGE);
+        }
+    };
+    let opts = sealrun_launcher::run::RunOptions {
+        quiet: quiet || json,
+        init_rollback_state,
+        events,
+        invocation: None,
+        secrets: None,
+    };
+    match sealrun_launcher::run::run_job(spec, &opts) {
+        Ok(s) => {
+            let rep = summary::report(spec, &s);
+            if json {
+                println!("{}", summary::json(&rep));
+            } else {
+                eprint!("{}", summary::text(&rep));
+            }
+            Ok(s.status)
+        }
+        Err(e) => {
+            let shown = sealrun_verifier::text::no_repeats(&sealrun_verifier::text::one_line(
+                &e.to_string(),
+            ));
+            if json {
+                println!("{}", summary::json_error(spec, e.exit_status(), &shown));
+            } else {
+                eprintln!("sealrun: error: {shown}");
+            }
+            Ok(e.exit_status())
+        }
+    }
+}
+
+/// The commands of the first hour: init, runs, show, completions, man, config.
+fn first_hour_cmd(command: Command) -> Result<u8> {
+    match command {
         Command::Init { dir, force } => match init::init(&dir, force) {
             Ok(next) => {
                 println!("wrote a sealrun project in {}\n\n{next}", dir.display());
@@ -405,13 +483,36 @@ fn run(command: Command) -> Result<u8> {
             }
             Ok(if e.verified == Some(false) { 1 } else { 0 })
         }
-        Command::Recover { path } => recover(&path),
-        Command::Demo { dir } => {
-            demo::run(dir.as_deref())?;
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "sealrun", &mut std::io::stdout());
             Ok(0)
         }
-        Command::Exec(args) => exec::run(args),
-        Command::Store(args) => store_cmd::run(args),
+        Command::Man { out } => {
+            let written = write_man_pages(&out)?;
+            println!("wrote {} man page(s) into {}", written, out.display());
+            Ok(0)
+        }
+        Command::Config { path, json } => {
+            let dir = if path.is_file() {
+                path.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map_or_else(|| PathBuf::from("."), PathBuf::from)
+            } else {
+                path
+            };
+            let c = config::load(&dir)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "dir": dir, "config": c, "user_file": config::user_file()})
+                );
+            } else {
+                print!("{}", config::show(&dir, &c));
+            }
+            Ok(0)
+        }
+        _ => unreachable!("first_hour_cmd is called with its own commands only"),
     }
 }
 

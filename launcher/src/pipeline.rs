@@ -29,6 +29,8 @@ use crate::{keyfile, now_rfc3339};
 /// Run every stage of `p` in order; returns the summary.
 pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let mut opts = opts.clone();
+    // A secret declared by several stages is read once and delivered to each.
+    opts.secrets = Some(std::sync::Arc::new(crate::secrets::SecretCache::default()));
     let first = &p.stages[0];
     let key = keyfile::load_signing_key(&first.signing_key)?;
     // The pipeline's own invocation (the one its outputs' `{invocation}` named); each

@@ -110,6 +110,8 @@ pub struct RunOptions {
     pub events: Option<crate::events::Sink>,
     /// The run's invocation id, when chosen before the run (see [`crate::plan`]).
     pub invocation: Option<String>,
+    /// A pipeline's secrets, read once for all its stages.
+    pub secrets: Option<Arc<secrets::SecretCache>>,
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -771,7 +773,11 @@ fn run_checked(
     let secrets: Vec<Secret> = spec
         .secrets
         .iter()
-        .map(Secret::load)
+        .map(|s| {
+            opts.secrets
+                .as_ref()
+                .map_or_else(|| Secret::load(s), |c| c.load(s))
+        })
         .collect::<Result<_, _>>()?;
     let fingerprint_key = key.derive("secret-fingerprint");
     let python = spec.sandbox.python.as_ref().map(python_facts).transpose()?;
@@ -1128,6 +1134,13 @@ fn run_checked(
     let (mut outcome, logs) = rt.block_on(async {
         let out_pump = tokio::spawn(pump(out_r, stdout_log.clone(), false, quiet, Redactor::with(patterns.clone()), max_log));
         let err_pump = tokio::spawn(pump(err_r, stderr_log.clone(), true, quiet, Redactor::with(patterns.clone()), max_log));
+        // Caught from before the sandbox starts: a SIGINT/SIGTERM that comes while it starts is
+        // held and passed on once the job runs, never the launcher's death (which would leave
+        // the run without its record).
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| e.to_string())?;
         let started = tokio::task::spawn_blocking(move || plan.spawn())
             .await
             .map_err(|e| format!("supervisor: {e}"))?;
@@ -1136,10 +1149,6 @@ fn run_checked(
             Ok(handle) => {
                 let pid = handle.pid();
                 let mut waiter = tokio::task::spawn_blocking(move || handle.wait());
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .map_err(|e| e.to_string())?;
-                let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-                    .map_err(|e| e.to_string())?;
                 loop {
                     // The job gets the signal we got (Ctrl-C is SIGINT: Python raises
                     // KeyboardInterrupt); a second one, of either kind, kills the tree.

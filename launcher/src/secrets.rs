@@ -85,6 +85,37 @@ impl fmt::Debug for Secret {
 /// Largest accepted secret.
 const MAX_SECRET: u64 = 1 << 20;
 
+/// The secrets of one pipeline: each source is read once (an `env:` source is scrubbed from
+/// the launcher's environment when read), and every stage that declares it gets the value.
+/// Values are zeroed when the cache is dropped, at the end of the pipeline.
+#[derive(Default)]
+pub struct SecretCache {
+    values: std::sync::Mutex<Vec<(Source, Zeroizing<Vec<u8>>)>>,
+}
+
+impl fmt::Debug for SecretCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.values.lock().map(|v| v.len()).unwrap_or(0);
+        write!(f, "SecretCache({n} value(s), <redacted>)")
+    }
+}
+
+impl SecretCache {
+    /// The secret of `spec`: from the cache if its source was read before, else read now.
+    pub fn load(&self, spec: &SecretSpec) -> Result<Secret, SecretError> {
+        let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, value)) = values.iter().find(|(s, _)| *s == spec.source) {
+            return Ok(Secret {
+                spec: spec.clone(),
+                value: value.clone(),
+            });
+        }
+        let secret = Secret::load(spec)?;
+        values.push((spec.source.clone(), secret.value.clone()));
+        Ok(secret)
+    }
+}
+
 impl Secret {
     /// Read the secret from its source, once.
     pub fn load(spec: &SecretSpec) -> Result<Secret, SecretError> {

@@ -23,6 +23,8 @@ use toml::Spanned;
 pub enum SpecError {
     #[error(transparent)]
     Io(#[from] sealrun_verifier::fsread::ReadError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("{path}:{line}:{col}: {field}: {message}")]
     Invalid {
         path: PathBuf,
@@ -627,23 +629,40 @@ impl JobSpec {
             }
         }
         let output = ctx.path(&raw.output, "output", false)?;
+        // Defaults from sealrun.toml next to the spec, then the user's config file.
+        let config = crate::config::load(&ctx.base)?;
         let required = |own: &Option<Spanned<String>>,
                         common: &Option<Spanned<String>>,
                         field: &str| {
-            match own.as_ref().or(common.as_ref()) {
-                Some(v) => ctx.path(v, field, true),
-                None => Err(ctx.err(0..0, field, format!("missing field `{field}`"))),
+            match (own.as_ref().or(common.as_ref()), config.get(field)) {
+                (Some(v), _) => ctx.path(v, field, true),
+                (None, Some(c)) if c.path.exists() => Ok(c.path.clone()),
+                (None, Some(c)) => Err(ctx.err(
+                    0..0,
+                    field,
+                    format!("{} (from {}) does not exist", c.path.display(), c.from.display()),
+                )),
+                (None, None) => Err(ctx.err(
+                    0..0,
+                    field,
+                    format!("missing field `{field}` (give it here, in {} next to the spec, or in $XDG_CONFIG_HOME/sealrun/config.toml)", crate::config::LOCAL_NAME),
+                )),
             }
         };
         let trust = required(&raw.trust, &shared.trust, "trust")?;
         let signing_key = required(&raw.signing_key, &shared.signing_key, "signing_key")?;
+        let default = |field: &str, builtin: &str| {
+            config
+                .get(field)
+                .map_or_else(|| ctx.base.join(builtin), |c| c.path.clone())
+        };
         let records = match raw.records.as_ref().or(shared.records.as_ref()) {
             Some(r) => ctx.path(r, "records", false)?,
-            None => ctx.base.join("records"),
+            None => default("records", "records"),
         };
         let audit_log = match raw.audit_log.as_ref().or(shared.audit_log.as_ref()) {
             Some(a) => ctx.path(a, "audit_log", false)?,
-            None => ctx.base.join("audit.log"),
+            None => default("audit_log", "audit.log"),
         };
         let rollback_state = match raw
             .rollback_state
@@ -855,17 +874,17 @@ impl JobSpec {
                 .or(common.as_ref().map(|v| v.span()))
                 .unwrap_or(0..0)
         };
-        locations.insert(
-            "signing_key",
-            ctx.locate(
-                own_or_shared(&raw.signing_key, &shared.signing_key),
-                "signing_key",
-            ),
-        );
-        locations.insert(
-            "trust",
-            ctx.locate(own_or_shared(&raw.trust, &shared.trust), "trust"),
-        );
+        for (field, own, common) in [
+            ("signing_key", &raw.signing_key, &shared.signing_key),
+            ("trust", &raw.trust, &shared.trust),
+        ] {
+            // A value from a config file is named with the file it came from.
+            let name = match (own.as_ref().or(common.as_ref()), config.get(field)) {
+                (None, Some(c)) => format!("{field} (from {})", c.from.display()),
+                _ => field.to_string(),
+            };
+            locations.insert(field, ctx.locate(own_or_shared(own, common), &name));
+        }
         locations.insert("output", ctx.locate(raw.output.span(), "output"));
         if let Some(p) = &sb.profile {
             locations.insert("sandbox.profile", ctx.locate(p.span(), "sandbox.profile"));
