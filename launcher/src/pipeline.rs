@@ -105,7 +105,10 @@ pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, R
                 "stages": p.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
                 "file": p.file.display().to_string(),
             }),
-            internal_parameters: json!({"launcher_version": env!("CARGO_PKG_VERSION")}),
+            internal_parameters: json!({
+                "launcher_version": env!("CARGO_PKG_VERSION"),
+                "launcher_sha256": crate::launcher_sha256(),
+            }),
             resolved_dependencies: deps,
         },
         run_details: RunDetails {

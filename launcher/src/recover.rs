@@ -258,6 +258,8 @@ pub fn lock_run(
     started_on: &str,
     builder_id: &str,
 ) -> Result<RunLock, RecoverError> {
+    // The record names the launcher's digest: hash the binary while the run is planned.
+    std::thread::spawn(crate::launcher_sha256);
     match recover_log(&spec.audit_log) {
         Ok(done) => {
             for r in done.iter().filter(|r| r.action != "alive") {
@@ -618,6 +620,7 @@ fn aborted_record(
             external_parameters: info.external_parameters.clone(),
             internal_parameters: json!({
                 "launcher_version": env!("CARGO_PKG_VERSION"),
+                "launcher_sha256": crate::launcher_sha256(),
                 "recovered": true,
                 "recovered_by_pid": std::process::id(),
             }),

@@ -206,7 +206,7 @@ impl Ctx<'_> {
             inputs,
             code_digest: None,
             executable: None,
-            internal: serde_json::json!({}),
+            internal: serde_json::json!({"launcher_sha256": crate::launcher_sha256()}),
             outcome: None,
             result,
             logs: Vec::new(),
@@ -1015,6 +1015,7 @@ fn run_checked(
     });
     let internal_base = serde_json::json!({
         "launcher_version": env!("CARGO_PKG_VERSION"),
+        "launcher_sha256": crate::launcher_sha256(),
         "limits": {
             "memory_bytes": spec.sandbox.memory,
             "pids": spec.sandbox.pids,

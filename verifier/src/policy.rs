@@ -129,6 +129,9 @@ pub struct Policy {
     pub stages: Vec<StagePolicy>,
     /// `[[revoked]]` entries: keys, artifacts and records no longer trusted.
     pub revoked: Vec<crate::revocation::Revocation>,
+    /// `launcher_sha256 = [...]`: the `sealrun` builds whose records are accepted (lowercase
+    /// hex SHA-256 of the binary). Empty: any build.
+    pub launchers: BTreeSet<String>,
 }
 
 /// What one pipeline stage may do.
@@ -229,6 +232,8 @@ struct PolicyFile {
     stage: Vec<StagePolicy>,
     #[serde(default)]
     revoked: Vec<crate::revocation::RevokedEntry>,
+    #[serde(default)]
+    launcher_sha256: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -254,6 +259,7 @@ impl Policy {
             admit: BTreeMap::new(),
             stages: Vec::new(),
             revoked: Vec::new(),
+            launchers: BTreeSet::new(),
         }
     }
 
@@ -337,11 +343,22 @@ impl Policy {
             .map(|e| e.into_revocation(&names))
             .collect::<Result<Vec<_>, _>>()
             .map_err(invalid)?;
+        let mut launchers = BTreeSet::new();
+        for d in &file.launcher_sha256 {
+            let hex = d.trim_start_matches("sha256:").to_ascii_lowercase();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(format!(
+                    "launcher_sha256 {d:?} is not a SHA-256 digest (64 hex digits, as `sha256sum sealrun` prints)"
+                )));
+            }
+            launchers.insert(hex);
+        }
         Ok(Policy {
             keys,
             admit,
             stages: file.stage,
             revoked,
+            launchers,
         })
     }
 

@@ -381,6 +381,8 @@ impl PythonEnvironment {
 
 /// Key of [`GpuAccess`] in a run record's `internalParameters`.
 pub const GPUS_PARAMETER: &str = "gpus";
+/// `internalParameters` key: SHA-256 (hex) of the `sealrun` binary that wrote the record.
+pub const LAUNCHER_SHA256_PARAMETER: &str = "launcher_sha256";
 /// Name of the `resolvedDependencies` entry of each CDI spec file a run used.
 pub const CDI_SPEC_DEPENDENCY: &str = "cdi-spec";
 
@@ -500,6 +502,10 @@ pub enum RecordError {
         #[source]
         source: Box<VerifyError>,
     },
+    /// The trust policy pins the launcher builds it accepts, and this record names another
+    /// (or none).
+    #[error("record {record}: written by launcher build {found}, which the trust policy's launcher_sha256 does not list (records of other builds are refused)")]
+    Launcher { record: String, found: String },
     /// The record, or the key that signed it, is revoked by the trust policy.
     #[error("record {record}: {revocation}")]
     Revoked {
@@ -520,6 +526,7 @@ impl RecordError {
             RecordError::Outputs { source, .. } => source.kind(),
             RecordError::NonFile { kind, .. } => kind,
             RecordError::Revoked { .. } => "revoked",
+            RecordError::Launcher { .. } => "launcher_not_pinned",
         }
     }
 }
@@ -727,6 +734,19 @@ pub fn verify_record(
     }
     if p.run_details.metadata.invocation_id.is_empty() {
         return Err(missing("runDetails.metadata.invocationId"));
+    }
+    if !policy.launchers.is_empty() {
+        let found = p
+            .build_definition
+            .internal_parameters
+            .get(LAUNCHER_SHA256_PARAMETER)
+            .and_then(|v| v.as_str());
+        if !found.is_some_and(|d| policy.launchers.contains(d)) {
+            return Err(RecordError::Launcher {
+                record,
+                found: found.map_or_else(|| "(none named)".into(), |d| format!("sha256:{d}")),
+            });
+        }
     }
     let expected = subjects_manifest(&st.subject).map_err(|name| RecordError::BadSubject {
         record: record.clone(),
