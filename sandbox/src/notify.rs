@@ -195,8 +195,16 @@ impl<'a> Server<'a> {
             if nr == libc::SYS_connect && valid && !self.errnos.contains_key(&nr) {
                 if let Some(b) = &bytes {
                     let sock = n.data.args[0] as i32;
+                    let id = n.id;
+                    let still_blocked = || {
+                        // SAFETY: ID_VALID takes a pointer to the u64 id.
+                        let r = unsafe {
+                            libc::ioctl(fd, IOCTL_NOTIF_ID_VALID as _, &id as *const u64)
+                        };
+                        r == 0
+                    };
                     if let crate::unix_connect::Decision::Mediated(e) =
-                        crate::unix_connect::decide(n.pid, sock, b, &mut self.own)
+                        crate::unix_connect::decide(n.pid, sock, b, &mut self.own, &still_blocked)
                     {
                         respond(fd, n.id, e);
                         return true;

@@ -112,10 +112,15 @@ fn open_proc(tid: u32, what: &str) -> Result<OwnedFd, i32> {
     } as libc::c_long)
 }
 
-/// A duplicate of descriptor `fd` of task `tid` (`pidfd_getfd`).
-fn job_fd(tid: u32, fd: i32) -> Result<OwnedFd, i32> {
+/// A duplicate of descriptor `fd` of task `tid` (`pidfd_getfd`). `still_blocked` must say
+/// whether the notifying task is still blocked in its call: asked once the pidfd pins task
+/// `tid`, it proves that `tid` was not reused by another process meanwhile.
+fn job_fd(tid: u32, fd: i32, still_blocked: &dyn Fn() -> bool) -> Result<OwnedFd, i32> {
     // SAFETY: plain syscalls with integer arguments; the results are owned right away.
     let pidfd = owned(unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) })?;
+    if !still_blocked() {
+        return Err(libc::ESRCH);
+    }
     // SAFETY: as above.
     owned(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })
 }
@@ -186,8 +191,15 @@ fn sockaddr_un(path: &[u8]) -> Option<(libc::sockaddr_un, usize)> {
 
 /// Decide (and, where it is the job's own socket, carry out) the `connect(fd, addr)` of task
 /// `tid`, whose address the supervisor has copied (`addr`: the `sockaddr` bytes, as long as the
-/// job's `addrlen`).
-pub fn decide(tid: u32, fd: i32, addr: &[u8], own: &mut OwnMounts) -> Decision {
+/// job's `addrlen`); `still_blocked` tells whether the notification is still pending
+/// (`SECCOMP_IOCTL_NOTIF_ID_VALID`).
+pub fn decide(
+    tid: u32,
+    fd: i32,
+    addr: &[u8],
+    own: &mut OwnMounts,
+    still_blocked: &dyn Fn() -> bool,
+) -> Decision {
     if addr.len() < 3 || u16::from_ne_bytes([addr[0], addr[1]]) != libc::AF_UNIX as u16 {
         return Decision::Refuse;
     }
@@ -197,7 +209,7 @@ pub fn decide(tid: u32, fd: i32, addr: &[u8], own: &mut OwnMounts) -> Decision {
         let Some((sa, len)) = sockaddr_un(path) else {
             return Decision::Mediated(libc::EINVAL);
         };
-        return match job_fd(tid, fd) {
+        return match job_fd(tid, fd, still_blocked) {
             Ok(sock) => Decision::Mediated(connect_bounded(&sock, &sa, len)),
             Err(e) => Decision::Mediated(e),
         };
@@ -238,7 +250,7 @@ pub fn decide(tid: u32, fd: i32, addr: &[u8], own: &mut OwnMounts) -> Decision {
     let Some((sa, len)) = sockaddr_un(via.as_bytes()) else {
         return Decision::Mediated(libc::ENAMETOOLONG);
     };
-    match job_fd(tid, fd) {
+    match job_fd(tid, fd, still_blocked) {
         Ok(sock) => Decision::Mediated(connect_bounded(&sock, &sa, len)),
         Err(e) => Decision::Mediated(e),
     }
