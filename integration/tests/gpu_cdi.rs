@@ -428,7 +428,8 @@ fn gpus_without_a_matching_cdi_device_is_a_plan_time_error() {
         r.stderr
     );
 
-    // Through `sealrun run`: nothing runs, the refusal names the device.
+    // Through `sealrun run`: a plan-time error (64, with the field's place), before any input
+    // is verified; no record, nothing runs.
     let f = RunFixture::new();
     let cdi = make_cdi(f.dir());
     let spec = f.job(
@@ -445,13 +446,18 @@ fn gpus_without_a_matching_cdi_device_is_a_plan_time_error() {
         .unwrap();
     fails_with(
         out,
-        125,
+        64,
         &[
+            "nogpu.toml:",
+            "sandbox.gpus",
             "no CDI device nvidia.com/gpu=GPU-00000000-dead",
-            "nothing ran",
         ],
     );
     assert!(!f.dir().join("nogpu-out/x").exists());
+    assert!(
+        f.records("nogpu").is_empty(),
+        "a plan-time error writes no record"
+    );
 }
 
 #[test]

@@ -166,9 +166,24 @@ fn check_output(job: &JobSpec) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// The GPUs asked for are defined by the host's CDI specs (read again, and applied, when the
+/// sandbox is planned).
+fn check_gpus(job: &JobSpec) -> Result<(), SpecError> {
+    let Some(req) = &job.sandbox.gpus else {
+        return Ok(());
+    };
+    sealrun_sandbox::cdi::load(
+        &sealrun_sandbox::cdi::spec_dirs(),
+        sealrun_sandbox::cdi::NVIDIA_GPU_KIND,
+    )
+    .and_then(|files| sealrun_sandbox::cdi::resolve(&files, req).map(drop))
+    .map_err(|e| invalid(job, "sandbox.gpus", e.to_string()))
+}
+
 fn check_job(job: &JobSpec) -> Result<(), SpecError> {
     check_signing_key(job)?;
     check_profile(job)?;
+    check_gpus(job)?;
     check_output(job)
 }
 

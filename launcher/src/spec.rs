@@ -889,6 +889,9 @@ impl JobSpec {
         if let Some(p) = &sb.profile {
             locations.insert("sandbox.profile", ctx.locate(p.span(), "sandbox.profile"));
         }
+        if let Some(g) = &sb.gpus {
+            locations.insert("sandbox.gpus", ctx.locate(g.span(), "sandbox.gpus"));
+        }
         let mut secrets = Vec::new();
         for (name, r) in &raw.secrets {
             let f = |k: &str| format!("secrets.{name}.{k}");
