@@ -394,19 +394,11 @@ pub fn init_setup<S: Sys>(
             MountOp::Bind(src, p) => sys
                 .move_mount(trees[*src], p)
                 .map_err(at_i(Step::BindMount, i))?,
-            MountOp::Tmpfs(p, data) => sys
-                .mount(
-                    Some(c"tmpfs"),
-                    p,
-                    Some(c"tmpfs"),
-                    libc::MS_NOSUID | libc::MS_NODEV,
-                    Some(data),
-                )
-                .map_err(at_i(Step::MountTmpfs, i))?,
+            // A secrets tmpfs the supervisor made (noswap) is attached; else one is mounted.
             MountOp::SecretTmpfs(p, _, slot) if trees[*slot] >= 0 => sys
                 .move_mount(trees[*slot], p)
                 .map_err(at_i(Step::MountTmpfs, i))?,
-            MountOp::SecretTmpfs(p, data, _) => sys
+            MountOp::Tmpfs(p, data) | MountOp::SecretTmpfs(p, data, _) => sys
                 .mount(
                     Some(c"tmpfs"),
                     p,
