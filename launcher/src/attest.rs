@@ -34,6 +34,8 @@ pub struct RecordedInput {
     pub mount: String,
     pub verified: Verified,
     pub proof: Proof,
+    /// How an encrypted input was decrypted (`None` for a plaintext one).
+    pub decryption: Option<record::Decryption>,
 }
 
 /// What vouched for an input: a copy is kept in `records/artifacts/SHA.json`.
@@ -102,11 +104,17 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
             uri: Some(format!("file:{}", i.host_path)),
             digest: BTreeMap::from([("sha256".to_string(), v.digest.clone())]),
             media_type: None,
-            annotations: Some(json!({
-                "artifact": v.name, "kind": v.kind, "version": v.version, "labels": v.labels,
-                "signer": v.signer, "keyid": v.keyid, "format": v.format, "mount": i.mount,
-                "proof": i.proof,
-            })),
+            annotations: Some({
+                let mut a = json!({
+                    "artifact": v.name, "kind": v.kind, "version": v.version, "labels": v.labels,
+                    "signer": v.signer, "keyid": v.keyid, "format": v.format, "mount": i.mount,
+                    "proof": i.proof,
+                });
+                if let Some(d) = &i.decryption {
+                    d.annotate(&mut a);
+                }
+                a
+            }),
         });
     }
     if let Some(d) = &f.code_digest {

@@ -3,11 +3,15 @@
 //!
 //! The binary `sealrun` is a thin front end over this library.
 
+pub mod ageid;
 pub mod attest;
 pub mod audit;
+pub mod confidential_cmd;
 pub mod config;
 pub mod copyhash;
+pub mod decrypt;
 pub mod demo;
+pub mod encrypt;
 pub mod events;
 pub mod exec;
 pub mod gpu;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
-use sealrun_launcher::{config, demo, exec, history, init, keyfile, sign, store_cmd, summary};
+use sealrun_launcher::{
+    confidential_cmd, config, demo, exec, history, init, keyfile, sign, store_cmd, summary,
+};
 use sealrun_verifier::digest::DEFAULT_SHARD_SIZE;
 use sealrun_verifier::policy::{Kind, Policy};
 
@@ -215,6 +217,14 @@ enum Command {
     /// Run a command in the sandbox (namespaces, read-only root, seccomp,
     /// Landlock, no network, no capabilities, limits).
     Exec(exec::ExecArgs),
+    /// Encrypt a (signed) dataset folder for launchers: every file NAME becomes NAME.age,
+    /// files in parallel (see docs/confidential.md).
+    ///
+    /// Example: sealrun encrypt data --recipient age1… --out data.enc
+    Encrypt(confidential_cmd::EncryptArgs),
+    /// The launcher's decryption identity: `new` makes one, `recipient` prints what data
+    /// owners encrypt to (see docs/confidential.md).
+    Identity(confidential_cmd::IdentityArgs),
 }
 
 fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
@@ -383,6 +393,8 @@ fn run(command: Command) -> Result<u8> {
         }
         Command::Exec(args) => exec::run(args),
         Command::Store(args) => store_cmd::run(args),
+        Command::Encrypt(args) => Ok(confidential_cmd::encrypt(args)),
+        Command::Identity(args) => Ok(confidential_cmd::identity(args)),
     }
 }
 

@@ -7,7 +7,8 @@
 //! for every stage of a pipeline: that the trust policy loads and allows the
 //! signing key to sign both `record`s and `checkpoint`s (else the run would end
 //! with a record nobody can verify); that the sandbox profile exists and
-//! parses; and that the output folder (placeholders expanded) is new or empty.
+//! parses; that the decryption identity loads and the encrypted inputs' plaintext fits in
+//! the memory limit (see [`crate::decrypt::check_plan`]); and that the output folder (placeholders expanded) is new or empty.
 //! `{invocation}`, `{name}` and `{date}` in `output` are replaced by the run's
 //! invocation id (the 12 characters in its record's name), the job's (stage's)
 //! name and the UTC date (`YYYY-MM-DD`); the record's `externalParameters`
@@ -184,6 +185,7 @@ fn check_job(job: &JobSpec) -> Result<(), SpecError> {
     check_signing_key(job)?;
     check_profile(job)?;
     check_gpus(job)?;
+    crate::decrypt::check_plan(job).map_err(|(field, m)| invalid(job, field, m))?;
     check_output(job)
 }
 

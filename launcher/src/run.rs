@@ -673,10 +673,15 @@ fn verify_signed_input(
     };
     let shown = format!("{:?}", input.path.display().to_string());
     let mut signed = check_signature(&sig, &shown, &vopts).map_err(|e| e.to_string())?;
-    // The file list and sizes, then one read that copies and hashes (or the verified store).
-    let staged = stage
-        .stage_signed(&input.name, &input.path, &mut signed)
-        .map_err(|e| e.to_string())?;
+    // The file list and sizes, then one read that copies and hashes (or the verified store);
+    // an encrypted input is decrypted into a tmpfs for the sandbox alone, and verified there.
+    let staged = if input.encrypted {
+        crate::decrypt::stage(input, spec, &signed).map_err(|e| e.to_string())?
+    } else {
+        stage
+            .stage_signed(&input.name, &input.path, &mut signed)
+            .map_err(|e| e.to_string())?
+    };
     let sha = keep_proof(&spec.records, &sig)?;
     Ok((
         signed.verified,
@@ -766,7 +771,7 @@ fn run_checked(
     let key = keyfile::load_signing_key(&spec.signing_key)?;
     // Secrets: read each once, into memory that is zeroed on drop, in a process
     // that cannot be core-dumped or traced by its peers.
-    if !spec.secrets.is_empty() {
+    if !spec.secrets.is_empty() || spec.inputs.iter().any(|i| i.encrypted) {
         secrets::protect_process();
     }
     tracing::debug!(job = %spec.name, file = %spec.file.display(), "spec validated");
@@ -848,6 +853,7 @@ fn run_checked(
     crate::recover::test_pause("verifying");
     let mut inputs = Vec::new();
     let mut fd_binds = Vec::new();
+    let mut attach = Vec::new();
     let mut staging = BTreeMap::new();
     for input in &spec.inputs {
         let refuse = |message: String| -> Result<RunSummary, RunError> {
@@ -865,20 +871,24 @@ fn run_checked(
                 tracing::debug!(input = %input.name, digest = %verified.digest, signer = %verified.signer, "input verified");
                 ev.input_verified(&input.name, &input.path, &verified);
                 staging.insert(input.name.clone(), staged.how);
-                let fd = match stage.open_staged(&mut staged) {
-                    Ok(fd) => fd,
-                    Err(e) => return refuse(format!("input {:?}: {e}", input.name)),
+                let dest = input.mount.clone().into();
+                let decryption = match staged.decrypted.take() {
+                    Some(d) => Some(crate::decrypt::attach(d, dest, &mut attach)),
+                    None => match stage.open_staged(&mut staged) {
+                        Ok(fd) => {
+                            fd_binds.push(FdBind { fd, dest });
+                            None
+                        }
+                        Err(e) => return refuse(format!("input {:?}: {e}", input.name)),
+                    },
                 };
-                fd_binds.push(FdBind {
-                    fd,
-                    dest: input.mount.clone().into(),
-                });
                 inputs.push(RecordedInput {
                     name: input.name.clone(),
                     host_path: input.path.display().to_string(),
                     mount: input.mount.clone(),
                     verified,
                     proof,
+                    decryption,
                 });
             }
             Err(e) => {
@@ -972,6 +982,7 @@ fn run_checked(
     config.profile = ProfileRef::parse(&spec.sandbox.profile);
     config.ro_binds = ro_binds;
     config.ro_fd_binds = fd_binds;
+    config.attach = attach;
     config.rw_binds = vec![Bind {
         host: spec.output.clone(),
         dest: OUTPUT_MOUNT.into(),
@@ -988,7 +999,10 @@ fn run_checked(
             size,
         });
     }
-    config.memory = spec.sandbox.memory;
+    // The decrypted inputs' tmpfs is charged to the launcher (which wrote it): reserved out of
+    // the job's limit, so that the two together stay within it (see docs/confidential.md).
+    config.memory =
+        crate::decrypt::job_memory(spec.sandbox.memory, crate::decrypt::reserved(&inputs));
     config.pids = spec.sandbox.pids;
     config.cpus = spec.sandbox.cpus;
     config.timeout = spec.sandbox.timeout;

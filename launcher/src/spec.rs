@@ -49,6 +49,7 @@ struct RawSpec {
     rollback_state: Option<Spanned<String>>,
     events: Option<Spanned<String>>,
     store: Option<Spanned<String>>,
+    decryption_identity: Option<Spanned<String>>,
     #[serde(default)]
     admit: BTreeMap<String, Vec<String>>,
     #[serde(default)]
@@ -85,6 +86,7 @@ struct RawInput {
     #[serde(default = "default_kind")]
     kind: Kind,
     mount: Option<Spanned<String>>,
+    encrypted: Option<Spanned<bool>>,
 }
 
 fn default_kind() -> Kind {
@@ -137,6 +139,9 @@ pub struct Input {
     pub kind: Kind,
     /// Absolute path inside the sandbox.
     pub mount: String,
+    /// Stored encrypted (`NAME.age` files; the signature is over the plaintext): decrypted into
+    /// a tmpfs inside the sandbox only (see [`crate::decrypt`]).
+    pub encrypted: bool,
 }
 
 /// What vouches for an input.
@@ -226,6 +231,8 @@ pub struct JobSpec {
     pub sandbox: SandboxSpec,
     /// Secrets handed to the job through a private tmpfs.
     pub secrets: Vec<SecretSpec>,
+    /// The launcher's age identity for encrypted inputs (`decryption_identity = "FILE"`).
+    pub decryption_identity: Option<PathBuf>,
     /// The kind of artifact the outputs are (default `model`).
     pub produces: Kind,
     /// Label keys this stage is declared to remove from what it derives (e.g. `pii`).
@@ -356,6 +363,7 @@ struct Shared {
     rollback_state: Option<Spanned<String>>,
     events: Option<Spanned<String>>,
     store: Option<Spanned<String>>,
+    decryption_identity: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -369,6 +377,7 @@ struct RawPipeline {
     rollback_state: Option<Spanned<String>>,
     events: Option<Spanned<String>>,
     store: Option<Spanned<String>>,
+    decryption_identity: Option<Spanned<String>>,
     stage: Vec<RawSpec>,
 }
 
@@ -425,6 +434,7 @@ impl Spec {
             rollback_state: raw.rollback_state,
             events: raw.events,
             store: raw.store,
+            decryption_identity: raw.decryption_identity,
         };
         let mut stages: Vec<JobSpec> = Vec::new();
         let mut earlier: Vec<(String, PathBuf)> = Vec::new();
@@ -766,12 +776,21 @@ impl JobSpec {
                 return Err(ctx.err(span, &f("mount"), format!("{mount} overlaps another mount")));
             }
             mounts.push(mount.clone());
+            let encrypted = r.encrypted.as_ref().is_some_and(|e| *e.get_ref());
+            if let (true, Some(e), false) = (
+                encrypted,
+                &r.encrypted,
+                matches!(proof, Proof::Signature(_)),
+            ) {
+                return Err(ctx.err(e.span(), &f("encrypted"), "an encrypted input needs a `signature` over its plaintext (records and stages are never encrypted)"));
+            }
             inputs.push(Input {
                 name,
                 path,
                 proof,
                 kind: r.kind,
                 mount,
+                encrypted,
             });
         }
         let sb = &raw.sandbox;
@@ -993,6 +1012,30 @@ impl JobSpec {
                 ));
             }
         }
+        let decryption_identity = match raw
+            .decryption_identity
+            .as_ref()
+            .or(shared.decryption_identity.as_ref())
+        {
+            Some(d) => Some(ctx.path(d, "decryption_identity", true)?),
+            None if inputs.iter().any(|i| i.encrypted) => {
+                return Err(ctx.err(0..0, "decryption_identity", "missing: an input is `encrypted = true`; name the launcher's identity, e.g. decryption_identity = \"launcher.ageid\" (`sealrun identity new --out launcher.ageid` makes one)"))
+            }
+            None => None,
+        };
+        if let Some(d) = raw
+            .decryption_identity
+            .as_ref()
+            .or(shared.decryption_identity.as_ref())
+        {
+            locations.insert(
+                "decryption_identity",
+                ctx.locate(d.span(), "decryption_identity"),
+            );
+        }
+        if let Some(m) = &sb.memory {
+            locations.insert("sandbox.memory", ctx.locate(m.span(), "sandbox.memory"));
+        }
         let as_json = toml::from_str::<toml::Value>(ctx.text)
             .ok()
             .and_then(|v| serde_json::to_value(v).ok())
@@ -1027,6 +1070,7 @@ impl JobSpec {
                 outputs,
             },
             secrets,
+            decryption_identity,
             produces: raw.produces.unwrap_or(Kind::Model),
             declassify: raw.declassify.clone(),
             as_json,

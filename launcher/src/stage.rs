@@ -82,6 +82,9 @@ pub struct Staged {
     pub how: &'static str,
     /// A store entry, opened for binding (then `rel` is not used).
     pub(crate) bind: Option<OwnedFd>,
+    /// An encrypted input, decrypted into a sealed tmpfs that is attached as it is (then
+    /// neither `rel` nor `bind` is used; see [`crate::decrypt`]).
+    pub decrypted: Option<crate::decrypt::Decrypted>,
 }
 
 /// A private staging folder for one run, held open; emptied and removed on drop.
@@ -203,6 +206,7 @@ impl Stage {
             rel,
             how: "single-pass",
             bind: None,
+            decrypted: None,
         })
     }
 
@@ -228,6 +232,7 @@ impl Stage {
                 rel: rel.join(leaf),
                 how: "copy",
                 bind: None,
+                decrypted: None,
             });
         }
         if !meta.is_dir() {
@@ -264,6 +269,7 @@ impl Stage {
             rel,
             how: "copy",
             bind: None,
+            decrypted: None,
         })
     }
 

@@ -296,6 +296,7 @@ impl Store {
             rel: PathBuf::new(),
             how,
             bind: Some(fd),
+            decrypted: None,
         };
         Ok((staged, lock))
     }

@@ -468,7 +468,10 @@ pub fn init_setup<S: Sys>(
 pub fn prepare_binds<S: Sys>(sys: &S, plan: &SandboxPlan, trees: &mut [i32]) -> Result<(), Fail> {
     let planned_fds = plan.ids.parent_prepares_binds();
     for (i, b) in plan.mounts.binds.iter().enumerate() {
-        let tree = if planned_fds {
+        let tree = if b.detached {
+            // Attached as it is: a descriptor of the same mount, not a clone.
+            sys.open_tree_same(b.fd.as_raw_fd())
+        } else if planned_fds {
             sys.open_tree_clone(b.fd.as_raw_fd())
         } else {
             let fd = sys
@@ -905,6 +908,9 @@ mod tests {
         }
         fn open_tree_clone(&self, _: i32) -> SysResult<i32> {
             self.rec("open_tree").map(|_| 101)
+        }
+        fn open_tree_same(&self, _: i32) -> SysResult<i32> {
+            self.rec("open_tree same").map(|_| 102)
         }
         fn mount_setattr(&self, _: i32, attr: u64) -> SysResult<()> {
             self.rec(format!("mount_setattr {attr:#x}"))

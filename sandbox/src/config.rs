@@ -130,6 +130,10 @@ pub struct SandboxConfig {
     pub ro_binds: Vec<Bind>,
     /// Read-only binds from descriptors (see [`FdBind`]).
     pub ro_fd_binds: Vec<FdBind>,
+    /// Detached mounts ([`crate::detached::DetachedTmpfs`], by their mount descriptor) attached
+    /// as they are, read-only, nosuid, nodev and noexec: never cloned, never reached by a path.
+    /// Needs a launcher started as root (a rootless sandbox refuses them).
+    pub attach: Vec<FdBind>,
     /// Read-write binds.
     pub rw_binds: Vec<Bind>,
     /// Extra tmpfs mounts. `/tmp` (256 MiB) and `/dev/shm` (a folder of the root tmpfs, which is
@@ -173,6 +177,7 @@ impl SandboxConfig {
             profile: ProfileRef::default(),
             ro_binds: Vec::new(),
             ro_fd_binds: Vec::new(),
+            attach: Vec::new(),
             rw_binds: Vec::new(),
             tmpfs: Vec::new(),
             memory: None,

@@ -23,6 +23,7 @@ pub mod caps;
 pub mod cdi;
 pub mod child;
 pub mod config;
+pub mod detached;
 pub mod device_bpf;
 pub mod devices;
 pub mod landlock;

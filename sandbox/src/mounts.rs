@@ -73,6 +73,9 @@ pub struct BindSource {
     pub is_dir: bool,
     /// Read-write.
     pub write: bool,
+    /// A detached mount (see [`crate::detached`]): attached as it is, never cloned, and never
+    /// looked up by path (a rootless sandbox, which must look binds up again, refuses it).
+    pub detached: bool,
     /// The source, opened at plan time without following symlinks (`O_PATH`). When started as
     /// root the supervisor clones the bind from this very descriptor, and the Landlock rule is
     /// made from it too: what was planned is what gets mounted, with no second path lookup.
@@ -282,6 +285,24 @@ impl Builder {
         Ok(())
     }
 
+    /// Attach at `dest` the detached mount `fd` (a [`crate::detached::DetachedTmpfs`]) itself,
+    /// read-only, nosuid, nodev and noexec.
+    pub fn attach_fd(&mut self, fd: OwnedFd, dest: &Path) -> Result<(), MountError> {
+        let dest = check_dest(dest)?;
+        self.push_bind(
+            PathBuf::from("(detached tmpfs)"),
+            dest,
+            crate::detached::SEALED_ATTRS,
+            true,
+            false,
+            fd,
+        );
+        if let Some(b) = self.binds.last_mut() {
+            b.detached = true;
+        }
+        Ok(())
+    }
+
     fn push_bind(
         &mut self,
         host: PathBuf,
@@ -300,6 +321,7 @@ impl Builder {
             attrs,
             is_dir,
             write,
+            detached: false,
             fd: Arc::new(fd),
         });
         self.entries.push((dest, Entry::Bind { src }));

@@ -57,6 +57,9 @@ pub enum PlanError {
     /// No host id range for the job.
     #[error(transparent)]
     HostIds(#[from] crate::namespaces::IdError),
+    /// A detached mount was given to a sandbox that is not started as root.
+    #[error("a detached mount (a decrypted input) can be attached only by a sandbox started as root; run the launcher as root")]
+    Detached,
     /// An extra device node (GPU).
     #[error(transparent)]
     Device(#[from] crate::devices::DeviceError),
@@ -288,6 +291,10 @@ impl SandboxPlan {
         for bind in &config.rw_binds {
             b.bind(&bind.host, &bind.dest, true)?;
         }
+        let detached = !config.attach.is_empty();
+        for m in config.attach {
+            b.attach_fd(m.fd, &m.dest)?;
+        }
         let mounts = b.finish();
 
         // Landlock rules for the host sources.
@@ -339,6 +346,9 @@ impl SandboxPlan {
             });
         }
         let (ids, host_ids) = IdMode::detect()?;
+        if detached && !ids.parent_prepares_binds() {
+            return Err(PlanError::Detached);
+        }
         let fd = |s: Stdio| match s {
             Stdio::Inherit => None,
             Stdio::Fd(f) => Some(f),

@@ -56,6 +56,9 @@ pub trait Sys {
     fn open_nofollow(&self, path: &CStr) -> SysResult<i32>;
     /// `open_tree(fd, "", OPEN_TREE_CLONE|AT_RECURSIVE|AT_EMPTY_PATH|OPEN_TREE_CLOEXEC)`.
     fn open_tree_clone(&self, fd: i32) -> SysResult<i32>;
+    /// `open_tree(fd, "", AT_EMPTY_PATH|OPEN_TREE_CLOEXEC)`: another descriptor of the same
+    /// mount (for a detached one, moving it attaches that very mount).
+    fn open_tree_same(&self, fd: i32) -> SysResult<i32>;
     /// `mount_setattr(fd, "", AT_EMPTY_PATH|AT_RECURSIVE, attr_set)`.
     fn mount_setattr(&self, fd: i32, attr_set: u64) -> SysResult<()>;
     /// `move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`.
@@ -371,6 +374,13 @@ impl Sys for LinuxSys {
             | AT_RECURSIVE
             | libc::AT_EMPTY_PATH as libc::c_uint
             | libc::O_CLOEXEC as libc::c_uint;
+        // SAFETY: an empty NUL-terminated path relative to a descriptor we own.
+        check(unsafe { libc::syscall(libc::SYS_open_tree, fd, c"".as_ptr(), flags) })
+            .map(|fd| fd as i32)
+    }
+
+    fn open_tree_same(&self, fd: i32) -> SysResult<i32> {
+        let flags = libc::AT_EMPTY_PATH as libc::c_uint | libc::O_CLOEXEC as libc::c_uint;
         // SAFETY: an empty NUL-terminated path relative to a descriptor we own.
         check(unsafe { libc::syscall(libc::SYS_open_tree, fd, c"".as_ptr(), flags) })
             .map(|fd| fd as i32)

@@ -464,6 +464,82 @@ pub struct GpuHook {
     pub detail: String,
 }
 
+/// [`Decryption::identity`] of a launcher identity kept in a file (mode 0600).
+pub const IDENTITY_SOFTWARE_HELD: &str = "software-held";
+/// [`Decryption::identity`] of a launcher identity sealed by a TPM.
+pub const IDENTITY_TPM_SEALED: &str = "tpm-sealed";
+/// The ciphertext format of encrypted inputs.
+pub const AGE_V1: &str = "age-v1";
+/// At most this many ciphertext files are listed one by one ([`Decryption::ciphertext`]);
+/// [`Decryption::ciphertext_root`] covers them all.
+pub const MAX_LISTED_CIPHERTEXT: usize = 4096;
+
+/// How an encrypted input was decrypted: the `decryption` annotation of its
+/// `resolvedDependencies` entry, next to `encrypted: true`. The entry's digest stays the
+/// signed plaintext manifest root (what the signature vouches for); this says which
+/// ciphertext it came from and who decrypted it, never the key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decryption {
+    /// The ciphertext format ([`AGE_V1`]).
+    pub format: String,
+    /// The launcher's age recipient (`age1…`) whose identity decrypted it.
+    pub recipient: String,
+    /// How that identity is held: [`IDENTITY_SOFTWARE_HELD`] or [`IDENTITY_TPM_SEALED`].
+    pub identity: String,
+    /// Manifest root (as [`Manifest::root_digest`]) of the ciphertext files (`NAME.age`, their
+    /// sizes and SHA-256), with shard size `u64::MAX`: every file hashed whole, as `sha256sum`.
+    pub ciphertext_root: Digest,
+    /// How many ciphertext files there are.
+    pub ciphertext_files: u64,
+    /// Their total size.
+    pub ciphertext_bytes: u64,
+    /// The first [`MAX_LISTED_CIPHERTEXT`] of them, in manifest order.
+    pub ciphertext: Vec<CiphertextFile>,
+    /// Plaintext bytes (the signed sizes).
+    pub plaintext_bytes: u64,
+    /// Size of the in-sandbox tmpfs the plaintext lived in; reserved out of the job's memory
+    /// limit.
+    pub tmpfs_bytes: u64,
+    /// Whether that tmpfs was `noswap` (its pages could never reach a swap device).
+    pub noswap: bool,
+}
+
+/// One ciphertext file of an encrypted input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CiphertextFile {
+    /// Relative path (`/`-separated), e.g. `train/part-0.csv.age`.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the whole file.
+    pub sha256: Digest,
+}
+
+impl Decryption {
+    /// Add `encrypted: true` and `decryption` to an input entry's annotations.
+    pub fn annotate(&self, annotations: &mut serde_json::Value) {
+        if let Some(o) = annotations.as_object_mut() {
+            o.insert("encrypted".into(), true.into());
+            o.insert(
+                "decryption".into(),
+                serde_json::to_value(self).unwrap_or_default(),
+            );
+        }
+    }
+
+    /// Read it back from an input entry: `None` unless the entry says `encrypted: true` and
+    /// carries a well-formed `decryption`.
+    pub fn from_descriptor(d: &ResourceDescriptor) -> Option<Decryption> {
+        let a = d.annotations.as_ref()?;
+        if a.get("encrypted")?.as_bool() != Some(true) {
+            return None;
+        }
+        serde_json::from_value(a.get("decryption")?.clone()).ok()
+    }
+}
+
 /// Sign a run record.
 pub fn sign_record(subjects: Vec<Subject>, provenance: &Provenance, key: &SigningKey) -> Envelope {
     let st = Statement::new(subjects, SLSA_PROVENANCE_V1, provenance);
