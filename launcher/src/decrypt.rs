@@ -146,15 +146,6 @@ pub fn attach(
     notes
 }
 
-/// Bytes reserved for the tmpfs of every decrypted input among `inputs`.
-pub fn reserved(inputs: &[crate::attest::RecordedInput]) -> u64 {
-    inputs
-        .iter()
-        .filter_map(|i| i.decryption.as_ref())
-        .map(|d| d.tmpfs_bytes)
-        .sum()
-}
-
 /// The job's own memory limit: the spec's `limit`, less `reserved` (never below
 /// [`MIN_JOB_MEMORY`], which the plan guarantees is left, nor above the limit).
 pub fn job_memory(limit: Option<u64>, reserved: u64) -> Option<u64> {

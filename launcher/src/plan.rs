@@ -8,7 +8,8 @@
 //! signing key to sign both `record`s and `checkpoint`s (else the run would end
 //! with a record nobody can verify); that the sandbox profile exists and
 //! parses; that the decryption identity loads and the encrypted inputs' plaintext fits in
-//! the memory limit (see [`crate::decrypt::check_plan`]); and that the output folder (placeholders expanded) is new or empty.
+//! the memory limit (see [`crate::decrypt::check_plan`]); and that the output folder
+//! (placeholders expanded) is new or empty.
 //! `{invocation}`, `{name}` and `{date}` in `output` are replaced by the run's
 //! invocation id (the 12 characters in its record's name), the job's (stage's)
 //! name and the UTC date (`YYYY-MM-DD`); the record's `externalParameters`
