@@ -28,6 +28,7 @@ pub mod rollback;
 pub mod runinfo;
 pub mod statement;
 pub mod text;
+pub mod tpm_evidence;
 
 /// Exit codes shared by the sealrun command-line tools.
 pub mod exit {
