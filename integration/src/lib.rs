@@ -248,7 +248,9 @@ impl RunFixture {
                 d.filter_map(|e| e.ok().map(|e| e.path()))
                     .filter(|p| {
                         let f = p.file_name().unwrap_or_default().to_string_lossy();
-                        f.starts_with(&format!("{name}-")) && f.ends_with(".json")
+                        f.starts_with(&format!("{name}-"))
+                            && f.ends_with(".json")
+                            && !f.ends_with(".quote.json")
                     })
                     .collect()
             })

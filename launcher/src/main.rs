@@ -212,6 +212,8 @@ enum Command {
     /// The verified store of signed inputs: `verify` re-hashes every entry, `gc`
     /// removes unused ones (see docs/store.md).
     Store(store_cmd::StoreArgs),
+    /// The TPM: enroll an attestation key, show status (see docs/attestation.md).
+    Tpm(sealrun_launcher::tpm::cli::TpmArgs),
     /// Run a command in the sandbox (namespaces, read-only root, seccomp,
     /// Landlock, no network, no capabilities, limits).
     Exec(exec::ExecArgs),
@@ -383,6 +385,7 @@ fn run(command: Command) -> Result<u8> {
         }
         Command::Exec(args) => exec::run(args),
         Command::Store(args) => store_cmd::run(args),
+        Command::Tpm(args) => sealrun_launcher::tpm::cli::run(args),
     }
 }
 

@@ -148,6 +148,7 @@ pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, R
             job: &p.name,
             invocation: &invocation,
             record: Some(Digest::of(&bytes)),
+            evidence: None,
             outcome: outcome.clone(),
         },
         &key,

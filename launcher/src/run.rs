@@ -136,6 +136,8 @@ struct Ctx<'a> {
     builder_id: String,
     /// Held until the run is closed; tells recovery this launcher is alive.
     lock: crate::recover::RunLock,
+    /// The TPM that measures and quotes this run (empty: software key only).
+    tpm: crate::tpm::attest::Slot,
 }
 
 impl Ctx<'_> {
@@ -156,12 +158,20 @@ impl Ctx<'_> {
     ) -> Result<PathBuf, RunError> {
         // The result is shown to people: names in it came from disk.
         facts.result = sealrun_verifier::text::one_line(&facts.result);
+        let measured = self
+            .tpm
+            .borrow()
+            .as_ref()
+            .and_then(|t| t.measurement().cloned());
+        crate::tpm::attest::annotate(&mut facts.internal, measured.as_ref());
         let (subjects, prov) = attest::provenance(&facts);
         let env = sign_record(subjects, &prov, self.key);
         let bytes = env.to_json();
         let path = self.record_path();
         write_atomic(&path, &bytes)
             .map_err(|e| RunError::Record(format!("{}: {e}", path.display())))?;
+        let (evidence, quote_failed) =
+            crate::tpm::attest::quote_slot(&self.tpm, &self.invocation, &path, &bytes);
         crate::recover::test_pause("appending");
         audit::append(
             &self.spec.audit_log,
@@ -170,13 +180,17 @@ impl Ctx<'_> {
                 job: &self.spec.name,
                 invocation: &self.invocation,
                 record: Some(Digest::of(&bytes)),
+                evidence,
                 outcome,
             },
             self.key,
         )
         .map_err(|e| RunError::Record(e.to_string()))?;
         self.lock.closed();
-        Ok(path)
+        match quote_failed {
+            Some(msg) => Err(RunError::Record(msg)),
+            None => Ok(path),
+        }
     }
 
     /// Record and audit a run refused before anything ran.
@@ -824,7 +838,13 @@ fn run_checked(
         started_on,
         builder_id,
         lock,
+        tpm: Default::default(),
     };
+    // The TPM, as `[attestation] tpm` asks: `required` without one refuses the run here.
+    match crate::tpm::attest::open_slot(&spec.attestation) {
+        Ok(slot) => ctx.tpm.swap(&slot),
+        Err(why) => return ctx.refuse(&[], why, exit::SETUP_FAILED),
+    }
     crate::recover::test_pause("planning");
 
     let ev = crate::events::Emitter::new(opts.events.as_ref(), &spec.name, &ctx.invocation);
@@ -1091,6 +1111,21 @@ fn run_checked(
     })?;
     // Whatever happens from here on, the outputs are taken back from the job's uid.
     let output_guard = OutputOwner(Some(spec.output.clone()));
+    // Measure the plan into PCR 23 before the job runs.
+    let measured = crate::tpm::attest::plan_of(
+        &spec.file,
+        plan.profile_sha256(),
+        plan.bpf_sha256(),
+        inputs
+            .iter()
+            .map(|i| (i.name.clone(), i.verified.digest.clone())),
+        code_hex.clone(),
+    );
+    if let Err(why) =
+        crate::tpm::attest::measure_slot(&ctx.tpm, &ctx.invocation, &spec.trust, measured)
+    {
+        return ctx.refuse(&inputs, why, exit::SETUP_FAILED);
+    }
 
     // 4. Start: the audit log learns of the run before the job runs.
     audit::append(
@@ -1100,6 +1135,7 @@ fn run_checked(
             job: &spec.name,
             invocation: &ctx.invocation,
             record: None,
+            evidence: None,
             outcome: "running".into(),
         },
         &key,

@@ -8,6 +8,8 @@
 //! a TPM error is a [`TpmError::Command`] naming the command and decoding the return code;
 //! transient objects and sessions this client creates are flushed when their operation ends.
 
+pub mod attest;
+pub mod cli;
 pub mod commands;
 pub mod measure;
 pub mod seal;
@@ -46,6 +48,8 @@ pub enum TpmError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("attestation key: {0}")]
+    NotAnAk(String),
     #[error("sealed blob: {0}")]
     BadBlob(String),
 }
