@@ -373,3 +373,72 @@ fn concurrent_runs_each_replay() {
         "{log}"
     );
 }
+
+#[test]
+fn chain_and_gate_require_tpm_evidence() {
+    let sw = Swtpm::start();
+    let f = enrolled(&sw, "");
+    let quoted = run_job(&sw, &f, "train");
+    // A run on a host without a TPM (auto): a software-key record in the same folder.
+    let job = f.job("plain", TRAIN, &[], RUN_SANDBOX);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    ok(run(Command::new(bin("sealrun"))
+        .current_dir(f.dir())
+        .env("SEALRUN_TCTI", format!("swtpm:host=127.0.0.1,port={port}"))
+        .args(["run", &job, "--quiet"])));
+    let plain = f.record("plain");
+    let chain = |rec: &Path, extra: &[&str]| {
+        let rec = rec.display().to_string();
+        let mut a = vec![
+            "chain",
+            rec.as_str(),
+            "--records",
+            "records",
+            "--trust",
+            "trust.toml",
+        ];
+        a.extend(extra);
+        verify(f.dir(), &a)
+    };
+    ok(chain(&quoted, &["--require-tpm"]));
+    ok(chain(&plain, &[]));
+    fails_with(
+        chain(&plain, &["--require-tpm"]),
+        1,
+        &["FAILED (no_tpm_evidence)"],
+    );
+
+    std::fs::write(
+        f.dir().join("gate.toml"),
+        "trust = \"trust.toml\"\nrequire_tpm = true\n",
+    )
+    .unwrap();
+    let gate = |rec: &Path| {
+        let rec = rec.display().to_string();
+        verify(
+            f.dir(),
+            &[
+                "gate",
+                &rec,
+                "--policy",
+                "gate.toml",
+                "--records",
+                "records",
+            ],
+        )
+    };
+    ok(gate(&quoted));
+    let t = text(&gate(&plain));
+    assert!(t.contains("no_tpm_evidence"), "{t}");
+    // Tampered evidence fails the chain and the gate even when not required.
+    let q = quote_of(&quoted);
+    tamper(&q, |v| flip_b64(v, "pcr_values", 0));
+    fails_with(chain(&quoted, &[]), 1, &["FAILED (pcr_mismatch)"]);
+    std::fs::write(f.dir().join("gate.toml"), "trust = \"trust.toml\"\n").unwrap();
+    let t = text(&gate(&quoted));
+    assert!(t.contains("pcr_mismatch"), "{t}");
+}

@@ -58,7 +58,7 @@ pub struct TpmInfo {
     pub manufacturer: String,
     /// TPM_PT_VENDOR_STRING_1..4 as text.
     pub vendor: String,
-    /// True for a TPM that says it is software (swtpm/libtpms: `IBM`, `SW   TPM`): its keys
+    /// True for a TPM that says it is software (swtpm/libtpms: `IBM`, `SW TPM`): its keys
     /// and PCRs live in a file on the host, so it proves nothing about hardware.
     pub software: bool,
 }
@@ -529,6 +529,44 @@ pub fn check_record(
         )
     })?;
     verify_evidence(&ev, record_bytes, m, policy).map(Some)
+}
+
+/// Check the TPM evidence of every run record in a verified chain (`graph` from
+/// [`crate::chain::verify_chain`] of the record `root_path` = `root_bytes`): each stage that
+/// fails, by job name. A record's evidence is looked for next to where the index found it.
+pub fn check_chain(
+    root_path: &Path,
+    root_bytes: &[u8],
+    graph: &crate::chain::Graph,
+    index: &crate::chain::Index,
+    policy: &Policy,
+    require: bool,
+) -> Vec<(String, EvidenceError)> {
+    let mut out = Vec::new();
+    for node in &graph.nodes {
+        if !matches!(node, crate::chain::Node::Stage { .. }) {
+            continue;
+        }
+        let id = node.id();
+        let (path, bytes) = match index.files.get(id) {
+            Some((p, b)) => (p.clone(), b.as_slice()),
+            None if id == graph.root => (root_path.to_path_buf(), root_bytes),
+            None => continue,
+        };
+        let Some(vr) = crate::record::parse_unverified(bytes) else {
+            continue;
+        };
+        if vr.is_pipeline() {
+            continue;
+        }
+        let checked = crate::record::attestation(&vr.statement.predicate)
+            .map_err(|detail| fail(Failure::Malformed, detail))
+            .and_then(|(_, m)| check_record(&path, bytes, m.as_ref(), policy, require));
+        if let Err(e) = checked {
+            out.push((vr.job_name().to_string(), e));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ pub fn describe(tpm: &mut Tpm) -> Result<TpmInfo, TpmError> {
         let v = tpm.property(super::commands::PT_VENDOR_STRING_1 + i)?;
         vendor.push_str(&String::from_utf8_lossy(&v.to_be_bytes()).replace('\0', ""));
     }
-    let vendor = vendor.trim().to_string();
+    let vendor = vendor.split_whitespace().collect::<Vec<_>>().join(" ");
     let software = TpmInfo::classify(&manufacturer, &vendor);
     Ok(TpmInfo {
         manufacturer,

@@ -178,6 +178,10 @@ struct ChainArgs {
     /// Output: readable text, Graphviz dot, or JSON.
     #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
     format: GraphFormat,
+    /// Every run record in the chain must have TPM evidence that verifies (evidence that is
+    /// present is always checked).
+    #[arg(long)]
+    require_tpm: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -423,6 +427,18 @@ fn run_chain(args: ChainArgs) -> ExitCode {
     match chain::verify_chain(&args.record.display().to_string(), &bytes, &index, &policy) {
         Ok(g) => {
             warn_all(&g.warnings);
+            let tpm = sealrun_verifier::tpm_evidence::check_chain(
+                &args.record,
+                &bytes,
+                &g,
+                &index,
+                &policy,
+                args.require_tpm,
+            );
+            if let Some((stage, e)) = tpm.into_iter().next() {
+                let msg = format!("stage {stage:?}: TPM evidence: {e}");
+                return failed(json, e.failure.name(), msg, serde_json::json!({}));
+            }
             match args.format {
                 GraphFormat::Text => {
                     println!(
