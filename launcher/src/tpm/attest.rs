@@ -292,13 +292,13 @@ fn is_own_measurement(events: &[tpm_evidence::PcrEvent], run: &str) -> bool {
 /// The TPM slot of a run (empty: software key only).
 pub type Slot = std::cell::RefCell<Option<RunTpm>>;
 
-/// Open the run's TPM into a new slot; `Err(message)` refuses the run (`required` only).
-pub fn open_slot(settings: &AttestationSettings) -> Result<Slot, String> {
-    open_for_run(settings.tpm)
-        .map(std::cell::RefCell::new)
-        .map_err(|e| {
-            format!("[attestation] tpm = \"required\", and no TPM can attest this run: {e}")
-        })
+/// Open the run's TPM into `slot`; `Err(message)` refuses the run (`required` only).
+pub fn open_into(slot: &Slot, settings: &AttestationSettings) -> Result<(), String> {
+    let t = open_for_run(settings.tpm).map_err(|e| {
+        format!("[attestation] tpm = \"required\", and no TPM can attest this run: {e}")
+    })?;
+    *slot.borrow_mut() = t;
+    Ok(())
 }
 
 /// The plan digest inputs, from what the run has verified and compiled.
