@@ -2,6 +2,7 @@
 //! and make scratch trees. Tests only touch their own temporary directories.
 
 pub mod scratch;
+pub mod swtpm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -248,7 +249,9 @@ impl RunFixture {
                 d.filter_map(|e| e.ok().map(|e| e.path()))
                     .filter(|p| {
                         let f = p.file_name().unwrap_or_default().to_string_lossy();
-                        f.starts_with(&format!("{name}-")) && f.ends_with(".json")
+                        f.starts_with(&format!("{name}-"))
+                            && f.ends_with(".json")
+                            && !f.ends_with(".quote.json")
                     })
                     .collect()
             })

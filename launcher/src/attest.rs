@@ -280,6 +280,9 @@ pub struct Destination<'a> {
     pub invocation: &'a str,
     /// The audit entry's `outcome`.
     pub outcome: String,
+    /// The run's TPM: a measured run's record is quoted before the audit entry, which then
+    /// names the evidence (see [`crate::tpm::attest::quote_slot`]).
+    pub tpm: Option<&'a crate::tpm::attest::Slot>,
 }
 
 /// A record that could not be written, or its audit entry not appended.
@@ -292,6 +295,10 @@ pub enum PublishError {
     },
     #[error(transparent)]
     Audit(#[from] AuditWriteError),
+    /// `[attestation] tpm = "required"` and the quote failed: the record and its audit entry
+    /// are written, without evidence.
+    #[error("{0}")]
+    Quote(String),
 }
 
 /// Sign a record, write it atomically, then append the audit entry that names it by digest:
@@ -310,6 +317,9 @@ pub fn publish(
             source,
         }
     })?;
+    let (evidence, quote_failed) = to.tpm.map_or((None, None), |slot| {
+        crate::tpm::attest::quote_slot(slot, to.invocation, to.path, &bytes)
+    });
     crate::recover::test_pause("appending");
     let digest = Digest::of(&bytes);
     audit::append(
@@ -319,9 +329,13 @@ pub fn publish(
             job: to.job,
             invocation: to.invocation,
             record: Some(digest),
+            evidence,
             outcome: to.outcome,
         },
         key,
     )?;
-    Ok(digest)
+    match quote_failed {
+        Some(msg) => Err(PublishError::Quote(msg)),
+        None => Ok(digest),
+    }
 }

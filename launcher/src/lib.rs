@@ -33,6 +33,7 @@ pub mod store;
 pub mod store_cmd;
 pub mod summary;
 pub mod terminal;
+pub mod tpm;
 pub mod units;
 pub mod venv;
 

@@ -214,6 +214,8 @@ enum Command {
     /// The verified store of signed inputs: `verify` re-hashes every entry, `gc`
     /// removes unused ones (see docs/store.md).
     Store(store_cmd::StoreArgs),
+    /// The TPM: enroll an attestation key, show status (see docs/attestation.md).
+    Tpm(sealrun_launcher::tpm::cli::TpmArgs),
     /// Run a command in the sandbox (namespaces, read-only root, seccomp,
     /// Landlock, no network, no capabilities, limits).
     Exec(exec::ExecArgs),
@@ -395,6 +397,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Store(args) => store_cmd::run(args),
         Command::Encrypt(args) => Ok(confidential_cmd::encrypt(args)),
         Command::Identity(args) => Ok(confidential_cmd::identity(args)),
+        Command::Tpm(args) => sealrun_launcher::tpm::cli::run(args),
     }
 }
 

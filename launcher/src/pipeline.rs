@@ -145,6 +145,7 @@ pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, R
             job: &p.name,
             invocation: &invocation,
             outcome: outcome.clone(),
+            tpm: None,
         },
     )?;
     Ok(RunSummary {

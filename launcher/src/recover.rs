@@ -551,6 +551,7 @@ fn close_dead(info: &RunFile) -> Result<Recovered, RecoverError> {
             job: &info.job,
             invocation: &info.invocation,
             record: Some(Digest::of(&bytes)),
+            evidence: None,
             outcome: outcome.into(),
         },
         &key,

@@ -138,6 +138,8 @@ struct Ctx<'a> {
     builder_id: String,
     /// Held until the run is closed; tells recovery this launcher is alive.
     lock: crate::recover::RunLock,
+    /// The TPM that measures and quotes this run (empty: software key only).
+    tpm: crate::tpm::attest::Slot,
 }
 
 /// Why a run stopped before its job started: recorded and audited (`refused`); nothing ran.
@@ -214,6 +216,7 @@ impl Ctx<'_> {
             started_on,
             builder_id,
             lock,
+            tpm: Default::default(),
         })
     }
 
@@ -234,9 +237,15 @@ impl Ctx<'_> {
     ) -> Result<PathBuf, RunError> {
         // The result is shown to people: names in it came from disk.
         facts.result = sealrun_verifier::text::one_line(&facts.result);
+        let measured = self
+            .tpm
+            .borrow()
+            .as_ref()
+            .and_then(|t| t.measurement().cloned());
+        crate::tpm::attest::annotate(&mut facts.internal, measured.as_ref());
         let (subjects, prov) = attest::provenance(&facts);
         let path = self.record_path();
-        attest::publish(
+        let published = attest::publish(
             subjects,
             &prov,
             self.key,
@@ -247,9 +256,14 @@ impl Ctx<'_> {
                 job: &self.spec.name,
                 invocation: &self.invocation,
                 outcome,
+                tpm: Some(&self.tpm),
             },
-        )?;
-        self.lock.closed();
+        );
+        // A failed quote leaves the record and its audit entry written: the run is closed.
+        if matches!(published, Ok(_) | Err(attest::PublishError::Quote(_))) {
+            self.lock.closed();
+        }
+        published?;
         Ok(path)
     }
 
@@ -858,6 +872,9 @@ fn run_phases(
     inputs: &mut Vec<RecordedInput>,
 ) -> Result<RunSummary, Stop> {
     let spec = ctx.spec;
+    // The TPM, as `[attestation] tpm` asks: `required` without one refuses the run here.
+    crate::tpm::attest::open_into(&ctx.tpm, &spec.attestation)
+        .map_err(|why| Refusal::refused(exit::SETUP_FAILED, why))?;
     // 2. Stage every input and verify the staged copy; then the code and the policies.
     let mut staging = stage_inputs(ctx, p, stage_records, ev, inputs)?;
     crate::recover::test_pause("staging");
@@ -867,6 +884,18 @@ fn run_phases(
     // 3. The output folder (new or empty), and the sandbox plan compiled before anything runs.
     prepare_output(spec)?;
     let planned = plan_sandbox(spec, p, &mut staging)?;
+    // Measure the plan into PCR 23 before the job runs.
+    let measured = crate::tpm::attest::plan_of(
+        &spec.file,
+        planned.plan.profile_sha256(),
+        planned.plan.bpf_sha256(),
+        inputs
+            .iter()
+            .map(|i| (i.name.clone(), i.verified.digest.clone())),
+        code_digest.map(|d| d.to_hex()),
+    );
+    crate::tpm::attest::measure_slot(&ctx.tpm, &ctx.invocation, &spec.trust, measured)
+        .map_err(|why| Refusal::refused(exit::SETUP_FAILED, why))?;
     // 4. Execute.
     let executed = execute(ctx, p, opts, ev, planned.plan, planned.pipes)?;
     // 5. Record.
@@ -1320,6 +1349,7 @@ fn execute(
             job: &spec.name,
             invocation: &ctx.invocation,
             record: None,
+            evidence: None,
             outcome: "running".into(),
         },
         ctx.key,

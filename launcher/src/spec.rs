@@ -63,6 +63,8 @@ struct RawSpec {
     produces: Option<Kind>,
     #[serde(default)]
     declassify: Vec<String>,
+    #[serde(default)]
+    attestation: crate::tpm::attest::AttestationSettings,
 }
 
 #[derive(Deserialize)]
@@ -237,6 +239,8 @@ pub struct JobSpec {
     pub produces: Kind,
     /// Label keys this stage is declared to remove from what it derives (e.g. `pii`).
     pub declassify: Vec<String>,
+    /// `[attestation]`: whether the run is measured and quoted by a TPM.
+    pub attestation: crate::tpm::attest::AttestationSettings,
     /// The spec as JSON, for the record's externalParameters.
     pub as_json: serde_json::Value,
     /// Where fields that are checked after parsing were written (see [`crate::plan`]).
@@ -688,6 +692,7 @@ impl JobSpec {
             decryption_identity,
             produces: raw.produces.unwrap_or(Kind::Model),
             declassify: raw.declassify.clone(),
+            attestation: raw.attestation.clone(),
             as_json,
             locations,
         })

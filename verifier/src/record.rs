@@ -983,6 +983,75 @@ fn subjects_manifest(subjects: &[Subject]) -> Result<Manifest, String> {
     })
 }
 
+/// `internalParameters.attestation`: what roots the record's trust. `software-key`: only the
+/// launcher's signing key (a file on the host); `tpm-quote`: also a TPM quote of the record
+/// (`NAME-ID.quote.json`), with the measurement in `internalParameters.tpm`.
+pub const ATTESTATION_PARAMETER: &str = "attestation";
+/// `internalParameters.tpm`: a [`TpmMeasurement`].
+pub const TPM_PARAMETER: &str = "tpm";
+
+/// The value of `internalParameters.attestation`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttestationMode {
+    SoftwareKey,
+    TpmQuote,
+}
+
+/// What the launcher measured into PCR 23 before the job ran (`internalParameters.tpm`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmMeasurement {
+    /// `tpm2-quote` (see [`crate::tpm_evidence::EvidenceKind`]).
+    pub evidence: crate::tpm_evidence::EvidenceKind,
+    /// Key id of the attestation key that quotes the record.
+    pub ak_keyid: String,
+    /// The TPM, as it describes itself.
+    pub tpm: crate::tpm_evidence::TpmInfo,
+    /// Hex SHA-256 of the launcher binary (first extend after the reset).
+    pub launcher_sha256: String,
+    /// Hex SHA-256 of the trust policy file (second extend).
+    pub policy_sha256: String,
+    /// The plan; the third extend is the SHA-256 of its compact JSON.
+    pub plan: MeasuredPlan,
+}
+
+/// The run plan as measured: what the job was going to be, before it ran.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasuredPlan {
+    /// SHA-256 of the job spec file.
+    pub spec_sha256: String,
+    pub profile_sha256: String,
+    pub bpf_sha256: String,
+    /// Input name -> verified digest (the manifest root of a folder).
+    pub inputs: BTreeMap<String, String>,
+    /// Manifest root of the code folder, if any.
+    pub code_sha256: Option<String>,
+}
+
+/// The record's attestation mode and TPM measurement. A record from before attestation modes
+/// counts as `software-key`.
+pub fn attestation(p: &Provenance) -> Result<(AttestationMode, Option<TpmMeasurement>), String> {
+    let ip = &p.build_definition.internal_parameters;
+    let mode = match ip.get(ATTESTATION_PARAMETER) {
+        None => AttestationMode::SoftwareKey,
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| format!("internalParameters.attestation: {e}"))?,
+    };
+    let m = match ip.get(TPM_PARAMETER) {
+        None => None,
+        Some(v) => Some(
+            serde_json::from_value(v.clone())
+                .map_err(|e| format!("internalParameters.tpm: {e}"))?,
+        ),
+    };
+    if (mode == AttestationMode::TpmQuote) != m.is_some() {
+        return Err("internalParameters: attestation and tpm disagree".into());
+    }
+    Ok((mode, m))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
