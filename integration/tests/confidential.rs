@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sealrun_integration::swtpm::Swtpm;
 use sealrun_integration::{
     bin, envelope_statement, fails_with, ok, run, sealrun, sha256_hex, text, verify, write_tree,
     RunFixture,
@@ -585,4 +586,82 @@ fn sealrun_encrypt_interoperates_with_the_age_cli() {
         64,
         &["already exists"],
     );
+}
+
+/// `sealrun ARGS` in `dir` against the software TPM `sw`, with `exe` as the launcher.
+fn with_tpm(sw: &Swtpm, exe: &Path, dir: &Path, args: &[&str]) -> std::process::Output {
+    run(sw.env(Command::new(exe).current_dir(dir).args(args)))
+}
+
+/// A TPM-sealed identity (under a real swtpm): the file holds no key, the launcher that sealed
+/// it decrypts, and a modified launcher (its PCR 23 measurement differs from the sealed
+/// policy) is refused by the TPM, exit 65, nothing ran.
+#[test]
+fn a_tpm_sealed_identity_unseals_only_under_this_launchers_measurement() {
+    use std::os::unix::fs::PermissionsExt;
+    let sw = Swtpm::start();
+    let f = RunFixture::new();
+    let d = f.dir();
+    let t = ok(with_tpm(
+        &sw,
+        &bin("sealrun"),
+        d,
+        &["identity", "new", "--out", "launcher.ageid", "--tpm"],
+    ));
+    let recipient = t
+        .lines()
+        .find(|l| l.starts_with("age1"))
+        .expect("recipient")
+        .to_string();
+    let file = std::fs::read_to_string(d.join("launcher.ageid")).unwrap();
+    assert!(
+        file.starts_with("# sealrun launcher identity: tpm-sealed"),
+        "{file}"
+    );
+    assert!(
+        !file.contains("AGE-SECRET-KEY"),
+        "the key is in the clear: {file}"
+    );
+    let mode = std::fs::metadata(d.join("launcher.ageid"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // `identity recipient` reads it without the TPM.
+    let printed = ok(sealrun(d, &["identity", "recipient", "launcher.ageid"]));
+    assert_eq!(printed.trim(), recipient);
+    owner_prepares(&f, &recipient, &canary("tpm"));
+    // This launcher unseals it (under its own PCR 23 measurement) and the job reads the data.
+    let spec = job(&f, "sealed", &[], "memory = \"256M\"\n");
+    ok(with_tpm(
+        &sw,
+        &bin("sealrun"),
+        d,
+        &["run", &spec, "--quiet"],
+    ));
+    let e = input_entry(&f.record("sealed"), "secret");
+    assert_eq!(
+        e["annotations"]["decryption"]["identity"], "tpm-sealed",
+        "{e:#}"
+    );
+    // A modified launcher: the same binary with one byte appended measures to another PCR 23.
+    let modified = d.join("sealrun-modified");
+    std::fs::copy(bin("sealrun"), &modified).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&modified)
+        .and_then(|mut m| std::io::Write::write_all(&mut m, b"\0"))
+        .unwrap();
+    let spec = job(&f, "modified", &[], "memory = \"256M\"\n");
+    let t = fails_with(
+        with_tpm(&sw, &modified, d, &["run", &spec, "--quiet"]),
+        65,
+        &[
+            "launcher.ageid",
+            "a TPM-sealed identity cannot be used",
+            "PCR state differs from the sealing policy",
+        ],
+    );
+    assert!(!d.join("modified-out/ready").exists(), "the job ran: {t}");
+    std::fs::remove_file(&modified).unwrap();
 }

@@ -11,8 +11,12 @@
 //! a message, a log or a record: only its recipient does, with how it is held
 //! ([`Protection`]).
 //!
-//! A TPM-sealed identity (`--tpm`) needs the TPM client of issue #15, which this build does
-//! not have: asking for one is a clear error, and so is loading a file that says it is sealed.
+//! A TPM-sealed identity (`--tpm`) holds no key in the clear: the file carries the key sealed
+//! by the TPM (`crate::tpm::seal`) under a policy on PCR 23 as the launcher's measurement leaves
+//! it (`SealPolicy::launcher`: reset, then extend with this `sealrun` binary's SHA-256). It
+//! unseals only on that TPM, and only after the launcher has measured itself into PCR 23 again
+//! (`unseal_under_launcher`): another host, or a modified launcher, gets the TPM's policy
+//! failure, named. The file is still created 0600.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -76,8 +80,8 @@ pub enum IdentityError {
     Malformed { path: PathBuf, why: String },
     #[error("{path}: a TPM-sealed identity cannot be used: {why}")]
     Unseal { path: PathBuf, why: String },
-    #[error("--tpm: sealing the identity with the TPM needs the TPM client of issue #15, which this build does not include yet; make a software-held identity (without --tpm, mode 0600) for now")]
-    TpmUnavailable,
+    #[error("--tpm: cannot seal the identity with the TPM: {0}")]
+    Seal(String),
 }
 
 /// A loaded identity: the key (zeroed on drop) and its public recipient.
@@ -108,17 +112,26 @@ impl Identity {
 /// Make a new software-held identity at `out` (mode 0600, created exclusively); returns its
 /// recipient. `tpm` asks for a TPM-sealed one (see the module notes).
 pub fn new_identity(out: &Path, tpm: bool) -> Result<String, IdentityError> {
-    if tpm {
-        return Err(IdentityError::TpmUnavailable);
+    if out.exists() {
+        return Err(IdentityError::Exists {
+            path: out.to_path_buf(),
+        });
     }
     let key = age::x25519::Identity::generate();
     let recipient = key.to_public().to_string();
     let secret = key.to_string();
-    let text = Zeroizing::new(format!(
-        "{SOFTWARE_HEADER}\n# created: {}\n{PUBLIC_KEY}{recipient}\n{}\n",
-        crate::now_rfc3339(),
-        secret.expose_secret()
-    ));
+    let created = crate::now_rfc3339();
+    let text = if tpm {
+        let blob = seal_key(secret.expose_secret().as_bytes())?;
+        Zeroizing::new(format!(
+            "{TPM_SEALED_HEADER}\n# created: {created}\n{PUBLIC_KEY}{recipient}\n{blob}\n"
+        ))
+    } else {
+        Zeroizing::new(format!(
+            "{SOFTWARE_HEADER}\n# created: {created}\n{PUBLIC_KEY}{recipient}\n{}\n",
+            secret.expose_secret()
+        ))
+    };
     let io = |source| IdentityError::Io {
         path: out.to_path_buf(),
         source,
@@ -140,6 +153,39 @@ pub fn new_identity(out: &Path, tpm: bool) -> Result<String, IdentityError> {
     f.write_all(text.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
     Ok(recipient)
+}
+
+/// Seal `key` with the TPM (`SEALRUN_TCTI`) to this launcher's PCR 23 measurement; the sealed
+/// blob as one line of JSON.
+fn seal_key(key: &[u8]) -> Result<String, IdentityError> {
+    let seal = || -> Result<String, crate::tpm::TpmError> {
+        let mut tpm = crate::tpm::Tpm::open()?;
+        let policy = crate::tpm::SealPolicy::launcher(&crate::tpm::measure::launcher_digest()?);
+        let blob = crate::tpm::seal(&mut tpm, key, &policy)?;
+        Ok(serde_json::to_string(&blob).unwrap_or_default())
+    };
+    seal().map_err(|e| IdentityError::Seal(e.to_string()))
+}
+
+/// Unseal the key of a sealed identity file's text, under the launcher's measurement.
+fn unseal_key(path: &Path, text: &str) -> Result<Zeroizing<String>, IdentityError> {
+    let unseal = |why: String| IdentityError::Unseal {
+        path: path.to_path_buf(),
+        why,
+    };
+    let blob: crate::tpm::SealedBlob = text
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| unseal("no sealed blob (a JSON line) in the file".into()))?;
+    let mut tpm = crate::tpm::Tpm::open().map_err(|e| unseal(e.to_string()))?;
+    let state = crate::tpm::measure::state_dir();
+    let key =
+        crate::tpm::measure::unseal_under_launcher(&mut tpm, &blob, &state, "decryption-identity")
+            .map_err(|e| unseal(e.to_string()))?;
+    String::from_utf8(key.to_vec())
+        .map(Zeroizing::new)
+        .map_err(|_| unseal("the unsealed key is not text".into()))
 }
 
 /// Read `path` under the rules of the module notes: (regular, ours, mode 0600 or narrower).
@@ -199,12 +245,11 @@ pub fn load(path: &Path) -> Result<Identity, IdentityError> {
         path: path.to_path_buf(),
         why: why.to_string(),
     };
-    if text.starts_with(TPM_SEALED_HEADER) {
-        return Err(IdentityError::Unseal {
-            path: path.to_path_buf(),
-            why: "this build has no TPM client (issue #15)".into(),
-        });
-    }
+    let (text, protection) = if text.starts_with(TPM_SEALED_HEADER) {
+        (unseal_key(path, &text)?, Protection::TpmSealed)
+    } else {
+        (text, Protection::SoftwareHeld)
+    };
     let mut keys = text
         .lines()
         .map(str::trim)
@@ -230,13 +275,31 @@ pub fn load(path: &Path) -> Result<Identity, IdentityError> {
     Ok(Identity {
         key,
         recipient,
-        protection: Protection::SoftwareHeld,
+        protection,
     })
 }
 
-/// The recipient (`age1…`) of the identity file at `path`.
+/// The recipient (`age1…`) of the identity file at `path` (a sealed one is not unsealed: its
+/// `# public key:` comment is read).
 pub fn recipient(path: &Path) -> Result<String, IdentityError> {
-    load(path).map(|i| i.recipient)
+    check(path)
+}
+
+/// The checks that need no TPM: the file's rules (see the module notes), and a key or a sealed
+/// blob with a recipient; returns the recipient. A software-held key is parsed (and its
+/// comment checked), a sealed one is not unsealed.
+pub fn check(path: &Path) -> Result<String, IdentityError> {
+    let text = read_checked(path)?;
+    if !text.starts_with(TPM_SEALED_HEADER) {
+        return load(path).map(|i| i.recipient);
+    }
+    let recipient = public_key_comment(&text)
+        .filter(|r| age::x25519::Recipient::from_str(r).is_ok())
+        .ok_or_else(|| IdentityError::Malformed {
+            path: path.to_path_buf(),
+            why: "a sealed identity needs its `# public key: age1…` line".into(),
+        })?;
+    Ok(recipient.to_string())
 }
 
 #[cfg(test)]
@@ -261,10 +324,6 @@ mod tests {
         assert!(matches!(
             new_identity(&p, false),
             Err(IdentityError::Exists { .. })
-        ));
-        assert!(matches!(
-            new_identity(&d.path().join("x"), true),
-            Err(IdentityError::TpmUnavailable)
         ));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
         let e = load(&p).unwrap_err();

@@ -1,8 +1,8 @@
 //! `sealrun encrypt` and `sealrun identity new|recipient`: the commands of confidential
 //! datasets (see docs/confidential.md).
 //!
-//! Guarantees: exit 0 on success, 64 for a usage error (a bad recipient, an existing identity,
-//! a `--tpm` this build cannot serve), 1 for anything else; messages never show a key.
+//! Guarantees: exit 0 on success, 64 for a usage error (a bad recipient, an existing identity),
+//! 1 for anything else (no TPM for `--tpm`, an unreadable file); messages never show a key.
 
 use std::path::PathBuf;
 
@@ -98,7 +98,7 @@ pub fn identity(args: IdentityArgs) -> u8 {
         Err(e) => {
             eprintln!("sealrun: error: {e}");
             match e {
-                IdentityError::Exists { .. } | IdentityError::TpmUnavailable => USAGE,
+                IdentityError::Exists { .. } => USAGE,
                 _ => 1,
             }
         }

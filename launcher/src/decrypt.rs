@@ -309,8 +309,8 @@ fn mib(n: u64) -> String {
     format!("{:.1} MiB ({n} bytes)", n as f64 / f64::from(1u32 << 20))
 }
 
-/// Plan time, before anything is verified: the decryption identity loads (a software-held one:
-/// regular, ours, mode 0600; a sealed one is unsealed only when the input is verified), and the
+/// Plan time, before anything is verified: the decryption identity passes
+/// [`crate::ageid::check`] (a sealed one is unsealed only when the input is verified), and the
 /// signed plaintext of the encrypted inputs fits in the job's memory limit with
 /// [`MIN_JOB_MEMORY`] left. A signature that does not verify is left to the verification
 /// (which refuses it with a record). Returns the field to blame and the message.
@@ -323,10 +323,7 @@ pub fn check_plan(job: &crate::spec::JobSpec) -> Result<(), (&'static str, Strin
     else {
         return Ok(());
     };
-    match crate::ageid::load(id_path) {
-        Ok(_) | Err(crate::ageid::IdentityError::Unseal { .. }) => {}
-        Err(e) => return Err(("decryption_identity", e.to_string())),
-    }
+    crate::ageid::check(id_path).map_err(|e| ("decryption_identity", e.to_string()))?;
     let Some(memory) = job.sandbox.memory else {
         return Ok(());
     };
