@@ -616,7 +616,8 @@ fn header_error(e: age::DecryptError, f: &Planned, identity: &Identity) -> Decry
 }
 
 /// The stanza types (`X25519`, `scrypt`, `ssh-ed25519`, …) in the header of the age file at
-/// `path`, read again for the message (at most 64 KiB; none if it is not an age header).
+/// `path`, read again for the message (at most 64 KiB; none if it is not an age header;
+/// `…-grease` stanzas left out).
 pub fn stanza_types(path: &Path) -> Vec<String> {
     let mut head = Vec::new();
     let read = File::open(path).and_then(|f| f.take(64 << 10).read_to_end(&mut head));
@@ -632,6 +633,8 @@ pub fn stanza_types(path: &Path) -> Vec<String> {
         .take_while(|l| !l.starts_with("---"))
         .filter_map(|l| l.strip_prefix("-> "))
         .filter_map(|l| l.split(' ').next())
+        // rage adds a random `…-grease` stanza to every file: noise, not a recipient.
+        .filter(|t| !t.ends_with("-grease"))
         .map(|t| t.chars().take(64).collect())
         .collect()
 }
@@ -667,6 +670,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn stanza_types_are_read_from_the_header() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f.age");
+        let a = age::x25519::Identity::generate().to_public();
+        let b = age::x25519::Identity::generate().to_public();
+        let enc = age::Encryptor::with_recipients(
+            [&a as &dyn age::Recipient, &b as &dyn age::Recipient].into_iter(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let mut w = enc.wrap_output(&mut out).unwrap();
+        std::io::Write::write_all(&mut w, b"x").unwrap();
+        w.finish().unwrap();
+        std::fs::write(&p, &out).unwrap();
+        assert_eq!(stanza_types(&p), vec!["X25519", "X25519"]);
+        std::fs::write(&p, b"not age").unwrap();
+        assert!(stanza_types(&p).is_empty());
     }
 
     #[test]

@@ -227,6 +227,14 @@ enum Command {
     /// The launcher's decryption identity: `new` makes one, `recipient` prints what data
     /// owners encrypt to (see docs/confidential.md).
     Identity(confidential_cmd::IdentityArgs),
+    /// Decrypt and verify an encrypted dataset as a run would, without running a job: the
+    /// plaintext goes to a tmpfs no path reaches and is dropped at the end (needs root).
+    /// Exit 0, or 65 naming why a run would refuse it.
+    ///
+    /// Example: sealrun check-encrypted data.enc --signature data.sig --trust trust.toml \
+    ///     --identity launcher.ageid
+    #[command(verbatim_doc_comment)]
+    CheckEncrypted(confidential_cmd::CheckArgs),
 }
 
 fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
@@ -397,6 +405,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Store(args) => store_cmd::run(args),
         Command::Encrypt(args) => Ok(confidential_cmd::encrypt(args)),
         Command::Identity(args) => Ok(confidential_cmd::identity(args)),
+        Command::CheckEncrypted(args) => Ok(confidential_cmd::check(args)),
         Command::Tpm(args) => sealrun_launcher::tpm::cli::run(args),
     }
 }
