@@ -283,7 +283,7 @@ fn required_without_a_tpm_refuses_before_anything_runs() {
         .env("SEALRUN_TPM_STATE", &state)
         .args(["run", &job, "--quiet"]));
     let t = text(&out);
-    assert_ne!(out.status.code(), Some(0), "{t}");
+    assert_eq!(out.status.code(), Some(125), "{t}");
     assert!(
         t.contains("[attestation] tpm = \"required\"")
             && t.contains("no TPM answers at swtpm:host=127.0.0.1"),
