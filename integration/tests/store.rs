@@ -343,3 +343,36 @@ fn a_rootless_launcher_fills_its_own_store_then_reuses_it() {
         format!("points.csv {}", sha256_hex(RUN_DATA))
     );
 }
+
+#[test]
+fn store_from_a_config_file_and_the_spec_overrides_it() {
+    let f = RunFixture::new();
+    let dir = f.dir();
+    // The spec leaves `store` out: the config file next to it says where, relative to itself.
+    let spec = job(&f, "cfg", "\"x\"");
+    let t = std::fs::read_to_string(dir.join(&spec)).unwrap();
+    std::fs::write(dir.join(&spec), t.replace("store = \"x\"\n", "")).unwrap();
+    std::fs::write(dir.join("sealrun.toml"), "store = \"cfg-store\"\n").unwrap();
+    ok(f.run(&spec));
+    assert_eq!(staging(&f, "cfg"), "store-miss");
+    assert_eq!(
+        std::fs::read_dir(dir.join("cfg-store/entries"))
+            .unwrap()
+            .count(),
+        1
+    );
+    let shown = ok(sealrun(dir, &["config", "."]));
+    assert!(shown.contains("cfg-store (from"), "{shown}");
+    // `off` in the config file: copies, no store.
+    std::fs::write(dir.join("sealrun.toml"), "store = \"off\"\n").unwrap();
+    let spec = job(&f, "off", "\"x\"");
+    let t = std::fs::read_to_string(dir.join(&spec)).unwrap();
+    std::fs::write(dir.join(&spec), t.replace("store = \"x\"\n", "")).unwrap();
+    ok(f.run(&spec));
+    assert_eq!(staging(&f, "off"), "single-pass");
+    // The spec's own value wins over the config file.
+    let own = format!("{:?}", dir.join("own-store").display().to_string());
+    ok(f.run(&job(&f, "own", &own)));
+    assert_eq!(staging(&f, "own"), "store-miss");
+    assert!(dir.join("own-store/entries").is_dir());
+}

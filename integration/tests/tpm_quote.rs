@@ -283,7 +283,7 @@ fn required_without_a_tpm_refuses_before_anything_runs() {
         .env("SEALRUN_TPM_STATE", &state)
         .args(["run", &job, "--quiet"]));
     let t = text(&out);
-    assert_ne!(out.status.code(), Some(0), "{t}");
+    assert_eq!(out.status.code(), Some(125), "{t}");
     assert!(
         t.contains("[attestation] tpm = \"required\"")
             && t.contains("no TPM answers at swtpm:host=127.0.0.1"),
@@ -365,13 +365,62 @@ fn concurrent_runs_each_replay() {
         let record = f.record(&format!("job{i}"));
         ok(verify_record(&f, &record, &["--require-tpm"]));
     }
-    // The host's log holds every measurement, and each run's was re-made if another reset
-    // PCR 23 between its measurement and its quote.
+    // The host's log holds every measurement (and re-measurements, if runs interleaved).
     let log = std::fs::read_to_string(sw.state_dir().join("pcr23-events.jsonl")).unwrap();
     assert!(
         log.lines().filter(|l| l.contains("\"plan\"")).count() >= 4,
         "{log}"
     );
+}
+
+#[test]
+fn a_run_whose_measurement_another_run_reset_is_measured_again_before_its_quote() {
+    let sw = Swtpm::start();
+    let f = enrolled(&sw, "");
+    // Job A runs for 5 s after its measurement; B runs (about 1 s) in that window.
+    let wait = "import time\ntime.sleep(5)\nopen('/out/model.txt', 'w').write('a')\n";
+    let a = f.job("slow", wait, &[], &format!("{RUN_SANDBOX}{REQUIRED}"));
+    let b = f.job("fast", TRAIN, &[], &format!("{RUN_SANDBOX}{REQUIRED}"));
+    let mut child = sw
+        .env(
+            Command::new(bin("sealrun"))
+                .current_dir(f.dir())
+                .args(["run", &a, "--quiet"]),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = sw.state_dir().join("pcr23-events.jsonl");
+    let plans = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"plan\""))
+            .count()
+    };
+    let t0 = std::time::Instant::now();
+    while plans() < 1 {
+        assert!(t0.elapsed().as_secs() < 60, "job A was never measured");
+        if let Ok(Some(_)) = child.try_wait() {
+            panic!(
+                "job A ended early: {}",
+                text(&child.wait_with_output().unwrap())
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // B resets PCR 23 and measures itself while A runs.
+    ok(sealrun_tpm(&sw, f.dir(), &["run", &b, "--quiet"]));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "job A ended before B was done: the test proves nothing (a slow machine?)"
+    );
+    ok(child.wait_with_output().unwrap());
+    // A was measured again (reset, launcher, policy, plan) before its quote; both verify.
+    assert_eq!(plans(), 3, "{}", std::fs::read_to_string(&log).unwrap());
+    ok(verify_record(&f, &f.record("slow"), &["--require-tpm"]));
+    ok(verify_record(&f, &f.record("fast"), &["--require-tpm"]));
 }
 
 #[test]

@@ -51,10 +51,11 @@ pub struct AttestationSettings {
     pub tpm: TpmMode,
 }
 
-/// The TPM of one run.
+/// The TPM of one run. It is connected to only while it measures or quotes: swtpm serves one
+/// connection at a time, and a run holds none while its job runs.
 #[derive(Debug)]
 pub struct RunTpm {
-    tpm: Tpm,
+    tcti: Tcti,
     mode: TpmMode,
     ak_keyid: String,
     info: TpmInfo,
@@ -117,7 +118,8 @@ pub fn open_for_run(mode: TpmMode) -> Result<Option<RunTpm>, TpmError> {
     if mode == TpmMode::Off {
         return Ok(None);
     }
-    let opened = Tcti::from_env().and_then(|t| Tpm::open_at(&t)).and_then(|mut tpm| {
+    let opened = Tcti::from_env().and_then(|tcti| {
+        let mut tpm = Tpm::open_at(&tcti)?;
         let info = describe(&mut tpm)?;
         let public = ak_public(&mut tpm)?.ok_or_else(|| {
             TpmError::NotAnAk(format!(
@@ -126,7 +128,7 @@ pub fn open_for_run(mode: TpmMode) -> Result<Option<RunTpm>, TpmError> {
         })?;
         let ak_keyid = ak_keyid(&public)?;
         Ok(RunTpm {
-            tpm,
+            tcti,
             mode,
             ak_keyid,
             info,
@@ -205,8 +207,9 @@ impl RunTpm {
             policy_sha256: sha256_hex(&policy),
             plan,
         };
+        let mut tpm = Tpm::open_at(&self.tcti)?;
         let mut log = EventLog::lock(&self.state)?;
-        extend_all(&mut self.tpm, &mut log, &m, run)?;
+        extend_all(&mut tpm, &mut log, &m, run)?;
         self.measurement = Some(m);
         Ok(())
     }
@@ -223,15 +226,16 @@ impl RunTpm {
             .measurement
             .clone()
             .ok_or_else(|| TpmError::BadBlob("the run was not measured".into()))?;
+        let mut tpm = Tpm::open_at(&self.tcti)?;
         let mut log = EventLog::lock(&self.state)?;
         if !is_own_measurement(log.since_last_reset(), run) {
             // Another run (or an unseal) reset PCR 23 since: measure again, so that the
             // quoted PCR 23 is this run's.
-            extend_all(&mut self.tpm, &mut log, &m, run)?;
+            extend_all(&mut tpm, &mut log, &m, run)?;
         }
         let nonce = Sha256::digest(record_bytes);
-        let q = self.tpm.quote(AK_HANDLE, &nonce, &QUOTED_PCRS)?;
-        let values: Vec<u8> = self.tpm.pcr_read(&QUOTED_PCRS)?.concat();
+        let q = tpm.quote(AK_HANDLE, &nonce, &QUOTED_PCRS)?;
+        let values: Vec<u8> = tpm.pcr_read(&QUOTED_PCRS)?.concat();
         let info = tpm_evidence::parse_attest(&q.attest).map_err(|e| TpmError::Malformed {
             command: "Quote",
             detail: e.to_string(),
@@ -259,6 +263,7 @@ impl RunTpm {
             tpm: self.info.clone(),
         };
         drop(log);
+        drop(tpm);
         let mut bytes = serde_json::to_vec_pretty(&ev).expect("evidence serialises");
         bytes.push(b'\n');
         let path = tpm_evidence::evidence_path(record_path);
