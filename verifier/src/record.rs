@@ -1768,7 +1768,10 @@ mod tests {
         let sandbox = serde_json::json!({"denied_syscalls": [{"name": "ptrace", "count": 2}],
             "egress_attempts": [], "landlock": {"abi": 4, "status": "enforced"}});
         let c = Contents::parse(&provenance(sandbox.clone(), input())).unwrap();
-        assert_eq!(c.sandbox.as_ref().unwrap().denied_syscalls[0].name, "ptrace");
+        assert_eq!(
+            c.sandbox.as_ref().unwrap().denied_syscalls[0].name,
+            "ptrace"
+        );
         assert_eq!(c.inputs().count(), 1);
         // Without `denied_syscalls` the record does not read as "nothing denied".
         let mut no_list = sandbox.clone();
