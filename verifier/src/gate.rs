@@ -240,7 +240,7 @@ pub fn evaluate(
     }
     let root_path = Path::new(name);
     for (stage, e) in
-        crate::tpm_evidence::check_chain(root_path, bytes, &graph, index, trust, gate.require_tpm)
+        crate::tpm_evidence::check_chain(root_path, bytes, graph, index, trust, gate.require_tpm)
     {
         violations.push(Violation {
             stage,
