@@ -132,8 +132,7 @@ pub fn check(args: CheckArgs) -> u8 {
 
 fn check_inner(args: &CheckArgs) -> Result<crate::decrypt::Decrypted, String> {
     use sealrun_verifier::artifact::{check_signature, VerifyOptions};
-    let policy =
-        sealrun_verifier::policy::Policy::load(&args.trust).map_err(|e| e.to_string())?;
+    let policy = sealrun_verifier::policy::Policy::load(&args.trust).map_err(|e| e.to_string())?;
     let sig = sealrun_verifier::dsse::read_limited(&args.signature).map_err(|e| e.to_string())?;
     let opts = VerifyOptions {
         policy: &policy,

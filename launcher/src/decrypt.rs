@@ -92,6 +92,26 @@ pub enum DecryptError {
     Verify(#[from] VerifyError),
 }
 
+impl DecryptError {
+    /// A stable machine-readable name for the reason (as the verifier's `kind()`s).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecryptError::Verify(e) => e.kind(),
+            DecryptError::NotForUs { .. } => "not_encrypted_to_this_launcher",
+            DecryptError::Tampered { .. } => "tampered_ciphertext",
+            DecryptError::Larger { .. } => "size_mismatch",
+            DecryptError::NotAFolder { .. }
+            | DecryptError::SizesNotSigned
+            | DecryptError::NotAge { .. }
+            | DecryptError::Format { .. } => "not_encrypted",
+            DecryptError::Unsigned { .. } => "unsigned_file",
+            DecryptError::Missing { .. } => "missing_file",
+            DecryptError::Identity(_) => "decryption_identity",
+            DecryptError::Io { .. } | DecryptError::Tmpfs { .. } => "unreadable",
+        }
+    }
+}
+
 /// A decrypted, verified input: the sealed tmpfs and what the record says about it.
 #[derive(Debug)]
 pub struct Decrypted {

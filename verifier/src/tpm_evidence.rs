@@ -559,9 +559,12 @@ pub fn check_chain(
         if vr.is_pipeline() {
             continue;
         }
-        let checked = crate::record::attestation(&vr.statement.predicate)
+        let checked = vr
+            .contents
+            .internal
+            .tpm_measurement()
             .map_err(|detail| fail(Failure::Malformed, detail))
-            .and_then(|(_, m)| check_record(&path, bytes, m.as_ref(), policy, require));
+            .and_then(|m| check_record(&path, bytes, m, policy, require));
         if let Err(e) = checked {
             out.push((vr.job_name().to_string(), e));
         }

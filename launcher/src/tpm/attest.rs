@@ -17,9 +17,7 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use sealrun_verifier::digest::Digest;
-use sealrun_verifier::record::{
-    AttestationMode, MeasuredPlan, TpmMeasurement, ATTESTATION_PARAMETER, TPM_PARAMETER,
-};
+use sealrun_verifier::record::{AttestationMode, InternalParameters, MeasuredPlan, TpmMeasurement};
 use sealrun_verifier::tpm_evidence::{self, EvidenceKind, PcrOp, QuoteEvidence, TpmInfo};
 
 use super::measure::{self, EventLog};
@@ -147,24 +145,13 @@ pub fn open_for_run(mode: TpmMode) -> Result<Option<RunTpm>, TpmError> {
 }
 
 /// Mark a record's internal parameters: `attestation` and, if measured, `tpm`.
-pub fn annotate(internal: &mut serde_json::Value, m: Option<&TpmMeasurement>) {
-    if let Some(o) = internal.as_object_mut() {
-        let mode = if m.is_some() {
-            AttestationMode::TpmQuote
-        } else {
-            AttestationMode::SoftwareKey
-        };
-        o.insert(
-            ATTESTATION_PARAMETER.into(),
-            serde_json::to_value(mode).unwrap_or_default(),
-        );
-        if let Some(m) = m {
-            o.insert(
-                TPM_PARAMETER.into(),
-                serde_json::to_value(m).unwrap_or_default(),
-            );
-        }
-    }
+pub fn annotate(internal: &mut InternalParameters, m: Option<&TpmMeasurement>) {
+    internal.attestation = Some(if m.is_some() {
+        AttestationMode::TpmQuote
+    } else {
+        AttestationMode::SoftwareKey
+    });
+    internal.tpm = m.cloned();
 }
 
 fn sha256_hex(b: &[u8]) -> String {
