@@ -13,7 +13,7 @@
 #
 #   benches/decrypt.sh [WORKDIR]     (default /tmp/sealrun-decrypt-bench; ~2 GiB while it runs,
 #                                     removed at the end unless KEEP=1; RUNS=3; FILES=16,
-#                                     MIB=64 per file)
+#                                     MIB=64 per file; NO_BUILD=1 uses the release binary as is)
 #
 # A benchmark, not a test: it asserts nothing. Needs root (the tmpfs is made with fsmount), the
 # `age` CLI, GNU time.
@@ -23,7 +23,7 @@ work=${1:-/tmp/sealrun-decrypt-bench}
 runs=${RUNS:-3}
 files=${FILES:-16}
 mib=${MIB:-64}
-cargo build --release -j 2 --quiet -p sealrun-verifier -p sealrun-launcher
+[ "${NO_BUILD:-0}" = 1 ] || cargo build --release -j 2 --quiet -p sealrun-verifier -p sealrun-launcher
 S=$PWD/target/x86_64-unknown-linux-musl/release/sealrun
 mkdir -p "$work"
 cd "$work"
