@@ -152,10 +152,12 @@ try:
     ro = "writable"
 except OSError as e:
     ro = "read-only errno %d" % e.errno
+mount = [l for l in open("/proc/self/mountinfo") if l.split()[4] == root]
 with open("/out/seen.txt", "w") as f:
     for k in sorted(seen):
         f.write("%s %s\n" % (k, seen[k]))
     f.write(ro + "\n")
+    f.write("mount: " + " | ".join(l.strip() for l in mount) + "\n")
 open("/out/ready", "w").write("1")
 if len(sys.argv) > 1:
     t = time.time()
@@ -283,6 +285,17 @@ fn the_job_reads_the_plaintext_and_no_host_filesystem_holds_it() {
         );
     }
     assert!(seen.contains("read-only errno 30"), "{seen}");
+    // Inside, one tmpfs mounted read-only, nosuid, nodev, noexec (and noswap where the kernel
+    // has it, as the record says); outside, no mount of it at all.
+    let mount = seen.lines().find(|l| l.starts_with("mount: ")).unwrap();
+    assert_eq!(mount.matches(" - tmpfs ").count(), 1, "{mount}");
+    // `mount: ID PARENT MAJ:MIN ROOT POINT OPTIONS …`
+    let opts = mount.split_whitespace().nth(6).unwrap();
+    for o in ["ro", "nosuid", "nodev", "noexec"] {
+        assert!(opts.split(',').any(|x| x == o), "{o} missing: {mount}");
+    }
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!host.contains("/inputs/secret"), "{host}");
     // Nor after it: records, logs, audit log, staging, outputs.
     let after = host_copies(&f, &canary);
     assert!(
@@ -301,6 +314,11 @@ fn the_job_reads_the_plaintext_and_no_host_filesystem_holds_it() {
     assert_eq!(d["identity"], "software-held");
     assert_eq!(d["format"], "age-v1");
     assert_eq!(d["ciphertext_files"], 2);
+    assert_eq!(
+        mount.contains("noswap"),
+        d["noswap"] == true,
+        "the record's noswap and the mount disagree: {mount}"
+    );
     for (rel, abs) in walk(&f.dir().join("secret.enc")) {
         let want = sha256_hex(&std::fs::read(abs).unwrap());
         let listed = d["ciphertext"]
