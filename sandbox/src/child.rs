@@ -1150,4 +1150,41 @@ mod tests {
         );
         assert_eq!(Fail::decode(&f.encode()), Some(f));
     }
+
+    /// A detached tmpfs (a decrypted input) is attached as it is: another descriptor of the
+    /// same mount, flagged read-only/nosuid/nodev/noexec, moved into place; never cloned.
+    /// (Root: only host root makes a `noswap` tmpfs and a root plan takes detached mounts.)
+    #[test]
+    fn a_detached_mount_is_attached_itself_never_cloned() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root (fsmount of a tmpfs, a root-mode plan)"
+        );
+        let tmpfs = crate::detached::DetachedTmpfs::new(1 << 20).unwrap();
+        tmpfs.seal().unwrap();
+        let mut c = SandboxConfig::new(vec!["/bin/true".into()]);
+        c.attach.push(crate::config::FdBind {
+            fd: tmpfs.into_fd(),
+            dest: "/inputs/secret".into(),
+        });
+        let p = SandboxPlan::build(c).unwrap();
+        let slot = p.mounts.binds.iter().position(|b| b.detached).unwrap();
+        let r = Recorder::default();
+        let mut trees = vec![-1; p.mounts.tree_slots()];
+        prepare_binds(&r, &p, &mut trees).unwrap();
+        assert_eq!(
+            trees[slot], 102,
+            "the slot holds the same mount, not a clone"
+        );
+        let calls = r.calls.borrow();
+        let same = calls.iter().filter(|c| *c == "open_tree same").count();
+        assert_eq!(same, 1, "{calls:?}");
+        let sealed = format!("mount_setattr {:#x}", crate::detached::SEALED_ATTRS);
+        assert!(calls.contains(&sealed), "{calls:?}");
+        assert!(p
+            .mounts
+            .ops
+            .iter()
+            .any(|o| matches!(o, MountOp::Bind(s, t) if *s == slot && t.to_str() == Ok("/tmp/inputs/secret"))));
+    }
 }
