@@ -143,10 +143,13 @@ fn owner_prepares(f: &RunFixture, recipient: &str, canary: &str) -> String {
 const READER: &str = r#"import hashlib, os, sys, time
 root = "/inputs/secret"
 seen = {}
+kept = []  # the plaintext stays in the job's memory while it waits (the memory scan's control)
 for d, _, files in os.walk(root):
     for n in files:
         p = os.path.join(d, n)
-        seen[os.path.relpath(p, root)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+        data = open(p, "rb").read()
+        kept.append(data)
+        seen[os.path.relpath(p, root)] = hashlib.sha256(data).hexdigest()
 try:
     open(os.path.join(root, "new"), "w")
     ro = "writable"
@@ -682,4 +685,161 @@ fn a_tpm_sealed_identity_unseals_only_under_this_launchers_measurement() {
     );
     assert!(!d.join("modified-out/ready").exists(), "the job ran: {t}");
     std::fs::remove_file(&modified).unwrap();
+}
+
+/// The 32 secret bytes of an `AGE-SECRET-KEY-1…` line (bech32).
+fn age_secret_bytes(line: &str) -> Vec<u8> {
+    const CHARSET: &[u8] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+    let lower = line.trim().to_ascii_lowercase();
+    let data = &lower[lower.rfind('1').unwrap() + 1..];
+    let fives: Vec<u8> = data[..data.len() - 6]
+        .bytes()
+        .map(|c| CHARSET.iter().position(|&x| x == c).unwrap() as u8)
+        .collect();
+    let (mut acc, mut bits, mut out) = (0u32, 0u32, Vec::new());
+    for v in fives {
+        acc = (acc << 5) | u32::from(v);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    assert_eq!(out.len(), 32, "an X25519 key is 32 bytes");
+    out
+}
+
+/// Whether the readable memory of `pid` holds `needle` (`/proc/PID/mem`).
+fn memory_holds(pid: u32, needle: &[u8]) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let (mut found, mut read) = (false, 0);
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if !f[1].starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let (a, b) = f[0].split_once('-').unwrap();
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.seek(SeekFrom::Start(a)).is_err() || mem.read_exact(&mut buf).is_err() {
+            continue;
+        }
+        read += 1;
+        if memchr::memmem::find(&buf, needle).is_some() {
+            eprintln!("{pid}: found in {line}");
+            found = true;
+        }
+    }
+    assert!(read > 0, "no memory of {pid} could be read");
+    found
+}
+
+/// `(pid, PPid, NSpid)` of every process.
+fn processes() -> Vec<(u32, u32, Vec<u32>)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(st) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let field = |k: &str| -> Vec<u32> {
+            st.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|r| {
+                    r.split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let ppid = field("PPid:").first().copied().unwrap_or(0);
+        v.push((pid, ppid, field("NSpid:")));
+    }
+    v
+}
+
+/// While the job runs, neither the launcher nor the sandbox init (a fork-like copy of the
+/// launcher that lives as long as the job) holds the decryption key or the plaintext; the job,
+/// which keeps the data it read, does (the control that shows the scan finds what is there).
+#[test]
+fn neither_the_launcher_nor_the_sandbox_init_holds_the_key_or_the_plaintext() {
+    let f = RunFixture::new();
+    let recipient = identity(&f, "launcher.ageid");
+    let key_text = std::fs::read_to_string(f.dir().join("launcher.ageid")).unwrap();
+    let key_line = key_text
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .unwrap()
+        .to_string();
+    let key = age_secret_bytes(&key_line);
+    let canary = canary("memory");
+    owner_prepares(&f, &recipient, &canary);
+    let ctl = f.dir().join("ctl");
+    std::fs::create_dir(&ctl).unwrap();
+    let sandbox = format!("memory = \"256M\"\nro = [\"{}:/ctl\"]\n", ctl.display());
+    let spec = job(&f, "mem", &["wait"], &sandbox);
+    let mut child = Command::new(bin("sealrun"))
+        .current_dir(f.dir())
+        .args(["run", &spec, "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&f.dir().join("mem-out/ready"), &mut child);
+    let launcher = child.id();
+    let procs = processes();
+    let init = procs
+        .iter()
+        .find(|(_, ppid, ns)| *ppid == launcher && ns.get(1) == Some(&1))
+        .map(|(p, _, _)| *p)
+        .expect("the sandbox init");
+    let jobs: Vec<u32> = procs
+        .iter()
+        .filter(|(_, ppid, _)| *ppid == init)
+        .map(|(p, _, _)| *p)
+        .collect();
+    let found = [
+        ("key in the launcher", memory_holds(launcher, &key)),
+        (
+            "key text in the launcher",
+            memory_holds(launcher, key_line.as_bytes()),
+        ),
+        ("key in the init", memory_holds(init, &key)),
+        (
+            "plaintext in the launcher",
+            memory_holds(launcher, canary.as_bytes()),
+        ),
+        (
+            "plaintext in the init",
+            memory_holds(init, canary.as_bytes()),
+        ),
+    ];
+    let control = jobs.iter().any(|&p| memory_holds(p, canary.as_bytes()));
+    // The key's control: the stock `age -d -i` holds it, waiting for its input.
+    let mut age = Command::new(age_cli())
+        .args(["-d", "-i"])
+        .arg(f.dir().join("launcher.ageid"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let key_control = memory_holds(age.id(), &key);
+    let _ = age.kill();
+    let _ = age.wait();
+    std::fs::write(ctl.join("go"), b"").unwrap();
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{st}");
+    assert!(control, "control: the job holds the plaintext it read");
+    assert!(key_control, "control: `age -d -i` holds the key");
+    let held: Vec<&str> = found.iter().filter(|(_, f)| *f).map(|(w, _)| *w).collect();
+    assert!(held.is_empty(), "found: {held:?}");
 }

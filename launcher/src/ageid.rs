@@ -224,7 +224,8 @@ fn read_checked(path: &Path) -> Result<Zeroizing<String>, IdentityError> {
             mode: meta.mode() & 0o7777,
         });
     }
-    let mut text = Zeroizing::new(String::new());
+    // Room for the largest file up front: a growing buffer would leave copies of the key behind.
+    let mut text = Zeroizing::new(String::with_capacity(MAX_IDENTITY_BYTES as usize + 1));
     f.take(MAX_IDENTITY_BYTES)
         .read_to_string(&mut text)
         .map_err(io)?;
