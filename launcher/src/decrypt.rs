@@ -19,7 +19,10 @@
 //! - Errors name the file and what failed: not encrypted to this launcher (with the stanza
 //!   types the file's header holds), a header whose MAC does not verify, a payload chunk that
 //!   fails ChaCha20-Poly1305 authentication (with its offset), bytes after the final chunk.
-//! - Read buffers holding plaintext are zeroed on drop (age zeroes its own).
+//! - Read buffers holding plaintext are zeroed on drop (age zeroes its own); the identity is
+//!   loaded for the input and dropped (zeroed) before the sandbox starts, so neither the
+//!   launcher nor the sandbox init (a fork-like copy of it) holds the key or the plaintext
+//!   while the job runs.
 //!
 //! The tmpfs's pages are charged to the launcher's memory cgroup (the writer's); the run
 //! reserves [`tmpfs_bytes`] out of the job's memory limit instead (see docs/confidential.md),
@@ -48,7 +51,7 @@ const BUF: usize = 64 << 10;
 /// A job must keep at least this much of its memory limit besides the decrypted inputs.
 pub const MIN_JOB_MEMORY: u64 = 32 << 20;
 
-/// Why an encrypted input was refused. Every variant names the file.
+/// Why an encrypted input was refused. Every variant about a file names it.
 #[derive(Debug, thiserror::Error)]
 pub enum DecryptError {
     #[error("{path}: an encrypted input is a folder of `NAME.age` files (sign the plaintext folder, then encrypt it: `sealrun encrypt DIR --recipient age1… --out DIR.enc`)")]
