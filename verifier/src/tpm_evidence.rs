@@ -1,5 +1,13 @@
-//! TPM 2.0 evidence for a run record: the types of the quote file
-//! (`records/NAME-ID.quote.json`) and of its PCR 23 event log.
+//! TPM 2.0 evidence for a run record: the quote file (`records/NAME-ID.quote.json`), its PCR 23
+//! event log, and their offline verification.
+//!
+//! Guarantees of [`verify_evidence`] / [`check_record`]: evidence passes only if its attestation
+//! key is trusted for `tpm-quote` and is the one the record names, the ECDSA P-256 signature is
+//! that key's over the `TPMS_ATTEST` bytes as the TPM produced them, the quote's qualifying data
+//! is the record file's SHA-256, the listed PCR values hash to the quoted digest, the event log
+//! (from a reset) replays to the quoted PCR 23 and is exactly the record's measurement
+//! (launcher, trust policy, plan), and the launcher is one the policy accepts; each failure has
+//! a stable name ([`Failure::name`]). Nothing here is platform-specific.
 
 use serde::{Deserialize, Serialize};
 
@@ -598,6 +606,20 @@ mod tests {
         let mut t = ATTEST.to_vec();
         t[40] ^= 1;
         assert!(key.verify(&t, &der).is_err());
+    }
+
+    /// The same AK's `TPM2B_PUBLIC` as `tpm2_create -u` wrote it.
+    #[test]
+    fn a_tpm2_tools_public_area_is_the_pem_key() {
+        let b = hex::decode(concat!(
+            "00580023000b00050072000000100018000b0003001000",
+            "20b0591ca04252cbad8ca41fe2e1077ac17d70af4447415277",
+            "3e9aebab2fc8e12100200b5262d4afd3177711ddc67cd71488",
+            "0e046f8236ffde948645fb4eb84e6dd596"
+        ))
+        .unwrap();
+        let key = p256_public_key(&b[2..]).unwrap();
+        assert_eq!(key.keyid(), PublicKey::from_pem(AK).unwrap().keyid());
     }
 
     #[test]

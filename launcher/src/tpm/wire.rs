@@ -34,10 +34,17 @@ pub const OA_RESTRICTED: u32 = 1 << 16;
 pub const OA_DECRYPT: u32 = 1 << 17;
 pub const OA_SIGN: u32 = 1 << 18;
 
-/// Big-endian writer into a growable buffer.
+/// Big-endian writer into a growable buffer (zeroed on drop: a command may carry a secret
+/// being sealed).
 #[derive(Debug, Default, Clone)]
 pub struct Writer {
     pub buf: Vec<u8>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.buf);
+    }
 }
 
 impl Writer {
