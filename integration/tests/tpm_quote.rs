@@ -221,6 +221,19 @@ fn tampered_evidence_fails_by_name() {
         );
         std::fs::write(&quote, &good).unwrap();
     }
+    // A revoked AK (a TPM taken out of service, or its host compromised).
+    let trust = f.dir().join("trust.toml");
+    let policy = std::fs::read_to_string(&trust).unwrap();
+    let revoked = format!(
+        "{policy}[[revoked]]\nkey = \"tpm-ak\"\nreason = \"host decommissioned\"\ntime = \"2026-11-30T08:00:00Z\"\n"
+    );
+    std::fs::write(&trust, revoked).unwrap();
+    fails_with(
+        verify_record(&f, &record, &[]),
+        1,
+        &["FAILED (ak_not_trusted)", "host decommissioned"],
+    );
+    std::fs::write(&trust, policy).unwrap();
     // A quote of another record (same TPM, same AK) does not vouch for this one.
     let other = run_job(&sw, &f, "second");
     std::fs::copy(quote_of(&other), &quote).unwrap();

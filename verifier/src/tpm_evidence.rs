@@ -349,6 +349,12 @@ pub fn verify_evidence(
                 ),
             )
         })?;
+    if let Some(r) = policy.revoked_key(&ak.name, &ak.key.keyid()) {
+        return Err(fail(
+            Failure::AkNotTrusted,
+            format!("attestation key {:?}: {r}", ak.name),
+        ));
+    }
     if m.ak_keyid != ev.ak_keyid {
         return Err(fail(
             Failure::AkNotTrusted,
