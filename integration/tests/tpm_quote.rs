@@ -319,6 +319,32 @@ fn required_without_a_tpm_refuses_before_anything_runs() {
 }
 
 #[test]
+fn a_tpm_whose_ak_the_policy_does_not_trust_is_not_used() {
+    let sw = Swtpm::start();
+    let f = RunFixture::new();
+    ok(sealrun_tpm(
+        &sw,
+        f.dir(),
+        &["tpm", "enroll", "--out", "ak.pub"],
+    ));
+    // required: refused before anything runs.
+    let job = f.job("train", TRAIN, &[], &format!("{RUN_SANDBOX}{REQUIRED}"));
+    let out = sealrun_tpm(&sw, f.dir(), &["run", &job, "--quiet"]);
+    let t = fails_with(out, 125, &["does not trust the TPM's attestation key"]);
+    assert!(
+        !f.dir().join("train-out/model.txt").exists(),
+        "the job ran: {t}"
+    );
+    // auto: runs, warns, and its record (software-key) verifies.
+    let job = f.job("auto", TRAIN, &[], RUN_SANDBOX);
+    let t = ok(sealrun_tpm(&sw, f.dir(), &["run", &job, "--quiet"]));
+    assert!(t.contains("attested with the software key only"), "{t}");
+    let record = f.record("auto");
+    assert!(!quote_of(&record).exists());
+    ok(verify_record(&f, &record, &[]));
+}
+
+#[test]
 fn auto_without_a_tpm_runs_with_the_software_key() {
     let f = RunFixture::new();
     let job = f.job("train", TRAIN, &[], RUN_SANDBOX);

@@ -725,7 +725,7 @@ fn run_phases(
 ) -> Result<RunSummary, Stop> {
     let spec = ctx.spec;
     // The TPM, as `[attestation] tpm` asks: `required` without one refuses the run here.
-    crate::tpm::attest::open_into(&ctx.tpm, &spec.attestation)
+    crate::tpm::attest::open_into(&ctx.tpm, &spec.attestation, &p.policy)
         .map_err(|why| Refusal::refused(exit::SETUP_FAILED, "tpm", why))?;
     // 2. Stage every input and verify the staged copy; then the code and the policies.
     let mut staging = stage_inputs(ctx, p, stage_records, ev, inputs)?;
