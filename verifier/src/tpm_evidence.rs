@@ -102,6 +102,9 @@ pub struct QuoteEvidence {
     pub tpm: TpmInfo,
 }
 
+/// Largest quote file read (a real one is a few KiB).
+pub const MAX_EVIDENCE_BYTES: u64 = 1 << 20;
+
 /// The quote file of the record at `record`: `NAME-ID.json` -> `NAME-ID.quote.json`.
 pub fn evidence_path(record: &Path) -> PathBuf {
     let name = record
@@ -514,9 +517,11 @@ pub fn check_record(
     require: bool,
 ) -> Result<Option<CheckedEvidence>, EvidenceError> {
     let file = evidence_path(path);
-    let bytes = match std::fs::read(&file) {
+    use crate::fsread::{read_bounded, Follow, ReadError};
+    // Bounded, not followed (a records folder others may write), not blocking.
+    let bytes = match read_bounded(&file, "TPM evidence", MAX_EVIDENCE_BYTES, Follow::No) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(ReadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             return match (measurement, require) {
                 (Some(_), _) => Err(fail(
                     Failure::NoTpmEvidence,
@@ -529,7 +534,7 @@ pub fn check_record(
                 (None, false) => Ok(None),
             };
         }
-        Err(e) => return Err(fail(Failure::Malformed, format!("{}: {e}", file.display()))),
+        Err(e) => return Err(fail(Failure::Malformed, e.to_string())),
     };
     let ev: QuoteEvidence = serde_json::from_slice(&bytes)
         .map_err(|e| fail(Failure::Malformed, format!("{}: {e}", file.display())))?;
