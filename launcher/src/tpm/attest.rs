@@ -61,8 +61,8 @@ pub struct RunTpm {
     measurement: Option<TpmMeasurement>,
 }
 
-/// What the TPM says about itself, and the sealrun AK's public key (`TPMT_PUBLIC`) if
-/// enrolled.
+/// What the TPM says about itself (manufacturer and vendor strings), and whether that makes it
+/// a software TPM.
 pub fn describe(tpm: &mut Tpm) -> Result<TpmInfo, TpmError> {
     let text = |v: u32| {
         String::from_utf8_lossy(&v.to_be_bytes())
