@@ -75,6 +75,8 @@ pub enum RunError {
     Secret(#[from] secrets::SecretError),
     #[error("cannot write the run record or audit log: {0}")]
     Record(String),
+    #[error(transparent)]
+    Slurm(#[from] crate::slurm::SlurmError),
 }
 
 impl RunError {
@@ -136,6 +138,8 @@ struct Ctx<'a> {
     builder_id: String,
     /// Held until the run is closed; tells recovery this launcher is alive.
     lock: crate::recover::RunLock,
+    /// The Slurm task this run is, if any (every record of the run says so).
+    rank: Option<crate::slurm::RankIdentity>,
 }
 
 impl Ctx<'_> {
@@ -156,6 +160,9 @@ impl Ctx<'_> {
     ) -> Result<PathBuf, RunError> {
         // The result is shown to people: names in it came from disk.
         facts.result = sealrun_verifier::text::one_line(&facts.result);
+        if let Some(r) = &self.rank {
+            r.annotate(&mut facts.internal);
+        }
         let (subjects, prov) = attest::provenance(&facts);
         let env = sign_record(subjects, &prov, self.key);
         let bytes = env.to_json();
@@ -762,8 +769,9 @@ fn run_checked(
     stage_records: &BTreeMap<String, PathBuf>,
     invocation: String,
 ) -> Result<RunSummary, RunError> {
-    // 1. Plan: the key, the policy (the spec is validated).
+    // 1. Plan: the key, the policy (the spec is validated), the Slurm task (if any).
     let key = keyfile::load_signing_key(&spec.signing_key)?;
+    let rank = crate::slurm::RankIdentity::from_env()?;
     // Secrets: read each once, into memory that is zeroed on drop, in a process
     // that cannot be core-dumped or traced by its peers.
     if !spec.secrets.is_empty() {
@@ -824,6 +832,7 @@ fn run_checked(
         started_on,
         builder_id,
         lock,
+        rank,
     };
     crate::recover::test_pause("planning");
 
@@ -969,6 +978,9 @@ fn run_checked(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    if let Some(r) = &ctx.rank {
+        r.apply(&mut config.env);
+    }
     config.profile = ProfileRef::parse(&spec.sandbox.profile);
     config.ro_binds = ro_binds;
     config.ro_fd_binds = fd_binds;

@@ -464,6 +464,120 @@ pub struct GpuHook {
     pub detail: String,
 }
 
+/// The buildType of a Slurm job seal (`sealrun seal-job`): one record whose subjects are every
+/// rank record of one job step, by digest.
+pub const JOB_BUILD_TYPE: &str = "https://sealrun.dev/job/v1";
+/// Key of [`SlurmRank`] in a run record's `internalParameters`.
+pub const SLURM_PARAMETER: &str = "slurm";
+/// Name of the byproduct of a job seal that holds its [`JobSeal`].
+pub const JOB_BYPRODUCT: &str = "job";
+
+/// `internalParameters.slurm`: which task of which Slurm job step a run was (from the
+/// `SLURM_*` variables of the task `srun` started).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmRank {
+    /// `SLURM_JOB_ID`.
+    pub job_id: String,
+    /// `SLURM_STEP_ID` (`batch` for the batch step).
+    pub step_id: String,
+    /// `SLURM_PROCID`: the rank in the step, `0..world_size`.
+    pub rank: u32,
+    /// `SLURM_NTASKS`: the number of tasks of the step.
+    pub world_size: u32,
+    /// `SLURM_LOCALID`: the rank among the step's tasks on this node.
+    pub local_rank: u32,
+    /// `SLURMD_NODENAME`: the node the task ran on.
+    pub node: String,
+    /// `SLURM_NODEID`: the node's index in the step's allocation.
+    pub node_id: u32,
+    /// `SLURM_STEP_NODELIST` (or `SLURM_JOB_NODELIST`): the step's nodes, as Slurm writes them.
+    pub nodelist: String,
+    /// `SLURM_CLUSTER_NAME`, where set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The job network the rank ran in (`[sandbox] network = "job"`); absent: no network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<JobNetwork>,
+}
+
+/// The job network of a rank: the network namespace it shared with the other ranks of its job
+/// step on its node, and what its connects were allowed to reach.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobNetwork {
+    /// `job`.
+    pub mode: String,
+    /// Where the shared namespace was pinned on the node (`/run/sealrun/net/JOB.STEP`).
+    pub namespace: String,
+    /// Whether this rank made the namespace (the first rank on the node) or joined it.
+    pub created: bool,
+    /// What a `connect` could reach, `ADDRESS/PREFIX:FIRST-LAST` (every other destination was
+    /// refused and is in the run's `egress_attempts`).
+    pub allow: Vec<String>,
+}
+
+/// An egress attempt as a run record's `sandbox` byproduct lists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressAttempt {
+    /// `connect` or `sendto`.
+    pub syscall: String,
+    /// `inet`, `inet6`, `unix`, ...
+    pub family: String,
+    /// The destination (`ADDRESS:PORT`, a path, `?`).
+    pub address: String,
+}
+
+/// How a sealed job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobResult {
+    /// Every rank's run succeeded.
+    Succeeded,
+    /// At least one rank's run did not.
+    Failed,
+}
+
+/// The `job` byproduct of a job seal: the Slurm job step and every rank in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSeal {
+    pub job_id: String,
+    pub step_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// `WORLD_SIZE`: exactly this many rank records are sealed, ranks `0..world_size`.
+    pub world_size: u32,
+    pub result: JobResult,
+    /// The ranks whose run did not succeed, in order.
+    pub failed_ranks: Vec<u32>,
+    /// One entry per rank, in rank order.
+    pub ranks: Vec<SealedRank>,
+}
+
+/// One rank of a [`JobSeal`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedRank {
+    pub rank: u32,
+    pub local_rank: u32,
+    pub node: String,
+    /// The rank record's file name in the records folder.
+    pub record: String,
+    /// SHA-256 (hex) of the rank record's bytes (also its subject digest).
+    pub record_sha256: String,
+    /// Whether its run succeeded.
+    pub succeeded: bool,
+    /// Its record's result (`succeeded`, `failed: exited 3`, ...).
+    pub result: String,
+    /// The connects the sandbox refused and recorded (`FAMILY ADDRESS`).
+    #[serde(default)]
+    pub egress_refused: Vec<String>,
+    /// What its connects could reach in the job network (empty: no network).
+    #[serde(default)]
+    pub network_allow: Vec<String>,
+}
+
 /// Sign a run record.
 pub fn sign_record(subjects: Vec<Subject>, provenance: &Provenance, key: &SigningKey) -> Envelope {
     let st = Statement::new(subjects, SLSA_PROVENANCE_V1, provenance);
@@ -556,9 +670,61 @@ pub fn parse_unverified(bytes: &[u8]) -> Option<VerifiedRecord> {
 }
 
 impl VerifiedRecord {
-    /// Whether this is a pipeline summary rather than one run.
+    /// Whether this summarises other records (a pipeline summary, or a Slurm job seal: see
+    /// [`VerifiedRecord::is_job`]) rather than being one run.
     pub fn is_pipeline(&self) -> bool {
-        self.statement.predicate.build_definition.build_type == PIPELINE_BUILD_TYPE
+        let t = &self.statement.predicate.build_definition.build_type;
+        t == PIPELINE_BUILD_TYPE || t == JOB_BUILD_TYPE
+    }
+
+    /// Whether this is a Slurm job seal.
+    pub fn is_job(&self) -> bool {
+        self.statement.predicate.build_definition.build_type == JOB_BUILD_TYPE
+    }
+
+    /// The Slurm task this run was, if it ran under Slurm ([`SlurmRank`]); `Err` if the record
+    /// has the field but it does not parse.
+    pub fn slurm(&self) -> Result<Option<SlurmRank>, String> {
+        match self
+            .statement
+            .predicate
+            .build_definition
+            .internal_parameters
+            .get(SLURM_PARAMETER)
+        {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| format!("internalParameters.{SLURM_PARAMETER}: {e}")),
+        }
+    }
+
+    /// The job seal's [`JobSeal`] (its `job` byproduct); `Err` if missing or malformed.
+    pub fn job_seal(&self) -> Result<JobSeal, String> {
+        let a = self
+            .byproduct(JOB_BYPRODUCT)
+            .and_then(|b| b.annotations.clone())
+            .ok_or_else(|| format!("no {JOB_BYPRODUCT:?} byproduct"))?;
+        serde_json::from_value(a).map_err(|e| format!("byproduct {JOB_BYPRODUCT:?}: {e}"))
+    }
+
+    /// The result this record's `end` byproduct states (`unknown` without one).
+    pub fn result(&self) -> String {
+        self.byproduct("end")
+            .and_then(|b| b.annotations.as_ref())
+            .and_then(|a| a.get("result"))
+            .and_then(|r| r.as_str())
+            .unwrap_or("unknown")
+            .to_string()
+    }
+
+    /// The egress attempts the sandbox refused (its `sandbox` byproduct; empty without one).
+    pub fn egress_attempts(&self) -> Vec<EgressAttempt> {
+        self.byproduct("sandbox")
+            .and_then(|b| b.annotations.as_ref())
+            .and_then(|a| a.get("egress_attempts"))
+            .and_then(|e| serde_json::from_value(e.clone()).ok())
+            .unwrap_or_default()
     }
 
     /// The produced artifact, if the record declares one.
@@ -720,6 +886,7 @@ pub fn verify_record(
     }
     if p.build_definition.build_type != BUILD_TYPE
         && p.build_definition.build_type != PIPELINE_BUILD_TYPE
+        && p.build_definition.build_type != JOB_BUILD_TYPE
     {
         return Err(RecordError::BuildType {
             record,
