@@ -22,6 +22,45 @@ if len(sys.argv) > 1 and sys.argv[1] == os.environ["RANK"]:
     sys.exit(3)
 "#;
 
+/// Rank 0 listens on 127.0.0.1:MASTER_PORT, rank 1 sends to it and gets a reply (plain Python
+/// sockets), then tries an address that is no peer.
+const NET_SCRIPT: &str = r#"import os, socket, time
+rank, port = int(os.environ["RANK"]), int(os.environ["MASTER_PORT"])
+if rank == 0:
+    s = socket.socket()
+    s.bind(("127.0.0.1", port))
+    s.listen(1)
+    s.settimeout(60)
+    c, _ = s.accept()
+    data = c.recv(100)
+    c.sendall(b"pong: " + data)
+    c.close()
+else:
+    deadline = time.time() + 60
+    while True:
+        try:
+            c = socket.create_connection(("127.0.0.1", port), timeout=5)
+            break
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+    c.sendall(b"hello from rank 1")
+    data = c.recv(100)
+    try:
+        socket.create_connection(("10.255.255.1", 80), timeout=2)
+        open("/out/reached.txt", "w").write("the non-peer address was reached")
+    except OSError as e:
+        open("/out/refused.txt", "w").write(str(e))
+    # The host's loopback is another namespace's: a listener there is out of reach.
+    try:
+        socket.create_connection(("127.0.0.1", int(os.environ["HOST_PORT"])), timeout=2)
+        open("/out/reached.txt", "w").write("the host's listener was reached")
+    except OSError as e:
+        open("/out/host.txt", "w").write(str(e))
+open("/out/got.txt", "wb").write(data)
+"#;
+
 fn cluster() -> Cluster {
     assert!(
         sealrun_integration::slurm::available(),
@@ -55,7 +94,19 @@ fn two_rank_job(c: &Cluster, f: &RunFixture, spec: &str) -> (Output, String) {
     let log = f.dir().join(format!("{spec}.batch.log"));
     let log_arg = format!("--output={}", log.display());
     let out = c.sbatch_wait(f.dir(), &["-n2", "--time=5", &log_arg], &script);
-    let batch = std::fs::read_to_string(&log).unwrap_or_default();
+    let mut batch = std::fs::read_to_string(&log).unwrap_or_default();
+    // The ranks' stderr, for a failure's message.
+    for e in std::fs::read_dir(f.dir().join("records"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".stderr.log") {
+            let t = std::fs::read_to_string(e.path()).unwrap_or_default();
+            batch.push_str(&format!("--- {name}:\n{t}\n"));
+        }
+    }
     (out, batch)
 }
 
@@ -278,9 +329,91 @@ fn failed_rank(c: &Cluster) {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
 
+/// `network = "job"`: the ranks talk over TCP on 127.0.0.1; a non-peer address is refused,
+/// and the job record shows the refusal and the allowlist.
+fn job_network(c: &Cluster) {
+    let f = RunFixture::new();
+    let sandbox = format!("{}network = \"job\"\n", sealrun_integration::RUN_SANDBOX);
+    let spec = f.job("net", NET_SCRIPT, &[], &sandbox);
+    let path = f.dir().join(&spec);
+    // A listener on the host's loopback, which no rank may reach.
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    host.set_nonblocking(true).unwrap();
+    let host_port = host.local_addr().unwrap().port();
+    let text_ = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("output = \"net-out\"", "output = \"net-out/rank-{rank}\"")
+        .replace(
+            "trust = \"trust.toml\"\n",
+            &format!("trust = \"trust.toml\"\nenv = {{ HOST_PORT = \"{host_port}\" }}\n"),
+        );
+    std::fs::write(&path, text_).unwrap();
+    let (out, batch) = two_rank_job(c, &f, &spec);
+    assert!(
+        out.status.success(),
+        "sbatch: {}\nbatch log:\n{batch}",
+        text(&out)
+    );
+    let got = |rank: u32, file: &str| {
+        std::fs::read_to_string(f.dir().join(format!("net-out/rank-{rank}/{file}")))
+            .unwrap_or_else(|e| panic!("rank {rank} {file}: {e}\n{batch}"))
+    };
+    assert_eq!(got(0, "got.txt"), "hello from rank 1");
+    assert_eq!(got(1, "got.txt"), "pong: hello from rank 1");
+    assert!(
+        got(1, "refused.txt").contains("unreachable"),
+        "{}",
+        got(1, "refused.txt")
+    );
+    assert!(
+        got(1, "host.txt").contains("refused"),
+        "{}",
+        got(1, "host.txt")
+    );
+    assert!(!f.dir().join("net-out/rank-1/reached.txt").exists());
+    assert_eq!(
+        host.accept().map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::WouldBlock),
+        "the host's listener got a connection"
+    );
+    let job = job_record(&f, &batch);
+    let seal = sealed(&job);
+    assert_eq!(seal["result"], "succeeded", "{seal}");
+    assert_eq!(
+        seal["ranks"][1]["egress_refused"],
+        serde_json::json!(["inet 10.255.255.1:80"]),
+        "{seal}"
+    );
+    assert_eq!(
+        seal["ranks"][0]["egress_refused"],
+        serde_json::json!([]),
+        "{seal}"
+    );
+    for r in 0..2 {
+        let allow = seal["ranks"][r]["network_allow"].to_string();
+        assert!(allow.contains("127.0.0.0/8:1-65535"), "{seal}");
+    }
+    // Each rank record names the shared namespace; one rank made it, the other joined.
+    let nets: Vec<serde_json::Value> = f
+        .records("net")
+        .iter()
+        .map(|r| internal_slurm(r)["network"].clone())
+        .collect();
+    assert_eq!(nets[0]["namespace"], nets[1]["namespace"], "{nets:?}");
+    assert_ne!(nets[0]["created"], nets[1]["created"], "{nets:?}");
+    let pin = nets[0]["namespace"].as_str().unwrap();
+    assert!(!Path::new(pin).exists(), "the last rank removes {pin}");
+    let rec = job.display().to_string();
+    ok(verify(
+        f.dir(),
+        &["job", &rec, "--records", "records", "--trust", "trust.toml"],
+    ));
+}
+
 #[test]
 fn slurm_scenarios() {
     let c = cluster();
     two_ranks_sealed(&c);
     failed_rank(&c);
+    job_network(&c);
 }

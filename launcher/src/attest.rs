@@ -171,6 +171,7 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
             annotations: Some(json!({
                 "denied_syscalls": o.denied_syscalls,
                 "egress_attempts": o.egress_attempts,
+                "peer_connects": o.peer_connects,
                 "landlock": o.landlock,
             })),
             ..rd("sandbox")

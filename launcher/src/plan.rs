@@ -211,7 +211,22 @@ fn check_gpus(job: &JobSpec) -> Result<(), SpecError> {
     .map_err(|e| invalid(job, "sandbox.gpus", e.to_string()))
 }
 
+/// `network = "job"`: a Slurm task, run as root.
+fn check_network(job: &JobSpec) -> Result<(), SpecError> {
+    if job.sandbox.network != crate::spec::NetworkMode::Job {
+        return Ok(());
+    }
+    let why = match crate::slurm::RankIdentity::from_env() {
+        Err(e) => e.to_string(),
+        Ok(None) => "\"job\" is the network of a Slurm job step's ranks, and this is no Slurm task (SLURM_JOB_ID is not set); use \"none\", or run under srun".into(),
+        Ok(Some(_)) if !nix::unistd::geteuid().is_root() => "\"job\" needs root (the launcher makes the step's network namespace and clones the sandbox into it)".into(),
+        Ok(Some(_)) => return Ok(()),
+    };
+    Err(invalid(job, "sandbox.network", why))
+}
+
 fn check_job(job: &JobSpec) -> Result<(), SpecError> {
+    check_network(job)?;
     check_signing_key(job)?;
     check_profile(job)?;
     check_gpus(job)?;

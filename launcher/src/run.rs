@@ -771,7 +771,8 @@ fn run_checked(
 ) -> Result<RunSummary, RunError> {
     // 1. Plan: the key, the policy (the spec is validated), the Slurm task (if any).
     let key = keyfile::load_signing_key(&spec.signing_key)?;
-    let rank = crate::slurm::RankIdentity::from_env()?;
+    let mut rank = crate::slurm::RankIdentity::from_env()?;
+    let netns = crate::slurm::job_network(spec.sandbox.network, rank.as_mut());
     // Secrets: read each once, into memory that is zeroed on drop, in a process
     // that cannot be core-dumped or traced by its peers.
     if !spec.secrets.is_empty() {
@@ -835,6 +836,10 @@ fn run_checked(
         rank,
     };
     crate::recover::test_pause("planning");
+    let netns = match netns {
+        Ok(n) => n,
+        Err(e) => return ctx.refuse(&[], format!("job network: {e}"), exit::SETUP_FAILED),
+    };
 
     let ev = crate::events::Emitter::new(opts.events.as_ref(), &spec.name, &ctx.invocation);
     ev.run_started(&spec.file, spec.inputs.len(), &spec.sandbox.profile);
@@ -981,6 +986,7 @@ fn run_checked(
     if let Some(r) = &ctx.rank {
         r.apply(&mut config.env);
     }
+    crate::slurm::apply_network(netns.as_ref(), &mut config).map_err(RunError::Io)?;
     config.profile = ProfileRef::parse(&spec.sandbox.profile);
     config.ro_binds = ro_binds;
     config.ro_fd_binds = fd_binds;

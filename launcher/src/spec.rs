@@ -110,6 +110,7 @@ struct RawSandbox {
     post_run_timeout: Option<Spanned<String>>,
     python: Option<Spanned<String>>,
     gpus: Option<Spanned<RawGpus>>,
+    network: Option<Spanned<String>>,
 }
 
 /// `gpus = "all"`, `"0,1"`, `[0, 1]` or `["GPU-…"]`.
@@ -169,6 +170,18 @@ pub struct SandboxSpec {
     pub cpus: Option<f64>,
     /// Bounds on what the job leaves and on the launcher's work after it.
     pub outputs: OutputLimits,
+    /// `network = "none"` (default) or `"job"` (see [`crate::slurm::netns`]).
+    pub network: NetworkMode,
+}
+
+/// `[sandbox] network`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// A private namespace with loopback only; every inet connect refused (the default).
+    #[default]
+    None,
+    /// The network namespace shared by the ranks of the job step on this node.
+    Job,
 }
 
 /// Bounds on a job's outputs and logs, and on the work after the job ends.
@@ -828,6 +841,7 @@ impl JobSpec {
             return Err(ctx.err(p.span(), "sandbox.pids", "must be at least 1"));
         }
         let outputs = output_limits(ctx, sb, &size)?;
+        let mut locations = Locations::new();
         let gpus = sb
             .gpus
             .as_ref()
@@ -847,6 +861,23 @@ impl JobSpec {
                     .map_err(|e| ctx.err(g.span(), "sandbox.gpus", e.to_string()))
             })
             .transpose()?;
+        let network = match sb.network.as_ref() {
+            None => NetworkMode::None,
+            Some(n) => match n.get_ref().as_str() {
+                "none" => NetworkMode::None,
+                "job" => NetworkMode::Job,
+                other => {
+                    return Err(ctx.err(
+                        n.span(),
+                        "sandbox.network",
+                        format!("{other:?}: must be \"none\" (no network) or \"job\" (the ranks of the Slurm job step)"),
+                    ))
+                }
+            },
+        };
+        if let Some(n) = &sb.network {
+            locations.insert("sandbox.network", ctx.locate(n.span(), "sandbox.network"));
+        }
         let mut ro = Vec::new();
         for (i, v) in sb.ro.iter().enumerate() {
             let field = format!("sandbox.ro[{i}]");
@@ -867,7 +898,6 @@ impl JobSpec {
             Some(p) => p.clone(),
             None => "default".into(),
         };
-        let mut locations = Locations::new();
         let own_or_shared = |own: &Option<Spanned<String>>, common: &Option<Spanned<String>>| {
             own.as_ref()
                 .map(|v| v.span())
@@ -1025,6 +1055,7 @@ impl JobSpec {
                 shm,
                 cpus,
                 outputs,
+                network,
             },
             secrets,
             produces: raw.produces.unwrap_or(Kind::Model),

@@ -121,6 +121,39 @@ impl RankIdentity {
     }
 }
 
+/// The job network of a run whose spec asks for one (`mode`): made or joined, and named in
+/// the rank's identity (so every record of the run lists it); `None` for `network = "none"`.
+pub fn job_network(
+    mode: crate::spec::NetworkMode,
+    rank: Option<&mut RankIdentity>,
+) -> Result<Option<netns::JobNetns>, String> {
+    match (mode, rank) {
+        (crate::spec::NetworkMode::None, _) => Ok(None),
+        (crate::spec::NetworkMode::Job, None) => {
+            Err("network = \"job\" needs a Slurm task (SLURM_JOB_ID is not set)".into())
+        }
+        (crate::spec::NetworkMode::Job, Some(r)) => {
+            let n = netns::JobNetns::acquire(r).map_err(|e| e.to_string())?;
+            r.0.network = Some(n.describe());
+            Ok(Some(n))
+        }
+    }
+}
+
+/// Give the sandbox the job network, if there is one.
+pub fn apply_network(
+    net: Option<&netns::JobNetns>,
+    config: &mut sealrun_sandbox::SandboxConfig,
+) -> Result<(), String> {
+    if let Some(n) = net {
+        config.network = sealrun_sandbox::Network::Join {
+            netns: n.fd().map_err(|e| e.to_string())?,
+            allow: n.allow(),
+        };
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
