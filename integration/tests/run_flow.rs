@@ -683,3 +683,38 @@ fn output_fifo_is_recorded_not_opened() {
     assert_eq!(nf[0]["path"], "pipe");
     assert_ne!(nf[0]["kind"], "symlink");
 }
+
+/// An input named `code` next to a code folder, staged without the store: both are copied into
+/// the run's staging folder (the code folder under a name no input can take), the job reads
+/// each at its own mount, and the run is recorded. Before, the code folder's copy met the
+/// input's in the staging folder: exit 74, a raw "File exists", no record, no audit entry.
+#[test]
+fn an_input_named_code_next_to_the_code_folder_runs_and_is_recorded() {
+    let f = RunFixture::new();
+    let script = "data = open('/inputs/code/points.csv', 'rb').read()\nopen('/out/copy.csv', 'wb').write(data)\n";
+    let job = f.job("clash", script, &[], RUN_SANDBOX);
+    let spec = std::fs::read_to_string(f.dir().join(&job))
+        .unwrap()
+        .replace("name = \"points\"", "name = \"code\"");
+    let spec = format!("store = \"off\"\n{spec}");
+    std::fs::write(f.dir().join(&job), spec).unwrap();
+    let t = ok(f.run(&job));
+    assert!(t.contains("succeeded"), "{t}");
+    assert_eq!(
+        std::fs::read(f.dir().join("clash-out/copy.csv")).unwrap(),
+        RUN_DATA
+    );
+    let st = envelope_statement(&f.record("clash"));
+    let deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    let named = |n: &str| deps.iter().filter(|d| d["name"] == n).count();
+    // The input and the code folder are both dependencies, each once.
+    assert_eq!(named("code"), 2, "{deps:?}");
+    assert!(deps
+        .iter()
+        .any(|d| d["annotations"]["mount"] == "/inputs/code"));
+    assert!(deps.iter().any(|d| d["annotations"]["mount"] == "/code"));
+    let entries = audit_entries(&f.dir().join("audit.log"));
+    assert_eq!(entries.last().unwrap()["event"], "end", "{entries:?}");
+}

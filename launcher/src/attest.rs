@@ -15,6 +15,7 @@ use std::path::Path;
 use sealrun_sandbox::Outcome;
 use sealrun_verifier::artifact::Verified;
 use sealrun_verifier::digest::Digest;
+use sealrun_verifier::keys::SigningKey;
 use sealrun_verifier::outputs::Outputs;
 use sealrun_verifier::record;
 use sealrun_verifier::record::{
@@ -24,6 +25,7 @@ use sealrun_verifier::record::{
 use sealrun_verifier::statement::Subject;
 use serde_json::json;
 
+use crate::audit::{self, AuditWriteError, Event};
 use crate::spec::JobSpec;
 
 /// A verified input, as recorded.
@@ -257,4 +259,62 @@ pub fn end_reason_text(o: &Outcome) -> String {
         EndReason::OomKilled => "oom-killed".into(),
         EndReason::PidsLimit { status } => format!("pids-limit (status {status})"),
     }
+}
+
+/// Where a record goes, and the audit log entry that names it.
+#[derive(Debug)]
+pub struct Destination<'a> {
+    /// The record file (written atomically).
+    pub path: &'a Path,
+    pub audit_log: &'a Path,
+    /// The audit entry's `event` (`end`, `refused`, `pipeline`).
+    pub event: &'a str,
+    pub job: &'a str,
+    pub invocation: &'a str,
+    /// The audit entry's `outcome`.
+    pub outcome: String,
+}
+
+/// A record that could not be written, or its audit entry not appended.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{}: {source}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Audit(#[from] AuditWriteError),
+}
+
+/// Sign a record, write it atomically, then append the audit entry that names it by digest:
+/// the one way a run, a refusal and a pipeline summary are published. Returns the record's
+/// digest.
+pub fn publish(
+    subjects: Vec<Subject>,
+    prov: &Provenance,
+    key: &SigningKey,
+    to: Destination,
+) -> Result<Digest, PublishError> {
+    let bytes = record::sign_record(subjects, prov, key).to_json();
+    sealrun_verifier::rollback::write_atomic(to.path, &bytes).map_err(|source| {
+        PublishError::Write {
+            path: to.path.to_path_buf(),
+            source,
+        }
+    })?;
+    crate::recover::test_pause("appending");
+    let digest = Digest::of(&bytes);
+    audit::append(
+        to.audit_log,
+        &Event {
+            event: to.event,
+            job: to.job,
+            invocation: to.invocation,
+            record: Some(digest),
+            outcome: to.outcome,
+        },
+        key,
+    )?;
+    Ok(digest)
 }

@@ -249,7 +249,7 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
     // Every run writes under work/{invocation}/ (a new folder), so nothing is ever removed.
     std::fs::write(dir.join("pipeline.toml"), PIPELINE_TOML)?;
     let pipeline = dir.join("pipeline.toml");
-    let summary = crate::run::run_job(&pipeline, &crate::run::RunOptions::default())?;
+    let summary = crate::launch::run_job(&pipeline, &crate::run::RunOptions::default())?;
     println!("    {}", summary.message);
     if summary.status != 0 {
         bail!("the pipeline did not succeed (status {})", summary.status);
@@ -313,7 +313,7 @@ pub fn run(dir: Option<&Path>) -> Result<()> {
     let at = bytes.len() / 2;
     bytes[at] ^= 0x01;
     std::fs::write(&target, &bytes)?;
-    let again = crate::run::run_job(&pipeline, &crate::run::RunOptions::default());
+    let again = crate::launch::run_job(&pipeline, &crate::run::RunOptions::default());
     // Put the signed bytes back whatever happened, so the dataset in DIR stays as signed.
     std::fs::write(&target, &signed)?;
     let again = again?;

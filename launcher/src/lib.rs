@@ -14,6 +14,7 @@ pub mod gpu;
 pub mod history;
 pub mod init;
 pub mod keyfile;
+pub mod launch;
 pub mod outputs;
 pub mod pipeline;
 pub mod plan;

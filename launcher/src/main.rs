@@ -418,7 +418,7 @@ fn run_cmd(
         invocation: None,
         secrets: None,
     };
-    match sealrun_launcher::run::run_job(spec, &opts) {
+    match sealrun_launcher::launch::run_job(spec, &opts) {
         Ok(s) => {
             let rep = summary::report(spec, &s);
             if json {

@@ -14,14 +14,12 @@ use std::path::PathBuf;
 
 use sealrun_verifier::digest::Digest;
 use sealrun_verifier::record::{
-    sign_record, BuildDefinition, BuildMetadata, Builder, Provenance, ResourceDescriptor,
-    RunDetails, PIPELINE_BUILD_TYPE,
+    BuildDefinition, BuildMetadata, Builder, Provenance, ResourceDescriptor, RunDetails,
+    PIPELINE_BUILD_TYPE,
 };
-use sealrun_verifier::rollback::write_atomic;
 use sealrun_verifier::statement::Subject;
 use serde_json::json;
 
-use crate::audit::{self, Event};
 use crate::run::{run_spec, RunError, RunOptions, RunSummary};
 use crate::spec::PipelineSpec;
 use crate::{keyfile, now_rfc3339};
@@ -35,11 +33,10 @@ pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, R
     let key = keyfile::load_signing_key(&first.signing_key)?;
     // The pipeline's own invocation (the one its outputs' `{invocation}` named); each
     // stage gets its own.
-    let invocation = opts.invocation.take().unwrap_or_else(|| {
-        let mut b = [0u8; 16];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
-        hex::encode(b)
-    });
+    let invocation = opts
+        .invocation
+        .take()
+        .unwrap_or_else(crate::run::new_invocation_id);
     let started_on = now_rfc3339();
     let mut stage_records: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut deps = Vec::new();
@@ -134,25 +131,22 @@ pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, R
             }],
         },
     };
-    let env = sign_record(subjects, &prov, &key);
-    let bytes = env.to_json();
     let path = first
         .records
         .join(format!("{}-{}.pipeline.json", p.name, &invocation[..12]));
-    write_atomic(&path, &bytes)
-        .map_err(|e| RunError::Record(format!("{}: {e}", path.display())))?;
-    audit::append(
-        &first.audit_log,
-        &Event {
+    crate::attest::publish(
+        subjects,
+        &prov,
+        &key,
+        crate::attest::Destination {
+            path: &path,
+            audit_log: &first.audit_log,
             event: "pipeline",
             job: &p.name,
             invocation: &invocation,
-            record: Some(Digest::of(&bytes)),
             outcome: outcome.clone(),
         },
-        &key,
-    )
-    .map_err(|e| RunError::Record(e.to_string()))?;
+    )?;
     Ok(RunSummary {
         status,
         message: if status == 0 {

@@ -28,7 +28,6 @@ use sealrun_verifier::keys::SigningKey;
 use sealrun_verifier::labels;
 use sealrun_verifier::manifest::{Manifest, WalkOptions};
 use sealrun_verifier::policy::Policy;
-use sealrun_verifier::record::sign_record;
 use sealrun_verifier::record::{outputs_digest, verify_record, ProducedArtifact};
 use sealrun_verifier::rollback::write_atomic;
 use sha2::{Digest as _, Sha256};
@@ -36,9 +35,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::attest::{self, Proof, RecordedInput, RunFacts};
 use crate::audit::{self, Event};
+use crate::events::Emitter;
 use crate::outputs;
 use crate::secrets::{self, Leak, Patterns, Redactor, Secret};
-use crate::spec::{JobSpec, Proof as SpecProof, Spec, SpecError, CODE_MOUNT, OUTPUT_MOUNT};
+use crate::spec::{JobSpec, Proof as SpecProof, SpecError, CODE_MOUNT, OUTPUT_MOUNT};
 use crate::stage::{Stage, Staged};
 use crate::{keyfile, now_rfc3339};
 
@@ -75,6 +75,8 @@ pub enum RunError {
     Secret(#[from] secrets::SecretError),
     #[error("cannot write the run record or audit log: {0}")]
     Record(String),
+    #[error("cannot write the run record or audit log: {0}")]
+    Publish(#[from] attest::PublishError),
     #[error(transparent)]
     Slurm(#[from] crate::slurm::SlurmError),
 }
@@ -83,7 +85,7 @@ impl RunError {
     /// The exit status for this error.
     pub fn exit_status(&self) -> u8 {
         match self {
-            RunError::Record(_) | RunError::Io(_) => exit::RECORD_FAILED,
+            RunError::Record(_) | RunError::Publish(_) | RunError::Io(_) => exit::RECORD_FAILED,
             _ => exit::USAGE,
         }
     }
@@ -123,7 +125,7 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-fn new_invocation_id() -> String {
+pub(crate) fn new_invocation_id() -> String {
     let mut b = [0u8; 16];
     rand_core::OsRng.fill_bytes(&mut b);
     hex::encode(b)
@@ -140,9 +142,91 @@ struct Ctx<'a> {
     lock: crate::recover::RunLock,
     /// The Slurm task this run is, if any (every record of the run says so).
     rank: Option<crate::slurm::RankIdentity>,
+    /// The job network (`network = "job"`), held until the run ends; an error refuses the run.
+    netns: Result<Option<crate::slurm::netns::JobNetns>, String>,
+}
+
+/// Why a run stopped before its job started: recorded and audited (`refused`); nothing ran.
+#[derive(Debug)]
+struct Refusal {
+    /// The exit status.
+    status: u8,
+    /// The record's `result` and the audit entry's outcome (`refused: ...`, `failed: ...`).
+    result: String,
+    /// The summary's one line.
+    message: String,
+    /// The record's internalParameters, once they are known.
+    internal: Option<serde_json::Value>,
+}
+
+impl Refusal {
+    /// Refused: `refused: MESSAGE`, and `refused: MESSAGE; nothing ran` for people.
+    fn refused(status: u8, message: String) -> Refusal {
+        Refusal {
+            status,
+            result: format!("refused: {message}"),
+            message: format!("refused: {message}; nothing ran"),
+            internal: None,
+        }
+    }
+}
+
+/// How a phase stops the run: refused (a record says why), or an error (no record).
+#[derive(Debug)]
+enum Stop {
+    Refused(Refusal),
+    Failed(RunError),
+}
+
+macro_rules! stop_on {
+    ($($e:ty),*) => {$(
+        impl From<$e> for Stop {
+            fn from(e: $e) -> Stop {
+                Stop::Failed(e.into())
+            }
+        }
+    )*};
+}
+stop_on!(RunError, attest::PublishError);
+
+impl From<Refusal> for Stop {
+    fn from(r: Refusal) -> Stop {
+        Stop::Refused(r)
+    }
 }
 
 impl Ctx<'_> {
+    /// Take the run's lock (closing the runs on this audit log whose launcher died first):
+    /// from here on, every end of the run is recorded.
+    fn open<'a>(
+        spec: &'a JobSpec,
+        key: &'a SigningKey,
+        invocation: String,
+    ) -> Result<Ctx<'a>, RunError> {
+        let host = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "unknown-host".into());
+        let keyid = key.public().keyid();
+        let (started_on, builder_id) = (
+            now_rfc3339(),
+            format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
+        );
+        let mut rank = crate::slurm::RankIdentity::from_env()?;
+        let lock = crate::recover::lock_run(spec, &invocation, &started_on, &builder_id)
+            .map_err(|e| RunError::Record(e.to_string()))?;
+        let netns = crate::slurm::job_network(spec.sandbox.network, rank.as_mut());
+        Ok(Ctx {
+            spec,
+            key,
+            invocation,
+            started_on,
+            builder_id,
+            lock,
+            rank,
+            netns,
+        })
+    }
+
     fn record_path(&self) -> PathBuf {
         self.spec.records.join(format!(
             "{}-{}.json",
@@ -164,40 +248,34 @@ impl Ctx<'_> {
             r.annotate(&mut facts.internal);
         }
         let (subjects, prov) = attest::provenance(&facts);
-        let env = sign_record(subjects, &prov, self.key);
-        let bytes = env.to_json();
         let path = self.record_path();
-        write_atomic(&path, &bytes)
-            .map_err(|e| RunError::Record(format!("{}: {e}", path.display())))?;
-        crate::recover::test_pause("appending");
-        audit::append(
-            &self.spec.audit_log,
-            &Event {
+        attest::publish(
+            subjects,
+            &prov,
+            self.key,
+            attest::Destination {
+                path: &path,
+                audit_log: &self.spec.audit_log,
                 event,
                 job: &self.spec.name,
                 invocation: &self.invocation,
-                record: Some(Digest::of(&bytes)),
                 outcome,
             },
-            self.key,
-        )
-        .map_err(|e| RunError::Record(e.to_string()))?;
+        )?;
         self.lock.closed();
         Ok(path)
     }
 
-    /// Record and audit a run refused before anything ran.
-    fn refuse(
-        &self,
-        inputs: &[RecordedInput],
-        message: String,
-        status: u8,
-    ) -> Result<RunSummary, RunError> {
-        let facts = self.facts(inputs, format!("refused: {message}"));
-        let record = self.finish(facts, "refused", format!("refused: {message}"))?;
+    /// Record and audit a run refused before anything ran: the one refusal path.
+    fn refuse(&self, inputs: &[RecordedInput], r: Refusal) -> Result<RunSummary, RunError> {
+        let mut facts = self.facts(inputs, r.result.clone());
+        if let Some(internal) = r.internal {
+            facts.internal = internal;
+        }
+        let record = self.finish(facts, "refused", r.result)?;
         Ok(RunSummary {
-            status,
-            message: format!("refused: {message}; nothing ran"),
+            status: r.status,
+            message: r.message,
             record,
             invocation: self.invocation.clone(),
         })
@@ -719,22 +797,6 @@ fn check_record_listing(
     check_listed(&artifact, &expected, &listed, false).map_err(|e| e.to_string())
 }
 
-/// Run the job or pipeline described by the spec at `spec_path`.
-pub fn run_job(spec_path: &Path, opts: &RunOptions) -> Result<RunSummary, RunError> {
-    let mut spec = Spec::load(spec_path)?;
-    // Everything that can be checked before an input is verified (exit 64, no record).
-    let invocation = new_invocation_id();
-    crate::plan::prepare(&mut spec, &invocation)?;
-    let opts = &RunOptions {
-        invocation: Some(invocation),
-        ..opts.clone()
-    };
-    match spec {
-        Spec::Job(job) => run_spec(&job, opts, &BTreeMap::new()),
-        Spec::Pipeline(p) => crate::pipeline::run_pipeline(&p, opts),
-    }
-}
-
 /// Run one validated job; `stage_records` maps earlier pipeline stages to their records.
 /// Its event stream (if any) gets `record-signed` and `run-ended` whatever the end.
 pub fn run_spec(
@@ -755,7 +817,7 @@ pub fn run_spec(
     };
     let invocation = opts.invocation.clone().unwrap_or_else(new_invocation_id);
     let r = run_checked(spec, &opts, stage_records, invocation.clone());
-    let ev = crate::events::Emitter::new(opts.events.as_ref(), &spec.name, &invocation);
+    let ev = Emitter::new(opts.events.as_ref(), &spec.name, &invocation);
     match &r {
         Ok(s) => ev.run_ended(s.status, &s.message, Some(&s.record)),
         Err(e) => ev.run_ended(e.exit_status(), &e.to_string(), None),
@@ -763,16 +825,89 @@ pub fn run_spec(
     r
 }
 
+/// The run as an ordered sequence of phases:
+///
+/// 1. prepare: key, secrets, policy, rollback state, records folder (a problem is exit 64 and
+///    no record), then the run's lock: from here on every end of the run is recorded;
+/// 2. stage and verify the inputs, then the code; the rollback and stage policies;
+/// 3. prepare the output folder and compile the sandbox plan;
+/// 4. execute: `start` in the audit log, the job under the supervisor, its logs pumped;
+/// 5. record: outputs taken back and attested, the record signed, `end` appended.
+///
+/// Phases 2 and 3 may refuse the run ([`Refusal`]): one path records and audits that, and
+/// nothing runs.
 fn run_checked(
     spec: &JobSpec,
     opts: &RunOptions,
     stage_records: &BTreeMap<String, PathBuf>,
     invocation: String,
 ) -> Result<RunSummary, RunError> {
-    // 1. Plan: the key, the policy (the spec is validated), the Slurm task (if any).
+    let p = prepare(spec, opts)?;
+    let ctx = Ctx::open(spec, &p.key, invocation)?;
+    crate::recover::test_pause("planning");
+    let ev = Emitter::new(opts.events.as_ref(), &spec.name, &ctx.invocation);
+    ev.run_started(&spec.file, spec.inputs.len(), &spec.sandbox.profile);
+    let mut inputs = Vec::new();
+    match run_phases(&ctx, &p, opts, stage_records, &ev, &mut inputs) {
+        Ok(summary) => Ok(summary),
+        Err(Stop::Refused(r)) => ctx.refuse(&inputs, r),
+        Err(Stop::Failed(e)) => Err(e),
+    }
+}
+
+/// Phases 2 to 5 of [`run_checked`]; `inputs` gets each input as it is verified (a refusal
+/// records those verified so far).
+fn run_phases(
+    ctx: &Ctx,
+    p: &Prepared,
+    opts: &RunOptions,
+    stage_records: &BTreeMap<String, PathBuf>,
+    ev: &Emitter,
+    inputs: &mut Vec<RecordedInput>,
+) -> Result<RunSummary, Stop> {
+    let spec = ctx.spec;
+    if let Err(e) = &ctx.netns {
+        return Err(Refusal::refused(exit::SETUP_FAILED, format!("job network: {e}")).into());
+    }
+    // 2. Stage every input and verify the staged copy; then the code and the policies.
+    let mut staging = stage_inputs(ctx, p, stage_records, ev, inputs)?;
+    crate::recover::test_pause("staging");
+    check_rollback(spec, inputs)?;
+    let code_digest = staging.stage_code(spec)?;
+    check_stage_policy(spec, &p.policy, code_digest)?;
+    // 3. The output folder (new or empty), and the sandbox plan compiled before anything runs.
+    prepare_output(spec)?;
+    let planned = plan_sandbox(ctx, p, &mut staging)?;
+    // 4. Execute.
+    let executed = execute(ctx, p, opts, ev, planned.plan, planned.pipes)?;
+    // 5. Record.
+    let done = Done {
+        code_digest,
+        executable: planned.executable,
+        internal: planned.internal,
+    };
+    let summary = record(ctx, p, inputs, ev, executed, done)?;
+    drop(staging);
+    Ok(summary)
+}
+
+/// What phase 1 read and checked.
+struct Prepared {
+    key: SigningKey,
+    /// Read once each, into memory that is zeroed on drop.
+    secrets: Vec<Secret>,
+    python: Option<(
+        sealrun_verifier::record::PythonEnvironment,
+        Vec<sealrun_verifier::record::PythonPackage>,
+    )>,
+    /// The trust policy, with the spec's `admit` added.
+    policy: Policy,
+}
+
+/// Phase 1: the key, the secrets, the job's Python, the policy, the rollback state and the
+/// records folder (the spec is validated).
+fn prepare(spec: &JobSpec, opts: &RunOptions) -> Result<Prepared, RunError> {
     let key = keyfile::load_signing_key(&spec.signing_key)?;
-    let mut rank = crate::slurm::RankIdentity::from_env()?;
-    let netns = crate::slurm::job_network(spec.sandbox.network, rank.as_mut());
     // Secrets: read each once, into memory that is zeroed on drop, in a process
     // that cannot be core-dumped or traced by its peers.
     if !spec.secrets.is_empty() {
@@ -788,7 +923,6 @@ fn run_checked(
                 .map_or_else(|| Secret::load(s), |c| c.load(s))
         })
         .collect::<Result<_, _>>()?;
-    let fingerprint_key = key.derive("secret-fingerprint");
     let python = spec.sandbox.python.as_ref().map(python_facts).transpose()?;
     let mut policy = Policy::load(&spec.trust)?;
     for (k, v) in &spec.admit {
@@ -815,151 +949,140 @@ fn run_checked(
         path: spec.records.clone(),
         message: format!("cannot create the records folder: {e}"),
     })?;
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "unknown-host".into());
-    let keyid = key.public().keyid();
-    let (started_on, builder_id) = (
-        now_rfc3339(),
-        format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
-    );
-    // Close the runs on this audit log whose launcher died, then hold this run's own lock.
-    let lock = crate::recover::lock_run(spec, &invocation, &started_on, &builder_id)
-        .map_err(|e| RunError::Record(e.to_string()))?;
-    let ctx = Ctx {
-        spec,
-        key: &key,
-        invocation,
-        started_on,
-        builder_id,
-        lock,
-        rank,
-    };
-    crate::recover::test_pause("planning");
-    let netns = match netns {
-        Ok(n) => n,
-        Err(e) => return ctx.refuse(&[], format!("job network: {e}"), exit::SETUP_FAILED),
-    };
+    Ok(Prepared {
+        key,
+        secrets,
+        python,
+        policy,
+    })
+}
 
-    let ev = crate::events::Emitter::new(opts.events.as_ref(), &spec.name, &ctx.invocation);
-    ev.run_started(&spec.file, spec.inputs.len(), &spec.sandbox.profile);
+/// The run's private staging folder and what the sandbox binds from it.
+struct Staging {
+    /// Held (and emptied on drop) until the run is recorded.
+    stage: Stage,
+    /// Read-only binds of the staged inputs and code, by descriptor.
+    fd_binds: Vec<FdBind>,
+    /// How each input got there (the record's `staging_inputs`).
+    how: BTreeMap<String, &'static str>,
+}
 
-    // 2 + 3. Stage every input and verify the staged copy.
+/// Phase 2a: make the staging folder, then stage and verify each input in turn.
+fn stage_inputs(
+    ctx: &Ctx,
+    p: &Prepared,
+    stage_records: &BTreeMap<String, PathBuf>,
+    ev: &Emitter,
+    inputs: &mut Vec<RecordedInput>,
+) -> Result<Staging, Stop> {
+    let spec = ctx.spec;
     let stage_base = spec
         .records
         .parent()
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let mut stage = match Stage::create(&stage_base, &ctx.invocation) {
-        Ok(stage) => stage,
-        // Not ours, shared or unsafe: refuse rather than stage where others can swap.
-        Err(e) => return ctx.refuse(&[], format!("staging: {e}"), exit::SETUP_FAILED),
-    };
-    match crate::store::Store::for_spec(&spec.store) {
-        Ok(store) => store.into_iter().for_each(|s| stage.use_store(s)),
-        Err(e) => return ctx.refuse(&[], format!("store: {e}"), exit::SETUP_FAILED),
-    }
+    // Not ours, shared or unsafe: refuse rather than stage where others can swap.
+    let mut stage = Stage::create(&stage_base, &ctx.invocation)
+        .map_err(|e| Refusal::refused(exit::SETUP_FAILED, format!("staging: {e}")))?;
+    let store = crate::store::Store::for_spec(&spec.store)
+        .map_err(|e| Refusal::refused(exit::SETUP_FAILED, format!("store: {e}")))?;
+    store.into_iter().for_each(|s| stage.use_store(s));
     crate::recover::test_pause("verifying");
-    let mut inputs = Vec::new();
-    let mut fd_binds = Vec::new();
-    let mut staging = BTreeMap::new();
-    for input in &spec.inputs {
-        let refuse = |message: String| -> Result<RunSummary, RunError> {
-            let facts = ctx.facts(&inputs, format!("refused: {message}"));
-            let record = ctx.finish(facts, "refused", format!("refused: {message}"))?;
-            Ok(RunSummary {
-                status: exit::VERIFY_FAILED,
-                message: format!("refused: {message}; nothing ran"),
-                record,
-                invocation: ctx.invocation.clone(),
-            })
-        };
-        match verify_input(input, &stage, &policy, spec, stage_records) {
-            Ok((verified, proof, mut staged)) => {
-                tracing::debug!(input = %input.name, digest = %verified.digest, signer = %verified.signer, "input verified");
-                ev.input_verified(&input.name, &input.path, &verified);
-                staging.insert(input.name.clone(), staged.how);
-                let fd = match stage.open_staged(&mut staged) {
-                    Ok(fd) => fd,
-                    Err(e) => return refuse(format!("input {:?}: {e}", input.name)),
-                };
-                fd_binds.push(FdBind {
-                    fd,
-                    dest: input.mount.clone().into(),
-                });
-                inputs.push(RecordedInput {
-                    name: input.name.clone(),
-                    host_path: input.path.display().to_string(),
-                    mount: input.mount.clone(),
-                    verified,
-                    proof,
-                });
-            }
-            Err(e) => {
-                ev.input_refused(&input.name, &input.path, &e);
-                return refuse(format!(
-                    "input {:?} ({}): {e}",
-                    input.name,
-                    sealrun_verifier::text::path(&input.path)
-                ));
-            }
-        }
-    }
-    crate::recover::test_pause("staging");
-    // Rollback: no input older than one an earlier run used (checked and recorded under the
-    // audit log's lock).
-    match crate::rollback::check_and_record(&spec.rollback_state, &spec.audit_log, &inputs) {
-        Ok(Ok(())) => {}
-        Ok(Err(why)) => return ctx.refuse(&inputs, why, exit::VERIFY_FAILED),
-        Err(crate::rollback::StateError::Audit(e)) => return Err(RunError::Record(e.to_string())),
-        Err(crate::rollback::StateError::State(e)) => {
-            return Err(RunError::Usage {
-                path: spec.rollback_state.clone(),
-                message: e.to_string(),
-            })
-        }
-    }
-    let code_digest = match &spec.code {
-        Some(code) => {
-            let io =
-                |e: String| RunError::Io(format!("code {}: {}", code.display(), stage.show(&e)));
-            let staged = stage
-                .copy_tree("code", code)
-                .map_err(|e| io(e.to_string()))?;
-            let m = Manifest::build(&staged.path, &WalkOptions::default(), None)
-                .map_err(|e| io(e.to_string()))?;
-            fd_binds.push(FdBind {
-                fd: stage
-                    .open_bind(&staged.rel)
-                    .map_err(|e| io(e.to_string()))?,
-                dest: CODE_MOUNT.into(),
-            });
-            Some(m.root_digest())
-        }
-        None => None,
+    let mut staging = Staging {
+        stage,
+        fd_binds: Vec::new(),
+        how: BTreeMap::new(),
     };
-    // The stage policy: may this job (by name and code) produce what it declares?
-    let code_hex = code_digest.map(|d| d.to_hex());
-    if let Err(e) = policy.check_stage(&spec.name, code_hex.as_deref(), spec.produces, None) {
-        let message = format!("stage policy: {e}");
-        let facts = ctx.facts(&inputs, format!("refused: {message}"));
-        let record = ctx.finish(facts, "refused", format!("refused: {message}"))?;
-        return Ok(RunSummary {
-            status: exit::VERIFY_FAILED,
-            message: format!("refused: {message}; nothing ran"),
-            record,
-            invocation: ctx.invocation.clone(),
+    let refused = |message: String| Refusal::refused(exit::VERIFY_FAILED, message);
+    for input in &spec.inputs {
+        let (verified, proof, mut staged) =
+            match verify_input(input, &staging.stage, &p.policy, spec, stage_records) {
+                Ok(v) => v,
+                Err(e) => {
+                    ev.input_refused(&input.name, &input.path, &e);
+                    return Err(refused(format!(
+                        "input {:?} ({}): {e}",
+                        input.name,
+                        sealrun_verifier::text::path(&input.path)
+                    ))
+                    .into());
+                }
+            };
+        tracing::debug!(input = %input.name, digest = %verified.digest, signer = %verified.signer, "input verified");
+        ev.input_verified(&input.name, &input.path, &verified);
+        staging.how.insert(input.name.clone(), staged.how);
+        let fd = staging
+            .stage
+            .open_staged(&mut staged)
+            .map_err(|e| refused(format!("input {:?}: {e}", input.name)))?;
+        staging.fd_binds.push(FdBind {
+            fd,
+            dest: input.mount.clone().into(),
+        });
+        inputs.push(RecordedInput {
+            name: input.name.clone(),
+            host_path: input.path.display().to_string(),
+            mount: input.mount.clone(),
+            verified,
+            proof,
         });
     }
-    let mut ro_binds = Vec::new();
-    for (host, dest) in &spec.sandbox.ro {
-        ro_binds.push(Bind {
-            host: host.clone(),
-            dest: dest.into(),
-        });
-    }
+    Ok(staging)
+}
 
-    // The output folder: new or empty, so that everything in it afterwards is the job's.
+impl Staging {
+    /// Phase 2c: copy the code folder (if any) into the staging folder and hash the copy;
+    /// returns its manifest root digest.
+    fn stage_code(&mut self, spec: &JobSpec) -> Result<Option<Digest>, RunError> {
+        let Some(code) = &spec.code else {
+            return Ok(None);
+        };
+        let stage = &self.stage;
+        let io = |e: String| RunError::Io(format!("code {}: {}", code.display(), stage.show(&e)));
+        let staged = stage
+            .copy_tree(crate::stage::CODE_DIR, code)
+            .map_err(|e| io(e.to_string()))?;
+        let m = Manifest::build(&staged.path, &WalkOptions::default(), None)
+            .map_err(|e| io(e.to_string()))?;
+        self.fd_binds.push(FdBind {
+            fd: stage
+                .open_bind(&staged.rel)
+                .map_err(|e| io(e.to_string()))?,
+            dest: CODE_MOUNT.into(),
+        });
+        Ok(Some(m.root_digest()))
+    }
+}
+
+/// Phase 2b: no input older than one an earlier run used (checked and recorded under the
+/// audit log's lock).
+fn check_rollback(spec: &JobSpec, inputs: &[RecordedInput]) -> Result<(), Stop> {
+    match crate::rollback::check_and_record(&spec.rollback_state, &spec.audit_log, inputs) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(why)) => Err(Refusal::refused(exit::VERIFY_FAILED, why).into()),
+        Err(crate::rollback::StateError::Audit(e)) => Err(RunError::Record(e.to_string()).into()),
+        Err(crate::rollback::StateError::State(e)) => Err(RunError::Usage {
+            path: spec.rollback_state.clone(),
+            message: e.to_string(),
+        }
+        .into()),
+    }
+}
+
+/// Phase 2d: the stage policy: may this job (by name and code) produce what it declares?
+fn check_stage_policy(
+    spec: &JobSpec,
+    policy: &Policy,
+    code_digest: Option<Digest>,
+) -> Result<(), Refusal> {
+    let code_hex = code_digest.map(|d| d.to_hex());
+    policy
+        .check_stage(&spec.name, code_hex.as_deref(), spec.produces, None)
+        .map_err(|e| Refusal::refused(exit::VERIFY_FAILED, format!("stage policy: {e}")))
+}
+
+/// Phase 3a: the output folder, new or empty, so that everything in it afterwards is the job's.
+fn prepare_output(spec: &JobSpec) -> Result<(), RunError> {
     std::fs::create_dir_all(&spec.output).map_err(|e| RunError::Usage {
         path: spec.output.clone(),
         message: format!("cannot create output folder: {e}"),
@@ -973,22 +1096,45 @@ fn run_checked(
             message: "output folder is not empty; every file in it is attested as the job's output, so give a new or empty folder".into(),
         });
     }
+    Ok(())
+}
 
-    // Compile the sandbox plan (profile, seccomp BPF, binds) before anything starts.
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
+/// The compiled sandbox plan, and what the record says of it.
+struct Planned {
+    plan: SandboxPlan,
+    /// The read ends of the job's stdout and stderr.
+    pipes: [OwnedFd; 2],
+    /// The record's internalParameters.
+    internal: serde_json::Value,
+    /// The command's executable as the sandbox will resolve it, and its digest.
+    executable: Option<(String, Digest)>,
+}
+
+/// The sandbox configuration of the job: command, environment, binds, tmpfs, limits,
+/// secrets, its Python and GPUs are added by the caller.
+fn sandbox_config(
+    spec: &JobSpec,
+    secrets: &[Secret],
+    fd_binds: Vec<FdBind>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) -> SandboxConfig {
     let mut config = SandboxConfig::new(spec.command.clone());
     config.env = spec
         .env
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if let Some(r) = &ctx.rank {
-        r.apply(&mut config.env);
-    }
-    crate::slurm::apply_network(netns.as_ref(), &mut config).map_err(RunError::Io)?;
     config.profile = ProfileRef::parse(&spec.sandbox.profile);
-    config.ro_binds = ro_binds;
+    config.ro_binds = spec
+        .sandbox
+        .ro
+        .iter()
+        .map(|(host, dest)| Bind {
+            host: host.clone(),
+            dest: dest.into(),
+        })
+        .collect();
     config.ro_fd_binds = fd_binds;
     config.rw_binds = vec![Bind {
         host: spec.output.clone(),
@@ -1020,18 +1166,20 @@ fn run_checked(
             ttl: s.spec.ttl,
         })
         .collect();
-    config.stdout = Stdio::Fd(out_w);
-    config.stderr = Stdio::Fd(err_w);
+    config.stdout = Stdio::Fd(stdout);
+    config.stderr = Stdio::Fd(stderr);
     if let Some(venv) = &spec.sandbox.python {
         venv.apply(&mut config);
     }
-    let venv_bin = spec.sandbox.python.as_ref().map(|v| v.bin());
-    let executable = resolve_executable(&spec.command[0], venv_bin).and_then(|p| {
-        sealrun_verifier::digest::hash_file(&p, u64::MAX)
-            .ok()
-            .map(|(_, d, _)| (p.display().to_string(), d))
-    });
-    let internal_base = serde_json::json!({
+    config
+}
+
+/// The record's internalParameters known before the plan is compiled.
+fn internal_parameters(
+    spec: &JobSpec,
+    staging: &BTreeMap<String, &'static str>,
+) -> serde_json::Value {
+    serde_json::json!({
         "launcher_version": env!("CARGO_PKG_VERSION"),
         "launcher_sha256": crate::launcher_sha256(),
         "limits": {
@@ -1047,10 +1195,31 @@ fn run_checked(
             "max_log_bytes": spec.sandbox.outputs.max_log_size,
             "post_run_timeout_s": spec.sandbox.outputs.post_run_timeout.as_secs_f64(),
         },
-        "staging": crate::store::staging_summary(&staging),
+        "staging": crate::store::staging_summary(staging),
         "staging_inputs": staging,
+    })
+}
+
+/// Phase 3b: compile the sandbox plan (profile, seccomp BPF, binds, GPUs resolved against
+/// the host's CDI specs) before anything starts; a plan that does not compile refuses the run.
+fn plan_sandbox(ctx: &Ctx, p: &Prepared, staging: &mut Staging) -> Result<Planned, Stop> {
+    let spec = ctx.spec;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let fd_binds = std::mem::take(&mut staging.fd_binds);
+    let mut config = sandbox_config(spec, &p.secrets, fd_binds, out_w, err_w);
+    if let Some(r) = &ctx.rank {
+        r.apply(&mut config.env);
+    }
+    let netns = ctx.netns.as_ref().ok().and_then(Option::as_ref);
+    crate::slurm::apply_network(netns, &mut config).map_err(RunError::Io)?;
+    let venv_bin = spec.sandbox.python.as_ref().map(|v| v.bin());
+    let executable = resolve_executable(&spec.command[0], venv_bin).and_then(|p| {
+        sealrun_verifier::digest::hash_file(&p, u64::MAX)
+            .ok()
+            .map(|(_, d, _)| (p.display().to_string(), d))
     });
-    // GPUs: resolved against the host's CDI specs before anything starts.
+    let mut internal = internal_parameters(spec, &staging.how);
     let mut gpus = None;
     let planned = match spec.sandbox.gpus.as_ref().map(crate::gpu::prepare) {
         Some(Err(e)) => Err(format!("gpus: {e}")),
@@ -1066,18 +1235,15 @@ fn run_checked(
         Ok(p) => p,
         Err(e) => {
             let msg = format!("sandbox plan: {e}");
-            let mut facts = ctx.facts(&inputs, format!("failed: {msg}"));
-            facts.internal = internal_base;
-            let record = ctx.finish(facts, "refused", format!("failed: {msg}"))?;
-            return Ok(RunSummary {
+            return Err(Refusal {
                 status: exit::SETUP_FAILED,
+                result: format!("failed: {msg}"),
                 message: format!("sandbox setup failed: {e}; nothing ran"),
-                record,
-                invocation: ctx.invocation.clone(),
-            });
+                internal: Some(internal),
+            }
+            .into());
         }
     };
-    let mut internal = internal_base;
     if let Some(o) = internal.as_object_mut() {
         o.insert("profile".into(), plan.profile_name().into());
         o.insert("profile_sha256".into(), plan.profile_sha256().into());
@@ -1092,15 +1258,51 @@ fn run_checked(
             );
         }
     }
-    let job_uid = plan.job_host_uid();
     tracing::debug!(
         profile = plan.profile_name(),
         bpf = plan.bpf_sha256(),
         landlock_abi = plan.landlock_abi(),
-        job_uid,
-        secrets = ?secrets,
+        job_uid = plan.job_host_uid(),
+        secrets = ?p.secrets,
         "sandbox planned"
     );
+    Ok(Planned {
+        plan,
+        pipes: [out_r, err_r],
+        internal,
+        executable,
+    })
+}
+
+/// What phase 4 saw.
+struct Executed {
+    /// The sandbox's outcome, or why it could not start.
+    outcome: Result<sealrun_sandbox::Outcome, String>,
+    /// stdout and stderr: the log file and what became of the stream.
+    logs: [(PathBuf, LogResult); 2],
+    interrupt: sealrun_verifier::record::Interrupt,
+    /// When the secrets were delivered (their TTLs count from here).
+    delivered_on: time::OffsetDateTime,
+    job_ended: std::time::Instant,
+    /// The secrets' redaction patterns.
+    patterns: Arc<Patterns>,
+    /// Hands the output folder back to the launcher's uid (when collected, or dropped).
+    output: OutputOwner,
+}
+
+/// Phase 4: hand the output folder to the job's uid, put `start` in the audit log (before the
+/// job runs), then run the job under the supervisor with its stdout and stderr pumped to the
+/// log files, passing SIGINT/SIGTERM on.
+fn execute(
+    ctx: &Ctx,
+    p: &Prepared,
+    opts: &RunOptions,
+    ev: &Emitter,
+    plan: SandboxPlan,
+    pipes: [OwnedFd; 2],
+) -> Result<Executed, RunError> {
+    let spec = ctx.spec;
+    let job_uid = plan.job_host_uid();
     std::os::unix::fs::lchown(&spec.output, Some(job_uid), Some(job_uid)).map_err(|e| {
         RunError::Usage {
             path: spec.output.clone(),
@@ -1108,9 +1310,7 @@ fn run_checked(
         }
     })?;
     // Whatever happens from here on, the outputs are taken back from the job's uid.
-    let output_guard = OutputOwner(Some(spec.output.clone()));
-
-    // 4. Start: the audit log learns of the run before the job runs.
+    let output = OutputOwner(Some(spec.output.clone()));
     audit::append(
         &spec.audit_log,
         &Event {
@@ -1120,7 +1320,7 @@ fn run_checked(
             record: None,
             outcome: "running".into(),
         },
-        &key,
+        ctx.key,
     )
     .map_err(|e| RunError::Record(e.to_string()))?;
     ctx.lock.started();
@@ -1130,9 +1330,8 @@ fn run_checked(
         .join(format!("{}-{}", spec.name, &ctx.invocation[..12]));
     let stdout_log = PathBuf::from(format!("{}.stdout.log", log_base.display()));
     let stderr_log = PathBuf::from(format!("{}.stderr.log", log_base.display()));
-
     let delivered_on = time::OffsetDateTime::now_utc();
-    for s in &secrets {
+    for s in &p.secrets {
         let expires = rfc3339(delivered_on + s.spec.ttl);
         ev.secret_delivered(
             &s.spec.name,
@@ -1141,17 +1340,52 @@ fn run_checked(
             &expires,
         );
     }
+    let patterns = Arc::new(Patterns::new(&p.secrets));
+    let [out_r, err_r] = pipes;
+    let pumps = [
+        (out_r, stdout_log.clone(), false),
+        (err_r, stderr_log.clone(), true),
+    ];
+    let mut interrupt = sealrun_verifier::record::Interrupt::default();
+    let (outcome, [out_d, err_d]) = supervise(
+        plan,
+        pumps,
+        opts.quiet,
+        &patterns,
+        spec.sandbox.outputs.max_log_size,
+        &mut interrupt,
+    )
+    .map_err(RunError::Io)?;
+    Ok(Executed {
+        outcome,
+        logs: [(stdout_log, out_d), (stderr_log, err_d)],
+        interrupt,
+        delivered_on,
+        job_ended: std::time::Instant::now(),
+        patterns,
+        output,
+    })
+}
+
+/// Start the sandbox and wait for it, pumping its stdout and stderr; the job gets the
+/// SIGINT/SIGTERM we get (a second one, of either kind, kills the tree), noted in `interrupt`.
+#[allow(clippy::type_complexity)]
+fn supervise(
+    plan: SandboxPlan,
+    pumps: [(OwnedFd, PathBuf, bool); 2],
+    quiet: bool,
+    patterns: &Arc<Patterns>,
+    max_log: u64,
+    interrupt: &mut sealrun_verifier::record::Interrupt,
+) -> Result<(Result<sealrun_sandbox::Outcome, String>, [LogResult; 2]), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| RunError::Io(format!("tokio runtime: {e}")))?;
-    let quiet = opts.quiet;
-    let patterns = Arc::new(Patterns::new(&secrets));
-    let max_log = spec.sandbox.outputs.max_log_size;
-    let mut interrupt = sealrun_verifier::record::Interrupt::default();
-    let (mut outcome, logs) = rt.block_on(async {
-        let out_pump = tokio::spawn(pump(out_r, stdout_log.clone(), false, quiet, Redactor::with(patterns.clone()), max_log));
-        let err_pump = tokio::spawn(pump(err_r, stderr_log.clone(), true, quiet, Redactor::with(patterns.clone()), max_log));
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    rt.block_on(async {
+        let [(out_r, out_log, _), (err_r, err_log, _)] = pumps;
+        let out_pump = tokio::spawn(pump(out_r, out_log, false, quiet, Redactor::with(patterns.clone()), max_log));
+        let err_pump = tokio::spawn(pump(err_r, err_log, true, quiet, Redactor::with(patterns.clone()), max_log));
         // Caught from before the sandbox starts: a SIGINT/SIGTERM that comes while it starts is
         // held and passed on once the job runs, never the launcher's death (which would leave
         // the run without its record).
@@ -1188,15 +1422,41 @@ fn run_checked(
         let err_d = err_pump.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
         Ok::<_, String>((outcome, [out_d, err_d]))
     })
-    .map_err(RunError::Io)?;
-    let job_ended = std::time::Instant::now();
+}
+
+/// What phase 5 records besides what the job did.
+struct Done {
+    code_digest: Option<Digest>,
+    executable: Option<(String, Digest)>,
+    internal: serde_json::Value,
+}
+
+/// Phase 5: take every output back from the job's uid and attest what can be; find the
+/// leaks; then sign the record, write it and append `end`.
+fn record(
+    ctx: &Ctx,
+    p: &Prepared,
+    inputs: &[RecordedInput],
+    ev: &Emitter,
+    executed: Executed,
+    done: Done,
+) -> Result<RunSummary, RunError> {
+    let spec = ctx.spec;
+    let Executed {
+        mut outcome,
+        logs: [(stdout_log, out_log), (stderr_log, err_log)],
+        interrupt,
+        delivered_on,
+        job_ended,
+        patterns,
+        output,
+    } = executed;
+    let max_log = spec.sandbox.outputs.max_log_size;
     // Egress addresses are the job's text too: redacted, and a secret in one is a leak.
-    let egress_leaks = match outcome.as_mut() {
+    let mut leaks: Vec<Leak> = match outcome.as_mut() {
         Ok(o) => redact_egress(o, &patterns),
         Err(_) => Vec::new(),
     };
-    let [out_log, err_log] = logs;
-    let mut leaks: Vec<Leak> = egress_leaks;
     let mut logs = Vec::new();
     for (place, path, log) in [
         ("stdout", &stdout_log, out_log),
@@ -1214,8 +1474,7 @@ fn run_checked(
             notes,
         ));
     }
-
-    // 5. Outputs: take every entry back from the job's uid, then attest what can be.
+    // Outputs: take every entry back from the job's uid, then attest what can be.
     let bounds = &spec.sandbox.outputs;
     let limits = outputs::Limits {
         max_entries: bounds.max_output_files,
@@ -1223,86 +1482,47 @@ fn run_checked(
         deadline: job_ended + bounds.post_run_timeout,
     };
     crate::recover::test_pause("hashing");
-    let collected = output_guard.collect(&limits, &patterns);
+    let collected = output.collect(&limits, &patterns);
     leaks.extend(collected.leaks.iter().cloned());
-    let outputs = &collected.outputs;
     let blocking: Vec<&Leak> = leaks
         .iter()
         .filter(|l| {
-            secrets
+            p.secrets
                 .iter()
                 .any(|s| s.spec.name == l.secret && !s.spec.allow_leak)
         })
         .collect();
-
     ev.after_run(&crate::events::observed(
         outcome.as_ref().ok(),
         &leaks,
-        &secrets,
+        &p.secrets,
         delivered_on,
         &logs,
         spec,
     ));
 
-    // 6. Record and audit.
     let (status, result, message) = run_result(&outcome, &blocking, &collected.unattested);
-    let mut facts = ctx.facts(&inputs, result.clone());
-    facts.code_digest = code_digest;
-    facts.executable = executable;
-    facts.python = python;
-    facts.internal = internal;
+    let outputs = &collected.outputs;
+    let mut facts = ctx.facts(inputs, result.clone());
+    facts.code_digest = done.code_digest;
+    facts.executable = done.executable;
+    facts.python = p.python.clone();
+    facts.internal = done.internal;
     facts.outcome = outcome.as_ref().ok();
     facts.logs = logs;
     facts.outputs = Some(outputs);
     facts.extra_byproducts.extend(output_byproducts(&collected));
-    // What this run produced, as one artifact consumers can check against.
-    let input_labels: Vec<BTreeMap<String, String>> =
-        inputs.iter().map(|i| i.verified.labels.clone()).collect();
-    let produced = ProducedArtifact {
-        kind: spec.produces,
-        labels: labels::propagate(&input_labels, &spec.declassify),
-        outputs_digest: outputs_digest(
-            outputs
-                .files
-                .resources
-                .iter()
-                .map(|r| (r.path.as_str(), &r.digest)),
-        )
-        .to_hex(),
-    };
     facts
         .extra_byproducts
-        .push(sealrun_verifier::record::ResourceDescriptor {
-            name: Some("artifact".into()),
-            annotations: serde_json::to_value(&produced).ok(),
-            ..Default::default()
-        });
-    if !secrets.is_empty() {
-        let delivered: Vec<serde_json::Value> = secrets
-            .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "name": s.spec.name,
-                    "path": s.spec.path,
-                    "ttl_s": s.spec.ttl.as_secs_f64(),
-                    "delivery": "tmpfs",
-                    "delivered_on": rfc3339(delivered_on),
-                    "expires_on": rfc3339(delivered_on + s.spec.ttl),
-                    "fingerprint": s.fingerprint(&*fingerprint_key),
-                    "allow_leak": s.spec.allow_leak,
-                })
-            })
-            .collect();
-        facts
-            .extra_byproducts
-            .push(sealrun_verifier::record::ResourceDescriptor {
-                name: Some("secrets".into()),
-                annotations: Some(serde_json::json!({
-                    "secrets": delivered,
-                    "leaked": leaks,
-                })),
-                ..Default::default()
-            });
+        .push(produced_byproduct(spec, inputs, outputs));
+    if !p.secrets.is_empty() {
+        let fingerprint_key = ctx.key.derive("secret-fingerprint");
+        facts.extra_byproducts.push(secrets_byproduct(
+            &p.secrets,
+            &leaks,
+            delivered_on,
+            &fingerprint_key[..],
+        ));
     }
     // Which signals the launcher got and passed on (the job's end says how it took them).
     let result = if interrupt.signals.is_empty() {
@@ -1320,7 +1540,6 @@ fn run_checked(
     crate::recover::test_pause("signing");
     let record = ctx.finish(facts, "end", result.clone())?;
     tracing::debug!(record = %record.display(), %result, "run recorded");
-    drop(stage);
     // "failed: exited 3", not "failed: exited 3 (exited 3)".
     let message = if result.contains(&message) {
         result.clone()
@@ -1337,4 +1556,64 @@ fn run_checked(
         record,
         invocation: ctx.invocation.clone(),
     })
+}
+
+/// What this run produced, as one artifact consumers can check against (byproduct `artifact`).
+fn produced_byproduct(
+    spec: &JobSpec,
+    inputs: &[RecordedInput],
+    outputs: &sealrun_verifier::outputs::Outputs,
+) -> sealrun_verifier::record::ResourceDescriptor {
+    let input_labels: Vec<BTreeMap<String, String>> =
+        inputs.iter().map(|i| i.verified.labels.clone()).collect();
+    let produced = ProducedArtifact {
+        kind: spec.produces,
+        labels: labels::propagate(&input_labels, &spec.declassify),
+        outputs_digest: outputs_digest(
+            outputs
+                .files
+                .resources
+                .iter()
+                .map(|r| (r.path.as_str(), &r.digest)),
+        )
+        .to_hex(),
+    };
+    sealrun_verifier::record::ResourceDescriptor {
+        name: Some("artifact".into()),
+        annotations: serde_json::to_value(&produced).ok(),
+        ..Default::default()
+    }
+}
+
+/// The `secrets` byproduct: each secret delivered (never its value: an HMAC fingerprint under
+/// a key derived from the signing key), and every leak found.
+fn secrets_byproduct(
+    secrets: &[Secret],
+    leaks: &[Leak],
+    delivered_on: time::OffsetDateTime,
+    fingerprint_key: &[u8],
+) -> sealrun_verifier::record::ResourceDescriptor {
+    let delivered: Vec<serde_json::Value> = secrets
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.spec.name,
+                "path": s.spec.path,
+                "ttl_s": s.spec.ttl.as_secs_f64(),
+                "delivery": "tmpfs",
+                "delivered_on": rfc3339(delivered_on),
+                "expires_on": rfc3339(delivered_on + s.spec.ttl),
+                "fingerprint": s.fingerprint(fingerprint_key),
+                "allow_leak": s.spec.allow_leak,
+            })
+        })
+        .collect();
+    sealrun_verifier::record::ResourceDescriptor {
+        name: Some("secrets".into()),
+        annotations: Some(serde_json::json!({
+            "secrets": delivered,
+            "leaked": leaks,
+        })),
+        ..Default::default()
+    }
 }

@@ -184,6 +184,22 @@ pub enum NetworkMode {
     Job,
 }
 
+/// `network = "none"` or `"job"`.
+fn network_mode(ctx: &Ctx, sb: &RawSandbox) -> Result<NetworkMode, SpecError> {
+    let Some(n) = sb.network.as_ref() else {
+        return Ok(NetworkMode::None);
+    };
+    match n.get_ref().as_str() {
+        "none" => Ok(NetworkMode::None),
+        "job" => Ok(NetworkMode::Job),
+        other => Err(ctx.err(
+            n.span(),
+            "sandbox.network",
+            format!("{other:?}: must be \"none\" (no network) or \"job\" (the ranks of the Slurm job step)"),
+        )),
+    }
+}
+
 /// Bounds on a job's outputs and logs, and on the work after the job ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputLimits {
@@ -607,26 +623,15 @@ impl JobSpec {
         JobSpec::build(&ctx, raw, &Shared::default(), &[])
     }
 
+    /// Validate one job (or pipeline stage): each part of the spec in turn, then how they
+    /// relate (mounts, the output folder against everything else).
     fn build(
         ctx: &Ctx,
         raw: RawSpec,
         shared: &Shared,
         earlier: &[(String, PathBuf)],
     ) -> Result<JobSpec, SpecError> {
-        if !valid_name(raw.name.get_ref()) {
-            return Err(ctx.err(
-                raw.name.span(),
-                "name",
-                "use 1-64 characters from A-Z a-z 0-9 . _ -",
-            ));
-        }
-        if raw.command.get_ref().is_empty() || raw.command.get_ref()[0].is_empty() {
-            return Err(ctx.err(
-                raw.command.span(),
-                "command",
-                "empty command; give the program and its arguments, e.g. [\"python3\", \"/code/train.py\"]",
-            ));
-        }
+        check_name_and_command(ctx, &raw)?;
         let code = raw
             .code
             .as_ref()
@@ -644,346 +649,13 @@ impl JobSpec {
         let output = ctx.path(&raw.output, "output", false)?;
         // Defaults from sealrun.toml next to the spec, then the user's config file.
         let config = crate::config::load(&ctx.base)?;
-        let required = |own: &Option<Spanned<String>>,
-                        common: &Option<Spanned<String>>,
-                        field: &str| {
-            match (own.as_ref().or(common.as_ref()), config.get(field)) {
-                (Some(v), _) => ctx.path(v, field, true),
-                (None, Some(c)) if c.path.exists() => Ok(c.path.clone()),
-                (None, Some(c)) => Err(ctx.err(
-                    0..0,
-                    field,
-                    format!("{} (from {}) does not exist", c.path.display(), c.from.display()),
-                )),
-                (None, None) => Err(ctx.err(
-                    0..0,
-                    field,
-                    format!("missing field `{field}` (give it here, in {} next to the spec, or in $XDG_CONFIG_HOME/sealrun/config.toml)", crate::config::LOCAL_NAME),
-                )),
-            }
-        };
-        let trust = required(&raw.trust, &shared.trust, "trust")?;
-        let signing_key = required(&raw.signing_key, &shared.signing_key, "signing_key")?;
-        let default = |field: &str, builtin: &str| {
-            config
-                .get(field)
-                .map_or_else(|| ctx.base.join(builtin), |c| c.path.clone())
-        };
-        let records = match raw.records.as_ref().or(shared.records.as_ref()) {
-            Some(r) => ctx.path(r, "records", false)?,
-            None => default("records", "records"),
-        };
-        let audit_log = match raw.audit_log.as_ref().or(shared.audit_log.as_ref()) {
-            Some(a) => ctx.path(a, "audit_log", false)?,
-            None => default("audit_log", "audit.log"),
-        };
-        let rollback_state = match raw
-            .rollback_state
-            .as_ref()
-            .or(shared.rollback_state.as_ref())
-        {
-            Some(r) => ctx.path(r, "rollback_state", false)?,
-            None => default_rollback_state(&audit_log),
-        };
-        let events = match raw.events.as_ref().or(shared.events.as_ref()) {
-            Some(e) if e.get_ref() == "-" => Some(PathBuf::from("-")),
-            Some(e) => Some(ctx.path(e, "events", false)?),
-            None => None,
-        };
-        let store = match raw.store.as_ref().or(shared.store.as_ref()) {
-            Some(s) if s.get_ref() == "off" => crate::store::StoreSetting::Off,
-            Some(s) => crate::store::StoreSetting::At(ctx.path(s, "store", false)?),
-            None => crate::store::StoreSetting::Default,
-        };
-        let mut env = BTreeMap::new();
-        for (k, v) in &raw.env {
-            let bad_key = k.is_empty() || k.contains('=') || k.contains('\0');
-            if bad_key || v.get_ref().contains('\0') {
-                return Err(ctx.err(
-                    v.span(),
-                    &format!("env.{k}"),
-                    "names may not be empty or contain `=`; values may not contain NUL",
-                ));
-            }
-            env.insert(k.clone(), v.get_ref().clone());
-        }
-        let mut inputs = Vec::new();
+        let places = places(ctx, &raw, shared, &config)?;
+        let env = job_env(ctx, &raw)?;
         let mut mounts: Vec<String> = vec![CODE_MOUNT.into(), OUTPUT_MOUNT.into()];
-        for (i, r) in raw.inputs.iter().enumerate() {
-            let f = |name: &str| format!("input[{i}].{name}");
-            let name = r.name.get_ref().clone();
-            if !valid_name(&name) {
-                return Err(ctx.err(
-                    r.name.span(),
-                    &f("name"),
-                    "use 1-64 characters from A-Z a-z 0-9 . _ -",
-                ));
-            }
-            if inputs.iter().any(|x: &Input| x.name == name) {
-                return Err(ctx.err(
-                    r.name.span(),
-                    &f("name"),
-                    format!("input {name:?} is declared twice"),
-                ));
-            }
-            let proof = match (&r.signature, &r.from_record, &r.from_stage) {
-                (Some(sig), None, None) => Proof::Signature(ctx.path(sig, &f("signature"), true)?),
-                (None, Some(rec), None) => Proof::Record(ctx.path(rec, &f("from_record"), true)?),
-                (None, None, Some(st)) => {
-                    if !earlier.iter().any(|(n, _)| n == st.get_ref()) {
-                        return Err(ctx.err(
-                            st.span(),
-                            &f("from_stage"),
-                            format!("no earlier stage is named {:?} (a stage may only consume stages listed before it)", st.get_ref()),
-                        ));
-                    }
-                    Proof::Stage(st.get_ref().clone())
-                }
-                (None, None, None) => {
-                    return Err(ctx.err(
-                        r.name.span(),
-                        &f("signature"),
-                        "missing: every input needs a `signature`, the `from_record` of the run that produced it, or (in a pipeline) `from_stage` (unsigned means untrusted)",
-                    ))
-                }
-                _ => {
-                    return Err(ctx.err(
-                        r.name.span(),
-                        &f("signature"),
-                        "give exactly one of `signature`, `from_record` or `from_stage`",
-                    ))
-                }
-            };
-            let path = match (&r.path, &proof) {
-                (Some(p), Proof::Stage(_)) => ctx.path(p, &f("path"), false)?,
-                (Some(p), _) => ctx.path(p, &f("path"), true)?,
-                (None, Proof::Stage(st)) => earlier
-                    .iter()
-                    .find(|(n, _)| n == st)
-                    .map(|(_, out)| out.clone())
-                    .expect("checked above"),
-                (None, _) => {
-                    return Err(ctx.err(r.name.span(), &f("path"), "missing field `path`"))
-                }
-            };
-            let mount = match &r.mount {
-                Some(m) => check_mount(ctx, m, &f("mount"))?,
-                None => format!("{INPUTS_ROOT}/{name}"),
-            };
-            if mounts.iter().any(|m| {
-                *m == mount
-                    || mount.starts_with(&format!("{m}/"))
-                    || m.starts_with(&format!("{mount}/"))
-            }) {
-                let span = r.mount.as_ref().map(|m| m.span()).unwrap_or(r.name.span());
-                return Err(ctx.err(span, &f("mount"), format!("{mount} overlaps another mount")));
-            }
-            mounts.push(mount.clone());
-            inputs.push(Input {
-                name,
-                path,
-                proof,
-                kind: r.kind,
-                mount,
-            });
-        }
-        let sb = &raw.sandbox;
-        let size = |v: &Option<Spanned<String>>, field: &str| -> Result<Option<u64>, SpecError> {
-            v.as_ref()
-                .map(|s| {
-                    parse_size(s.get_ref()).ok_or_else(|| {
-                        ctx.err(
-                            s.span(),
-                            field,
-                            format!(
-                                "invalid size {:?}: {}",
-                                s.get_ref(),
-                                crate::units::SIZE_HELP
-                            ),
-                        )
-                    })
-                })
-                .transpose()
-        };
-        let memory = size(&sb.memory, "sandbox.memory")?;
-        let tmp_size = size(&sb.tmp_size, "sandbox.tmp_size")?;
-        let shm = size(&sb.shm, "sandbox.shm")?;
-        let cpus = match &sb.cpus {
-            Some(c) if !(c.get_ref().is_finite() && *c.get_ref() >= 0.01 && *c.get_ref() <= 4096.0) => {
-                return Err(ctx.err(
-                    c.span(),
-                    "sandbox.cpus",
-                    format!(
-                        "invalid CPU limit {}: give a number of CPUs from 0.01 to 4096, e.g. 2 or 1.5",
-                        c.get_ref()
-                    ),
-                ))
-            }
-            c => c.as_ref().map(|c| *c.get_ref()),
-        };
-        let timeout = sb
-            .timeout
-            .as_ref()
-            .map(|t| {
-                humantime::parse_duration(t.get_ref()).map_err(|e| {
-                    ctx.err(
-                        t.span(),
-                        "sandbox.timeout",
-                        format!(
-                            "invalid duration {:?}: {e} (use e.g. 90s, 10m, 2h)",
-                            t.get_ref()
-                        ),
-                    )
-                })
-            })
-            .transpose()?;
-        if let Some(p) = sb.pids.as_ref().filter(|p| *p.get_ref() == 0) {
-            return Err(ctx.err(p.span(), "sandbox.pids", "must be at least 1"));
-        }
-        let outputs = output_limits(ctx, sb, &size)?;
-        let mut locations = Locations::new();
-        let gpus = sb
-            .gpus
-            .as_ref()
-            .map(|g| {
-                let text = match g.get_ref() {
-                    RawGpus::One(s) => s.clone(),
-                    RawGpus::List(v) => v
-                        .iter()
-                        .map(|x| match x {
-                            RawGpu::Index(i) => i.to_string(),
-                            RawGpu::Name(n) => n.clone(),
-                        })
-                        .collect::<Vec<_>>()
-                        .join(","),
-                };
-                sealrun_sandbox::cdi::GpuRequest::parse(&text)
-                    .map_err(|e| ctx.err(g.span(), "sandbox.gpus", e.to_string()))
-            })
-            .transpose()?;
-        let network = match sb.network.as_ref() {
-            None => NetworkMode::None,
-            Some(n) => match n.get_ref().as_str() {
-                "none" => NetworkMode::None,
-                "job" => NetworkMode::Job,
-                other => {
-                    return Err(ctx.err(
-                        n.span(),
-                        "sandbox.network",
-                        format!("{other:?}: must be \"none\" (no network) or \"job\" (the ranks of the Slurm job step)"),
-                    ))
-                }
-            },
-        };
-        if let Some(n) = &sb.network {
-            locations.insert("sandbox.network", ctx.locate(n.span(), "sandbox.network"));
-        }
-        let mut ro = Vec::new();
-        for (i, v) in sb.ro.iter().enumerate() {
-            let field = format!("sandbox.ro[{i}]");
-            let (host, dest) = match v.get_ref().split_once(':') {
-                Some((h, d)) => (h.to_string(), d.to_string()),
-                None => (v.get_ref().clone(), v.get_ref().clone()),
-            };
-            let hp = ctx.path(&Spanned::new(v.span(), host), &field, true)?;
-            let dest = check_mount(ctx, &Spanned::new(v.span(), dest), &field)?;
-            ro.push((hp, dest));
-        }
-        let python = python_venv(ctx, sb.python.as_ref(), &mounts)?;
-        // A profile given as a path is resolved against the spec's folder, like every path.
-        let profile = match sb.profile.as_ref().map(|p| p.get_ref()) {
-            Some(p) if p.contains('/') || p.ends_with(".json") => {
-                ctx.base.join(p).display().to_string()
-            }
-            Some(p) => p.clone(),
-            None => "default".into(),
-        };
-        let own_or_shared = |own: &Option<Spanned<String>>, common: &Option<Spanned<String>>| {
-            own.as_ref()
-                .map(|v| v.span())
-                .or(common.as_ref().map(|v| v.span()))
-                .unwrap_or(0..0)
-        };
-        for (field, own, common) in [
-            ("signing_key", &raw.signing_key, &shared.signing_key),
-            ("trust", &raw.trust, &shared.trust),
-        ] {
-            // A value from a config file is named with the file it came from.
-            let name = match (own.as_ref().or(common.as_ref()), config.get(field)) {
-                (None, Some(c)) => format!("{field} (from {})", c.from.display()),
-                _ => field.to_string(),
-            };
-            locations.insert(field, ctx.locate(own_or_shared(own, common), &name));
-        }
-        locations.insert("output", ctx.locate(raw.output.span(), "output"));
-        if let Some(p) = &sb.profile {
-            locations.insert("sandbox.profile", ctx.locate(p.span(), "sandbox.profile"));
-        }
-        if let Some(g) = &sb.gpus {
-            locations.insert("sandbox.gpus", ctx.locate(g.span(), "sandbox.gpus"));
-        }
-        let mut secrets = Vec::new();
-        for (name, r) in &raw.secrets {
-            let f = |k: &str| format!("secrets.{name}.{k}");
-            if !valid_name(name) {
-                return Err(ctx.err(
-                    r.from.span(),
-                    &format!("secrets.{name}"),
-                    "secret names use 1-64 characters from A-Z a-z 0-9 . _ -",
-                ));
-            }
-            let source = match r.from.get_ref().split_once(':') {
-                Some(("env", var)) if !var.is_empty() => Source::Env(var.to_string()),
-                Some(("file", path)) if !path.is_empty() => Source::File(ctx.base.join(path)),
-                _ => {
-                    return Err(ctx.err(
-                        r.from.span(),
-                        &f("from"),
-                        "use \"env:VARIABLE\" or \"file:PATH\" (the value itself never goes in the spec)",
-                    ))
-                }
-            };
-            let ttl = humantime::parse_duration(r.ttl.get_ref()).map_err(|e| {
-                ctx.err(
-                    r.ttl.span(),
-                    &f("ttl"),
-                    format!(
-                        "invalid duration {:?}: {e} (use e.g. 30s, 10m)",
-                        r.ttl.get_ref()
-                    ),
-                )
-            })?;
-            if ttl.is_zero() {
-                return Err(ctx.err(r.ttl.span(), &f("ttl"), "must be longer than zero"));
-            }
-            let path = match &r.path {
-                Some(p) => {
-                    let v = p.get_ref();
-                    let ok = v.starts_with("/run/")
-                        && Path::new(v)
-                            .parent()
-                            .is_some_and(|d| d != Path::new("/run"))
-                        && !v.ends_with('/')
-                        && !v.split('/').any(|c| c == ".." || c == ".");
-                    if !ok {
-                        return Err(ctx.err(p.span(), &f("path"), format!("{v:?}: secrets live on a private tmpfs under /run/, e.g. /run/secrets/{name}")));
-                    }
-                    v.clone()
-                }
-                None => format!("/run/secrets/{name}"),
-            };
-            if secrets.iter().any(|s: &SecretSpec| s.path == path) {
-                let span = r.path.as_ref().map(|p| p.span()).unwrap_or(r.from.span());
-                return Err(ctx.err(span, &f("path"), format!("{path} is used by two secrets")));
-            }
-            secrets.push(SecretSpec {
-                name: name.clone(),
-                source,
-                ttl,
-                path,
-                allow_leak: r.allow_leak,
-            });
-        }
+        let inputs = inputs(ctx, &raw, earlier, &mut mounts)?;
+        let sandbox = sandbox(ctx, &raw.sandbox, &mounts)?;
+        let locations = locations(ctx, &raw, shared, &config);
+        let secrets = secrets(ctx, &raw)?;
         if raw.declassify.iter().any(|k| k == "classification") {
             return Err(ctx.err(
                 0..0,
@@ -991,42 +663,28 @@ impl JobSpec {
                 "a stage may declare it removes `pii` or other labels, never lower `classification`",
             ));
         }
-        // The output folder must not overlap anything the job reads or the launcher writes.
-        let overlaps = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
-        let out_span = raw.output.span();
-        for (what, p) in inputs
-            .iter()
-            .map(|i: &Input| (format!("input {:?}", i.name), i.path.clone()))
-            .chain(
-                code.iter()
-                    .map(|c| ("the code folder".to_string(), c.clone())),
-            )
-            .chain(std::iter::once((
-                "the records folder".to_string(),
-                records.clone(),
-            )))
-            .chain(
-                earlier
-                    .iter()
-                    .map(|(n, o)| (format!("the output of stage {n:?}"), o.clone())),
-            )
-        {
-            if overlaps(&output, &p) {
-                return Err(ctx.err(
-                    out_span.clone(),
-                    "output",
-                    format!(
-                        "{} overlaps {what} ({}); give the job a folder of its own",
-                        output.display(),
-                        p.display()
-                    ),
-                ));
-            }
-        }
+        check_output_overlap(
+            ctx,
+            raw.output.span(),
+            &output,
+            &inputs,
+            code.as_deref(),
+            &places.records,
+            earlier,
+        )?;
         let as_json = toml::from_str::<toml::Value>(ctx.text)
             .ok()
             .and_then(|v| serde_json::to_value(v).ok())
             .unwrap_or(serde_json::Value::Null);
+        let Places {
+            trust,
+            signing_key,
+            records,
+            audit_log,
+            rollback_state,
+            events,
+            store,
+        } = places;
         Ok(JobSpec {
             file: ctx.file.to_path_buf(),
             name: raw.name.into_inner(),
@@ -1043,20 +701,7 @@ impl JobSpec {
             admit: raw.admit,
             env,
             inputs,
-            sandbox: SandboxSpec {
-                profile,
-                memory,
-                pids: sb.pids.as_ref().map(|p| *p.get_ref()),
-                timeout,
-                ro,
-                tmp_size,
-                python,
-                gpus,
-                shm,
-                cpus,
-                outputs,
-                network,
-            },
+            sandbox,
             secrets,
             produces: raw.produces.unwrap_or(Kind::Model),
             declassify: raw.declassify.clone(),
@@ -1064,6 +709,475 @@ impl JobSpec {
             locations,
         })
     }
+}
+
+/// `name` is a valid name and `command` names a program.
+fn check_name_and_command(ctx: &Ctx, raw: &RawSpec) -> Result<(), SpecError> {
+    if !valid_name(raw.name.get_ref()) {
+        return Err(ctx.err(
+            raw.name.span(),
+            "name",
+            "use 1-64 characters from A-Z a-z 0-9 . _ -",
+        ));
+    }
+    if raw.command.get_ref().is_empty() || raw.command.get_ref()[0].is_empty() {
+        return Err(ctx.err(
+            raw.command.span(),
+            "command",
+            "empty command; give the program and its arguments, e.g. [\"python3\", \"/code/train.py\"]",
+        ));
+    }
+    Ok(())
+}
+
+/// Where the job's trust policy, key, records, audit log, rollback state, event stream and
+/// store are (the spec's own value, else the pipeline's, else the config files' or the default).
+struct Places {
+    trust: PathBuf,
+    signing_key: PathBuf,
+    records: PathBuf,
+    audit_log: PathBuf,
+    rollback_state: PathBuf,
+    events: Option<PathBuf>,
+    store: crate::store::StoreSetting,
+}
+
+fn places(
+    ctx: &Ctx,
+    raw: &RawSpec,
+    shared: &Shared,
+    config: &crate::config::Config,
+) -> Result<Places, SpecError> {
+    let required = |own: &Option<Spanned<String>>,
+                    common: &Option<Spanned<String>>,
+                    field: &str| {
+        match (own.as_ref().or(common.as_ref()), config.get(field)) {
+            (Some(v), _) => ctx.path(v, field, true),
+            (None, Some(c)) if c.path.exists() => Ok(c.path.clone()),
+            (None, Some(c)) => Err(ctx.err(
+                0..0,
+                field,
+                format!("{} (from {}) does not exist", c.path.display(), c.from.display()),
+            )),
+            (None, None) => Err(ctx.err(
+                0..0,
+                field,
+                format!("missing field `{field}` (give it here, in {} next to the spec, or in $XDG_CONFIG_HOME/sealrun/config.toml)", crate::config::LOCAL_NAME),
+            )),
+        }
+    };
+    let trust = required(&raw.trust, &shared.trust, "trust")?;
+    let signing_key = required(&raw.signing_key, &shared.signing_key, "signing_key")?;
+    let default = |field: &str, builtin: &str| {
+        config
+            .get(field)
+            .map_or_else(|| ctx.base.join(builtin), |c| c.path.clone())
+    };
+    let records = match raw.records.as_ref().or(shared.records.as_ref()) {
+        Some(r) => ctx.path(r, "records", false)?,
+        None => default("records", "records"),
+    };
+    let audit_log = match raw.audit_log.as_ref().or(shared.audit_log.as_ref()) {
+        Some(a) => ctx.path(a, "audit_log", false)?,
+        None => default("audit_log", "audit.log"),
+    };
+    let rollback_state = match raw
+        .rollback_state
+        .as_ref()
+        .or(shared.rollback_state.as_ref())
+    {
+        Some(r) => ctx.path(r, "rollback_state", false)?,
+        None => default_rollback_state(&audit_log),
+    };
+    let events = match raw.events.as_ref().or(shared.events.as_ref()) {
+        Some(e) if e.get_ref() == "-" => Some(PathBuf::from("-")),
+        Some(e) => Some(ctx.path(e, "events", false)?),
+        None => None,
+    };
+    let store = match (
+        raw.store.as_ref().or(shared.store.as_ref()),
+        config.get("store"),
+    ) {
+        (Some(s), _) if s.get_ref() == crate::config::STORE_OFF => crate::store::StoreSetting::Off,
+        (Some(s), _) => crate::store::StoreSetting::At(ctx.path(s, "store", false)?),
+        (None, Some(c)) if c.path.as_os_str() == crate::config::STORE_OFF => {
+            crate::store::StoreSetting::Off
+        }
+        (None, Some(c)) => crate::store::StoreSetting::At(c.path.clone()),
+        (None, None) => crate::store::StoreSetting::Default,
+    };
+    Ok(Places {
+        trust,
+        signing_key,
+        records,
+        audit_log,
+        rollback_state,
+        events,
+        store,
+    })
+}
+
+/// The job's `env`: names without `=`, nothing with NUL.
+fn job_env(ctx: &Ctx, raw: &RawSpec) -> Result<BTreeMap<String, String>, SpecError> {
+    let mut env = BTreeMap::new();
+    for (k, v) in &raw.env {
+        let bad_key = k.is_empty() || k.contains('=') || k.contains('\0');
+        if bad_key || v.get_ref().contains('\0') {
+            return Err(ctx.err(
+                v.span(),
+                &format!("env.{k}"),
+                "names may not be empty or contain `=`; values may not contain NUL",
+            ));
+        }
+        env.insert(k.clone(), v.get_ref().clone());
+    }
+    Ok(env)
+}
+
+/// The inputs: names unique, exactly one proof each, mounts that overlap neither each other nor
+/// `mounts` (each input's is added to it).
+fn inputs(
+    ctx: &Ctx,
+    raw: &RawSpec,
+    earlier: &[(String, PathBuf)],
+    mounts: &mut Vec<String>,
+) -> Result<Vec<Input>, SpecError> {
+    let mut inputs = Vec::new();
+    for (i, r) in raw.inputs.iter().enumerate() {
+        let f = |name: &str| format!("input[{i}].{name}");
+        let name = r.name.get_ref().clone();
+        if !valid_name(&name) {
+            return Err(ctx.err(
+                r.name.span(),
+                &f("name"),
+                "use 1-64 characters from A-Z a-z 0-9 . _ -",
+            ));
+        }
+        if inputs.iter().any(|x: &Input| x.name == name) {
+            return Err(ctx.err(
+                r.name.span(),
+                &f("name"),
+                format!("input {name:?} is declared twice"),
+            ));
+        }
+        let proof = match (&r.signature, &r.from_record, &r.from_stage) {
+            (Some(sig), None, None) => Proof::Signature(ctx.path(sig, &f("signature"), true)?),
+            (None, Some(rec), None) => Proof::Record(ctx.path(rec, &f("from_record"), true)?),
+            (None, None, Some(st)) => {
+                if !earlier.iter().any(|(n, _)| n == st.get_ref()) {
+                    return Err(ctx.err(
+                        st.span(),
+                        &f("from_stage"),
+                        format!("no earlier stage is named {:?} (a stage may only consume stages listed before it)", st.get_ref()),
+                    ));
+                }
+                Proof::Stage(st.get_ref().clone())
+            }
+            (None, None, None) => {
+                return Err(ctx.err(
+                    r.name.span(),
+                    &f("signature"),
+                    "missing: every input needs a `signature`, the `from_record` of the run that produced it, or (in a pipeline) `from_stage` (unsigned means untrusted)",
+                ))
+            }
+            _ => {
+                return Err(ctx.err(
+                    r.name.span(),
+                    &f("signature"),
+                    "give exactly one of `signature`, `from_record` or `from_stage`",
+                ))
+            }
+        };
+        let path = match (&r.path, &proof) {
+            (Some(p), Proof::Stage(_)) => ctx.path(p, &f("path"), false)?,
+            (Some(p), _) => ctx.path(p, &f("path"), true)?,
+            (None, Proof::Stage(st)) => earlier
+                .iter()
+                .find(|(n, _)| n == st)
+                .map(|(_, out)| out.clone())
+                .expect("checked above"),
+            (None, _) => return Err(ctx.err(r.name.span(), &f("path"), "missing field `path`")),
+        };
+        let mount = match &r.mount {
+            Some(m) => check_mount(ctx, m, &f("mount"))?,
+            None => format!("{INPUTS_ROOT}/{name}"),
+        };
+        if mounts.iter().any(|m| {
+            *m == mount
+                || mount.starts_with(&format!("{m}/"))
+                || m.starts_with(&format!("{mount}/"))
+        }) {
+            let span = r.mount.as_ref().map(|m| m.span()).unwrap_or(r.name.span());
+            return Err(ctx.err(span, &f("mount"), format!("{mount} overlaps another mount")));
+        }
+        mounts.push(mount.clone());
+        inputs.push(Input {
+            name,
+            path,
+            proof,
+            kind: r.kind,
+            mount,
+        });
+    }
+    Ok(inputs)
+}
+
+/// The `[sandbox]` table: limits, GPUs, read-only binds, the job's Python, the profile.
+fn sandbox(ctx: &Ctx, sb: &RawSandbox, mounts: &[String]) -> Result<SandboxSpec, SpecError> {
+    let size = |v: &Option<Spanned<String>>, field: &str| -> Result<Option<u64>, SpecError> {
+        v.as_ref()
+            .map(|s| {
+                parse_size(s.get_ref()).ok_or_else(|| {
+                    ctx.err(
+                        s.span(),
+                        field,
+                        format!(
+                            "invalid size {:?}: {}",
+                            s.get_ref(),
+                            crate::units::SIZE_HELP
+                        ),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let memory = size(&sb.memory, "sandbox.memory")?;
+    let tmp_size = size(&sb.tmp_size, "sandbox.tmp_size")?;
+    let shm = size(&sb.shm, "sandbox.shm")?;
+    let cpus = match &sb.cpus {
+        Some(c) if !(c.get_ref().is_finite() && *c.get_ref() >= 0.01 && *c.get_ref() <= 4096.0) => {
+            return Err(ctx.err(
+                c.span(),
+                "sandbox.cpus",
+                format!(
+                    "invalid CPU limit {}: give a number of CPUs from 0.01 to 4096, e.g. 2 or 1.5",
+                    c.get_ref()
+                ),
+            ))
+        }
+        c => c.as_ref().map(|c| *c.get_ref()),
+    };
+    let timeout = sb
+        .timeout
+        .as_ref()
+        .map(|t| {
+            humantime::parse_duration(t.get_ref()).map_err(|e| {
+                ctx.err(
+                    t.span(),
+                    "sandbox.timeout",
+                    format!(
+                        "invalid duration {:?}: {e} (use e.g. 90s, 10m, 2h)",
+                        t.get_ref()
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    if let Some(p) = sb.pids.as_ref().filter(|p| *p.get_ref() == 0) {
+        return Err(ctx.err(p.span(), "sandbox.pids", "must be at least 1"));
+    }
+    let outputs = output_limits(ctx, sb, &size)?;
+    let gpus = sb
+        .gpus
+        .as_ref()
+        .map(|g| {
+            let text = match g.get_ref() {
+                RawGpus::One(s) => s.clone(),
+                RawGpus::List(v) => v
+                    .iter()
+                    .map(|x| match x {
+                        RawGpu::Index(i) => i.to_string(),
+                        RawGpu::Name(n) => n.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+            };
+            sealrun_sandbox::cdi::GpuRequest::parse(&text)
+                .map_err(|e| ctx.err(g.span(), "sandbox.gpus", e.to_string()))
+        })
+        .transpose()?;
+    let mut ro = Vec::new();
+    for (i, v) in sb.ro.iter().enumerate() {
+        let field = format!("sandbox.ro[{i}]");
+        let (host, dest) = match v.get_ref().split_once(':') {
+            Some((h, d)) => (h.to_string(), d.to_string()),
+            None => (v.get_ref().clone(), v.get_ref().clone()),
+        };
+        let hp = ctx.path(&Spanned::new(v.span(), host), &field, true)?;
+        let dest = check_mount(ctx, &Spanned::new(v.span(), dest), &field)?;
+        ro.push((hp, dest));
+    }
+    let python = python_venv(ctx, sb.python.as_ref(), mounts)?;
+    // A profile given as a path is resolved against the spec's folder, like every path.
+    let profile = match sb.profile.as_ref().map(|p| p.get_ref()) {
+        Some(p) if p.contains('/') || p.ends_with(".json") => {
+            ctx.base.join(p).display().to_string()
+        }
+        Some(p) => p.clone(),
+        None => "default".into(),
+    };
+    Ok(SandboxSpec {
+        profile,
+        memory,
+        pids: sb.pids.as_ref().map(|p| *p.get_ref()),
+        timeout,
+        ro,
+        tmp_size,
+        python,
+        gpus,
+        shm,
+        cpus,
+        outputs,
+        network: network_mode(ctx, sb)?,
+    })
+}
+
+/// Where the fields that later checks name (at plan time) came from: file:line:col, or the
+/// config file that gave them.
+fn locations(
+    ctx: &Ctx,
+    raw: &RawSpec,
+    shared: &Shared,
+    config: &crate::config::Config,
+) -> Locations {
+    let sb = &raw.sandbox;
+    let mut locations = Locations::new();
+    let own_or_shared = |own: &Option<Spanned<String>>, common: &Option<Spanned<String>>| {
+        own.as_ref()
+            .map(|v| v.span())
+            .or(common.as_ref().map(|v| v.span()))
+            .unwrap_or(0..0)
+    };
+    for (field, own, common) in [
+        ("signing_key", &raw.signing_key, &shared.signing_key),
+        ("trust", &raw.trust, &shared.trust),
+    ] {
+        // A value from a config file is named with the file it came from.
+        let name = match (own.as_ref().or(common.as_ref()), config.get(field)) {
+            (None, Some(c)) => format!("{field} (from {})", c.from.display()),
+            _ => field.to_string(),
+        };
+        locations.insert(field, ctx.locate(own_or_shared(own, common), &name));
+    }
+    locations.insert("output", ctx.locate(raw.output.span(), "output"));
+    if let Some(p) = &sb.profile {
+        locations.insert("sandbox.profile", ctx.locate(p.span(), "sandbox.profile"));
+    }
+    if let Some(g) = &sb.gpus {
+        locations.insert("sandbox.gpus", ctx.locate(g.span(), "sandbox.gpus"));
+    }
+    if let Some(n) = &sb.network {
+        locations.insert("sandbox.network", ctx.locate(n.span(), "sandbox.network"));
+    }
+    locations
+}
+
+/// The `[secrets]`: sources (`env:` or `file:`, never a value), TTLs, tmpfs paths under `/run/`.
+fn secrets(ctx: &Ctx, raw: &RawSpec) -> Result<Vec<SecretSpec>, SpecError> {
+    let mut secrets = Vec::new();
+    for (name, r) in &raw.secrets {
+        let f = |k: &str| format!("secrets.{name}.{k}");
+        if !valid_name(name) {
+            return Err(ctx.err(
+                r.from.span(),
+                &format!("secrets.{name}"),
+                "secret names use 1-64 characters from A-Z a-z 0-9 . _ -",
+            ));
+        }
+        let source = match r.from.get_ref().split_once(':') {
+            Some(("env", var)) if !var.is_empty() => Source::Env(var.to_string()),
+            Some(("file", path)) if !path.is_empty() => Source::File(ctx.base.join(path)),
+            _ => return Err(ctx.err(
+                r.from.span(),
+                &f("from"),
+                "use \"env:VARIABLE\" or \"file:PATH\" (the value itself never goes in the spec)",
+            )),
+        };
+        let ttl = humantime::parse_duration(r.ttl.get_ref()).map_err(|e| {
+            ctx.err(
+                r.ttl.span(),
+                &f("ttl"),
+                format!(
+                    "invalid duration {:?}: {e} (use e.g. 30s, 10m)",
+                    r.ttl.get_ref()
+                ),
+            )
+        })?;
+        if ttl.is_zero() {
+            return Err(ctx.err(r.ttl.span(), &f("ttl"), "must be longer than zero"));
+        }
+        let path = match &r.path {
+            Some(p) => {
+                let v = p.get_ref();
+                let ok = v.starts_with("/run/")
+                    && Path::new(v)
+                        .parent()
+                        .is_some_and(|d| d != Path::new("/run"))
+                    && !v.ends_with('/')
+                    && !v.split('/').any(|c| c == ".." || c == ".");
+                if !ok {
+                    return Err(ctx.err(p.span(), &f("path"), format!("{v:?}: secrets live on a private tmpfs under /run/, e.g. /run/secrets/{name}")));
+                }
+                v.clone()
+            }
+            None => format!("/run/secrets/{name}"),
+        };
+        if secrets.iter().any(|s: &SecretSpec| s.path == path) {
+            let span = r.path.as_ref().map(|p| p.span()).unwrap_or(r.from.span());
+            return Err(ctx.err(span, &f("path"), format!("{path} is used by two secrets")));
+        }
+        secrets.push(SecretSpec {
+            name: name.clone(),
+            source,
+            ttl,
+            path,
+            allow_leak: r.allow_leak,
+        });
+    }
+    Ok(secrets)
+}
+
+/// The output folder must not overlap anything the job reads or the launcher writes.
+fn check_output_overlap(
+    ctx: &Ctx,
+    out_span: Range<usize>,
+    output: &Path,
+    inputs: &[Input],
+    code: Option<&Path>,
+    records: &Path,
+    earlier: &[(String, PathBuf)],
+) -> Result<(), SpecError> {
+    let overlaps = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
+    for (what, p) in inputs
+        .iter()
+        .map(|i: &Input| (format!("input {:?}", i.name), i.path.clone()))
+        .chain(
+            code.iter()
+                .map(|c| ("the code folder".to_string(), c.to_path_buf())),
+        )
+        .chain(std::iter::once((
+            "the records folder".to_string(),
+            records.to_path_buf(),
+        )))
+        .chain(
+            earlier
+                .iter()
+                .map(|(n, o)| (format!("the output of stage {n:?}"), o.clone())),
+        )
+    {
+        if overlaps(output, &p) {
+            return Err(ctx.err(
+                out_span.clone(),
+                "output",
+                format!(
+                    "{} overlaps {what} ({}); give the job a folder of its own",
+                    output.display(),
+                    p.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -70,6 +70,10 @@ pub enum StageError {
     Store(#[from] crate::store::StoreError),
 }
 
+/// The code folder's name in the staging folder. Inputs are staged under their names, which
+/// are letters, digits, `.`, `_` and `-` only (see `spec`): no input can take this one.
+pub const CODE_DIR: &str = "@code";
+
 /// A staged input or code folder.
 #[derive(Debug)]
 pub struct Staged {
