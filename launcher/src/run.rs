@@ -214,7 +214,8 @@ impl Ctx<'_> {
         let mut rank = crate::slurm::RankIdentity::from_env()?;
         let lock = crate::recover::lock_run(spec, &invocation, &started_on, &builder_id)
             .map_err(|e| RunError::Record(e.to_string()))?;
-        let netns = crate::slurm::job_network(spec.sandbox.network, rank.as_mut());
+        let netns =
+            crate::slurm::job_network(spec.sandbox.network, spec.sandbox.ports, rank.as_mut());
         Ok(Ctx {
             spec,
             key,

@@ -111,6 +111,7 @@ struct RawSandbox {
     python: Option<Spanned<String>>,
     gpus: Option<Spanned<RawGpus>>,
     network: Option<Spanned<String>>,
+    ports: Option<Spanned<String>>,
 }
 
 /// `gpus = "all"`, `"0,1"`, `[0, 1]` or `["GPU-…"]`.
@@ -172,6 +173,32 @@ pub struct SandboxSpec {
     pub outputs: OutputLimits,
     /// `network = "none"` (default) or `"job"` (see [`crate::slurm::netns`]).
     pub network: NetworkMode,
+    /// The job's TCP port range across nodes (`ports = "29400-29599"`, the default).
+    pub ports: (u16, u16),
+}
+
+/// The default job port range (torchrun's c10d store 29400, `MASTER_PORT` 29500).
+pub const DEFAULT_JOB_PORTS: (u16, u16) = (29400, 29599);
+
+/// `ports = "FIRST-LAST"`.
+fn job_ports(ctx: &Ctx, sb: &RawSandbox) -> Result<(u16, u16), SpecError> {
+    let Some(p) = sb.ports.as_ref() else {
+        return Ok(DEFAULT_JOB_PORTS);
+    };
+    let parsed = p.get_ref().split_once('-').and_then(|(a, b)| {
+        let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+        (a >= 1 && a <= b).then_some((a, b))
+    });
+    parsed.ok_or_else(|| {
+        ctx.err(
+            p.span(),
+            "sandbox.ports",
+            format!(
+                "{:?}: give a TCP port range FIRST-LAST, e.g. \"29400-29599\"",
+                p.get_ref()
+            ),
+        )
+    })
 }
 
 /// `[sandbox] network`.
@@ -1029,6 +1056,7 @@ fn sandbox(ctx: &Ctx, sb: &RawSandbox, mounts: &[String]) -> Result<SandboxSpec,
         cpus,
         outputs,
         network: network_mode(ctx, sb)?,
+        ports: job_ports(ctx, sb)?,
     })
 }
 

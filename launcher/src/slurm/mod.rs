@@ -8,6 +8,7 @@
 //! [`RankIdentity::apply`] gives the job `RANK`, `WORLD_SIZE`, `LOCAL_RANK` (these win over
 //! the spec's `env`) and `MASTER_ADDR`/`MASTER_PORT` where the launcher has them.
 
+pub mod firewall;
 pub mod netns;
 pub mod seal;
 
@@ -125,6 +126,7 @@ impl RankIdentity {
 /// the rank's identity (so every record of the run lists it); `None` for `network = "none"`.
 pub fn job_network(
     mode: crate::spec::NetworkMode,
+    ports: (u16, u16),
     rank: Option<&mut RankIdentity>,
 ) -> Result<Option<netns::JobNetns>, String> {
     match (mode, rank) {
@@ -133,7 +135,7 @@ pub fn job_network(
             Err("network = \"job\" needs a Slurm task (SLURM_JOB_ID is not set)".into())
         }
         (crate::spec::NetworkMode::Job, Some(r)) => {
-            let n = netns::JobNetns::acquire(r).map_err(|e| e.to_string())?;
+            let n = netns::JobNetns::acquire(r, ports).map_err(|e| e.to_string())?;
             r.0.network = Some(n.describe());
             Ok(Some(n))
         }

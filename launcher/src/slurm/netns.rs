@@ -7,8 +7,11 @@
 //! a shared `flock` on `JOB.STEP.ref` while it runs (a rank that dies releases it with its
 //! process); the rank that leaves last (it gets `JOB.STEP.ref` exclusively, under the lock)
 //! unmounts and removes the pin, so the namespace goes with its last process. A connect from a
-//! rank's sandbox reaches exactly [`JobNetns::allow`] (loopback), mediated and observed by the
-//! sandbox's supervisor; every other destination is refused and recorded.
+//! rank's sandbox reaches exactly [`JobNetns::allow`] (loopback, and for a step over several
+//! nodes every node on the job's port range), mediated and observed by the sandbox's
+//! supervisor; every other destination is refused and recorded. A step over several nodes also
+//! gets a link to the host and its firewall ([`super::firewall`]), made with the namespace and
+//! removed with it.
 //! Only root can make and join it (the sandbox is cloned into it).
 
 use std::fs::File;
@@ -20,6 +23,8 @@ use sealrun_sandbox::peer_connect::AllowRule;
 use sealrun_verifier::record::JobNetwork;
 
 use super::RankIdentity;
+
+use super::firewall::{self, CrossNode};
 
 /// Where the job namespaces are pinned.
 pub const NET_DIR: &str = "/run/sealrun/net";
@@ -43,6 +48,8 @@ pub struct JobNetns {
     pub fd: OwnedFd,
     /// Whether this rank made it.
     pub created: bool,
+    /// The step's nodes, if it spans several (a link and a firewall come with the namespace).
+    cross: Option<CrossNode>,
     held: Option<Flock<File>>,
 }
 
@@ -90,8 +97,8 @@ fn is_netns(pin: &Path) -> Option<File> {
 }
 
 /// Make a network namespace with `lo` up and pin it at `pin` (on a thread of its own, which
-/// alone enters it, then ends).
-fn create(pin: &Path) -> Result<File, NetnsError> {
+/// alone enters it, then ends); with `cross`, link it to the host behind its firewall.
+fn create(pin: &Path, cross: Option<&CrossNode>) -> Result<File, NetnsError> {
     File::create(pin).map_err(err(pin, "create pin"))?;
     let target = pin.to_path_buf();
     let made = std::thread::spawn(move || -> Result<(), NetnsError> {
@@ -115,17 +122,39 @@ fn create(pin: &Path) -> Result<File, NetnsError> {
         let _ = std::fs::remove_file(pin);
         return Err(e);
     }
-    is_netns(pin).ok_or_else(|| err(pin, "pin")(std::io::Error::other("not a network namespace")))
+    let file = is_netns(pin)
+        .ok_or_else(|| err(pin, "pin")(std::io::Error::other("not a network namespace")))?;
+    if let Some(c) = cross {
+        let name = pin.file_name().unwrap_or_default().to_string_lossy();
+        if let Err(e) = firewall::setup(pin, &name, c) {
+            let _ = nix::mount::umount2(pin, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_file(pin);
+            return Err(err(pin, "link and firewall")(std::io::Error::other(e)));
+        }
+    }
+    Ok(file)
 }
 
 impl JobNetns {
-    /// Make or join the namespace of `rank`'s job step.
-    pub fn acquire(rank: &RankIdentity) -> Result<JobNetns, NetnsError> {
-        Self::acquire_in(Path::new(NET_DIR), &rank.step())
+    /// Make or join the namespace of `rank`'s job step on this node (`JOB.STEP.NODE`); `ports`:
+    /// the job's port range across nodes.
+    pub fn acquire(rank: &RankIdentity, ports: (u16, u16)) -> Result<JobNetns, NetnsError> {
+        let r = &rank.0;
+        let name = format!("{}.{}", rank.step(), r.node.replace('/', "_"));
+        let cross = CrossNode::of(&r.nodelist, &r.node, ports).map_err(|e| NetnsError {
+            path: r.nodelist.clone(),
+            what: "the step's nodes",
+            source: std::io::Error::other(e),
+        })?;
+        Self::acquire_in(Path::new(NET_DIR), &name, cross)
     }
 
     /// Make or join the namespace `name` pinned in `dir`.
-    pub fn acquire_in(dir: &Path, name: &str) -> Result<JobNetns, NetnsError> {
+    pub fn acquire_in(
+        dir: &Path,
+        name: &str,
+        cross: Option<CrossNode>,
+    ) -> Result<JobNetns, NetnsError> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -137,7 +166,7 @@ impl JobNetns {
         let _mutex = lock(&lock_path, FlockArg::LockExclusive)?;
         let (file, created) = match is_netns(&pin) {
             Some(f) => (f, false),
-            None => (create(&pin)?, true),
+            None => (create(&pin, cross.as_ref())?, true),
         };
         let held = lock(&dir.join(format!("{name}.ref")), FlockArg::LockShared)?;
         Ok(JobNetns {
@@ -145,13 +174,17 @@ impl JobNetns {
             lock_path,
             fd: OwnedFd::from(file),
             created,
+            cross,
             held: Some(held),
         })
     }
 
-    /// What a connect may reach: loopback (the namespace holds only the step's ranks).
+    /// What a connect may reach: loopback (the namespace holds only the step's ranks on this
+    /// node), and across nodes every node of the step on the job's port range.
     pub fn allow(&self) -> Vec<AllowRule> {
-        AllowRule::loopback().to_vec()
+        let mut v = AllowRule::loopback().to_vec();
+        v.extend(self.cross.iter().flat_map(CrossNode::allow));
+        v
     }
 
     /// The record's description of this network.
@@ -181,6 +214,9 @@ impl Drop for JobNetns {
         if held.relock(FlockArg::LockExclusiveNonblock).is_err() {
             return;
         }
+        if self.cross.is_some() {
+            firewall::teardown(&self.pin.file_name().unwrap_or_default().to_string_lossy());
+        }
         let _ = nix::mount::umount2(&self.pin, nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_file(&self.pin);
         let ref_path = self.pin.with_file_name(format!(
@@ -205,8 +241,8 @@ mod tests {
     fn ranks_share_one_namespace_and_the_last_removes_it() {
         assert!(root(), "the job network needs root (CI runs as root)");
         let dir = tempfile::tempdir().unwrap();
-        let a = JobNetns::acquire_in(dir.path(), "7.0").unwrap();
-        let b = JobNetns::acquire_in(dir.path(), "7.0").unwrap();
+        let a = JobNetns::acquire_in(dir.path(), "7.0", None).unwrap();
+        let b = JobNetns::acquire_in(dir.path(), "7.0", None).unwrap();
         assert!(a.created && !b.created);
         let ino = |f: &OwnedFd| {
             nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(f))
@@ -228,7 +264,7 @@ mod tests {
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(left.is_empty(), "nothing is left: {left:?}");
         // A later step gets a fresh one.
-        let c = JobNetns::acquire_in(dir.path(), "7.0").unwrap();
+        let c = JobNetns::acquire_in(dir.path(), "7.0", None).unwrap();
         assert!(c.created);
     }
 }
