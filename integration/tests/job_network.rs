@@ -326,3 +326,24 @@ fn nix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+#[test]
+fn outside_slurm_the_job_network_and_rank_are_plan_errors() {
+    let f = RunFixture::new();
+    let sandbox = format!("{}network = \"job\"\n", sealrun_integration::RUN_SANDBOX);
+    let spec = f.job("n", SCRIPT, &[], &sandbox);
+    let out = sealrun_integration::sealrun(f.dir(), &["run", &spec, "--quiet"]);
+    sealrun_integration::fails_with(out, 64, &["sandbox.network", "no Slurm task"]);
+    let spec = f.job("r", SCRIPT, &[], sealrun_integration::RUN_SANDBOX);
+    let path = f.dir().join(&spec);
+    let t = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("output = \"r-out\"", "output = \"r-out/{rank}\"");
+    std::fs::write(&path, t).unwrap();
+    let out = sealrun_integration::sealrun(f.dir(), &["run", &spec, "--quiet"]);
+    sealrun_integration::fails_with(out, 64, &["output", "{rank} is the Slurm task's rank"]);
+    assert!(
+        f.records("n").is_empty() && f.records("r").is_empty(),
+        "a plan error leaves no record"
+    );
+}

@@ -1255,6 +1255,31 @@ timeout = "5m"
     }
 
     #[test]
+    fn network_and_ports_are_checked() {
+        let (_d, p) = setup();
+        let s = JobSpec::parse(GOOD, &p).unwrap();
+        assert_eq!(
+            (s.sandbox.network, s.sandbox.ports),
+            (NetworkMode::None, DEFAULT_JOB_PORTS)
+        );
+        let with = |extra: &str| format!("{GOOD}{extra}\n");
+        let s = JobSpec::parse(&with("network = \"job\"\nports = \"29500-29509\""), &p).unwrap();
+        assert_eq!(
+            (s.sandbox.network, s.sandbox.ports),
+            (NetworkMode::Job, (29500, 29509))
+        );
+        let e = err(&with("network = \"host\""), &p);
+        assert!(
+            e.contains(":16:11: sandbox.network: \"host\": must be"),
+            "{e}"
+        );
+        for bad in ["9-1", "0-5", "29500", "a-b"] {
+            let e = err(&with(&format!("ports = {bad:?}")), &p);
+            assert!(e.contains(":16:9: sandbox.ports:"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn gpus_are_all_indices_or_uuids() {
         use sealrun_sandbox::cdi::GpuRequest;
         let (_d, p) = setup();
