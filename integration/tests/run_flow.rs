@@ -229,6 +229,8 @@ fn tampered_input_is_refused_and_nothing_runs() {
         reason.contains("points.csv") && reason.contains("digest mismatch"),
         "{reason}"
     );
+    // The verifier's own name for the reason, for machines.
+    assert_eq!(end["refusal"], "digest_mismatch", "{end:#}");
     ok(f.verify_log(false));
 }
 

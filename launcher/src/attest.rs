@@ -23,7 +23,6 @@ use sealrun_verifier::record::{
     ResourceDescriptor, RunDetails, BUILD_TYPE,
 };
 use sealrun_verifier::statement::Subject;
-use serde_json::json;
 
 use crate::audit::{self, AuditWriteError, Event};
 use crate::spec::JobSpec;
@@ -35,16 +34,8 @@ pub struct RecordedInput {
     pub host_path: String,
     pub mount: String,
     pub verified: Verified,
-    pub proof: Proof,
-}
-
-/// What vouched for an input: a copy is kept in `records/artifacts/SHA.json`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Proof {
-    /// `signature` or `record`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub sha256: String,
+    /// What vouched for it: a copy is kept in `records/artifacts/SHA.json`.
+    pub proof: record::ProofRef,
 }
 
 /// Everything the record is built from.
@@ -58,12 +49,14 @@ pub struct RunFacts<'a> {
     pub inputs: &'a [RecordedInput],
     pub code_digest: Option<Digest>,
     pub executable: Option<(String, Digest)>,
-    pub internal: serde_json::Value,
+    pub internal: record::InternalParameters,
     pub outcome: Option<&'a Outcome>,
     /// `succeeded`, `failed: ...`, `refused: ...`.
     pub result: String,
+    /// Why a run was refused, as a stable name (the record's `end.refusal`).
+    pub refusal: Option<&'static str>,
     /// `(stream, log file, digest of the file, annotations)`.
-    pub logs: Vec<(String, String, Digest, serde_json::Value)>,
+    pub logs: Vec<(String, String, Digest, record::RunLog)>,
     pub outputs: Option<&'a Outputs>,
     pub extra_byproducts: Vec<ResourceDescriptor>,
     /// The job's virtualenv and interpreter, and every distribution installed in it.
@@ -99,16 +92,21 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
     let mut deps = Vec::new();
     for i in f.inputs {
         let v = &i.verified;
+        let notes = record::InputAnnotation {
+            artifact: v.name.clone(),
+            kind: v.kind,
+            version: v.version,
+            labels: v.labels.clone(),
+            signer: v.signer.clone(),
+            keyid: v.keyid.clone(),
+            format: v.format.to_string(),
+            mount: i.mount.clone(),
+            proof: i.proof.clone(),
+        };
         deps.push(ResourceDescriptor {
-            name: Some(i.name.clone()),
             uri: Some(format!("file:{}", i.host_path)),
             digest: BTreeMap::from([("sha256".to_string(), v.digest.clone())]),
-            media_type: None,
-            annotations: Some(json!({
-                "artifact": v.name, "kind": v.kind, "version": v.version, "labels": v.labels,
-                "signer": v.signer, "keyid": v.keyid, "format": v.format, "mount": i.mount,
-                "proof": i.proof,
-            })),
+            ..ResourceDescriptor::annotated(&i.name, &notes)
         });
     }
     if let Some(d) = &f.code_digest {
@@ -119,17 +117,20 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
                 .code
                 .as_ref()
                 .map(|c| format!("file:{}", c.display())),
-            annotations: Some(
-                json!({"mount": crate::spec::CODE_MOUNT, "digest_of": "sealrun manifest root"}),
-            ),
-            ..rd("code")
+            ..ResourceDescriptor::annotated(
+                record::CODE_DEPENDENCY,
+                &record::CodeAnnotation {
+                    mount: crate::spec::CODE_MOUNT.into(),
+                    digest_of: record::CODE_DIGEST_OF.into(),
+                },
+            )
         });
     }
     if let Some((path, d)) = &f.executable {
         deps.push(ResourceDescriptor {
             digest: sha(d),
             uri: Some(format!("file:{path}")),
-            ..rd("executable")
+            ..rd(record::EXECUTABLE_DEPENDENCY)
         });
     }
     if let Some((env, packages)) = &f.python {
@@ -137,11 +138,10 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
         deps.extend(packages.iter().map(PythonPackage::to_descriptor));
     }
     // The CDI spec files the run's GPUs came from (`internalParameters.gpus`).
-    let gpus = f.internal.get(record::GPUS_PARAMETER).cloned();
-    if let Some(g) = gpus.and_then(|g| serde_json::from_value::<record::GpuAccess>(g).ok()) {
-        for s in g.cdi_specs {
+    if let Some(g) = &f.internal.gpus {
+        for s in &g.cdi_specs {
             deps.push(ResourceDescriptor {
-                digest: [("sha256".to_string(), s.sha256)].into(),
+                digest: [("sha256".to_string(), s.sha256.clone())].into(),
                 uri: Some(format!("file:{}", s.path)),
                 ..rd(record::CDI_SPEC_DEPENDENCY)
             });
@@ -153,47 +153,51 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
             digest: sha(d),
             uri: Some(format!("file:{path}")),
             media_type: Some("text/plain".into()),
-            annotations: Some(notes.clone()),
-            ..rd(name)
+            ..ResourceDescriptor::annotated(name, &record::LogNotes::Run(notes.clone()))
         });
     }
-    let mut end = json!({"result": f.result});
+    let mut end = record::End {
+        result: f.result.clone(),
+        reason: f.result.clone(),
+        refusal: f.refusal.map(str::to_string),
+        ran: None,
+    };
     if let Some(o) = f.outcome {
-        end = json!({
-            "result": f.result,
-            "reason": end_reason_text(o),
-            "end": o.end,
-            "exit_status": o.exit_status(),
-            "wall_ms": o.wall_ms,
-            "cpu_user_ms": o.cpu_user_ms,
-            "cpu_sys_ms": o.cpu_sys_ms,
-            "peak_memory_bytes": o.peak_memory_bytes,
+        end.reason = end_reason_text(o);
+        end.ran = Some(record::Ran {
+            end: end_reason(&o.end),
+            exit_status: o.exit_status().into(),
+            wall_ms: o.wall_ms,
+            cpu_user_ms: o.cpu_user_ms,
+            cpu_sys_ms: o.cpu_sys_ms,
+            peak_memory_bytes: o.peak_memory_bytes,
         });
-        byproducts.push(ResourceDescriptor {
-            annotations: Some(json!({
-                "denied_syscalls": o.denied_syscalls,
-                "egress_attempts": o.egress_attempts,
-                "peer_connects": o.peer_connects,
-                "landlock": o.landlock,
-            })),
-            ..rd("sandbox")
-        });
-    } else if let Some(obj) = end.as_object_mut() {
-        obj.insert("reason".into(), json!(f.result));
+        byproducts.push(ResourceDescriptor::annotated(
+            record::SANDBOX_BYPRODUCT,
+            &sandbox_report(o),
+        ));
     }
     byproducts.insert(
         0,
-        ResourceDescriptor {
-            annotations: Some(end),
-            ..rd("end")
-        },
+        ResourceDescriptor::annotated(record::END_BYPRODUCT, &end),
     );
     if let Some(out) = f.outputs {
         if !out.other.is_empty() {
-            byproducts.push(ResourceDescriptor {
-                annotations: Some(json!({"not_followed": out.other})),
-                ..rd("output-non-files")
-            });
+            let listed = record::NonFiles {
+                not_followed: out
+                    .other
+                    .iter()
+                    .map(|n| record::NonFileEntry {
+                        path: n.path.clone(),
+                        kind: n.kind.to_string(),
+                        target: n.target.clone(),
+                    })
+                    .collect(),
+            };
+            byproducts.push(ResourceDescriptor::annotated(
+                record::NON_FILES_BYPRODUCT,
+                &listed,
+            ));
         }
     }
     byproducts.extend(f.extra_byproducts.iter().cloned());
@@ -227,7 +231,7 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
         build_definition: BuildDefinition {
             build_type: BUILD_TYPE.to_string(),
             external_parameters: external_parameters(f.spec),
-            internal_parameters: f.internal.clone(),
+            internal_parameters: record::to_annotations(&f.internal),
             resolved_dependencies: deps,
         },
         run_details: RunDetails {
@@ -247,6 +251,54 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
         },
     };
     (subjects, prov)
+}
+
+/// The sandbox's end reason in the record's schema.
+fn end_reason(e: &sealrun_sandbox::EndReason) -> record::EndReason {
+    use sealrun_sandbox::EndReason as S;
+    match *e {
+        S::Exited { code } => record::EndReason::Exited { code },
+        S::Signaled { signal } => record::EndReason::Signaled { signal },
+        S::Timeout => record::EndReason::Timeout,
+        S::OomKilled => record::EndReason::OomKilled,
+        S::PidsLimit { status } => record::EndReason::PidsLimit { status },
+    }
+}
+
+/// The `sandbox` byproduct: what the sandbox refused the job.
+fn sandbox_report(o: &Outcome) -> record::SandboxReport {
+    record::SandboxReport {
+        denied_syscalls: o
+            .denied_syscalls
+            .iter()
+            .map(|d| record::DeniedSyscall {
+                name: d.name.clone(),
+                count: d.count,
+            })
+            .collect(),
+        egress_attempts: o
+            .egress_attempts
+            .iter()
+            .map(|e| record::EgressAttempt {
+                syscall: e.syscall.clone(),
+                family: e.family.clone(),
+                address: e.address.clone(),
+            })
+            .collect(),
+        peer_connects: o
+            .peer_connects
+            .iter()
+            .map(|e| record::EgressAttempt {
+                syscall: e.syscall.clone(),
+                family: e.family.clone(),
+                address: e.address.clone(),
+            })
+            .collect(),
+        landlock: record::LandlockReport {
+            abi: o.landlock.abi,
+            status: o.landlock.status.clone(),
+        },
+    }
 }
 
 /// A short text for the end reason: `exited 0`, `signal 9`, `timeout`, `oom-killed`, `pids-limit`.

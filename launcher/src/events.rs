@@ -643,7 +643,7 @@ pub fn observed<'a>(
     leaks: &[crate::secrets::Leak],
     secrets: &[crate::secrets::Secret],
     delivered_on: time::OffsetDateTime,
-    logs: &[(String, String, Digest, serde_json::Value)],
+    logs: &[(String, String, Digest, sealrun_verifier::record::RunLog)],
     spec: &crate::spec::JobSpec,
 ) -> AfterRun<'a> {
     let now = time::OffsetDateTime::now_utc();
@@ -668,11 +668,8 @@ pub fn observed<'a>(
             .collect(),
         logs_truncated: logs
             .iter()
-            .filter_map(|(place, _, _, notes)| {
-                let dropped = notes.get("dropped_bytes")?.as_u64().filter(|&d| d > 0)?;
-                let limit = notes.get("max_log_size")?.as_u64()?;
-                Some((place.clone(), dropped, limit))
-            })
+            .filter(|(_, _, _, notes)| notes.dropped_bytes > 0)
+            .map(|(place, _, _, notes)| (place.clone(), notes.dropped_bytes, notes.max_log_size))
             .collect(),
         timeout_s: spec.sandbox.timeout.map(|t| t.as_secs_f64()),
         memory: spec.sandbox.memory,

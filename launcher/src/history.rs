@@ -59,7 +59,7 @@ pub fn entry(path: &Path, trust: Option<&Policy>) -> Result<Entry, HistoryError>
     let shown = path.display().to_string();
     let (r, verified) = match trust {
         Some(policy) => match verify_record(&shown, &bytes, policy, None) {
-            Ok(r) => (r, Some(true)),
+            Ok(r) => (r.record, Some(true)),
             Err(_) => (
                 parse_unverified(&bytes).ok_or_else(|| bad("not a run record".into()))?,
                 Some(false),

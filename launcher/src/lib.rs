@@ -13,6 +13,7 @@ pub mod exec;
 pub mod gpu;
 pub mod history;
 pub mod init;
+pub mod inputs;
 pub mod keyfile;
 pub mod launch;
 pub mod outputs;

@@ -14,11 +14,11 @@ use std::path::PathBuf;
 
 use sealrun_verifier::digest::Digest;
 use sealrun_verifier::record::{
-    BuildDefinition, BuildMetadata, Builder, Provenance, ResourceDescriptor, RunDetails,
-    PIPELINE_BUILD_TYPE,
+    to_annotations, BuildDefinition, BuildMetadata, Builder, End, InternalParameters,
+    PipelineExternalParameters, ProofKind, ProofRef, Provenance, ResourceDescriptor, RunDetails,
+    StageAnnotation, END_BYPRODUCT, PIPELINE_BUILD_TYPE,
 };
 use sealrun_verifier::statement::Subject;
-use serde_json::json;
 
 use crate::run::{run_spec, RunError, RunOptions, RunSummary};
 use crate::spec::PipelineSpec;
@@ -55,24 +55,28 @@ pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, R
         let s = run_spec(stage, &opts, &stage_records)?;
         // The state is initialised once, by the first stage.
         opts.init_rollback_state = false;
-        let bytes = std::fs::read(&s.record)
-            .map_err(|e| RunError::Io(format!("{}: {e}", s.record.display())))?;
+        let bytes = std::fs::read(&s.record).map_err(|source| RunError::ReadRecord {
+            path: s.record.clone(),
+            source,
+        })?;
         let sha = Digest::of(&bytes).to_hex();
         let vr = sealrun_verifier::record::parse_unverified(&bytes);
         let outputs = vr
             .as_ref()
             .map(|r| r.subjects_digest().to_hex())
             .unwrap_or_default();
+        let notes = StageAnnotation {
+            kind: stage.produces,
+            proof: ProofRef {
+                kind: ProofKind::Record,
+                sha256: sha.clone(),
+            },
+            result: if s.status == 0 { "succeeded" } else { "failed" }.into(),
+        };
         deps.push(ResourceDescriptor {
-            name: Some(stage.name.clone()),
             uri: Some(format!("file:{}", s.record.display())),
             digest: BTreeMap::from([("sha256".to_string(), outputs)]),
-            annotations: Some(json!({
-                "kind": stage.produces,
-                "proof": {"type": "record", "sha256": sha},
-                "result": if s.status == 0 { "succeeded" } else { "failed" },
-            })),
-            ..Default::default()
+            ..ResourceDescriptor::annotated(&stage.name, &notes)
         });
         subjects.push(Subject {
             name: s
@@ -97,14 +101,15 @@ pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, R
     let prov = Provenance {
         build_definition: BuildDefinition {
             build_type: PIPELINE_BUILD_TYPE.to_string(),
-            external_parameters: json!({
-                "name": p.name,
-                "stages": p.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
-                "file": p.file.display().to_string(),
+            external_parameters: to_annotations(&PipelineExternalParameters {
+                name: p.name.clone(),
+                stages: p.stages.iter().map(|s| s.name.clone()).collect(),
+                file: p.file.display().to_string(),
             }),
-            internal_parameters: json!({
-                "launcher_version": env!("CARGO_PKG_VERSION"),
-                "launcher_sha256": crate::launcher_sha256(),
+            internal_parameters: to_annotations(&InternalParameters {
+                launcher_version: Some(env!("CARGO_PKG_VERSION").into()),
+                launcher_sha256: crate::launcher_sha256().into(),
+                ..Default::default()
             }),
             resolved_dependencies: deps,
         },
@@ -124,11 +129,15 @@ pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, R
                 started_on,
                 finished_on: now_rfc3339(),
             },
-            byproducts: vec![ResourceDescriptor {
-                name: Some("end".into()),
-                annotations: Some(json!({"result": outcome, "reason": outcome})),
-                ..Default::default()
-            }],
+            byproducts: vec![ResourceDescriptor::annotated(
+                END_BYPRODUCT,
+                &End {
+                    result: outcome.clone(),
+                    reason: outcome.clone(),
+                    refusal: None,
+                    ran: None,
+                },
+            )],
         },
     };
     let path = first

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use nix::fcntl::{Flock, FlockArg};
 use sealrun_verifier::digest::Digest;
+use sealrun_verifier::record;
 use sealrun_verifier::record::{
     sign_record, BuildDefinition, BuildMetadata, Builder, Provenance, ResourceDescriptor,
     RunDetails, BUILD_TYPE, SPEC_SUBJECT_PREFIX,
@@ -38,7 +39,6 @@ use sealrun_verifier::record::{
 use sealrun_verifier::rollback::write_atomic;
 use sealrun_verifier::statement::Subject;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::audit::{self, Event};
 use crate::spec::JobSpec;
@@ -50,7 +50,7 @@ pub const ABORTED: &str = "aborted: launcher died";
 pub const ABORTED_RECORD_KEPT: &str =
     "aborted: the launcher did not close the run (its own record is kept)";
 /// The record byproduct that says a run was closed by recovery.
-pub const ABORTED_BYPRODUCT: &str = "aborted";
+pub use sealrun_verifier::record::ABORTED_BYPRODUCT;
 /// Largest run file read.
 const MAX_RUN_FILE: u64 = 1 << 20;
 
@@ -577,14 +577,15 @@ fn aborted_record(
     unattested: u64,
 ) -> Vec<u8> {
     let mut subjects = Vec::new();
-    let mut note = json!({
-        "reason": "launcher died",
-        "outputs": "unattested-by-the-job: found in the output folder after the launcher died; the job may not have finished writing them",
-        "unreadable_entries": unattested,
-    });
+    let mut note = record::AbortedNote {
+        reason: "launcher died".into(),
+        outputs: "unattested-by-the-job: found in the output folder after the launcher died; the job may not have finished writing them".into(),
+        unreadable_entries: unattested,
+        unattested: None,
+    };
     if info.had_secrets {
         // Names and contents could hold a secret this process cannot load to redact.
-        note["outputs"] = json!("not listed: the job had secrets, which recovery cannot load to redact names and contents");
+        note.outputs = "not listed: the job had secrets, which recovery cannot load to redact names and contents".into();
     } else {
         let limits = crate::outputs::Limits {
             max_entries: info.max_output_files,
@@ -599,7 +600,7 @@ fn aborted_record(
             &limits,
             &patterns,
         );
-        note["unattested"] = serde_json::to_value(&c.unattested).unwrap_or_default();
+        note.unattested = Some(c.unattested);
         subjects = c
             .outputs
             .files
@@ -622,17 +623,15 @@ fn aborted_record(
             digest: [("sha256".to_string(), info.spec_sha256.clone())].into(),
         });
     }
+    let end = record::End {
+        result: ABORTED.into(),
+        reason: "launcher died".into(),
+        refusal: None,
+        ran: None,
+    };
     let mut byproducts = vec![
-        ResourceDescriptor {
-            name: Some("end".into()),
-            annotations: Some(json!({"result": ABORTED, "reason": "launcher died"})),
-            ..Default::default()
-        },
-        ResourceDescriptor {
-            name: Some(ABORTED_BYPRODUCT.into()),
-            annotations: Some(note),
-            ..Default::default()
-        },
+        ResourceDescriptor::annotated(record::END_BYPRODUCT, &end),
+        ResourceDescriptor::annotated(ABORTED_BYPRODUCT, &note),
     ];
     for (name, path) in ["stdout", "stderr"].iter().zip(&info.logs) {
         if let Ok((_, d, _)) = sealrun_verifier::digest::hash_file(path, u64::MAX) {
@@ -641,7 +640,10 @@ fn aborted_record(
                 uri: Some(format!("file:{}", path.display())),
                 digest: [("sha256".to_string(), d.to_hex())].into(),
                 media_type: Some("text/plain".into()),
-                annotations: Some(json!({"complete": false})),
+                ..ResourceDescriptor::annotated(
+                    name,
+                    &record::LogNotes::Recovered(record::RecoveredLog { complete: false }),
+                )
             });
         }
     }
@@ -649,11 +651,12 @@ fn aborted_record(
         build_definition: BuildDefinition {
             build_type: BUILD_TYPE.to_string(),
             external_parameters: info.external_parameters.clone(),
-            internal_parameters: json!({
-                "launcher_version": env!("CARGO_PKG_VERSION"),
-                "launcher_sha256": crate::launcher_sha256(),
-                "recovered": true,
-                "recovered_by_pid": std::process::id(),
+            internal_parameters: record::to_annotations(&record::InternalParameters {
+                launcher_version: Some(env!("CARGO_PKG_VERSION").into()),
+                launcher_sha256: crate::launcher_sha256().into(),
+                recovered: Some(true),
+                recovered_by_pid: Some(std::process::id()),
+                ..Default::default()
             }),
             resolved_dependencies: Vec::new(),
         },
@@ -790,7 +793,7 @@ mod tests {
             job: "j".into(),
             spec: dir.join("job.toml"),
             spec_sha256: Digest::of(b"").to_hex(),
-            external_parameters: json!({}),
+            external_parameters: serde_json::json!({}),
             builder_id: "b".into(),
             started_on: crate::now_rfc3339(),
             output: dir.join("out"),

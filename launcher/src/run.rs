@@ -19,27 +19,28 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rand_core::RngCore;
-use sealrun_sandbox::{Bind, FdBind, ProfileRef, SandboxConfig, SandboxPlan, Stdio, Tmpfs};
-use sealrun_verifier::artifact::{check_listed, check_signature, Verified, VerifyOptions};
-use sealrun_verifier::chain::{verify_chain, Index};
+use sealrun_sandbox::{
+    Bind, FdBind, ProfileRef, SandboxConfig, SandboxError, SandboxPlan, Stdio, Tmpfs,
+};
 use sealrun_verifier::digest::Digest;
-use sealrun_verifier::dsse;
 use sealrun_verifier::keys::SigningKey;
 use sealrun_verifier::labels;
 use sealrun_verifier::manifest::{Manifest, WalkOptions};
 use sealrun_verifier::policy::Policy;
-use sealrun_verifier::record::{outputs_digest, verify_record, ProducedArtifact};
-use sealrun_verifier::rollback::write_atomic;
+use sealrun_verifier::record::{
+    outputs_digest, InternalParameters, ProducedArtifact, ResourceDescriptor, RunLog,
+};
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::attest::{self, Proof, RecordedInput, RunFacts};
+use crate::attest::{self, RecordedInput, RunFacts};
 use crate::audit::{self, Event};
 use crate::events::Emitter;
+use crate::inputs::{verify_input, VerifiedInput};
 use crate::outputs;
 use crate::secrets::{self, Leak, Patterns, Redactor, Secret};
-use crate::spec::{JobSpec, Proof as SpecProof, SpecError, CODE_MOUNT, OUTPUT_MOUNT};
-use crate::stage::{Stage, Staged};
+use crate::spec::{JobSpec, SpecError, CODE_MOUNT, OUTPUT_MOUNT};
+use crate::stage::Stage;
 use crate::{keyfile, now_rfc3339};
 
 /// Exit statuses of `sealrun run` besides the job's own status.
@@ -69,26 +70,70 @@ pub enum RunError {
     Policy(#[from] sealrun_verifier::policy::PolicyError),
     #[error("{path}: {message}")]
     Usage { path: PathBuf, message: String },
-    #[error("{0}")]
-    Io(String),
     #[error(transparent)]
     Secret(#[from] secrets::SecretError),
-    #[error("cannot write the run record or audit log: {0}")]
-    Record(String),
+    /// The record could not be written or its audit entry appended.
     #[error("cannot write the run record or audit log: {0}")]
     Publish(#[from] attest::PublishError),
+    /// The audit log could not be appended to (the `start` entry, the rollback state).
+    #[error("cannot write the run record or audit log: {0}")]
+    Audit(#[from] audit::AuditWriteError),
+    /// The run could not be locked (or the runs of dead launchers closed).
+    #[error("cannot write the run record or audit log: {0}")]
+    Lock(#[from] crate::recover::RecoverError),
+    /// The job's stdout/stderr pipes could not be made.
+    #[error("pipe: {0}")]
+    Pipe(#[source] nix::Error),
+    /// Running and watching the job failed in the launcher itself.
+    #[error(transparent)]
+    Execute(#[from] ExecError),
+    /// A stage's record could not be read back (pipelines).
+    #[error("{}: {source}", path.display())]
+    ReadRecord {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Slurm task's variables do not say which rank it is.
     #[error(transparent)]
     Slurm(#[from] crate::slurm::SlurmError),
 }
 
 impl RunError {
-    /// The exit status for this error.
+    /// The exit status for this error: the one place a run's errors become exit codes
+    /// (`exit::RECORD_FAILED` where the launcher could not write or watch, `exit::USAGE` for
+    /// what the user gave).
     pub fn exit_status(&self) -> u8 {
         match self {
-            RunError::Record(_) | RunError::Publish(_) | RunError::Io(_) => exit::RECORD_FAILED,
-            _ => exit::USAGE,
+            RunError::Publish(_)
+            | RunError::Audit(_)
+            | RunError::Lock(_)
+            | RunError::Pipe(_)
+            | RunError::Execute(_)
+            | RunError::ReadRecord { .. } => exit::RECORD_FAILED,
+            RunError::Spec(_)
+            | RunError::Key(_)
+            | RunError::Policy(_)
+            | RunError::Usage { .. }
+            | RunError::Secret(_)
+            | RunError::Slurm(_) => exit::USAGE,
         }
     }
+}
+
+/// The launcher failed while it ran the job (not the job, not the sandbox).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("tokio runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// SIGINT/SIGTERM could not be caught.
+    #[error("{0}")]
+    Signals(#[source] std::io::Error),
+    #[error("supervisor: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// A log pump failed to read the job's output.
+    #[error("{0}")]
+    Pump(#[source] std::io::Error),
 }
 
 /// How a run went.
@@ -156,17 +201,21 @@ struct Refusal {
     /// The summary's one line.
     message: String,
     /// The record's internalParameters, once they are known.
-    internal: Option<serde_json::Value>,
+    internal: Option<Box<InternalParameters>>,
+    /// A stable name for why (the record's `end.refusal`).
+    kind: Option<&'static str>,
 }
 
 impl Refusal {
-    /// Refused: `refused: MESSAGE`, and `refused: MESSAGE; nothing ran` for people.
-    fn refused(status: u8, message: String) -> Refusal {
+    /// Refused for the reason named `kind`: `refused: MESSAGE`, and `refused: MESSAGE; nothing
+    /// ran` for people.
+    fn refused(status: u8, kind: &'static str, message: String) -> Refusal {
         Refusal {
             status,
             result: format!("refused: {message}"),
             message: format!("refused: {message}; nothing ran"),
             internal: None,
+            kind: Some(kind),
         }
     }
 }
@@ -212,8 +261,7 @@ impl Ctx<'_> {
             format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
         );
         let mut rank = crate::slurm::RankIdentity::from_env()?;
-        let lock = crate::recover::lock_run(spec, &invocation, &started_on, &builder_id)
-            .map_err(|e| RunError::Record(e.to_string()))?;
+        let lock = crate::recover::lock_run(spec, &invocation, &started_on, &builder_id)?;
         let netns =
             crate::slurm::job_network(spec.sandbox.network, spec.sandbox.ports, rank.as_mut());
         Ok(Ctx {
@@ -245,9 +293,7 @@ impl Ctx<'_> {
     ) -> Result<PathBuf, RunError> {
         // The result is shown to people: names in it came from disk.
         facts.result = sealrun_verifier::text::one_line(&facts.result);
-        if let Some(r) = &self.rank {
-            r.annotate(&mut facts.internal);
-        }
+        facts.internal.slurm = self.rank.as_ref().map(|r| r.0.clone());
         let (subjects, prov) = attest::provenance(&facts);
         let path = self.record_path();
         attest::publish(
@@ -270,8 +316,9 @@ impl Ctx<'_> {
     /// Record and audit a run refused before anything ran: the one refusal path.
     fn refuse(&self, inputs: &[RecordedInput], r: Refusal) -> Result<RunSummary, RunError> {
         let mut facts = self.facts(inputs, r.result.clone());
+        facts.refusal = r.kind;
         if let Some(internal) = r.internal {
-            facts.internal = internal;
+            facts.internal = *internal;
         }
         let record = self.finish(facts, "refused", r.result)?;
         Ok(RunSummary {
@@ -292,9 +339,13 @@ impl Ctx<'_> {
             inputs,
             code_digest: None,
             executable: None,
-            internal: serde_json::json!({"launcher_sha256": crate::launcher_sha256()}),
+            internal: InternalParameters {
+                launcher_sha256: crate::launcher_sha256().to_string(),
+                ..Default::default()
+            },
             outcome: None,
             result,
+            refusal: None,
             logs: Vec::new(),
             outputs: None,
             extra_byproducts: Vec::new(),
@@ -418,13 +469,13 @@ fn redact_egress(o: &mut sealrun_sandbox::Outcome, patterns: &Patterns) -> Vec<L
 /// started. A leak outranks unattested outputs; a failed job keeps its status,
 /// and the result also names what else went wrong.
 fn run_result(
-    outcome: &Result<sealrun_sandbox::Outcome, String>,
+    outcome: &Result<sealrun_sandbox::Outcome, SandboxError>,
     leaks: &[&Leak],
     unattested: &sealrun_verifier::record::UnattestedOutputs,
 ) -> (u8, String, String) {
     let o = match outcome {
         Ok(o) => o,
-        Err(e) => return (exit::SETUP_FAILED, format!("failed: {e}"), e.clone()),
+        Err(e) => return (exit::SETUP_FAILED, format!("failed: {e}"), e.to_string()),
     };
     let reason = attest::end_reason_text(o);
     let mut problems = Vec::new();
@@ -463,29 +514,23 @@ fn unattested_text(u: &sealrun_verifier::record::UnattestedOutputs) -> String {
 }
 
 /// The record's `output-summary` and (if any) `output-unattested` byproducts.
-fn output_byproducts(
-    c: &crate::outputs::Collected,
-) -> Vec<sealrun_verifier::record::ResourceDescriptor> {
-    use sealrun_verifier::record::{
-        ResourceDescriptor, OUTPUT_SUMMARY_BYPRODUCT, UNATTESTED_BYPRODUCT,
-    };
-    let mut v = vec![ResourceDescriptor {
-        name: Some(OUTPUT_SUMMARY_BYPRODUCT.into()),
-        annotations: serde_json::to_value(&c.summary).ok(),
-        ..Default::default()
-    }];
+fn output_byproducts(c: &crate::outputs::Collected) -> Vec<ResourceDescriptor> {
+    use sealrun_verifier::record::{OUTPUT_SUMMARY_BYPRODUCT, UNATTESTED_BYPRODUCT};
+    let mut v = vec![ResourceDescriptor::annotated(
+        OUTPUT_SUMMARY_BYPRODUCT,
+        &c.summary,
+    )];
     if c.unattested.count > 0 {
-        v.push(ResourceDescriptor {
-            name: Some(UNATTESTED_BYPRODUCT.into()),
-            annotations: serde_json::to_value(&c.unattested).ok(),
-            ..Default::default()
-        });
+        v.push(ResourceDescriptor::annotated(
+            UNATTESTED_BYPRODUCT,
+            &c.unattested,
+        ));
     }
     v
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RunError::Io(format!("pipe: {e}")))
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(RunError::Pipe)
 }
 
 /// What became of one of the job's output streams.
@@ -503,14 +548,14 @@ struct LogResult {
 }
 
 impl LogResult {
-    fn annotations(&self, limit: u64) -> serde_json::Value {
-        serde_json::json!({
-            "kept_bytes": self.kept,
-            "dropped_bytes": self.dropped,
-            "truncated": self.dropped > 0,
-            "max_log_size": limit,
-            "error": self.error,
-        })
+    fn annotations(&self, limit: u64) -> RunLog {
+        RunLog {
+            kept_bytes: self.kept,
+            dropped_bytes: self.dropped,
+            truncated: self.dropped > 0,
+            max_log_size: limit,
+            error: self.error.clone(),
+        }
     }
 }
 
@@ -610,194 +655,6 @@ async fn pump(
     })
 }
 
-/// Keep a copy of a proof (signature or producer record) in `records/artifacts/`
-/// under its SHA-256, so the chain can be verified offline from the records folder.
-fn keep_proof(records: &Path, bytes: &[u8]) -> Result<String, String> {
-    let sha = Digest::of(bytes).to_hex();
-    let dir = records.join("artifacts");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join(format!("{sha}.json"));
-    if !path.exists() {
-        write_atomic(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(sha)
-}
-
-/// Stage one input and verify the staged copy against what vouches for it;
-/// returns what was verified, the proof reference for the record, and the copy.
-fn verify_input(
-    input: &crate::spec::Input,
-    stage: &Stage,
-    policy: &Policy,
-    spec: &JobSpec,
-    stage_records: &BTreeMap<String, PathBuf>,
-) -> Result<(Verified, Proof, Staged), String> {
-    let now = time::OffsetDateTime::now_utc();
-    // An earlier stage's outputs are checked like any other record input.
-    let (proof, from) = match &input.proof {
-        SpecProof::Stage(name) => {
-            let record = stage_records
-                .get(name)
-                .ok_or_else(|| format!("stage {name:?} has not produced a record"))?;
-            (
-                SpecProof::Record(record.clone()),
-                format!("outputs of stage {name:?}: "),
-            )
-        }
-        other => (other.clone(), String::new()),
-    };
-    verify_proof(input, stage, policy, spec, &proof, now)
-        .map_err(|e| format!("{from}{}", stage.show(&e)))
-}
-
-fn verify_proof(
-    input: &crate::spec::Input,
-    stage: &Stage,
-    policy: &Policy,
-    spec: &JobSpec,
-    proof: &SpecProof,
-    now: time::OffsetDateTime,
-) -> Result<(Verified, Proof, Staged), String> {
-    match proof {
-        SpecProof::Stage(name) => Err(format!("stage {name:?} was not resolved to its record")),
-        SpecProof::Signature(sig_path) => {
-            verify_signed_input(input, stage, policy, spec, sig_path, now)
-        }
-        SpecProof::Record(rec_path) => {
-            let bytes = dsse::read_limited(rec_path).map_err(|e| e.to_string())?;
-            let shown = rec_path.display().to_string();
-            // Cheap checks first: the record's signature, then the file list.
-            check_record_listing(&shown, &bytes, policy, &input.path)?;
-            let staged = stage
-                .copy_tree(&input.name, &input.path)
-                .map_err(|e| e.to_string())?;
-            // The files must be exactly the producer's attested outputs.
-            let vr = verify_record(&shown, &bytes, policy, Some(&staged.path))
-                .map_err(|e| e.to_string())?;
-            if !vr.succeeded() {
-                return Err(format!(
-                    "the producer run recorded in {shown} did not succeed"
-                ));
-            }
-            let produced = vr
-                .produced()
-                .ok_or_else(|| format!("record {shown} declares no produced artifact"))?;
-            if produced.kind != input.kind {
-                return Err(format!(
-                    "record {shown} attests kind {}, but the input is declared as {}",
-                    produced.kind, input.kind
-                ));
-            }
-            let digest = vr.subjects_digest().to_hex();
-            if produced.outputs_digest != digest {
-                return Err(format!(
-                    "record {shown}: outputs digest does not match its subjects"
-                ));
-            }
-            policy
-                .check_stage(
-                    vr.job_name(),
-                    vr.code_digest(),
-                    produced.kind,
-                    Some(&spec.name),
-                )
-                .map_err(|e| e.to_string())?;
-            if let Some((k, v)) = policy.admit_violation(&produced.labels) {
-                return Err(format!(
-                    "label {k}={v} (propagated from its inputs) is not admitted by this job"
-                ));
-            }
-            // Its own inputs must trace back to trusted signed datasets.
-            let dir = rec_path.parent().unwrap_or(Path::new("."));
-            let index = Index::from_dir(dir).map_err(|e| e.to_string())?;
-            verify_chain(&shown, &bytes, &index, policy).map_err(|e| e.to_string())?;
-            let sha = keep_proof(&spec.records, &bytes)?;
-            let v = Verified {
-                name: vr.job_name().to_string(),
-                kind: produced.kind,
-                version: None,
-                labels: produced.labels,
-                digest,
-                files: vr.statement.subject.len(),
-                bytes: 0,
-                signer: vr.signer.clone(),
-                keyid: vr.keyid.clone(),
-                key_algorithm: "ed25519".into(),
-                format: "sealrun-record",
-                expires: None,
-            };
-            Ok((
-                v,
-                Proof {
-                    kind: "record",
-                    sha256: sha,
-                },
-                staged,
-            ))
-        }
-    }
-}
-
-/// A signed input, cheap checks first: the signature and policy, then the file list and sizes
-/// (no file read yet: an unsigned extra file or a wrong size stops here); then exactly the
-/// signed files are copied and hashed in the same read (see [`Stage::stage_signed`]).
-fn verify_signed_input(
-    input: &crate::spec::Input,
-    stage: &Stage,
-    policy: &Policy,
-    spec: &JobSpec,
-    sig_path: &Path,
-    now: time::OffsetDateTime,
-) -> Result<(Verified, Proof, Staged), String> {
-    let sig = dsse::read_limited(sig_path).map_err(|e| e.to_string())?;
-    let vopts = VerifyOptions {
-        policy,
-        now,
-        rollback: None,
-        expected_kind: Some(input.kind),
-        progress: None,
-    };
-    let shown = format!("{:?}", input.path.display().to_string());
-    let mut signed = check_signature(&sig, &shown, &vopts).map_err(|e| e.to_string())?;
-    // The file list and sizes, then one read that copies and hashes (or the verified store).
-    let staged = stage
-        .stage_signed(&input.name, &input.path, &mut signed)
-        .map_err(|e| e.to_string())?;
-    let sha = keep_proof(&spec.records, &sig)?;
-    Ok((
-        signed.verified,
-        Proof {
-            kind: "signature",
-            sha256: sha,
-        },
-        staged,
-    ))
-}
-
-/// Before a record input is copied: the record verifies (signature only) and the folder holds
-/// exactly the files it attests, found without reading any of them.
-fn check_record_listing(
-    shown: &str,
-    bytes: &[u8],
-    policy: &Policy,
-    path: &Path,
-) -> Result<(), String> {
-    let vr = verify_record(shown, bytes, policy, None).map_err(|e| e.to_string())?;
-    let expected = vr
-        .outputs_manifest()
-        .map_err(|name| format!("record {shown}: subject {name:?} is not an output file"))?;
-    let walk = WalkOptions::with_shard_size(u64::MAX);
-    let artifact = format!("{:?}", path.display().to_string());
-    let listed = sealrun_verifier::manifest::list_sized(path, &walk).map_err(|source| {
-        sealrun_verifier::artifact::VerifyError::Tree {
-            artifact: artifact.clone(),
-            source,
-        }
-        .to_string()
-    })?;
-    check_listed(&artifact, &expected, &listed, false).map_err(|e| e.to_string())
-}
-
 /// Run one validated job; `stage_records` maps earlier pipeline stages to their records.
 /// Its event stream (if any) gets `record-signed` and `run-ended` whatever the end.
 pub fn run_spec(
@@ -868,7 +725,8 @@ fn run_phases(
 ) -> Result<RunSummary, Stop> {
     let spec = ctx.spec;
     if let Err(e) = &ctx.netns {
-        return Err(Refusal::refused(exit::SETUP_FAILED, format!("job network: {e}")).into());
+        let why = format!("job network: {e}");
+        return Err(Refusal::refused(exit::SETUP_FAILED, "job_network", why).into());
     }
     // 2. Stage every input and verify the staged copy; then the code and the policies.
     let mut staging = stage_inputs(ctx, p, stage_records, ev, inputs)?;
@@ -940,7 +798,7 @@ fn prepare(spec: &JobSpec, opts: &RunOptions) -> Result<Prepared, RunError> {
     )
     .map_err(|e| match e {
         // The audit log itself cannot be used: the same exit as any failed append (74).
-        crate::rollback::StateError::Audit(e) => RunError::Record(e.to_string()),
+        crate::rollback::StateError::Audit(e) => RunError::Audit(e),
         e => RunError::Usage {
             path: spec.rollback_state.clone(),
             message: e.to_string(),
@@ -984,9 +842,9 @@ fn stage_inputs(
         .to_path_buf();
     // Not ours, shared or unsafe: refuse rather than stage where others can swap.
     let mut stage = Stage::create(&stage_base, &ctx.invocation)
-        .map_err(|e| Refusal::refused(exit::SETUP_FAILED, format!("staging: {e}")))?;
+        .map_err(|e| Refusal::refused(exit::SETUP_FAILED, "staging", format!("staging: {e}")))?;
     let store = crate::store::Store::for_spec(&spec.store)
-        .map_err(|e| Refusal::refused(exit::SETUP_FAILED, format!("store: {e}")))?;
+        .map_err(|e| Refusal::refused(exit::SETUP_FAILED, "store", format!("store: {e}")))?;
     store.into_iter().for_each(|s| stage.use_store(s));
     crate::recover::test_pause("verifying");
     let mut staging = Staging {
@@ -994,28 +852,35 @@ fn stage_inputs(
         fd_binds: Vec::new(),
         how: BTreeMap::new(),
     };
-    let refused = |message: String| Refusal::refused(exit::VERIFY_FAILED, message);
+    let refused = |kind, message: String| Refusal::refused(exit::VERIFY_FAILED, kind, message);
     for input in &spec.inputs {
-        let (verified, proof, mut staged) =
-            match verify_input(input, &staging.stage, &p.policy, spec, stage_records) {
-                Ok(v) => v,
-                Err(e) => {
-                    ev.input_refused(&input.name, &input.path, &e);
-                    return Err(refused(format!(
-                        "input {:?} ({}): {e}",
+        let VerifiedInput {
+            verified,
+            proof,
+            mut staged,
+        } = match verify_input(input, &staging.stage, &p.policy, spec, stage_records) {
+            Ok(v) => v,
+            Err(e) => {
+                let shown = crate::inputs::describe(&e, input, &staging.stage);
+                ev.input_refused(&input.name, &input.path, &shown);
+                return Err(refused(
+                    e.kind(),
+                    format!(
+                        "input {:?} ({}): {shown}",
                         input.name,
                         sealrun_verifier::text::path(&input.path)
-                    ))
-                    .into());
-                }
-            };
+                    ),
+                )
+                .into());
+            }
+        };
         tracing::debug!(input = %input.name, digest = %verified.digest, signer = %verified.signer, "input verified");
         ev.input_verified(&input.name, &input.path, &verified);
         staging.how.insert(input.name.clone(), staged.how);
         let fd = staging
             .stage
             .open_staged(&mut staged)
-            .map_err(|e| refused(format!("input {:?}: {e}", input.name)))?;
+            .map_err(|e| refused("staging", format!("input {:?}: {e}", input.name)))?;
         staging.fd_binds.push(FdBind {
             fd,
             dest: input.mount.clone().into(),
@@ -1034,21 +899,29 @@ fn stage_inputs(
 impl Staging {
     /// Phase 2c: copy the code folder (if any) into the staging folder and hash the copy;
     /// returns its manifest root digest.
-    fn stage_code(&mut self, spec: &JobSpec) -> Result<Option<Digest>, RunError> {
+    /// A code folder that cannot be copied (a symlink or special file in it, an unreadable
+    /// file) refuses the run (`staging`, exit 70): it has a record, like every run that got
+    /// this far.
+    fn stage_code(&mut self, spec: &JobSpec) -> Result<Option<Digest>, Refusal> {
         let Some(code) = &spec.code else {
             return Ok(None);
         };
         let stage = &self.stage;
-        let io = |e: String| RunError::Io(format!("code {}: {}", code.display(), stage.show(&e)));
+        let refuse = |e: &dyn std::fmt::Display| {
+            let shown = stage.show(&e.to_string());
+            Refusal::refused(
+                exit::SETUP_FAILED,
+                "staging",
+                format!("code {}: {shown}", code.display()),
+            )
+        };
         let staged = stage
             .copy_tree(crate::stage::CODE_DIR, code)
-            .map_err(|e| io(e.to_string()))?;
-        let m = Manifest::build(&staged.path, &WalkOptions::default(), None)
-            .map_err(|e| io(e.to_string()))?;
+            .map_err(|e| refuse(&e))?;
+        let m =
+            Manifest::build(&staged.path, &WalkOptions::default(), None).map_err(|e| refuse(&e))?;
         self.fd_binds.push(FdBind {
-            fd: stage
-                .open_bind(&staged.rel)
-                .map_err(|e| io(e.to_string()))?,
+            fd: stage.open_bind(&staged.rel).map_err(|e| refuse(&e))?,
             dest: CODE_MOUNT.into(),
         });
         Ok(Some(m.root_digest()))
@@ -1060,8 +933,8 @@ impl Staging {
 fn check_rollback(spec: &JobSpec, inputs: &[RecordedInput]) -> Result<(), Stop> {
     match crate::rollback::check_and_record(&spec.rollback_state, &spec.audit_log, inputs) {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(why)) => Err(Refusal::refused(exit::VERIFY_FAILED, why).into()),
-        Err(crate::rollback::StateError::Audit(e)) => Err(RunError::Record(e.to_string()).into()),
+        Ok(Err(why)) => Err(Refusal::refused(exit::VERIFY_FAILED, "rollback", why).into()),
+        Err(crate::rollback::StateError::Audit(e)) => Err(RunError::Audit(e).into()),
         Err(crate::rollback::StateError::State(e)) => Err(RunError::Usage {
             path: spec.rollback_state.clone(),
             message: e.to_string(),
@@ -1079,7 +952,7 @@ fn check_stage_policy(
     let code_hex = code_digest.map(|d| d.to_hex());
     policy
         .check_stage(&spec.name, code_hex.as_deref(), spec.produces, None)
-        .map_err(|e| Refusal::refused(exit::VERIFY_FAILED, format!("stage policy: {e}")))
+        .map_err(|e| Refusal::refused(exit::VERIFY_FAILED, "policy", format!("stage policy: {e}")))
 }
 
 /// Phase 3a: the output folder, new or empty, so that everything in it afterwards is the job's.
@@ -1106,7 +979,7 @@ struct Planned {
     /// The read ends of the job's stdout and stderr.
     pipes: [OwnedFd; 2],
     /// The record's internalParameters.
-    internal: serde_json::Value,
+    internal: InternalParameters,
     /// The command's executable as the sandbox will resolve it, and its digest.
     executable: Option<(String, Digest)>,
 }
@@ -1179,26 +1052,35 @@ fn sandbox_config(
 fn internal_parameters(
     spec: &JobSpec,
     staging: &BTreeMap<String, &'static str>,
-) -> serde_json::Value {
-    serde_json::json!({
-        "launcher_version": env!("CARGO_PKG_VERSION"),
-        "launcher_sha256": crate::launcher_sha256(),
-        "limits": {
-            "memory_bytes": spec.sandbox.memory,
-            "pids": spec.sandbox.pids,
-            "timeout_s": spec.sandbox.timeout.map(|t| t.as_secs_f64()),
-            "tmp_bytes": spec.sandbox.tmp_size,
-            "shm_bytes": spec.sandbox.shm.unwrap_or_else(|| sealrun_sandbox::plan::default_shm_size(spec.sandbox.memory)),
-            "cpus": spec.sandbox.cpus,
-            "max_file_bytes": spec.sandbox.outputs.max_file_size,
-            "max_output_bytes": spec.sandbox.outputs.max_output_size,
-            "max_output_files": spec.sandbox.outputs.max_output_files,
-            "max_log_bytes": spec.sandbox.outputs.max_log_size,
-            "post_run_timeout_s": spec.sandbox.outputs.post_run_timeout.as_secs_f64(),
-        },
-        "staging": crate::store::staging_summary(staging),
-        "staging_inputs": staging,
-    })
+) -> InternalParameters {
+    let sb = &spec.sandbox;
+    InternalParameters {
+        launcher_version: Some(env!("CARGO_PKG_VERSION").into()),
+        launcher_sha256: crate::launcher_sha256().into(),
+        limits: Some(sealrun_verifier::record::Limits {
+            memory_bytes: sb.memory,
+            pids: sb.pids,
+            timeout_s: sb.timeout.map(|t| t.as_secs_f64()),
+            tmp_bytes: sb.tmp_size,
+            shm_bytes: sb
+                .shm
+                .unwrap_or_else(|| sealrun_sandbox::plan::default_shm_size(sb.memory)),
+            cpus: sb.cpus,
+            max_file_bytes: sb.outputs.max_file_size,
+            max_output_bytes: sb.outputs.max_output_size,
+            max_output_files: sb.outputs.max_output_files,
+            max_log_bytes: sb.outputs.max_log_size,
+            post_run_timeout_s: sb.outputs.post_run_timeout.as_secs_f64(),
+        }),
+        staging: Some(crate::store::staging_summary(staging).into()),
+        staging_inputs: Some(
+            staging
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    }
 }
 
 /// Phase 3b: compile the sandbox plan (profile, seccomp BPF, binds, GPUs resolved against
@@ -1213,7 +1095,8 @@ fn plan_sandbox(ctx: &Ctx, p: &Prepared, staging: &mut Staging) -> Result<Planne
         r.apply(&mut config.env);
     }
     let netns = ctx.netns.as_ref().ok().and_then(Option::as_ref);
-    crate::slurm::apply_network(netns, &mut config).map_err(RunError::Io)?;
+    crate::slurm::apply_network(netns, &mut config)
+        .map_err(|e| Refusal::refused(exit::SETUP_FAILED, "job_network", e))?;
     let venv_bin = spec.sandbox.python.as_ref().map(|v| v.bin());
     let executable = resolve_executable(&spec.command[0], venv_bin).and_then(|p| {
         sealrun_verifier::digest::hash_file(&p, u64::MAX)
@@ -1240,24 +1123,20 @@ fn plan_sandbox(ctx: &Ctx, p: &Prepared, staging: &mut Staging) -> Result<Planne
                 status: exit::SETUP_FAILED,
                 result: format!("failed: {msg}"),
                 message: format!("sandbox setup failed: {e}; nothing ran"),
-                internal: Some(internal),
+                internal: Some(Box::new(internal)),
+                kind: Some("sandbox_plan"),
             }
             .into());
         }
     };
-    if let Some(o) = internal.as_object_mut() {
-        o.insert("profile".into(), plan.profile_name().into());
-        o.insert("profile_sha256".into(), plan.profile_sha256().into());
-        o.insert("bpf_sha256".into(), plan.bpf_sha256().into());
-        o.insert("landlock_abi".into(), plan.landlock_abi().into());
-        o.insert("job_host_uid".into(), plan.job_host_uid().into());
-        if let Some(g) = &mut gpus {
-            g.planned(&plan);
-            o.insert(
-                sealrun_verifier::record::GPUS_PARAMETER.into(),
-                serde_json::to_value(&g.access).unwrap_or_default(),
-            );
-        }
+    internal.profile = Some(plan.profile_name().into());
+    internal.profile_sha256 = Some(plan.profile_sha256().into());
+    internal.bpf_sha256 = Some(plan.bpf_sha256().into());
+    internal.landlock_abi = Some(plan.landlock_abi());
+    internal.job_host_uid = Some(plan.job_host_uid());
+    if let Some(g) = &mut gpus {
+        g.planned(&plan);
+        internal.gpus = Some(g.access.clone());
     }
     tracing::debug!(
         profile = plan.profile_name(),
@@ -1278,7 +1157,7 @@ fn plan_sandbox(ctx: &Ctx, p: &Prepared, staging: &mut Staging) -> Result<Planne
 /// What phase 4 saw.
 struct Executed {
     /// The sandbox's outcome, or why it could not start.
-    outcome: Result<sealrun_sandbox::Outcome, String>,
+    outcome: Result<sealrun_sandbox::Outcome, SandboxError>,
     /// stdout and stderr: the log file and what became of the stream.
     logs: [(PathBuf, LogResult); 2],
     interrupt: sealrun_verifier::record::Interrupt,
@@ -1322,8 +1201,7 @@ fn execute(
             outcome: "running".into(),
         },
         ctx.key,
-    )
-    .map_err(|e| RunError::Record(e.to_string()))?;
+    )?;
     ctx.lock.started();
     crate::recover::test_pause("started");
     let log_base = spec
@@ -1355,8 +1233,7 @@ fn execute(
         &patterns,
         spec.sandbox.outputs.max_log_size,
         &mut interrupt,
-    )
-    .map_err(RunError::Io)?;
+    )?;
     Ok(Executed {
         outcome,
         logs: [(stdout_log, out_d), (stderr_log, err_d)],
@@ -1378,27 +1255,45 @@ fn supervise(
     patterns: &Arc<Patterns>,
     max_log: u64,
     interrupt: &mut sealrun_verifier::record::Interrupt,
-) -> Result<(Result<sealrun_sandbox::Outcome, String>, [LogResult; 2]), String> {
+) -> Result<
+    (
+        Result<sealrun_sandbox::Outcome, SandboxError>,
+        [LogResult; 2],
+    ),
+    ExecError,
+> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("tokio runtime: {e}"))?;
+        .map_err(ExecError::Runtime)?;
     rt.block_on(async {
         let [(out_r, out_log, _), (err_r, err_log, _)] = pumps;
-        let out_pump = tokio::spawn(pump(out_r, out_log, false, quiet, Redactor::with(patterns.clone()), max_log));
-        let err_pump = tokio::spawn(pump(err_r, err_log, true, quiet, Redactor::with(patterns.clone()), max_log));
+        let out_pump = tokio::spawn(pump(
+            out_r,
+            out_log,
+            false,
+            quiet,
+            Redactor::with(patterns.clone()),
+            max_log,
+        ));
+        let err_pump = tokio::spawn(pump(
+            err_r,
+            err_log,
+            true,
+            quiet,
+            Redactor::with(patterns.clone()),
+            max_log,
+        ));
         // Caught from before the sandbox starts: a SIGINT/SIGTERM that comes while it starts is
         // held and passed on once the job runs, never the launcher's death (which would leave
         // the run without its record).
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| e.to_string())?;
+            .map_err(ExecError::Signals)?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-            .map_err(|e| e.to_string())?;
-        let started = tokio::task::spawn_blocking(move || plan.spawn())
-            .await
-            .map_err(|e| format!("supervisor: {e}"))?;
+            .map_err(ExecError::Signals)?;
+        let started = tokio::task::spawn_blocking(move || plan.spawn()).await?;
         let outcome = match started {
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
             Ok(handle) => {
                 let pid = handle.pid();
                 let mut waiter = tokio::task::spawn_blocking(move || handle.wait());
@@ -1406,11 +1301,15 @@ fn supervise(
                     // The job gets the signal we got (Ctrl-C is SIGINT: Python raises
                     // KeyboardInterrupt); a second one, of either kind, kills the tree.
                     let got = tokio::select! {
-                        r = &mut waiter => break r.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
+                        r = &mut waiter => break r?,
                         _ = term.recv() => libc::SIGTERM,
                         _ = int.recv() => libc::SIGINT,
                     };
-                    let sig = if interrupt.signals.is_empty() { got } else { libc::SIGKILL };
+                    let sig = if interrupt.signals.is_empty() {
+                        got
+                    } else {
+                        libc::SIGKILL
+                    };
                     interrupt.signals.push(signal_name(got).to_string());
                     interrupt.killed |= sig == libc::SIGKILL;
                     // SAFETY: signalling the sandbox init, our child, which is not reaped until
@@ -1419,9 +1318,9 @@ fn supervise(
                 }
             }
         };
-        let out_d = out_pump.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-        let err_d = err_pump.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-        Ok::<_, String>((outcome, [out_d, err_d]))
+        let out_d = out_pump.await?.map_err(ExecError::Pump)?;
+        let err_d = err_pump.await?.map_err(ExecError::Pump)?;
+        Ok::<_, ExecError>((outcome, [out_d, err_d]))
     })
 }
 
@@ -1429,7 +1328,7 @@ fn supervise(
 struct Done {
     code_digest: Option<Digest>,
     executable: Option<(String, Digest)>,
-    internal: serde_json::Value,
+    internal: InternalParameters,
 }
 
 /// Phase 5: take every output back from the job's uid and attest what can be; find the
@@ -1529,13 +1428,10 @@ fn record(
     let result = if interrupt.signals.is_empty() {
         result
     } else {
-        facts
-            .extra_byproducts
-            .push(sealrun_verifier::record::ResourceDescriptor {
-                name: Some("interrupt".into()),
-                annotations: serde_json::to_value(&interrupt).ok(),
-                ..Default::default()
-            });
+        facts.extra_byproducts.push(ResourceDescriptor::annotated(
+            sealrun_verifier::record::INTERRUPT_BYPRODUCT,
+            &interrupt,
+        ));
         format!("{result} (interrupted: {})", interrupt.signals.join(", "))
     };
     crate::recover::test_pause("signing");
@@ -1564,7 +1460,7 @@ fn produced_byproduct(
     spec: &JobSpec,
     inputs: &[RecordedInput],
     outputs: &sealrun_verifier::outputs::Outputs,
-) -> sealrun_verifier::record::ResourceDescriptor {
+) -> ResourceDescriptor {
     let input_labels: Vec<BTreeMap<String, String>> =
         inputs.iter().map(|i| i.verified.labels.clone()).collect();
     let produced = ProducedArtifact {
@@ -1579,11 +1475,7 @@ fn produced_byproduct(
         )
         .to_hex(),
     };
-    sealrun_verifier::record::ResourceDescriptor {
-        name: Some("artifact".into()),
-        annotations: serde_json::to_value(&produced).ok(),
-        ..Default::default()
-    }
+    ResourceDescriptor::annotated(sealrun_verifier::record::ARTIFACT_BYPRODUCT, &produced)
 }
 
 /// The `secrets` byproduct: each secret delivered (never its value: an HMAC fingerprint under
@@ -1593,28 +1485,29 @@ fn secrets_byproduct(
     leaks: &[Leak],
     delivered_on: time::OffsetDateTime,
     fingerprint_key: &[u8],
-) -> sealrun_verifier::record::ResourceDescriptor {
-    let delivered: Vec<serde_json::Value> = secrets
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "name": s.spec.name,
-                "path": s.spec.path,
-                "ttl_s": s.spec.ttl.as_secs_f64(),
-                "delivery": "tmpfs",
-                "delivered_on": rfc3339(delivered_on),
-                "expires_on": rfc3339(delivered_on + s.spec.ttl),
-                "fingerprint": s.fingerprint(fingerprint_key),
-                "allow_leak": s.spec.allow_leak,
+) -> ResourceDescriptor {
+    use sealrun_verifier::record::{DeliveredSecret, SecretLeak, SecretsReport};
+    let report = SecretsReport {
+        secrets: secrets
+            .iter()
+            .map(|s| DeliveredSecret {
+                name: s.spec.name.clone(),
+                path: s.spec.path.clone(),
+                ttl_s: s.spec.ttl.as_secs_f64(),
+                delivery: "tmpfs".into(),
+                delivered_on: rfc3339(delivered_on),
+                expires_on: rfc3339(delivered_on + s.spec.ttl),
+                fingerprint: s.fingerprint(fingerprint_key),
+                allow_leak: s.spec.allow_leak,
             })
-        })
-        .collect();
-    sealrun_verifier::record::ResourceDescriptor {
-        name: Some("secrets".into()),
-        annotations: Some(serde_json::json!({
-            "secrets": delivered,
-            "leaked": leaks,
-        })),
-        ..Default::default()
-    }
+            .collect(),
+        leaked: leaks
+            .iter()
+            .map(|l| SecretLeak {
+                secret: l.secret.clone(),
+                place: l.place.clone(),
+            })
+            .collect(),
+    };
+    ResourceDescriptor::annotated(sealrun_verifier::record::SECRETS_BYPRODUCT, &report)
 }

@@ -27,7 +27,10 @@ use time::OffsetDateTime;
 use crate::artifact::{verify_any_signature, VerifyError, VerifyOptions};
 use crate::digest::Digest;
 use crate::policy::{Kind, Policy};
-use crate::record::{verify_record, PythonEnvironment, PythonPackage, RecordError, VerifiedRecord};
+use crate::record::{
+    check_producer, verify_record, DependencyKind, ProducerError, ProofKind, PythonEnvironment,
+    PythonPackage, RecordError, VerifiedRecord,
+};
 
 /// Why a chain does not verify. `path` is the chain from the top record down.
 #[derive(Debug, thiserror::Error)]
@@ -205,13 +208,20 @@ fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
 
+/// A verified chain: its graph, and every record on it (verified), by the SHA-256 of its file.
+#[derive(Debug, Clone)]
+pub struct VerifiedChain {
+    pub graph: Graph,
+    pub records: BTreeMap<String, VerifiedRecord>,
+}
+
 /// Verify the chain from the record `bytes` (named `name`) through `index`.
 pub fn verify_chain(
     name: &str,
     bytes: &[u8],
     index: &Index,
     policy: &Policy,
-) -> Result<Graph, ChainError> {
+) -> Result<VerifiedChain, ChainError> {
     let mut w = Walker {
         index,
         policy,
@@ -224,11 +234,14 @@ pub fn verify_chain(
     };
     let root = Digest::of(bytes).to_hex();
     w.visit_record(name, bytes, &mut Vec::new())?;
-    Ok(Graph {
-        root,
-        nodes: w.nodes.into_values().collect(),
-        edges: w.edges,
-        warnings: w.warnings,
+    Ok(VerifiedChain {
+        graph: Graph {
+            root,
+            nodes: w.nodes.into_values().collect(),
+            edges: w.edges,
+            warnings: w.warnings,
+        },
+        records: w.done,
     })
 }
 
@@ -258,6 +271,7 @@ impl Walker<'_> {
             })?;
         // The stage policy applies to every run in the chain, the top one included.
         if !vr.is_pipeline() {
+            // A run refused before it produced anything declares no artifact.
             let kind = vr.produced().map(|p| p.kind).unwrap_or(Kind::Model);
             self.policy
                 .check_stage(vr.job_name(), vr.code_digest(), kind, None)
@@ -270,27 +284,16 @@ impl Walker<'_> {
         stack.push(label);
         self.visiting.push(id.clone());
         let path_now = stack.join(" <- ");
-        let deps = vr
-            .statement
-            .predicate
-            .build_definition
-            .resolved_dependencies
-            .clone();
+        let deps = vr.contents.dependencies.clone();
         for dep in &deps {
-            let Some(ann) = dep.annotations.as_ref() else {
-                continue;
+            let (proof, expected_kind) = match &dep.kind {
+                DependencyKind::Input(a) => (&a.proof, a.kind),
+                DependencyKind::Stage(a) => (&a.proof, a.kind),
+                _ => continue,
             };
-            let Some(proof) = ann.get("proof") else {
-                continue;
-            };
-            let input = dep.name.clone().unwrap_or_default();
-            let kind_of_proof = proof.get("type").and_then(|t| t.as_str()).unwrap_or("");
-            let sha = proof
-                .get("sha256")
-                .and_then(|t| t.as_str())
-                .unwrap_or("")
-                .to_string();
-            let dep_digest = dep.digest.get("sha256").cloned().unwrap_or_default();
+            let input = dep.name().to_string();
+            let sha = proof.sha256.clone();
+            let dep_digest = dep.sha256().to_string();
             // A revoked input fails here, found in the folder or not.
             if let Some(r) = self.policy.revoked_input(dep) {
                 return Err(ChainError::Revoked {
@@ -299,10 +302,9 @@ impl Walker<'_> {
                     revocation: Box::new(r.clone()),
                 });
             }
-            let what = if kind_of_proof == "record" {
-                "producer record"
-            } else {
-                "signature"
+            let what = match proof.kind {
+                ProofKind::Record => "producer record",
+                ProofKind::Signature => "signature",
             };
             let Some((file, pbytes)) = self.index.files.get(&sha).cloned() else {
                 return Err(ChainError::Missing {
@@ -313,41 +315,31 @@ impl Walker<'_> {
                     dir: self.index.dir.clone(),
                 });
             };
-            let from_id = match kind_of_proof {
-                "record" => {
+            let from_id = match proof.kind {
+                ProofKind::Record => {
                     let sub = self.visit_record(&file.display().to_string(), &pbytes, stack)?;
-                    let produced = sub.subjects_digest().to_hex();
-                    if produced != dep_digest {
-                        return Err(ChainError::Broken {
-                            path: path_now.clone(),
-                            input,
-                            reason: format!(
-                                "consumed outputs sha256:{dep_digest}, but the producer record {} attests outputs sha256:{produced} (a different run's record)",
-                                crate::text::path(&file)
-                            ),
-                        });
-                    }
-                    if !sub.succeeded() {
-                        return Err(ChainError::Broken {
-                            path: path_now.clone(),
-                            input,
-                            reason: format!(
-                                "the producer run {} did not succeed",
-                                sub.statement.predicate.run_details.metadata.invocation_id
-                            ),
-                        });
-                    }
-                    let kind = sub.produced().map(|p| p.kind).unwrap_or(Kind::Model);
                     let consumer = (!vr.is_pipeline()).then(|| vr.job_name());
-                    self.policy
-                        .check_stage(sub.job_name(), sub.code_digest(), kind, consumer)
-                        .map_err(|e| ChainError::Policy {
+                    check_producer(
+                        &sub,
+                        &dep_digest,
+                        Some(expected_kind),
+                        consumer,
+                        self.policy,
+                    )
+                    .map_err(|e| match e {
+                        ProducerError::Stage(e) => ChainError::Policy {
                             path: path_now.clone(),
                             reason: e.to_string(),
-                        })?;
+                        },
+                        e => ChainError::Broken {
+                            path: path_now.clone(),
+                            input: input.clone(),
+                            reason: format!("{} ({})", e, crate::text::path(&file)),
+                        },
+                    })?;
                     sha.clone()
                 }
-                "signature" => {
+                ProofKind::Signature => {
                     let broken = |reason: String| ChainError::Broken {
                         path: path_now.clone(),
                         input: input.clone(),
@@ -362,10 +354,7 @@ impl Walker<'_> {
                     })?;
                     // The kind the consumer verified it as (a model-signing bundle
                     // names none itself; a sealrun signature must agree).
-                    let expected_kind = ann
-                        .get("kind")
-                        .and_then(|k| k.as_str())
-                        .and_then(|k| k.parse::<Kind>().ok());
+                    let expected_kind = Some(expected_kind);
                     let opts = VerifyOptions {
                         policy: self.policy,
                         now: used_at,
@@ -417,13 +406,6 @@ impl Walker<'_> {
                     });
                     sha.clone()
                 }
-                other => {
-                    return Err(ChainError::Broken {
-                        path: path_now.clone(),
-                        input,
-                        reason: format!("unknown proof type {other:?}"),
-                    })
-                }
             };
             self.edges.push(Edge {
                 from: from_id,
@@ -453,13 +435,7 @@ impl Walker<'_> {
                 produces: produced.as_ref().map(|p| p.kind),
                 labels: produced.map(|p| p.labels).unwrap_or_default(),
                 signer: vr.signer.clone(),
-                result: vr
-                    .byproduct("end")
-                    .and_then(|b| b.annotations.as_ref())
-                    .and_then(|a| a.get("result"))
-                    .and_then(|r| r.as_str())
-                    .unwrap_or("unknown")
-                    .to_string(),
+                result: vr.contents.end.result.clone(),
                 outputs: vr
                     .statement
                     .subject
@@ -614,18 +590,40 @@ mod tests {
     };
     use crate::statement::Subject;
 
+    /// An input's annotations (the record schema's [`InputAnnotation`]).
+    fn input_notes(kind: ProofKind, sha256: &str) -> serde_json::Value {
+        crate::record::to_annotations(&crate::record::InputAnnotation {
+            artifact: "in".into(),
+            kind: Kind::Dataset,
+            version: None,
+            labels: BTreeMap::new(),
+            signer: "k".into(),
+            keyid: "k".into(),
+            format: "sealrun-manifest".into(),
+            mount: "/inputs/in".into(),
+            proof: crate::record::ProofRef {
+                kind,
+                sha256: sha256.into(),
+            },
+        })
+    }
+
     fn record(key: &SigningKey, proof_sha: &str) -> Vec<u8> {
+        let end = crate::record::End {
+            result: "succeeded".into(),
+            reason: "succeeded".into(),
+            refusal: None,
+            ran: None,
+        };
         let prov = Provenance {
             build_definition: BuildDefinition {
                 build_type: BUILD_TYPE.into(),
                 external_parameters: serde_json::json!({"name": "loop"}),
-                internal_parameters: serde_json::json!({}),
+                internal_parameters: serde_json::json!({"launcher_sha256": ""}),
                 resolved_dependencies: vec![ResourceDescriptor {
                     name: Some("in".into()),
                     digest: [("sha256".to_string(), "00".repeat(32))].into(),
-                    annotations: Some(
-                        serde_json::json!({"proof": {"type": "record", "sha256": proof_sha}}),
-                    ),
+                    annotations: Some(input_notes(ProofKind::Record, proof_sha)),
                     ..Default::default()
                 }],
             },
@@ -639,7 +637,10 @@ mod tests {
                     started_on: "t".into(),
                     finished_on: "t".into(),
                 },
-                byproducts: vec![],
+                byproducts: vec![ResourceDescriptor::annotated(
+                    crate::record::END_BYPRODUCT,
+                    &end,
+                )],
             },
         };
         let subj = vec![Subject {
@@ -716,13 +717,12 @@ mod tests {
         .unwrap();
         let dep = &mut st.predicate.build_definition.resolved_dependencies[0];
         dep.digest = [("sha256".to_string(), root)].into();
-        dep.annotations =
-            Some(serde_json::json!({"proof": {"type": "signature", "sha256": sig_sha}}));
+        dep.annotations = Some(input_notes(ProofKind::Signature, &sig_sha));
         st.predicate.run_details.metadata.started_on = started.into();
         let rec = sign_record(st.subject.clone(), &st.predicate, &key).to_json();
         let mut index = Index::default();
         index.files.insert(sig_sha, (PathBuf::from("d.sig"), sig));
-        verify_chain("r.json", &rec, &index, &policy)
+        verify_chain("r.json", &rec, &index, &policy).map(|c| c.graph)
     }
 
     #[test]

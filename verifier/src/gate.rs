@@ -6,14 +6,12 @@
 //! record in its chain, each check of the gate policy is evaluated and every
 //! failure is reported (not only the first), naming the stage and the reason.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::chain::{verify_chain, ChainError, Index, Node};
+use crate::chain::{verify_chain, ChainError, Index};
 use crate::policy::{Policy, PolicyError};
-use crate::record::parse_unverified;
 
 /// The gate policy (TOML).
 #[derive(Clone, Debug, Deserialize)]
@@ -141,28 +139,16 @@ pub fn evaluate(
     gate: &GatePolicy,
     trust: &Policy,
 ) -> Result<Verdict, GateError> {
-    let graph = verify_chain(name, bytes, index, trust)?;
+    let chain = verify_chain(name, bytes, index, trust)?;
+    let graph = &chain.graph;
     let mut violations = Vec::new();
     let mut checked = 0;
-    let stage_ids: BTreeSet<String> = graph
-        .nodes
-        .iter()
-        .filter(|n| matches!(n, Node::Stage { .. }))
-        .map(|n| n.id().to_string())
-        .collect();
-    let root_is_pipeline = parse_unverified(bytes).is_some_and(|r| r.is_pipeline());
-    for id in &stage_ids {
-        let rec_bytes = if *id == graph.root {
-            bytes.to_vec()
-        } else {
-            match index.files.get(id) {
-                Some((_, b)) => b.clone(),
-                None => continue,
-            }
-        };
-        let Some(vr) = parse_unverified(&rec_bytes) else {
-            continue;
-        };
+    let root_is_pipeline = chain
+        .records
+        .get(&graph.root)
+        .is_some_and(|r| r.is_pipeline());
+    // Every stage of the chain, each verified by `verify_chain`.
+    for (id, vr) in &chain.records {
         checked += 1;
         let stage = vr.job_name().to_string();
         let mut fail = |check: &'static str, detail: String| {
@@ -173,28 +159,16 @@ pub fn evaluate(
             })
         };
         if gate.require_success && !vr.succeeded() {
-            let result = vr
-                .byproduct("end")
-                .and_then(|b| b.annotations.as_ref())
-                .and_then(|a| a.get("result"))
-                .and_then(|r| r.as_str())
-                .unwrap_or("unknown")
-                .to_string();
-            fail("run_succeeded", result);
+            fail("run_succeeded", vr.contents.end.result.clone());
         }
         if vr.is_pipeline() {
             continue;
         }
-        let internal = &vr.statement.predicate.build_definition.internal_parameters;
+        let internal = &vr.contents.internal;
         if !gate.approved_profiles.is_empty() {
-            let profile = internal
-                .get("profile")
-                .and_then(|p| p.as_str())
-                .unwrap_or("(none)");
-            let sha256 = internal
-                .get("profile_sha256")
-                .and_then(|p| p.as_str())
-                .unwrap_or("");
+            // A run refused before its sandbox was planned names no profile.
+            let profile = internal.profile.as_deref().unwrap_or("(none)");
+            let sha256 = internal.profile_sha256.as_deref().unwrap_or("");
             let approved = gate
                 .approved_profiles
                 .iter()
@@ -212,71 +186,32 @@ pub fn evaluate(
                 );
             }
         }
-        let sandbox = vr.byproduct("sandbox").and_then(|b| b.annotations.clone());
-        let list = |key: &str| -> Vec<serde_json::Value> {
-            sandbox
-                .as_ref()
-                .and_then(|s| s.get(key))
-                .and_then(|v| v.as_array())
-                .cloned()
-                .unwrap_or_default()
+        // A run that never started has no sandbox report; one that did has every list (a
+        // missing one does not parse, see `record::SandboxReport`).
+        let (denied, egress) = match &vr.contents.sandbox {
+            Some(s) => (
+                s.denied_syscalls
+                    .iter()
+                    .filter(|d| !gate.allow_denied_syscalls.allows(&d.name))
+                    .collect(),
+                s.egress_attempts.iter().collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
         };
-        let denied: Vec<serde_json::Value> = list("denied_syscalls")
-            .into_iter()
-            .filter(|d| {
-                let name = d.get("name").and_then(|n| n.as_str()).unwrap_or("");
-                !gate.allow_denied_syscalls.allows(name)
-            })
-            .collect();
         if !denied.is_empty() {
-            fail(
-                "no_denied_syscalls",
-                serde_json::Value::Array(denied).to_string(),
-            );
+            fail("no_denied_syscalls", json_text(&denied));
         }
-        let egress = list("egress_attempts");
         if !gate.allow_egress_attempts && !egress.is_empty() {
-            fail(
-                "no_egress_attempts",
-                serde_json::Value::Array(egress).to_string(),
-            );
+            fail("no_egress_attempts", json_text(&egress));
         }
         let leaked = vr
-            .byproduct("secrets")
-            .and_then(|b| b.annotations.as_ref())
-            .and_then(|a| a.get("leaked"))
-            .and_then(|l| l.as_array())
-            .cloned()
+            .contents
+            .secrets
+            .as_ref()
+            .map(|s| s.leaked.as_slice())
             .unwrap_or_default();
         if !gate.allow_secret_leaks && !leaked.is_empty() {
-            fail(
-                "no_secret_leaks",
-                serde_json::Value::Array(leaked).to_string(),
-            );
-        }
-        for dep in &vr
-            .statement
-            .predicate
-            .build_definition
-            .resolved_dependencies
-        {
-            let is_input = dep
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.get("kind").is_some());
-            let has_proof = dep
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.get("proof").is_some());
-            if is_input && !has_proof {
-                fail(
-                    "inputs_signed",
-                    format!(
-                        "input {:?} has no signature or producer record",
-                        dep.name.clone().unwrap_or_default()
-                    ),
-                );
-            }
+            fail("no_secret_leaks", json_text(leaked));
         }
         // The classification ceiling applies to what is released: the gated run's
         // outputs, or for a pipeline summary every stage's (labels only rise along
@@ -286,7 +221,7 @@ pub fn evaluate(
             if released {
                 // Unknown levels rank above every known one (never below the ceiling).
                 let rank = |v: &str| crate::labels::classification_rank(v).unwrap_or(usize::MAX);
-                match vr.produced().as_ref().and_then(|p| p.labels.get("classification").cloned()) {
+                match vr.produced().as_ref().and_then(|p| p.labels.get(crate::labels::CLASSIFICATION).cloned()) {
                     Some(c) if rank(&c) > rank(max) => {
                         fail("max_classification", format!("output is classified {c}, above {max}"))
                     }
@@ -303,6 +238,13 @@ pub fn evaluate(
         passed: violations.is_empty(),
         stages_checked: checked,
         violations,
-        warnings: graph.warnings,
+        warnings: graph.warnings.clone(),
     })
+}
+
+/// A list as the JSON text a violation shows (keys sorted, as the record has them).
+fn json_text<T: Serialize>(items: &[T]) -> String {
+    serde_json::to_value(items)
+        .unwrap_or(serde_json::Value::Null)
+        .to_string()
 }

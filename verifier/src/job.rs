@@ -147,7 +147,11 @@ pub fn verify_job(
             found: vr.statement.predicate.build_definition.build_type.clone(),
         });
     }
-    let seal = vr.job_seal().map_err(|e| malformed(record, e))?;
+    let seal = vr
+        .contents
+        .job
+        .clone()
+        .ok_or_else(|| malformed(record, "no `job` byproduct".into()))?;
     check_seal(record, &vr, &seal)?;
     // Every rank record first (a missing one is named as such), then every chain.
     let mut found = Vec::new();
@@ -170,7 +174,6 @@ pub fn verify_job(
         let rv = verify_record(&shown, rbytes, policy, None).map_err(Box::new)?;
         let slurm = rv
             .slurm()
-            .map_err(&rank_err)?
             .ok_or_else(|| rank_err(format!("{shown} is not a Slurm rank's record")))?;
         let want = (&seal.job_id, &seal.step_id, r.rank, seal.world_size);
         let got = (&slurm.job_id, &slurm.step_id, slurm.rank, slurm.world_size);
@@ -196,7 +199,7 @@ pub fn verify_job(
             rank,
             source: Box::new(source),
         })?;
-        chain_nodes.push(g.nodes.len());
+        chain_nodes.push(g.graph.nodes.len());
     }
     Ok(JobReport {
         seal,

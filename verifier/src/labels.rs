@@ -15,6 +15,9 @@
 
 use std::collections::BTreeMap;
 
+/// The label that orders data by sensitivity ([`CLASSIFICATION_ORDER`]).
+pub const CLASSIFICATION: &str = "classification";
+
 /// Classification levels, lowest first.
 pub const CLASSIFICATION_ORDER: [&str; 4] = ["public", "internal", "confidential", "restricted"];
 

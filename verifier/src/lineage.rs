@@ -121,27 +121,21 @@ pub fn facts_of(bytes: &[u8]) -> Facts {
     let keyids: Vec<String> = env.signatures.iter().map(|s| s.keyid.clone()).collect();
     if let Some(vr) = parse_unverified(bytes) {
         let p = &vr.statement.predicate;
-        let inputs = p
-            .build_definition
-            .resolved_dependencies
+        let inputs = vr
+            .contents
+            .dependencies
             .iter()
             .filter_map(|d| {
-                let proof = d.annotations.as_ref()?.get("proof")?;
+                let proof = d.proof()?;
                 Some(InputFacts {
-                    name: d.name.clone().unwrap_or_default(),
-                    digest: d.digest.get("sha256").cloned().unwrap_or_default(),
-                    proof: proof.get("type")?.as_str()?.to_string(),
-                    proof_sha256: proof.get("sha256")?.as_str()?.to_string(),
+                    name: d.name().to_string(),
+                    digest: d.sha256().to_string(),
+                    proof: proof.kind.as_str().to_string(),
+                    proof_sha256: proof.sha256.clone(),
                 })
             })
             .collect();
-        let result = vr
-            .byproduct("end")
-            .and_then(|b| b.annotations.as_ref())
-            .and_then(|a| a.get("result"))
-            .and_then(|r| r.as_str())
-            .unwrap_or("unknown")
-            .to_string();
+        let result = vr.contents.end.result.clone();
         return Facts::Record(RecordFacts {
             job: vr.job_name().to_string(),
             invocation: p.run_details.metadata.invocation_id.clone(),

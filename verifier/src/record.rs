@@ -38,6 +38,116 @@ pub const SPEC_SUBJECT_PREFIX: &str = "/sealrun/job-spec/";
 /// The buildType of a sealrun run.
 pub const BUILD_TYPE: &str = "https://sealrun.dev/run/v1";
 
+/// The buildType of a Slurm job seal (`sealrun seal-job`): one record whose subjects are every
+/// rank record of one job step, by digest.
+pub const JOB_BUILD_TYPE: &str = "https://sealrun.dev/job/v1";
+/// Name of the byproduct of a job seal that holds its [`JobSeal`].
+pub const JOB_BYPRODUCT: &str = "job";
+
+/// `internalParameters.slurm`: which task of which Slurm job step a run was (from the
+/// `SLURM_*` variables of the task `srun` started).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmRank {
+    /// `SLURM_JOB_ID`.
+    pub job_id: String,
+    /// `SLURM_STEP_ID` (`batch` for the batch step).
+    pub step_id: String,
+    /// `SLURM_PROCID`: the rank in the step, `0..world_size`.
+    pub rank: u32,
+    /// `SLURM_NTASKS`: the number of tasks of the step.
+    pub world_size: u32,
+    /// `SLURM_LOCALID`: the rank among the step's tasks on this node.
+    pub local_rank: u32,
+    /// `SLURMD_NODENAME`: the node the task ran on.
+    pub node: String,
+    /// `SLURM_NODEID`: the node's index in the step's allocation.
+    pub node_id: u32,
+    /// `SLURM_STEP_NODELIST` (or `SLURM_JOB_NODELIST`): the step's nodes, as Slurm writes them.
+    pub nodelist: String,
+    /// `SLURM_CLUSTER_NAME`, where set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The job network the rank ran in (`[sandbox] network = "job"`); absent: no network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<JobNetwork>,
+}
+
+/// The job network of a rank: the network namespace it shared with the other ranks of its job
+/// step on its node, and what its connects were allowed to reach.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobNetwork {
+    /// `job`.
+    pub mode: String,
+    /// Where the shared namespace was pinned on the node (`/run/sealrun/net/JOB.STEP.NODE`).
+    pub namespace: String,
+    /// Whether this rank made the namespace (the first rank on the node) or joined it.
+    pub created: bool,
+    /// What a `connect` could reach, `ADDRESS/PREFIX:FIRST-LAST` (every other destination was
+    /// refused and is in the run's `egress_attempts`).
+    pub allow: Vec<String>,
+}
+
+/// How a sealed job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobResult {
+    /// Every rank's run succeeded.
+    Succeeded,
+    /// At least one rank's run did not.
+    Failed,
+}
+
+/// The `job` byproduct of a job seal: the Slurm job step and every rank in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSeal {
+    pub job_id: String,
+    pub step_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// `WORLD_SIZE`: exactly this many rank records are sealed, ranks `0..world_size`.
+    pub world_size: u32,
+    pub result: JobResult,
+    /// The ranks whose run did not succeed, in order.
+    pub failed_ranks: Vec<u32>,
+    /// One entry per rank, in rank order.
+    pub ranks: Vec<SealedRank>,
+}
+
+/// One rank of a [`JobSeal`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedRank {
+    pub rank: u32,
+    pub local_rank: u32,
+    pub node: String,
+    /// The rank record's file name in the records folder.
+    pub record: String,
+    /// SHA-256 (hex) of the rank record's bytes (also its subject digest).
+    pub record_sha256: String,
+    /// Whether its run succeeded.
+    pub succeeded: bool,
+    /// Its record's result (`succeeded`, `failed: exited 3`, ...).
+    pub result: String,
+    /// The connects the sandbox refused and recorded (`FAMILY ADDRESS`).
+    pub egress_refused: Vec<String>,
+    /// What its connects could reach in the job network (empty: no network).
+    pub network_allow: Vec<String>,
+}
+
+/// `externalParameters` of a job seal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobExternalParameters {
+    /// The ranks' job name.
+    pub name: String,
+    pub slurm_job_id: String,
+    pub slurm_step_id: String,
+    pub world_size: u32,
+}
+
 /// An in-toto ResourceDescriptor.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -52,6 +162,22 @@ pub struct ResourceDescriptor {
     pub media_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<serde_json::Value>,
+}
+
+impl ResourceDescriptor {
+    /// An entry named `name` whose annotations are `notes` (one of this module's types).
+    pub fn annotated(name: &str, notes: &impl Serialize) -> ResourceDescriptor {
+        ResourceDescriptor {
+            name: Some(name.to_string()),
+            annotations: Some(to_annotations(notes)),
+            ..Default::default()
+        }
+    }
+}
+
+/// `notes` as annotations: a JSON object (keys sorted, as every record has them).
+pub fn to_annotations(notes: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(notes).expect("the record schema's types serialize to JSON")
 }
 
 /// `buildDefinition`.
@@ -119,11 +245,11 @@ pub fn outputs_digest<'a>(files: impl IntoIterator<Item = (&'a str, &'a Digest)>
 
 /// The artifact a run produced, as its record describes it (byproduct `artifact`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProducedArtifact {
     /// The kind the stage declares it produces (`features`, `model`, ...).
     pub kind: Kind,
     /// Labels propagated from its inputs (see `labels::propagate`).
-    #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// [`outputs_digest`] of the subjects.
     pub outputs_digest: String,
@@ -464,118 +590,783 @@ pub struct GpuHook {
     pub detail: String,
 }
 
-/// The buildType of a Slurm job seal (`sealrun seal-job`): one record whose subjects are every
-/// rank record of one job step, by digest.
-pub const JOB_BUILD_TYPE: &str = "https://sealrun.dev/job/v1";
-/// Key of [`SlurmRank`] in a run record's `internalParameters`.
-pub const SLURM_PARAMETER: &str = "slurm";
-/// Name of the byproduct of a job seal that holds its [`JobSeal`].
-pub const JOB_BYPRODUCT: &str = "job";
+// ---------------------------------------------------------------------------------------------
+// The schema: every annotation and byproduct sealrun writes, typed. The launcher builds records
+// from these structs and every reader parses them back ([`Contents::parse`]); nothing looks a
+// key up by string. A field that is missing, renamed or of another type is a parse error, never
+// an empty default.
+// ---------------------------------------------------------------------------------------------
 
-/// `internalParameters.slurm`: which task of which Slurm job step a run was (from the
-/// `SLURM_*` variables of the task `srun` started).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlurmRank {
-    /// `SLURM_JOB_ID`.
-    pub job_id: String,
-    /// `SLURM_STEP_ID` (`batch` for the batch step).
-    pub step_id: String,
-    /// `SLURM_PROCID`: the rank in the step, `0..world_size`.
-    pub rank: u32,
-    /// `SLURM_NTASKS`: the number of tasks of the step.
-    pub world_size: u32,
-    /// `SLURM_LOCALID`: the rank among the step's tasks on this node.
-    pub local_rank: u32,
-    /// `SLURMD_NODENAME`: the node the task ran on.
-    pub node: String,
-    /// `SLURM_NODEID`: the node's index in the step's allocation.
-    pub node_id: u32,
-    /// `SLURM_STEP_NODELIST` (or `SLURM_JOB_NODELIST`): the step's nodes, as Slurm writes them.
-    pub nodelist: String,
-    /// `SLURM_CLUSTER_NAME`, where set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<String>,
-    /// The job network the rank ran in (`[sandbox] network = "job"`); absent: no network.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<JobNetwork>,
+/// Name of the byproduct saying how a run ended ([`End`]).
+pub const END_BYPRODUCT: &str = "end";
+/// Name of the byproduct with what the sandbox refused ([`SandboxReport`]).
+pub const SANDBOX_BYPRODUCT: &str = "sandbox";
+/// Name of the byproduct listing the secrets delivered and leaked ([`SecretsReport`]).
+pub const SECRETS_BYPRODUCT: &str = "secrets";
+/// Name of the byproduct with the signals passed on to the job ([`Interrupt`]).
+pub const INTERRUPT_BYPRODUCT: &str = "interrupt";
+/// Name of the byproduct describing what the run produced ([`ProducedArtifact`]).
+pub const ARTIFACT_BYPRODUCT: &str = "artifact";
+/// Name of the byproduct listing symlinks and special files among the outputs ([`NonFiles`]).
+pub const NON_FILES_BYPRODUCT: &str = "output-non-files";
+/// Name of the byproduct a recovered (aborted) run's record carries ([`AbortedNote`]).
+pub const ABORTED_BYPRODUCT: &str = "aborted";
+/// Names of the log byproducts ([`LogNotes`]).
+pub const LOG_BYPRODUCTS: [&str; 2] = ["stdout", "stderr"];
+/// Name of the `resolvedDependencies` entry of the job's code folder ([`CodeAnnotation`]).
+pub const CODE_DEPENDENCY: &str = "code";
+/// Name of the `resolvedDependencies` entry of the command's executable (no annotations).
+pub const EXECUTABLE_DEPENDENCY: &str = "executable";
+
+/// What vouched for an input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProofKind {
+    /// A signature (DSSE envelope or model-signing bundle) over the input.
+    Signature,
+    /// The signed record of the run that produced it.
+    Record,
 }
 
-/// The job network of a rank: the network namespace it shared with the other ranks of its job
-/// step on its node, and what its connects were allowed to reach.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobNetwork {
-    /// `job`.
-    pub mode: String,
-    /// Where the shared namespace was pinned on the node (`/run/sealrun/net/JOB.STEP`).
-    pub namespace: String,
-    /// Whether this rank made the namespace (the first rank on the node) or joined it.
-    pub created: bool,
-    /// What a `connect` could reach, `ADDRESS/PREFIX:FIRST-LAST` (every other destination was
-    /// refused and is in the run's `egress_attempts`).
-    pub allow: Vec<String>,
+impl ProofKind {
+    /// `signature` or `record`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProofKind::Signature => "signature",
+            ProofKind::Record => "record",
+        }
+    }
 }
 
-/// An egress attempt as a run record's `sandbox` byproduct lists it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A proof reference: its kind and the SHA-256 of the proof file (a copy is kept in the
+/// records folder as `artifacts/SHA.json`, where `chain` finds it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProofRef {
+    #[serde(rename = "type")]
+    pub kind: ProofKind,
+    pub sha256: String,
+}
+
+/// The annotations of an input's `resolvedDependencies` entry (its `digest.sha256` is the
+/// digest that was verified).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputAnnotation {
+    /// The artifact's name, as its signature (or the producer's record) names it.
+    pub artifact: String,
+    pub kind: Kind,
+    pub version: Option<u64>,
+    pub labels: BTreeMap<String, String>,
+    /// The policy's name of the key that vouched for it.
+    pub signer: String,
+    pub keyid: String,
+    /// `sealrun-manifest`, `model-signing`, `sealrun-record`, ...
+    pub format: String,
+    /// Where the job saw it.
+    pub mount: String,
+    pub proof: ProofRef,
+}
+
+/// The annotations of a pipeline summary's entry for one stage (its `digest.sha256` is the
+/// stage's outputs digest, its proof the stage's record).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageAnnotation {
+    pub kind: Kind,
+    pub proof: ProofRef,
+    /// `succeeded` or `failed`.
+    pub result: String,
+}
+
+/// The annotations of the code folder's entry (its `digest.sha256` is the manifest root).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeAnnotation {
+    pub mount: String,
+    /// What the digest is of: `sealrun manifest root`.
+    pub digest_of: String,
+}
+
+/// What the code folder's digest is.
+pub const CODE_DIGEST_OF: &str = "sealrun manifest root";
+
+/// Why the sandbox ended (as the sandbox reports it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EndReason {
+    Exited { code: i32 },
+    Signaled { signal: i32 },
+    Timeout,
+    OomKilled,
+    PidsLimit { status: i32 },
+}
+
+/// Byproduct `end`: how the run ended. A run that never started (refused, aborted, a pipeline
+/// summary) has only `result` and `reason`; one that started has all of [`Ran`] too (a part of
+/// it missing is a parse error).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "EndRepr", into = "EndRepr")]
+pub struct End {
+    /// `succeeded`, `failed: ...`, `refused: ...`, `aborted`.
+    pub result: String,
+    /// `exited 0`, `timeout`, ... (for a run that did not start, the result again, or why).
+    pub reason: String,
+    /// For a run refused before it started: a stable machine-readable name for why (the
+    /// verifier's `kind()` of the error that refused an input: `signature_invalid`,
+    /// `digest_mismatch`, ...; `policy`, `rollback`, `staging`, `sandbox_plan`, ...).
+    pub refusal: Option<String>,
+    pub ran: Option<Ran>,
+}
+
+/// The part of [`End`] that only a run that started has.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ran {
+    pub end: EndReason,
+    pub exit_status: i64,
+    pub wall_ms: u64,
+    pub cpu_user_ms: u64,
+    pub cpu_sys_ms: u64,
+    pub peak_memory_bytes: u64,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum EndRepr {
+    Ran(RanEnd),
+    NotRan(NotRanEnd),
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RanEnd {
+    result: String,
+    reason: String,
+    end: EndReason,
+    exit_status: i64,
+    wall_ms: u64,
+    cpu_user_ms: u64,
+    cpu_sys_ms: u64,
+    peak_memory_bytes: u64,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotRanEnd {
+    result: String,
+    reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refusal: Option<String>,
+}
+
+impl From<EndRepr> for End {
+    fn from(r: EndRepr) -> End {
+        match r {
+            EndRepr::NotRan(n) => End {
+                result: n.result,
+                reason: n.reason,
+                refusal: n.refusal,
+                ran: None,
+            },
+            EndRepr::Ran(r) => End {
+                result: r.result,
+                reason: r.reason,
+                refusal: None,
+                ran: Some(Ran {
+                    end: r.end,
+                    exit_status: r.exit_status,
+                    wall_ms: r.wall_ms,
+                    cpu_user_ms: r.cpu_user_ms,
+                    cpu_sys_ms: r.cpu_sys_ms,
+                    peak_memory_bytes: r.peak_memory_bytes,
+                }),
+            },
+        }
+    }
+}
+
+impl From<End> for EndRepr {
+    fn from(e: End) -> EndRepr {
+        match e.ran {
+            None => EndRepr::NotRan(NotRanEnd {
+                result: e.result,
+                reason: e.reason,
+                refusal: e.refusal,
+            }),
+            Some(r) => EndRepr::Ran(RanEnd {
+                result: e.result,
+                reason: e.reason,
+                end: r.end,
+                exit_status: r.exit_status,
+                wall_ms: r.wall_ms,
+                cpu_user_ms: r.cpu_user_ms,
+                cpu_sys_ms: r.cpu_sys_ms,
+                peak_memory_bytes: r.peak_memory_bytes,
+            }),
+        }
+    }
+}
+
+/// A denied system call the job attempted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeniedSyscall {
+    /// Name (or `nr_N`).
+    pub name: String,
+    pub count: u64,
+}
+
+/// An outbound network attempt (always refused).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EgressAttempt {
     /// `connect` or `sendto`.
     pub syscall: String,
-    /// `inet`, `inet6`, `unix`, ...
+    /// `inet`, `inet6`, `unix`, `netlink`, or `af_N`.
     pub family: String,
-    /// The destination (`ADDRESS:PORT`, a path, `?`).
+    /// The address (secrets in it redacted).
     pub address: String,
 }
 
-/// How a sealed job ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobResult {
-    /// Every rank's run succeeded.
-    Succeeded,
-    /// At least one rank's run did not.
-    Failed,
-}
-
-/// The `job` byproduct of a job seal: the Slurm job step and every rank in it.
+/// Landlock as applied.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct JobSeal {
-    pub job_id: String,
-    pub step_id: String,
+pub struct LandlockReport {
+    /// Kernel ABI (0 = unavailable).
+    pub abi: u32,
+    /// `enforced` or `unsupported`.
+    pub status: String,
+}
+
+/// Byproduct `sandbox`: what the sandbox refused the job. Every field is required: a record
+/// without `denied_syscalls` does not parse (it never reads as "none denied").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxReport {
+    pub denied_syscalls: Vec<DeniedSyscall>,
+    pub egress_attempts: Vec<EgressAttempt>,
+    /// Connects to allowed peers the sandbox's supervisor carried out (a job network only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_connects: Vec<EgressAttempt>,
+    pub landlock: LandlockReport,
+}
+
+/// One secret as delivered (never its value).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveredSecret {
+    pub name: String,
+    /// Where the job found it (a private tmpfs).
+    pub path: String,
+    pub ttl_s: f64,
+    /// `tmpfs`.
+    pub delivery: String,
+    pub delivered_on: String,
+    pub expires_on: String,
+    /// HMAC-SHA-256 of the value under a key derived from the launcher's signing key.
+    pub fingerprint: String,
+    pub allow_leak: bool,
+}
+
+/// A secret seen where it must not be.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretLeak {
+    /// The secret's name.
+    pub secret: String,
+    /// `stdout`, `stderr`, `output:PATH` or `egress:ADDRESS`.
+    pub place: String,
+}
+
+/// Byproduct `secrets`: each secret delivered, and every leak found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsReport {
+    pub secrets: Vec<DeliveredSecret>,
+    pub leaked: Vec<SecretLeak>,
+}
+
+/// The annotations of a log byproduct (`stdout`, `stderr`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LogNotes {
+    /// Written by the launcher that ran the job.
+    Run(RunLog),
+    /// Found by recovery after the launcher died.
+    Recovered(RecoveredLog),
+}
+
+/// A log as the launcher kept it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunLog {
+    pub kept_bytes: u64,
+    pub dropped_bytes: u64,
+    pub truncated: bool,
+    pub max_log_size: u64,
+    /// Why the file could not be (fully) written.
+    pub error: Option<String>,
+}
+
+/// A log found by recovery: never complete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveredLog {
+    pub complete: bool,
+}
+
+/// One symlink or special file among the outputs, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NonFileEntry {
+    pub path: String,
+    /// `symlink` or `special`.
+    pub kind: String,
+    /// The link text, for symlinks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<String>,
-    /// `WORLD_SIZE`: exactly this many rank records are sealed, ranks `0..world_size`.
-    pub world_size: u32,
-    pub result: JobResult,
-    /// The ranks whose run did not succeed, in order.
-    pub failed_ranks: Vec<u32>,
-    /// One entry per rank, in rank order.
-    pub ranks: Vec<SealedRank>,
+    pub target: Option<String>,
 }
 
-/// One rank of a [`JobSeal`].
+/// Byproduct `output-non-files`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SealedRank {
-    pub rank: u32,
-    pub local_rank: u32,
-    pub node: String,
-    /// The rank record's file name in the records folder.
-    pub record: String,
-    /// SHA-256 (hex) of the rank record's bytes (also its subject digest).
-    pub record_sha256: String,
-    /// Whether its run succeeded.
-    pub succeeded: bool,
-    /// Its record's result (`succeeded`, `failed: exited 3`, ...).
-    pub result: String,
-    /// The connects the sandbox refused and recorded (`FAMILY ADDRESS`).
-    #[serde(default)]
-    pub egress_refused: Vec<String>,
-    /// What its connects could reach in the job network (empty: no network).
-    #[serde(default)]
-    pub network_allow: Vec<String>,
+pub struct NonFiles {
+    pub not_followed: Vec<NonFileEntry>,
+}
+
+/// Byproduct `aborted`: what recovery found of a run whose launcher died.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbortedNote {
+    pub reason: String,
+    /// What the subjects are (or why there are none).
+    pub outputs: String,
+    pub unreadable_entries: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unattested: Option<UnattestedOutputs>,
+}
+
+/// `internalParameters.limits`: the sandbox's limits (null where none was set).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
+    pub timeout_s: Option<f64>,
+    pub tmp_bytes: Option<u64>,
+    pub shm_bytes: u64,
+    pub cpus: Option<f64>,
+    pub max_file_bytes: u64,
+    pub max_output_bytes: u64,
+    pub max_output_files: u64,
+    pub max_log_bytes: u64,
+    pub post_run_timeout_s: f64,
+}
+
+/// `internalParameters`: how the launcher ran the job. A record of a run refused early has only
+/// `launcher_sha256`; each later phase adds what it learnt (see the launcher's `run`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternalParameters {
+    /// SHA-256 (hex) of the `sealrun` binary that wrote the record.
+    pub launcher_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launcher_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+    /// How the inputs were staged, in a word (`store-hit`, `copy`, ..., `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging: Option<String>,
+    /// How each input was staged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging_inputs: Option<BTreeMap<String, String>>,
+    /// The sandbox profile's name, and the SHA-256 of its files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_sha256: Option<String>,
+    /// SHA-256 of the compiled seccomp program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landlock_abi: Option<u32>,
+    /// The host uid the job ran as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_host_uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<GpuAccess>,
+    /// Set in a record written by recovery after the launcher died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_by_pid: Option<u32>,
+    /// The Slurm task the run was ([`SlurmRank`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRank>,
+}
+
+/// `externalParameters` of a run: the job spec as given (secret sources removed). Readers use
+/// the name and the output folder; the rest is kept as written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunExternalParameters {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `externalParameters` of a pipeline summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineExternalParameters {
+    pub name: String,
+    pub stages: Vec<String>,
+    pub file: String,
+}
+
+/// One `resolvedDependencies` entry, by what it is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DependencyKind {
+    Input(InputAnnotation),
+    Stage(StageAnnotation),
+    Code(CodeAnnotation),
+    Executable,
+    Python(PythonEnvironment),
+    PythonPackage(PythonPackage),
+    CdiSpec,
+}
+
+/// A dependency: the entry as written, and what it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dependency {
+    pub descriptor: ResourceDescriptor,
+    pub kind: DependencyKind,
+}
+
+impl Dependency {
+    /// The entry's name.
+    pub fn name(&self) -> &str {
+        self.descriptor.name.as_deref().unwrap_or("")
+    }
+
+    /// Its `digest.sha256` (empty if it has none).
+    pub fn sha256(&self) -> &str {
+        self.descriptor
+            .digest
+            .get("sha256")
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    /// The proof of an input or a stage entry.
+    pub fn proof(&self) -> Option<&ProofRef> {
+        match &self.kind {
+            DependencyKind::Input(a) => Some(&a.proof),
+            DependencyKind::Stage(a) => Some(&a.proof),
+            _ => None,
+        }
+    }
+}
+
+/// Any of the annotation shapes a dependency can have (each strict).
+#[derive(Deserialize)]
+#[serde(untagged)]
+#[allow(dead_code)] // what counts is that one of the shapes matches
+enum AnyDependencyNotes {
+    Input(InputAnnotation),
+    Stage(StageAnnotation),
+    Code(CodeAnnotation),
+    Python(PythonEnvironmentNotes),
+    Package(PythonPackageNotes),
+}
+
+/// The external parameters, by record kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExternalParameters {
+    Run(RunExternalParameters),
+    Pipeline(PipelineExternalParameters),
+    Job(JobExternalParameters),
+}
+
+/// Everything sealrun writes into a record, parsed and typed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Contents {
+    pub external: ExternalParameters,
+    pub internal: InternalParameters,
+    /// `resolvedDependencies`, in order.
+    pub dependencies: Vec<Dependency>,
+    pub end: End,
+    pub sandbox: Option<SandboxReport>,
+    pub secrets: Option<SecretsReport>,
+    pub artifact: Option<ProducedArtifact>,
+    pub interrupt: Option<Interrupt>,
+    pub output_summary: Option<OutputSummary>,
+    pub unattested: Option<UnattestedOutputs>,
+    pub non_files: Vec<NonFileEntry>,
+    /// `(stdout|stderr, the byproduct, its notes)`.
+    pub logs: Vec<(ResourceDescriptor, LogNotes)>,
+    pub aborted: Option<AbortedNote>,
+    /// A job seal's ranks.
+    pub job: Option<JobSeal>,
+}
+
+/// Why a record's contents do not parse: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SchemaError {
+    pub field: String,
+    pub message: String,
+}
+
+fn parse_as<T: serde::de::DeserializeOwned>(
+    field: impl Into<String>,
+    v: Option<&serde_json::Value>,
+) -> Result<T, SchemaError> {
+    let field = field.into();
+    let v = v.ok_or_else(|| SchemaError {
+        field: field.clone(),
+        message: "missing".into(),
+    })?;
+    serde_json::from_value(v.clone()).map_err(|e| SchemaError {
+        field,
+        message: e.to_string(),
+    })
+}
+
+impl Contents {
+    /// Parse the typed contents of a statement's predicate (see the schema above).
+    pub fn parse(p: &Provenance) -> Result<Contents, SchemaError> {
+        let bd = &p.build_definition;
+        let pipeline = bd.build_type == PIPELINE_BUILD_TYPE;
+        let external = if pipeline {
+            ExternalParameters::Pipeline(parse_as(
+                "buildDefinition.externalParameters",
+                Some(&bd.external_parameters),
+            )?)
+        } else if bd.build_type == JOB_BUILD_TYPE {
+            ExternalParameters::Job(parse_as(
+                "buildDefinition.externalParameters",
+                Some(&bd.external_parameters),
+            )?)
+        } else {
+            ExternalParameters::Run(parse_as(
+                "buildDefinition.externalParameters",
+                Some(&bd.external_parameters),
+            )?)
+        };
+        let internal = parse_as(
+            "buildDefinition.internalParameters",
+            Some(&bd.internal_parameters),
+        )?;
+        let dependencies = bd
+            .resolved_dependencies
+            .iter()
+            .enumerate()
+            .map(|(i, d)| parse_dependency(i, d))
+            .collect::<Result<_, _>>()?;
+        let mut c = Contents {
+            external,
+            internal,
+            dependencies,
+            end: End {
+                result: String::new(),
+                reason: String::new(),
+                refusal: None,
+                ran: None,
+            },
+            sandbox: None,
+            secrets: None,
+            artifact: None,
+            interrupt: None,
+            output_summary: None,
+            unattested: None,
+            non_files: Vec::new(),
+            logs: Vec::new(),
+            aborted: None,
+            job: None,
+        };
+        let mut end = None;
+        for (i, b) in p.run_details.byproducts.iter().enumerate() {
+            let name = b.name.as_deref().unwrap_or("");
+            let field = format!("runDetails.byproducts[{i}] ({name:?}).annotations");
+            let a = b.annotations.as_ref();
+            match name {
+                END_BYPRODUCT => end = Some(parse_as(field, a)?),
+                SANDBOX_BYPRODUCT => c.sandbox = Some(parse_as(field, a)?),
+                SECRETS_BYPRODUCT => c.secrets = Some(parse_as(field, a)?),
+                INTERRUPT_BYPRODUCT => c.interrupt = Some(parse_as(field, a)?),
+                ARTIFACT_BYPRODUCT => c.artifact = Some(parse_as(field, a)?),
+                OUTPUT_SUMMARY_BYPRODUCT => c.output_summary = Some(parse_as(field, a)?),
+                UNATTESTED_BYPRODUCT => c.unattested = Some(parse_as(field, a)?),
+                NON_FILES_BYPRODUCT => {
+                    c.non_files = parse_as::<NonFiles>(field, a)?.not_followed;
+                }
+                ABORTED_BYPRODUCT => c.aborted = Some(parse_as(field, a)?),
+                JOB_BYPRODUCT if bd.build_type == JOB_BUILD_TYPE => {
+                    c.job = Some(parse_as(field, a)?)
+                }
+                n if LOG_BYPRODUCTS.contains(&n) => c.logs.push((b.clone(), parse_as(field, a)?)),
+                _ => {
+                    return Err(SchemaError {
+                        field: format!("runDetails.byproducts[{i}]"),
+                        message: format!("unknown byproduct {name:?}"),
+                    })
+                }
+            }
+        }
+        c.end = end.ok_or_else(|| SchemaError {
+            field: "runDetails.byproducts".into(),
+            message: "no `end` byproduct".into(),
+        })?;
+        Ok(c)
+    }
+
+    /// The job's (or pipeline's) name.
+    pub fn name(&self) -> &str {
+        match &self.external {
+            ExternalParameters::Run(r) => &r.name,
+            ExternalParameters::Pipeline(p) => &p.name,
+            ExternalParameters::Job(j) => &j.name,
+        }
+    }
+
+    /// The inputs (entries with an [`InputAnnotation`]), with their dependency entries.
+    pub fn inputs(&self) -> impl Iterator<Item = (&Dependency, &InputAnnotation)> {
+        self.dependencies.iter().filter_map(|d| match &d.kind {
+            DependencyKind::Input(a) => Some((d, a)),
+            _ => None,
+        })
+    }
+
+    /// The code folder's entry, if the run had one.
+    pub fn code(&self) -> Option<&Dependency> {
+        self.dependencies
+            .iter()
+            .find(|d| matches!(d.kind, DependencyKind::Code(_)))
+    }
+}
+
+fn parse_dependency(i: usize, d: &ResourceDescriptor) -> Result<Dependency, SchemaError> {
+    let name = d.name.as_deref().unwrap_or("");
+    let field = format!("buildDefinition.resolvedDependencies[{i}] ({name:?})");
+    let fail = |message: String| SchemaError {
+        field: field.clone(),
+        message,
+    };
+    let kind = match &d.annotations {
+        None if name == EXECUTABLE_DEPENDENCY => DependencyKind::Executable,
+        None if name == CDI_SPEC_DEPENDENCY => DependencyKind::CdiSpec,
+        None => {
+            return Err(fail(
+                "no annotations: not a dependency sealrun writes".into(),
+            ))
+        }
+        Some(a) => match serde_json::from_value::<AnyDependencyNotes>(a.clone()) {
+            Ok(AnyDependencyNotes::Input(n)) => DependencyKind::Input(n),
+            Ok(AnyDependencyNotes::Stage(n)) => DependencyKind::Stage(n),
+            Ok(AnyDependencyNotes::Code(n)) if name == CODE_DEPENDENCY => DependencyKind::Code(n),
+            Ok(AnyDependencyNotes::Python(_)) => DependencyKind::Python(
+                PythonEnvironment::from_descriptor(d)
+                    .ok_or_else(|| fail("a malformed Python interpreter entry".into()))?,
+            ),
+            Ok(AnyDependencyNotes::Package(_)) => DependencyKind::PythonPackage(
+                PythonPackage::from_descriptor(d)
+                    .ok_or_else(|| fail("a malformed Python package entry".into()))?,
+            ),
+            _ => {
+                return Err(fail(
+                    "annotations match no dependency sealrun writes (an input's, a stage's, \
+                     the code's or a Python entry's; a field missing or renamed?)"
+                        .into(),
+                ))
+            }
+        },
+    };
+    Ok(Dependency {
+        descriptor: d.clone(),
+        kind,
+    })
+}
+
+/// Why a producer's record may not back an input (see [`check_producer`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    #[error("the producer run {invocation} did not succeed")]
+    NotSucceeded { invocation: String },
+    #[error("the producer record declares no produced artifact")]
+    NoArtifact,
+    #[error("the producer record attests kind {found}, but the input is declared as {expected}")]
+    Kind { found: Kind, expected: Kind },
+    #[error("the producer record's outputs digest does not match its subjects")]
+    OutputsDigest,
+    #[error("consumed outputs sha256:{consumed}, but the producer record attests outputs sha256:{attested} (a different run's record)")]
+    OtherRun { consumed: String, attested: String },
+    #[error(transparent)]
+    Stage(#[from] crate::policy::StageViolation),
+}
+
+impl ProducerError {
+    /// A stable machine-readable name for the reason.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProducerError::NotSucceeded { .. } => "producer_failed",
+            ProducerError::NoArtifact => "no_artifact",
+            ProducerError::Kind { .. } => "wrong_kind",
+            ProducerError::OutputsDigest | ProducerError::OtherRun { .. } => "broken_link",
+            ProducerError::Stage(_) => "policy",
+        }
+    }
+}
+
+/// The one rule set for an input backed by its producer's record, used by `sealrun run` (before
+/// the input is consumed) and by `sealrun-verify chain` (for every link): the producer run
+/// succeeded; it declares what it produced, of the kind the consumer expects; that artifact's
+/// outputs digest is its subjects' digest, and the one the consumer consumed; the stage policy
+/// lets it produce that kind, and (with `consumer`) lets the consumer take it. `producer` must
+/// be verified (its signature) by the caller.
+pub fn check_producer(
+    producer: &Record,
+    consumed: &str,
+    expected_kind: Option<Kind>,
+    consumer: Option<&str>,
+    policy: &Policy,
+) -> Result<ProducedArtifact, ProducerError> {
+    if !producer.succeeded() {
+        return Err(ProducerError::NotSucceeded {
+            invocation: producer
+                .statement
+                .predicate
+                .run_details
+                .metadata
+                .invocation_id
+                .clone(),
+        });
+    }
+    let produced = producer.produced().ok_or(ProducerError::NoArtifact)?;
+    if let Some(expected) = expected_kind.filter(|k| *k != produced.kind) {
+        return Err(ProducerError::Kind {
+            found: produced.kind,
+            expected,
+        });
+    }
+    let attested = producer.subjects_digest().to_hex();
+    if produced.outputs_digest != attested {
+        return Err(ProducerError::OutputsDigest);
+    }
+    if consumed != attested {
+        return Err(ProducerError::OtherRun {
+            consumed: consumed.to_string(),
+            attested,
+        });
+    }
+    policy.check_stage(
+        producer.job_name(),
+        producer.code_digest(),
+        produced.kind,
+        consumer,
+    )?;
+    Ok(produced)
 }
 
 /// Sign a run record.
@@ -620,6 +1411,13 @@ pub enum RecordError {
     /// (or none).
     #[error("record {record}: written by launcher build {found}, which the trust policy's launcher_sha256 does not list (records of other builds are refused)")]
     Launcher { record: String, found: String },
+    /// A field sealrun writes is missing, renamed or of another type (see [`Contents`]).
+    #[error("record {record}: {source}")]
+    Schema {
+        record: String,
+        #[source]
+        source: SchemaError,
+    },
     /// The record, or the key that signed it, is revoked by the trust policy.
     #[error("record {record}: {revocation}")]
     Revoked {
@@ -634,7 +1432,7 @@ impl RecordError {
         match self {
             RecordError::Envelope { source, .. } => source.kind(),
             RecordError::NotARecordKey { .. } => "kind_not_allowed",
-            RecordError::MissingField { .. } => "missing_field",
+            RecordError::MissingField { .. } | RecordError::Schema { .. } => "missing_field",
             RecordError::BuildType { .. } => "build_type",
             RecordError::BadSubject { .. } => "bad_subject",
             RecordError::Outputs { source, .. } => source.kind(),
@@ -645,33 +1443,47 @@ impl RecordError {
     }
 }
 
-/// A verified record.
+/// A record's statement and its typed [`Contents`], parsed but not by itself trusted: only a
+/// [`VerifiedRecord`] (from [`verify_record`]) is.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub statement: Statement<Provenance>,
+    pub contents: Contents,
+}
+
+/// A verified record: its signature checked against the policy, its contents typed.
 #[derive(Debug, Clone)]
 pub struct VerifiedRecord {
-    pub statement: Statement<Provenance>,
+    pub record: Record,
     pub signer: String,
     pub keyid: String,
     /// SHA-256 of the envelope file's bytes (what the audit log refers to).
     pub envelope_digest: Digest,
 }
 
-/// Parse a record's statement without checking its signature (for a launcher
-/// reading back the record it just wrote). Never use this to trust a record.
-pub fn parse_unverified(bytes: &[u8]) -> Option<VerifiedRecord> {
+impl std::ops::Deref for VerifiedRecord {
+    type Target = Record;
+    fn deref(&self) -> &Record {
+        &self.record
+    }
+}
+
+/// Parse a record without checking its signature (for a launcher reading back the record it
+/// just wrote, or a listing that says it did not verify). Never use this to trust a record.
+pub fn parse_unverified(bytes: &[u8]) -> Option<Record> {
     let env = Envelope::parse(bytes).ok()?;
     let payload = env.payload_bytes().ok()?;
-    let statement = statement::parse(&payload, SLSA_PROVENANCE_V1).ok()?;
-    Some(VerifiedRecord {
+    let statement: Statement<Provenance> = statement::parse(&payload, SLSA_PROVENANCE_V1).ok()?;
+    let contents = Contents::parse(&statement.predicate).ok()?;
+    Some(Record {
         statement,
-        signer: String::new(),
-        keyid: String::new(),
-        envelope_digest: Digest::of(bytes),
+        contents,
     })
 }
 
-impl VerifiedRecord {
+impl Record {
     /// Whether this summarises other records (a pipeline summary, or a Slurm job seal: see
-    /// [`VerifiedRecord::is_job`]) rather than being one run.
+    /// [`Record::is_job`]) rather than being one run.
     pub fn is_pipeline(&self) -> bool {
         let t = &self.statement.predicate.build_definition.build_type;
         t == PIPELINE_BUILD_TYPE || t == JOB_BUILD_TYPE
@@ -682,79 +1494,37 @@ impl VerifiedRecord {
         self.statement.predicate.build_definition.build_type == JOB_BUILD_TYPE
     }
 
-    /// The Slurm task this run was, if it ran under Slurm ([`SlurmRank`]); `Err` if the record
-    /// has the field but it does not parse.
-    pub fn slurm(&self) -> Result<Option<SlurmRank>, String> {
-        match self
-            .statement
-            .predicate
-            .build_definition
-            .internal_parameters
-            .get(SLURM_PARAMETER)
-        {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(v) => serde_json::from_value(v.clone())
-                .map(Some)
-                .map_err(|e| format!("internalParameters.{SLURM_PARAMETER}: {e}")),
-        }
+    /// The Slurm task this run was, if it ran under Slurm ([`SlurmRank`]).
+    pub fn slurm(&self) -> Option<&SlurmRank> {
+        self.contents.internal.slurm.as_ref()
     }
 
-    /// The job seal's [`JobSeal`] (its `job` byproduct); `Err` if missing or malformed.
-    pub fn job_seal(&self) -> Result<JobSeal, String> {
-        let a = self
-            .byproduct(JOB_BYPRODUCT)
-            .and_then(|b| b.annotations.clone())
-            .ok_or_else(|| format!("no {JOB_BYPRODUCT:?} byproduct"))?;
-        serde_json::from_value(a).map_err(|e| format!("byproduct {JOB_BYPRODUCT:?}: {e}"))
+    /// The result its `end` byproduct states.
+    pub fn result(&self) -> &str {
+        &self.contents.end.result
     }
 
-    /// The result this record's `end` byproduct states (`unknown` without one).
-    pub fn result(&self) -> String {
-        self.byproduct("end")
-            .and_then(|b| b.annotations.as_ref())
-            .and_then(|a| a.get("result"))
-            .and_then(|r| r.as_str())
-            .unwrap_or("unknown")
-            .to_string()
-    }
-
-    /// The egress attempts the sandbox refused (its `sandbox` byproduct; empty without one).
-    pub fn egress_attempts(&self) -> Vec<EgressAttempt> {
-        self.byproduct("sandbox")
-            .and_then(|b| b.annotations.as_ref())
-            .and_then(|a| a.get("egress_attempts"))
-            .and_then(|e| serde_json::from_value(e.clone()).ok())
-            .unwrap_or_default()
+    /// The egress attempts the sandbox refused (none for a run that did not start).
+    pub fn egress_attempts(&self) -> &[EgressAttempt] {
+        self.contents
+            .sandbox
+            .as_ref()
+            .map_or(&[], |s| s.egress_attempts.as_slice())
     }
 
     /// The produced artifact, if the record declares one.
     pub fn produced(&self) -> Option<ProducedArtifact> {
-        self.byproduct("artifact")
-            .and_then(|b| b.annotations.clone())
-            .and_then(|a| serde_json::from_value(a).ok())
+        self.contents.artifact.clone()
     }
 
-    /// The job (stage) name from externalParameters.
+    /// The job (stage) or pipeline name from externalParameters.
     pub fn job_name(&self) -> &str {
-        self.statement
-            .predicate
-            .build_definition
-            .external_parameters
-            .get("name")
-            .and_then(|n| n.as_str())
-            .unwrap_or("")
+        self.contents.name()
     }
 
     /// The code folder's root digest, if the run had one.
     pub fn code_digest(&self) -> Option<&str> {
-        self.statement
-            .predicate
-            .build_definition
-            .resolved_dependencies
-            .iter()
-            .find(|d| d.name.as_deref() == Some("code"))
-            .and_then(|d| d.digest.get("sha256"))
-            .map(String::as_str)
+        self.contents.code().map(Dependency::sha256)
     }
 
     /// The outputs digest computed from the subjects.
@@ -771,64 +1541,45 @@ impl VerifiedRecord {
 
     /// Whether the run succeeded (byproduct `end`, `result` = `succeeded`).
     pub fn succeeded(&self) -> bool {
-        self.byproduct("end")
-            .and_then(|b| b.annotations.as_ref())
-            .and_then(|a| a.get("result"))
-            .and_then(|r| r.as_str())
-            == Some("succeeded")
+        self.contents.end.result == "succeeded"
     }
 
-    /// The outputs the launcher could not attest (empty for older records).
+    /// The outputs the launcher could not attest (empty if the record lists none).
     pub fn unattested(&self) -> UnattestedOutputs {
-        self.byproduct(UNATTESTED_BYPRODUCT)
-            .and_then(|b| b.annotations.clone())
-            .and_then(|a| serde_json::from_value(a).ok())
-            .unwrap_or_default()
+        self.contents.unattested.clone().unwrap_or_default()
     }
 
     /// The output folder's summary, if the record has one.
     pub fn output_summary(&self) -> Option<OutputSummary> {
-        self.byproduct(OUTPUT_SUMMARY_BYPRODUCT)
-            .and_then(|b| b.annotations.clone())
-            .and_then(|a| serde_json::from_value(a).ok())
+        self.contents.output_summary.clone()
     }
 
     /// The Python distributions the run's virtualenv held (empty without one).
     pub fn python_packages(&self) -> Vec<PythonPackage> {
-        self.statement
-            .predicate
-            .build_definition
-            .resolved_dependencies
+        self.contents
+            .dependencies
             .iter()
-            .filter_map(PythonPackage::from_descriptor)
+            .filter_map(|d| match &d.kind {
+                DependencyKind::PythonPackage(p) => Some(p.clone()),
+                _ => None,
+            })
             .collect()
     }
 
     /// The run's Python interpreter and virtualenv, if it had one.
     pub fn python_environment(&self) -> Option<PythonEnvironment> {
-        self.statement
-            .predicate
-            .build_definition
-            .resolved_dependencies
+        self.contents
+            .dependencies
             .iter()
-            .find_map(PythonEnvironment::from_descriptor)
+            .find_map(|d| match &d.kind {
+                DependencyKind::Python(p) => Some(p.clone()),
+                _ => None,
+            })
     }
 
-    /// The GPUs the run was given, if any ([`GpuAccess`]); `Err` if the record has the field
-    /// but it does not parse.
-    pub fn gpus(&self) -> Result<Option<GpuAccess>, String> {
-        match self
-            .statement
-            .predicate
-            .build_definition
-            .internal_parameters
-            .get(GPUS_PARAMETER)
-        {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(v) => serde_json::from_value(v.clone())
-                .map(Some)
-                .map_err(|e| format!("internalParameters.{GPUS_PARAMETER}: {e}")),
-        }
+    /// The GPUs the run was given, if any ([`GpuAccess`]).
+    pub fn gpus(&self) -> Option<&GpuAccess> {
+        self.contents.internal.gpus.as_ref()
     }
 
     /// A byproduct by name.
@@ -839,6 +1590,12 @@ impl VerifiedRecord {
             .byproducts
             .iter()
             .find(|b| b.name.as_deref() == Some(name))
+    }
+
+    /// The output files the record attests, as a manifest without sizes (for a
+    /// cheap check of a folder's file list before anything in it is hashed).
+    pub fn outputs_manifest(&self) -> Result<Manifest, String> {
+        subjects_manifest(&self.statement.subject)
     }
 }
 
@@ -915,6 +1672,10 @@ pub fn verify_record(
             });
         }
     }
+    let contents = Contents::parse(&st.predicate).map_err(|source| RecordError::Schema {
+        record: record.clone(),
+        source,
+    })?;
     let expected = subjects_manifest(&st.subject).map_err(|name| RecordError::BadSubject {
         record: record.clone(),
         name,
@@ -943,29 +1704,23 @@ pub fn verify_record(
             record: record.clone(),
             source: Box::new(source),
         })?;
-        compare_non_files(&record, &st, &actual.other)?;
+        compare_non_files(&record, &contents.non_files, &actual.other)?;
     }
     Ok(VerifiedRecord {
         signer: signer.name.clone(),
         keyid: signer.key.keyid(),
         envelope_digest: Digest::of(bytes),
-        statement: st,
+        record: Record {
+            statement: st,
+            contents,
+        },
     })
-}
-
-/// One entry of the record's `output-non-files` byproduct.
-#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
-struct RecordedNonFile {
-    path: String,
-    kind: String,
-    #[serde(default)]
-    target: Option<String>,
 }
 
 /// The non-files on disk must be exactly those the record lists.
 fn compare_non_files(
     record: &str,
-    st: &Statement<Provenance>,
+    listed: &[NonFileEntry],
     on_disk: &[outputs::NonFile],
 ) -> Result<(), RecordError> {
     let fail = |path: &str, what: String, kind| RecordError::NonFile {
@@ -974,23 +1729,7 @@ fn compare_non_files(
         what,
         kind,
     };
-    let listed = st
-        .predicate
-        .run_details
-        .byproducts
-        .iter()
-        .find(|b| b.name.as_deref() == Some("output-non-files"))
-        .and_then(|b| b.annotations.as_ref())
-        .and_then(|a| a.get("not_followed"))
-        .cloned()
-        .unwrap_or_else(|| serde_json::json!([]));
-    let mut listed: Vec<RecordedNonFile> = serde_json::from_value(listed).map_err(|e| {
-        fail(
-            "output-non-files",
-            format!("malformed byproduct: {e}"),
-            "missing_field",
-        )
-    })?;
+    let mut listed = listed.to_vec();
     listed.sort();
     let shown = |t: &Option<String>| t.as_ref().map(|t| format!(" -> {t:?}")).unwrap_or_default();
     for n in on_disk {
@@ -1037,14 +1776,6 @@ fn compare_non_files(
         ));
     }
     Ok(())
-}
-
-impl VerifiedRecord {
-    /// The output files the record attests, as a manifest without sizes (for a
-    /// cheap check of a folder's file list before anything in it is hashed).
-    pub fn outputs_manifest(&self) -> Result<Manifest, String> {
-        subjects_manifest(&self.statement.subject)
-    }
 }
 
 /// The subjects as a manifest of plain sha256 files (names are output paths).
@@ -1135,5 +1866,90 @@ mod tests {
         assert_eq!(d.name.as_deref(), Some(PYTHON_DEPENDENCY));
         assert_eq!(PythonEnvironment::from_descriptor(&d), Some(e));
         assert_eq!(PythonPackage::from_descriptor(&d), None);
+    }
+
+    /// A minimal run record's predicate: one signed input, a sandbox report, an end.
+    fn provenance(sandbox: serde_json::Value, input: serde_json::Value) -> Provenance {
+        Provenance {
+            build_definition: BuildDefinition {
+                build_type: BUILD_TYPE.into(),
+                external_parameters: serde_json::json!({"name": "train", "output": "out"}),
+                internal_parameters: serde_json::json!({"launcher_sha256": "ab"}),
+                resolved_dependencies: vec![ResourceDescriptor {
+                    name: Some("data".into()),
+                    digest: BTreeMap::from([("sha256".to_string(), "00".repeat(32))]),
+                    annotations: Some(input),
+                    ..Default::default()
+                }],
+            },
+            run_details: RunDetails {
+                builder: Builder {
+                    id: "b".into(),
+                    version: BTreeMap::new(),
+                },
+                metadata: BuildMetadata {
+                    invocation_id: "i".into(),
+                    started_on: "t".into(),
+                    finished_on: "t".into(),
+                },
+                byproducts: vec![
+                    ResourceDescriptor::annotated(
+                        END_BYPRODUCT,
+                        &End {
+                            result: "succeeded".into(),
+                            reason: "succeeded".into(),
+                            refusal: None,
+                            ran: None,
+                        },
+                    ),
+                    ResourceDescriptor {
+                        name: Some(SANDBOX_BYPRODUCT.into()),
+                        annotations: Some(sandbox),
+                        ..Default::default()
+                    },
+                ],
+            },
+        }
+    }
+
+    fn input() -> serde_json::Value {
+        serde_json::json!({"artifact": "d", "kind": "dataset", "version": 1, "labels": {},
+            "signer": "reg", "keyid": "k", "format": "sealrun-manifest", "mount": "/inputs/data",
+            "proof": {"type": "signature", "sha256": "11"}})
+    }
+
+    #[test]
+    fn a_missing_or_renamed_field_is_a_parse_error_never_an_empty_default() {
+        let sandbox = serde_json::json!({"denied_syscalls": [{"name": "ptrace", "count": 2}],
+            "egress_attempts": [], "landlock": {"abi": 4, "status": "enforced"}});
+        let c = Contents::parse(&provenance(sandbox.clone(), input())).unwrap();
+        assert_eq!(
+            c.sandbox.as_ref().unwrap().denied_syscalls[0].name,
+            "ptrace"
+        );
+        assert_eq!(c.inputs().count(), 1);
+        // Without `denied_syscalls` the record does not read as "nothing denied".
+        let mut no_list = sandbox.clone();
+        no_list.as_object_mut().unwrap().remove("denied_syscalls");
+        let e = Contents::parse(&provenance(no_list, input())).unwrap_err();
+        assert!(
+            e.to_string().contains("missing field `denied_syscalls`"),
+            "{e}"
+        );
+        // Renamed: an unknown field is refused as well.
+        let mut renamed = sandbox.clone();
+        let list = renamed
+            .as_object_mut()
+            .unwrap()
+            .remove("denied_syscalls")
+            .unwrap();
+        renamed["denied"] = list;
+        assert!(Contents::parse(&provenance(renamed, input())).is_err());
+        // An input whose proof was renamed is not taken for a dependency without one.
+        let mut bad = input();
+        let proof = bad.as_object_mut().unwrap().remove("proof").unwrap();
+        bad["proofs"] = proof;
+        let e = Contents::parse(&provenance(sandbox, bad)).unwrap_err();
+        assert!(e.field.contains("resolvedDependencies[0]"), "{e}");
     }
 }

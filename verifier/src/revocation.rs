@@ -21,7 +21,6 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::policy::Policy;
-use crate::record::ResourceDescriptor;
 
 /// What a `[[revoked]]` entry withdraws trust from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -156,17 +155,15 @@ impl Policy {
     /// The entry revoking what a record's input names directly: its producer
     /// record (proof of type `record`, by file digest) or the artifact it
     /// consumed (its digest: a manifest root, or a producer's outputs digest).
-    pub fn revoked_input(&self, dep: &ResourceDescriptor) -> Option<&Revocation> {
+    pub fn revoked_input(&self, dep: &crate::record::Dependency) -> Option<&Revocation> {
         if self.revoked.is_empty() {
             return None;
         }
-        let proof = dep.annotations.as_ref().and_then(|a| a.get("proof"))?;
-        let is_record = proof.get("type").and_then(|t| t.as_str()) == Some("record");
-        let sha = proof.get("sha256").and_then(|s| s.as_str()).unwrap_or("");
-        is_record
-            .then(|| self.revoked_record(sha))
+        let proof = dep.proof()?;
+        (proof.kind == crate::record::ProofKind::Record)
+            .then(|| self.revoked_record(&proof.sha256))
             .flatten()
-            .or_else(|| self.revoked_artifact(dep.digest.get("sha256")?))
+            .or_else(|| self.revoked_artifact(dep.descriptor.digest.get("sha256")?))
     }
 }
 

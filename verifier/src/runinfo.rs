@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::record::VerifiedRecord;
+use crate::record::{ExternalParameters, Record, SandboxReport};
 
 /// How a run ended, by the first word of its record's `result`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -92,82 +92,47 @@ impl RunInfo {
     }
 }
 
-fn str_of(v: &serde_json::Value, key: &str) -> Option<String> {
-    v.get(key).and_then(|x| x.as_str()).map(String::from)
-}
-
 /// Denied calls minus the connects and sends already counted as egress.
-fn denied_without_egress(sandbox: &serde_json::Value) -> (BTreeMap<String, u64>, Vec<String>) {
+fn denied_without_egress(sandbox: Option<&SandboxReport>) -> (BTreeMap<String, u64>, Vec<String>) {
     let mut denied: BTreeMap<String, u64> = BTreeMap::new();
-    for d in sandbox
-        .get("denied_syscalls")
-        .and_then(|v| v.as_array())
-        .into_iter()
-        .flatten()
-    {
-        if let Some(name) = str_of(d, "name") {
-            *denied.entry(name).or_default() +=
-                d.get("count").and_then(|c| c.as_u64()).unwrap_or(1);
-        }
-    }
     let mut egress = Vec::new();
-    for e in sandbox
-        .get("egress_attempts")
-        .and_then(|v| v.as_array())
-        .into_iter()
-        .flatten()
-    {
-        let call = str_of(e, "syscall").unwrap_or_default();
-        if let Some(n) = denied.get_mut(&call) {
+    let Some(sandbox) = sandbox else {
+        return (denied, egress);
+    };
+    for d in &sandbox.denied_syscalls {
+        *denied.entry(d.name.clone()).or_default() += d.count;
+    }
+    for e in &sandbox.egress_attempts {
+        if let Some(n) = denied.get_mut(&e.syscall) {
             *n = n.saturating_sub(1);
         }
-        egress.push(format!(
-            "{} {}",
-            call,
-            str_of(e, "address").unwrap_or_else(|| "?".into())
-        ));
+        egress.push(format!("{} {}", e.syscall, e.address));
     }
     denied.retain(|_, n| *n > 0);
     (denied, egress)
 }
 
 /// Summarise a run record (not a pipeline summary; see [`VerifiedRecord::is_pipeline`]).
-pub fn of(r: &VerifiedRecord) -> RunInfo {
+pub fn of(r: &Record) -> RunInfo {
     let p = &r.statement.predicate;
-    let annotations = |name: &str| {
-        r.byproduct(name)
-            .and_then(|b| b.annotations.clone())
-            .unwrap_or(serde_json::Value::Null)
-    };
-    let end = annotations("end");
-    let result = str_of(&end, "result").unwrap_or_else(|| "failed: no end".into());
-    let (denied_syscalls, egress_attempts) = denied_without_egress(&annotations("sandbox"));
-    let secret_leaks = annotations("secrets")
-        .get("leaked")
-        .and_then(|l| l.as_array())
-        .map_or(0, Vec::len);
-    let inputs = p
-        .build_definition
-        .resolved_dependencies
-        .iter()
-        .filter_map(|d| {
-            let a = d.annotations.as_ref()?;
-            a.get("proof")?;
-            Some(InputInfo {
-                name: d.name.clone().unwrap_or_default(),
-                artifact: str_of(a, "artifact").unwrap_or_default(),
-                kind: str_of(a, "kind").unwrap_or_default(),
-                version: a.get("version").and_then(|v| v.as_u64()),
-                signer: str_of(a, "signer").unwrap_or_default(),
-                labels: a
-                    .get("labels")
-                    .and_then(|l| serde_json::from_value(l.clone()).ok())
-                    .unwrap_or_default(),
-                digest: d.digest.get("sha256").cloned().unwrap_or_default(),
-            })
+    let c = &r.contents;
+    let end = &c.end;
+    let result = end.result.clone();
+    let (denied_syscalls, egress_attempts) = denied_without_egress(c.sandbox.as_ref());
+    let secret_leaks = c.secrets.as_ref().map_or(0, |s| s.leaked.len());
+    let inputs = c
+        .inputs()
+        .map(|(d, a)| InputInfo {
+            name: d.name().to_string(),
+            artifact: a.artifact.clone(),
+            kind: a.kind.to_string(),
+            version: a.version,
+            signer: a.signer.clone(),
+            labels: a.labels.clone(),
+            digest: d.sha256().to_string(),
         })
         .collect();
-    let internal = &p.build_definition.internal_parameters;
+    let internal = &c.internal;
     let output_files = r
         .output_summary()
         .map(|s| s.files as usize)
@@ -178,24 +143,32 @@ pub fn of(r: &VerifiedRecord) -> RunInfo {
                 .filter(|s| !s.name.starts_with(crate::record::SPEC_SUBJECT_PREFIX))
                 .count()
         });
+    let ran = end.ran.as_ref();
     RunInfo {
         job: r.job_name().to_string(),
         invocation: p.run_details.metadata.invocation_id.clone(),
         started: p.run_details.metadata.started_on.clone(),
         finished: p.run_details.metadata.finished_on.clone(),
         ending: Ending::of(&result),
-        reason: str_of(&end, "reason").filter(|r| *r != result),
-        exit_status: end.get("exit_status").and_then(|s| s.as_i64()),
+        reason: Some(end.reason.clone()).filter(|r| *r != result),
+        exit_status: ran.map(|r| r.exit_status),
         result,
         inputs,
-        output: str_of(&p.build_definition.external_parameters, "output"),
+        output: match &c.external {
+            ExternalParameters::Run(e) => e.output.clone(),
+            ExternalParameters::Pipeline(_) | ExternalParameters::Job(_) => None,
+        },
         output_files,
         denied_syscalls,
         egress_attempts,
         secret_leaks,
-        profile: str_of(internal, "profile"),
-        limits: internal.get("limits").cloned().unwrap_or_default(),
-        peak_memory_bytes: end.get("peak_memory_bytes").and_then(|v| v.as_u64()),
-        wall_ms: end.get("wall_ms").and_then(|v| v.as_u64()),
+        profile: internal.profile.clone(),
+        limits: internal
+            .limits
+            .as_ref()
+            .and_then(|l| serde_json::to_value(l).ok())
+            .unwrap_or_default(),
+        peak_memory_bytes: ran.map(|r| r.peak_memory_bytes),
+        wall_ms: ran.map(|r| r.wall_ms),
     }
 }

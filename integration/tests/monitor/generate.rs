@@ -13,8 +13,9 @@ use sealrun_verifier::keys::SigningKey;
 use sealrun_verifier::manifest::{Manifest, Resource};
 use sealrun_verifier::policy::Kind;
 use sealrun_verifier::record::{
-    outputs_digest, sign_record, BuildDefinition, BuildMetadata, Builder, Provenance,
-    ResourceDescriptor, RunDetails, BUILD_TYPE,
+    outputs_digest, sign_record, to_annotations, BuildDefinition, BuildMetadata, Builder, End,
+    InputAnnotation, InternalParameters, ProducedArtifact, ProofKind, ProofRef, Provenance,
+    ResourceDescriptor, RunDetails, ARTIFACT_BYPRODUCT, BUILD_TYPE, END_BYPRODUCT,
 };
 use sealrun_verifier::statement::{Statement, Subject};
 
@@ -70,15 +71,34 @@ fn record(key: &SigningKey, job: &str, n: usize, input: (&str, &str, &str)) -> (
         build_definition: BuildDefinition {
             build_type: BUILD_TYPE.into(),
             external_parameters: serde_json::json!({"name": job}),
-            internal_parameters: serde_json::json!({"profile": "python"}),
-            resolved_dependencies: vec![ResourceDescriptor {
-                name: Some("in".into()),
-                digest: sha_map(digest.to_string()),
-                annotations: Some(serde_json::json!({
-                    "kind": "dataset",
-                    "proof": {"type": proof_type, "sha256": proof_sha},
-                })),
+            internal_parameters: to_annotations(&InternalParameters {
+                launcher_sha256: String::new(),
+                profile: Some("python".into()),
                 ..Default::default()
+            }),
+            resolved_dependencies: vec![ResourceDescriptor {
+                digest: sha_map(digest.to_string()),
+                ..ResourceDescriptor::annotated(
+                    "in",
+                    &InputAnnotation {
+                        artifact: "in".into(),
+                        kind: Kind::Dataset,
+                        version: None,
+                        labels: BTreeMap::new(),
+                        signer: "gen".into(),
+                        keyid: key.public().keyid(),
+                        format: "sealrun-manifest".into(),
+                        mount: "/inputs/in".into(),
+                        proof: ProofRef {
+                            kind: if proof_type == "record" {
+                                ProofKind::Record
+                            } else {
+                                ProofKind::Signature
+                            },
+                            sha256: proof_sha.into(),
+                        },
+                    },
+                )
             }],
         },
         run_details: RunDetails {
@@ -92,22 +112,23 @@ fn record(key: &SigningKey, job: &str, n: usize, input: (&str, &str, &str)) -> (
                 finished_on: "2026-06-01T00:01:00Z".into(),
             },
             byproducts: vec![
-                ResourceDescriptor {
-                    name: Some("end".into()),
-                    annotations: Some(
-                        serde_json::json!({"result": "succeeded", "reason": "exited 0"}),
-                    ),
-                    ..Default::default()
-                },
-                ResourceDescriptor {
-                    name: Some("artifact".into()),
-                    annotations: Some(serde_json::json!({
-                        "kind": "dataset",
-                        "labels": {"classification": "internal"},
-                        "outputs_digest": outputs,
-                    })),
-                    ..Default::default()
-                },
+                ResourceDescriptor::annotated(
+                    END_BYPRODUCT,
+                    &End {
+                        result: "succeeded".into(),
+                        reason: "exited 0".into(),
+                        refusal: None,
+                        ran: None,
+                    },
+                ),
+                ResourceDescriptor::annotated(
+                    ARTIFACT_BYPRODUCT,
+                    &ProducedArtifact {
+                        kind: Kind::Dataset,
+                        labels: BTreeMap::from([("classification".into(), "internal".into())]),
+                        outputs_digest: outputs.clone(),
+                    },
+                ),
             ],
         },
     };

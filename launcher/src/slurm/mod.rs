@@ -110,16 +110,6 @@ impl RankIdentity {
             }
         }
     }
-
-    /// Put this identity in a record's `internalParameters`.
-    pub fn annotate(&self, internal: &mut serde_json::Value) {
-        if let Some(o) = internal.as_object_mut() {
-            o.insert(
-                sealrun_verifier::record::SLURM_PARAMETER.into(),
-                serde_json::to_value(&self.0).unwrap_or_default(),
-            );
-        }
-    }
 }
 
 /// The job network of a run whose spec asks for one (`mode`): made or joined, and named in

@@ -17,15 +17,16 @@ use std::path::{Path, PathBuf};
 
 use sealrun_verifier::digest::Digest;
 use sealrun_verifier::dsse;
+use sealrun_verifier::policy::Kind;
 use sealrun_verifier::policy::Policy;
 use sealrun_verifier::record::{
-    parse_unverified, sign_record, verify_record, BuildDefinition, BuildMetadata, Builder,
-    JobResult, JobSeal, Provenance, ResourceDescriptor, RunDetails, SealedRank, SlurmRank,
-    VerifiedRecord, BUILD_TYPE, JOB_BUILD_TYPE, JOB_BYPRODUCT,
+    parse_unverified, sign_record, to_annotations, verify_record, BuildDefinition, BuildMetadata,
+    Builder, End, InternalParameters, JobExternalParameters, JobResult, JobSeal, ProofKind,
+    ProofRef, Provenance, ResourceDescriptor, RunDetails, SealedRank, SlurmRank, StageAnnotation,
+    VerifiedRecord, BUILD_TYPE, END_BYPRODUCT, JOB_BUILD_TYPE, JOB_BYPRODUCT,
 };
 use sealrun_verifier::rollback::write_atomic;
 use sealrun_verifier::statement::Subject;
-use serde_json::json;
 
 use crate::audit::{self, Event};
 
@@ -120,10 +121,8 @@ fn candidates(dir: &Path, job: &str) -> Result<Vec<Found>, SealError> {
         if vr.statement.predicate.build_definition.build_type != BUILD_TYPE {
             continue;
         }
-        if let Ok(Some(rank)) = vr.slurm() {
-            if rank.job_id == job {
-                out.push(Found { file, bytes, rank });
-            }
+        if let Some(rank) = vr.slurm().filter(|r| r.job_id == job).cloned() {
+            out.push(Found { file, bytes, rank });
         }
     }
     out.sort_by(|a, b| (a.rank.rank, &a.file).cmp(&(b.rank.rank, &b.file)));
@@ -206,7 +205,7 @@ fn sealed_rank(f: &Found, vr: &VerifiedRecord) -> SealedRank {
         record: f.file.clone(),
         record_sha256: Digest::of(&f.bytes).to_hex(),
         succeeded: vr.succeeded(),
-        result: vr.result(),
+        result: vr.result().to_string(),
         egress_refused: vr
             .egress_attempts()
             .iter()
@@ -313,16 +312,24 @@ fn sign(
             name: f.file.clone(),
             digest: BTreeMap::from([("sha256".to_string(), sha.clone())]),
         });
+        // A rank that produced nothing (refused before it ran) is listed as a model's.
+        let notes = StageAnnotation {
+            kind: vr.produced().map_or(Kind::Model, |p| p.kind),
+            proof: ProofRef {
+                kind: ProofKind::Record,
+                sha256: sha,
+            },
+            result: if vr.succeeded() {
+                "succeeded"
+            } else {
+                "failed"
+            }
+            .into(),
+        };
         deps.push(ResourceDescriptor {
-            name: Some(format!("rank-{}", f.rank.rank)),
             uri: Some(format!("file:{}", f.file)),
             digest: BTreeMap::from([("sha256".to_string(), vr.subjects_digest().to_hex())]),
-            annotations: Some(json!({
-                "kind": vr.produced().map(|p| p.kind),
-                "proof": {"type": "record", "sha256": sha},
-                "result": vr.result(),
-            })),
-            ..Default::default()
+            ..ResourceDescriptor::annotated(&format!("rank-{}", f.rank.rank), &notes)
         });
     }
     let started = ranks
@@ -353,15 +360,16 @@ fn sign(
     let prov = Provenance {
         build_definition: BuildDefinition {
             build_type: JOB_BUILD_TYPE.to_string(),
-            external_parameters: json!({
-                "name": ranks[0].1.job_name(),
-                "slurm_job_id": seal.job_id,
-                "slurm_step_id": seal.step_id,
-                "world_size": seal.world_size,
+            external_parameters: to_annotations(&JobExternalParameters {
+                name: ranks[0].1.job_name().to_string(),
+                slurm_job_id: seal.job_id.clone(),
+                slurm_step_id: seal.step_id.clone(),
+                world_size: seal.world_size,
             }),
-            internal_parameters: json!({
-                "launcher_version": env!("CARGO_PKG_VERSION"),
-                "launcher_sha256": crate::launcher_sha256(),
+            internal_parameters: to_annotations(&InternalParameters {
+                launcher_version: Some(env!("CARGO_PKG_VERSION").into()),
+                launcher_sha256: crate::launcher_sha256().into(),
+                ..Default::default()
             }),
             resolved_dependencies: deps,
         },
@@ -382,16 +390,16 @@ fn sign(
                 finished_on: finished,
             },
             byproducts: vec![
-                ResourceDescriptor {
-                    name: Some("end".into()),
-                    annotations: Some(json!({"result": result, "reason": result})),
-                    ..Default::default()
-                },
-                ResourceDescriptor {
-                    name: Some(JOB_BYPRODUCT.into()),
-                    annotations: serde_json::to_value(seal).ok(),
-                    ..Default::default()
-                },
+                ResourceDescriptor::annotated(
+                    END_BYPRODUCT,
+                    &End {
+                        result: result.clone(),
+                        reason: result,
+                        refusal: None,
+                        ran: None,
+                    },
+                ),
+                ResourceDescriptor::annotated(JOB_BYPRODUCT, seal),
             ],
         },
     };

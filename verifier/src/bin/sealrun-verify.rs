@@ -287,21 +287,22 @@ fn run_aibom(args: AibomArgs) -> ExitCode {
         Err(e) => return usage_error(false, e),
     };
     let name = args.record.display().to_string();
-    let graph = match chain::verify_chain(&name, &bytes, &index, &policy) {
-        Ok(g) => g,
+    let chain = match chain::verify_chain(&name, &bytes, &index, &policy) {
+        Ok(c) => c,
         Err(e) => return failed(false, e.kind(), e.to_string(), serde_json::json!({})),
     };
+    let graph = chain.graph;
     warn_all(&graph.warnings);
-    let top = match record::verify_record(&name, &bytes, &policy, None) {
-        Ok(t) => t,
-        Err(e) => return failed(false, e.kind(), e.to_string(), serde_json::json!({})),
+    // The top record, verified with its chain.
+    let Some(top) = chain.records.get(&graph.root) else {
+        return usage_error(false, anyhow::anyhow!("{name}: not in its own chain"));
     };
     let now = time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let doc = sealrun_verifier::aibom::build(&graph, &top, &now);
+    let doc = sealrun_verifier::aibom::build(&graph, top, &now);
     let mut text = serde_json::to_string_pretty(&doc).expect("json");
     text.push('\n');
     match &args.out {
@@ -480,7 +481,9 @@ fn run_chain(args: ChainArgs) -> ExitCode {
         Ok(i) => i,
         Err(e) => return usage_error(json, e.into()),
     };
-    match chain::verify_chain(&args.record.display().to_string(), &bytes, &index, &policy) {
+    match chain::verify_chain(&args.record.display().to_string(), &bytes, &index, &policy)
+        .map(|c| c.graph)
+    {
         Ok(g) => {
             warn_all(&g.warnings);
             match args.format {
@@ -642,22 +645,14 @@ fn run_record(args: RecordArgs) -> ExitCode {
         Ok(v) => {
             let p = &v.statement.predicate;
             // What it used directly (its chain needs `chain`, which has the records folder).
-            for dep in &p.build_definition.resolved_dependencies {
+            for dep in &v.contents.dependencies {
                 if let Some(r) = policy.revoked_input(dep) {
-                    let input = dep.name.clone().unwrap_or_default();
+                    let input = dep.name();
                     let msg = format!("record {name:?}: input {input:?}: {r}");
                     return failed(args.json, "revoked", msg, serde_json::json!({}));
                 }
             }
-            let end_of = |key: &str| {
-                v.byproduct("end")
-                    .and_then(|b| b.annotations.as_ref())
-                    .and_then(|a| a.get(key))
-                    .and_then(|r| r.as_str())
-                    .unwrap_or("unknown")
-                    .to_string()
-            };
-            let (end, result) = (end_of("reason"), end_of("result"));
+            let (end, result) = (&v.contents.end.reason, v.contents.end.result.clone());
             let ending = sealrun_verifier::runinfo::Ending::of(&result);
             let succeeded = ending == sealrun_verifier::runinfo::Ending::Succeeded;
             let ok = succeeded || !args.require_success;
@@ -685,7 +680,7 @@ fn run_record(args: RecordArgs) -> ExitCode {
                 println!(
                     "{word} record {name}{how}: run {} by {:?} ({}), {} output file(s){}, ended: {end}; signed by {:?} ({})",
                     p.run_details.metadata.invocation_id,
-                    p.build_definition.external_parameters.get("name").and_then(|n| n.as_str()).unwrap_or("?"),
+                    v.job_name(),
                     p.run_details.builder.id,
                     v.statement.subject.len(),
                     if args.outputs.is_some() { " verified on disk" } else { "" },
