@@ -5,6 +5,7 @@
 //! rank and nothing changes; under Slurm every field comes from the task's `SLURM_*` variables,
 //! and a task whose variables are missing or not numbers is an error naming the variable (the
 //! run would otherwise be recorded as a rank it is not), as is a rank outside `0..world_size`.
+//! The batch script itself (no `SLURM_STEP_ID`) is step `batch`, one task of world size 1.
 //! [`RankIdentity::apply`] gives the job `RANK`, `WORLD_SIZE`, `LOCAL_RANK` (these win over
 //! the spec's `env`) and `MASTER_ADDR`/`MASTER_PORT` where the launcher has them.
 
@@ -58,7 +59,12 @@ impl RankIdentity {
             })
         };
         let rank = number(&["SLURM_PROCID"])?;
-        let world_size = number(&["SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "SLURM_NPROCS"])?;
+        // The batch script itself (no step id) is one task, whatever the job's task count.
+        let step_id = get("SLURM_STEP_ID").or_else(|| get("SLURM_STEPID"));
+        let world_size = match step_id {
+            None => 1,
+            Some(_) => number(&["SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "SLURM_NPROCS"])?,
+        };
         if rank >= world_size {
             return Err(SlurmError::RankOutOfRange { rank, world_size });
         }
@@ -70,9 +76,7 @@ impl RankIdentity {
         };
         Ok(Some(RankIdentity(SlurmRank {
             job_id,
-            step_id: get("SLURM_STEP_ID")
-                .or_else(|| get("SLURM_STEPID"))
-                .unwrap_or_else(|| "batch".into()),
+            step_id: step_id.unwrap_or_else(|| "batch".into()),
             rank,
             world_size,
             local_rank: number(&["SLURM_LOCALID"])?,
@@ -202,5 +206,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("SLURM_NTASKS is not set"), "{e}");
+        // The batch script: one task of the batch step, whatever the job's SLURM_NTASKS.
+        let batch: Vec<(&str, &str)> = task
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "SLURM_STEP_ID")
+            .map(|(k, v)| {
+                if k == "SLURM_PROCID" {
+                    (k, "0")
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        let r = RankIdentity::from_vars(vars(&batch)).unwrap().unwrap();
+        assert_eq!((r.0.world_size, r.step()), (1, "42.batch".into()));
     }
 }
