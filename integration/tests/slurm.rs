@@ -165,8 +165,19 @@ fn two_ranks_sealed(c: &Cluster) {
         assert_eq!(env["MASTER_ADDR"], "127.0.0.1", "{env}");
         assert_eq!(env["MASTER_PORT"], "29511", "{env}");
     }
-    // Both ranks appended to one audit log at once: its chain verifies.
+    // Both ranks appended to one audit log at once: its chain verifies, with each rank's
+    // start and end, and the seal's `job` entry.
     ok(f.verify_log(false));
+    let events: Vec<String> = sealrun_integration::audit_entries(&f.dir().join("audit.log"))
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("").to_string())
+        .collect();
+    let count = |e: &str| events.iter().filter(|x| *x == e).count();
+    assert_eq!(
+        (count("start"), count("end"), count("job")),
+        (2, 2, 1),
+        "{events:?}"
+    );
     let job = job_record(&f, &batch);
     let seal = sealed(&job);
     assert_eq!(seal["result"], "succeeded", "{seal}");
@@ -244,6 +255,26 @@ fn missing_rank_refused(f: &RunFixture, records: &[PathBuf], job: &Path) {
         65,
         &["1 of WORLD_SIZE 2 rank records", "missing rank(s) 1"],
     );
+    // Rank 1's record present but forged (its payload changed): refused, naming the rank.
+    let other = records.iter().find(|r| *r != keep).unwrap();
+    let forged = forge(other, "\"succeeded\"", "\"succeedeD\"");
+    std::fs::write(partial.join(other.file_name().unwrap()), forged).unwrap();
+    let out = sealrun_integration::sealrun(
+        f.dir(),
+        &[
+            "seal-job",
+            "--records",
+            "partial",
+            "--job",
+            &id,
+            "--key",
+            "launcher.key",
+            "--trust",
+            "trust.toml",
+        ],
+    );
+    fails_with(out, 65, &["rank 1:", "signature"]);
+    std::fs::remove_file(partial.join(other.file_name().unwrap())).unwrap();
     // The seal itself, against a folder without rank 1: fails naming it.
     let rec = job.display().to_string();
     std::fs::copy(job, partial.join(job.file_name().unwrap())).unwrap();
@@ -254,17 +285,26 @@ fn missing_rank_refused(f: &RunFixture, records: &[PathBuf], job: &Path) {
     fails_with(out, 1, &["missing_rank_record", "rank 1"]);
 }
 
-/// A seal whose `job` byproduct is changed no longer verifies (its signature).
-fn tampered_seal_fails(f: &RunFixture, job: &Path) {
+/// The envelope at `path` with `from` replaced by `to` in its payload (signature kept).
+fn forge(path: &Path, from: &str, to: &str) -> String {
     use base64::Engine as _;
-    let mut env: serde_json::Value = serde_json::from_slice(&std::fs::read(job).unwrap()).unwrap();
+    let mut env: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
     let payload = String::from_utf8(b64.decode(env["payload"].as_str().unwrap()).unwrap()).unwrap();
-    let forged = payload.replacen("\"failed_ranks\":[]", "\"failed_ranks\":[ ]", 1);
-    assert_ne!(forged, payload);
+    let forged = payload.replacen(from, to, 1);
+    assert_ne!(forged, payload, "{from:?} not in {}", path.display());
     env["payload"] = b64.encode(forged).into();
+    env.to_string()
+}
+
+/// A seal whose `job` byproduct is changed no longer verifies (its signature).
+fn tampered_seal_fails(f: &RunFixture, job: &Path) {
     let bad = f.dir().join("records/forged.job.json");
-    std::fs::write(&bad, env.to_string()).unwrap();
+    std::fs::write(
+        &bad,
+        forge(job, "\"failed_ranks\":[]", "\"failed_ranks\":[ ]"),
+    )
+    .unwrap();
     let out = verify(
         f.dir(),
         &[
