@@ -80,6 +80,9 @@ fn hostname() -> String {
 }
 
 fn lock() -> Result<File, String> {
+    if let Some(dir) = Path::new(LOCK).parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -204,6 +207,8 @@ JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 KillWait=5
+# The node's 2 CPUs as configured, whatever the machine has (ranks oversubscribe a small one).
+SlurmdParameters=config_overrides
 SlurmctldTimeout=30
 SlurmdTimeout=30
 NodeName={node} NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN
