@@ -441,6 +441,18 @@ fn job_network(c: &Cluster) {
         .collect();
     assert_eq!(nets[0]["namespace"], nets[1]["namespace"], "{nets:?}");
     assert_ne!(nets[0]["created"], nets[1]["created"], "{nets:?}");
+    // The allowed connects are observed too: rank 1's to rank 0 is in its record.
+    let observed: Vec<String> = f
+        .records("net")
+        .iter()
+        .filter(|r| internal_slurm(r)["rank"] == 1)
+        .map(|r| {
+            let st = envelope_statement(r);
+            sealrun_integration::byproduct(&st, "sandbox")["annotations"]["peer_connects"]
+                .to_string()
+        })
+        .collect();
+    assert!(observed[0].contains("127.0.0.1:29511"), "{observed:?}");
     let pin = nets[0]["namespace"].as_str().unwrap();
     assert!(!Path::new(pin).exists(), "the last rank removes {pin}");
     let rec = job.display().to_string();
