@@ -2,6 +2,7 @@
 //! and make scratch trees. Tests only touch their own temporary directories.
 
 pub mod scratch;
+pub mod slurm;
 pub mod swtpm;
 
 use std::path::{Path, PathBuf};

@@ -221,6 +221,19 @@ fn tampered_evidence_fails_by_name() {
         );
         std::fs::write(&quote, &good).unwrap();
     }
+    // A revoked AK (a TPM taken out of service, or its host compromised).
+    let trust = f.dir().join("trust.toml");
+    let policy = std::fs::read_to_string(&trust).unwrap();
+    let revoked = format!(
+        "{policy}[[revoked]]\nkey = \"tpm-ak\"\nreason = \"host decommissioned\"\ntime = \"2026-11-30T08:00:00Z\"\n"
+    );
+    std::fs::write(&trust, revoked).unwrap();
+    fails_with(
+        verify_record(&f, &record, &[]),
+        1,
+        &["FAILED (ak_not_trusted)", "host decommissioned"],
+    );
+    std::fs::write(&trust, policy).unwrap();
     // A quote of another record (same TPM, same AK) does not vouch for this one.
     let other = run_job(&sw, &f, "second");
     std::fs::copy(quote_of(&other), &quote).unwrap();
@@ -303,6 +316,32 @@ fn required_without_a_tpm_refuses_before_anything_runs() {
         1,
         &["FAILED (no_tpm_evidence)"],
     );
+}
+
+#[test]
+fn a_tpm_whose_ak_the_policy_does_not_trust_is_not_used() {
+    let sw = Swtpm::start();
+    let f = RunFixture::new();
+    ok(sealrun_tpm(
+        &sw,
+        f.dir(),
+        &["tpm", "enroll", "--out", "ak.pub"],
+    ));
+    // required: refused before anything runs.
+    let job = f.job("train", TRAIN, &[], &format!("{RUN_SANDBOX}{REQUIRED}"));
+    let out = sealrun_tpm(&sw, f.dir(), &["run", &job, "--quiet"]);
+    let t = fails_with(out, 125, &["does not trust the TPM's attestation key"]);
+    assert!(
+        !f.dir().join("train-out/model.txt").exists(),
+        "the job ran: {t}"
+    );
+    // auto: runs, warns, and its record (software-key) verifies.
+    let job = f.job("auto", TRAIN, &[], RUN_SANDBOX);
+    let t = ok(sealrun_tpm(&sw, f.dir(), &["run", &job, "--quiet"]));
+    assert!(t.contains("attested with the software key only"), "{t}");
+    let record = f.record("auto");
+    assert!(!quote_of(&record).exists());
+    ok(verify_record(&f, &record, &[]));
 }
 
 #[test]

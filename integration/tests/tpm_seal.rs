@@ -1,7 +1,7 @@
 //! Sealing to the TPM and the launcher's measurement (#15, the API #16 builds on), against a
 //! real swtpm: a secret sealed with `SealPolicy::launcher` unseals under this launcher's
 //! measurement, and not once PCR 23 moves on, not for another launcher build, not on another
-//! TPM.
+//! TPM; and `sealrun tpm enroll` never takes over a foreign key at its AK handle.
 
 use sealrun_integration::swtpm::Swtpm;
 use sealrun_launcher::tpm::measure::{self, EventLog};
@@ -106,4 +106,39 @@ fn the_policy_digest_is_what_the_tpm_computes() {
     let d = tpm.policy_get_digest(s).unwrap();
     tpm.flush(s);
     assert_eq!(d, p.digest().unwrap().to_vec());
+}
+
+#[test]
+fn enroll_never_takes_over_a_foreign_key_at_the_ak_handle() {
+    // Someone else's storage key made persistent at sealrun's AK handle (with tpm2-tools).
+    let sw = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let made = sw.tpm2(
+        dir.path(),
+        "createprimary",
+        &["-C", "o", "-G", "ecc", "-c", "p.ctx"],
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        sealrun_integration::text(&made)
+    );
+    let ev = sw.tpm2(
+        dir.path(),
+        "evictcontrol",
+        &["-C", "o", "-c", "p.ctx", "0x81010023"],
+    );
+    assert!(ev.status.success(), "{}", sealrun_integration::text(&ev));
+    sw.tpm2(dir.path(), "flushcontext", &["-t"]);
+    let out = sealrun_integration::run(
+        sw.env(
+            std::process::Command::new(sealrun_integration::bin("sealrun"))
+                .current_dir(dir.path())
+                .args(["tpm", "enroll", "--out", "ak.pub"]),
+        ),
+    );
+    let t = sealrun_integration::text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("not a restricted signing key"), "{t}");
+    assert!(!dir.path().join("ak.pub").exists());
 }

@@ -28,6 +28,7 @@ pub mod rollback;
 pub mod run;
 pub mod secrets;
 pub mod sign;
+pub mod slurm;
 pub mod spec;
 pub mod stage;
 pub mod store;

@@ -214,6 +214,13 @@ enum Command {
     /// The verified store of signed inputs: `verify` re-hashes every entry, `gc`
     /// removes unused ones (see docs/store.md).
     Store(store_cmd::StoreArgs),
+    /// Seal one Slurm job step: a signed job record over every rank record (exit 65, naming
+    /// what is missing, unless exactly WORLD_SIZE rank records exist; exit 1 if a rank failed).
+    ///
+    /// Example (in the batch script, after `srun sealrun run job.toml`):
+    ///   sealrun seal-job --records records --spec job.toml
+    #[command(verbatim_doc_comment)]
+    SealJob(sealrun_launcher::slurm::seal::SealArgs),
     /// The TPM: enroll an attestation key, show status (see docs/attestation.md).
     Tpm(sealrun_launcher::tpm::cli::TpmArgs),
     /// Run a command in the sandbox (namespaces, read-only root, seccomp,
@@ -406,6 +413,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Encrypt(args) => Ok(confidential_cmd::encrypt(args)),
         Command::Identity(args) => Ok(confidential_cmd::identity(args)),
         Command::CheckEncrypted(args) => Ok(confidential_cmd::check(args)),
+        Command::SealJob(args) => Ok(sealrun_launcher::slurm::seal::run(args)),
         Command::Tpm(args) => sealrun_launcher::tpm::cli::run(args),
     }
 }

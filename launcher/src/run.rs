@@ -94,6 +94,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The Slurm task's variables do not say which rank it is.
+    #[error(transparent)]
+    Slurm(#[from] crate::slurm::SlurmError),
 }
 
 impl RunError {
@@ -112,7 +115,8 @@ impl RunError {
             | RunError::Key(_)
             | RunError::Policy(_)
             | RunError::Usage { .. }
-            | RunError::Secret(_) => exit::USAGE,
+            | RunError::Secret(_)
+            | RunError::Slurm(_) => exit::USAGE,
         }
     }
 }
@@ -181,6 +185,10 @@ struct Ctx<'a> {
     builder_id: String,
     /// Held until the run is closed; tells recovery this launcher is alive.
     lock: crate::recover::RunLock,
+    /// The Slurm task this run is, if any (every record of the run says so).
+    rank: Option<crate::slurm::RankIdentity>,
+    /// The job network (`network = "job"`), held until the run ends; an error refuses the run.
+    netns: Result<Option<crate::slurm::netns::JobNetns>, String>,
     /// The TPM that measures and quotes this run (empty: software key only).
     tpm: crate::tpm::attest::Slot,
 }
@@ -254,7 +262,10 @@ impl Ctx<'_> {
             now_rfc3339(),
             format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
         );
+        let mut rank = crate::slurm::RankIdentity::from_env()?;
         let lock = crate::recover::lock_run(spec, &invocation, &started_on, &builder_id)?;
+        let netns =
+            crate::slurm::job_network(spec.sandbox.network, spec.sandbox.ports, rank.as_mut());
         Ok(Ctx {
             spec,
             key,
@@ -262,6 +273,8 @@ impl Ctx<'_> {
             started_on,
             builder_id,
             lock,
+            rank,
+            netns,
             tpm: Default::default(),
         })
     }
@@ -283,6 +296,7 @@ impl Ctx<'_> {
     ) -> Result<PathBuf, RunError> {
         // The result is shown to people: names in it came from disk.
         facts.result = sealrun_verifier::text::one_line(&facts.result);
+        facts.internal.slurm = self.rank.as_ref().map(|r| r.0.clone());
         let measured = self
             .tpm
             .borrow()
@@ -724,8 +738,12 @@ fn run_phases(
     inputs: &mut Vec<RecordedInput>,
 ) -> Result<RunSummary, Stop> {
     let spec = ctx.spec;
+    if let Err(e) = &ctx.netns {
+        let why = format!("job network: {e}");
+        return Err(Refusal::refused(exit::SETUP_FAILED, "job_network", why).into());
+    }
     // The TPM, as `[attestation] tpm` asks: `required` without one refuses the run here.
-    crate::tpm::attest::open_into(&ctx.tpm, &spec.attestation)
+    crate::tpm::attest::open_into(&ctx.tpm, &spec.attestation, &p.policy)
         .map_err(|why| Refusal::refused(exit::SETUP_FAILED, "tpm", why))?;
     // 2. Stage every input and verify the staged copy; then the code and the policies.
     let mut staging = stage_inputs(ctx, p, stage_records, ev, inputs)?;
@@ -735,7 +753,7 @@ fn run_phases(
     check_stage_policy(spec, &p.policy, code_digest)?;
     // 3. The output folder (new or empty), and the sandbox plan compiled before anything runs.
     prepare_output(spec)?;
-    let planned = plan_sandbox(spec, p, &mut staging)?;
+    let planned = plan_sandbox(ctx, p, &mut staging)?;
     // Measure the plan into PCR 23 before the job runs.
     let measured = crate::tpm::attest::plan_of(
         &spec.file,
@@ -1114,7 +1132,8 @@ fn internal_parameters(
 
 /// Phase 3b: compile the sandbox plan (profile, seccomp BPF, binds, GPUs resolved against
 /// the host's CDI specs) before anything starts; a plan that does not compile refuses the run.
-fn plan_sandbox(spec: &JobSpec, p: &Prepared, staging: &mut Staging) -> Result<Planned, Stop> {
+fn plan_sandbox(ctx: &Ctx, p: &Prepared, staging: &mut Staging) -> Result<Planned, Stop> {
+    let spec = ctx.spec;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let fd_binds = std::mem::take(&mut staging.fd_binds);
@@ -1123,6 +1142,12 @@ fn plan_sandbox(spec: &JobSpec, p: &Prepared, staging: &mut Staging) -> Result<P
     // the job's limit, so that the two together stay within it (see docs/confidential.md).
     config.attach = std::mem::take(&mut staging.attach);
     config.memory = crate::decrypt::job_memory(spec.sandbox.memory, staging.reserved);
+    if let Some(r) = &ctx.rank {
+        r.apply(&mut config.env);
+    }
+    let netns = ctx.netns.as_ref().ok().and_then(Option::as_ref);
+    crate::slurm::apply_network(netns, &mut config)
+        .map_err(|e| Refusal::refused(exit::SETUP_FAILED, "job_network", e))?;
     let venv_bin = spec.sandbox.python.as_ref().map(|v| v.bin());
     let executable = resolve_executable(&spec.command[0], venv_bin).and_then(|p| {
         sealrun_verifier::digest::hash_file(&p, u64::MAX)

@@ -33,6 +33,7 @@ pub mod namespaces;
 pub mod net;
 pub mod notify;
 pub mod outcome;
+pub mod peer_connect;
 pub mod plan;
 mod precompiled;
 pub mod profile;
@@ -42,7 +43,7 @@ pub mod sys;
 pub mod syscall_table;
 pub mod unix_connect;
 
-pub use config::{Bind, FdBind, ProfileRef, SandboxConfig, SecretFile, Stdio, Tmpfs};
+pub use config::{Bind, FdBind, Network, ProfileRef, SandboxConfig, SecretFile, Stdio, Tmpfs};
 pub use outcome::{DeniedSyscall, EgressAttempt, EndReason, LandlockReport, Outcome};
 pub use plan::{PlanError, SandboxPlan};
 pub use supervise::{SandboxError, SandboxHandle};

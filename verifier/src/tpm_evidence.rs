@@ -1,5 +1,13 @@
-//! TPM 2.0 evidence for a run record: the types of the quote file
-//! (`records/NAME-ID.quote.json`) and of its PCR 23 event log.
+//! TPM 2.0 evidence for a run record: the quote file (`records/NAME-ID.quote.json`), its PCR 23
+//! event log, and their offline verification.
+//!
+//! Guarantees of [`verify_evidence`] / [`check_record`]: evidence passes only if its attestation
+//! key is trusted for `tpm-quote` and is the one the record names, the ECDSA P-256 signature is
+//! that key's over the `TPMS_ATTEST` bytes as the TPM produced them, the quote's qualifying data
+//! is the record file's SHA-256, the listed PCR values hash to the quoted digest, the event log
+//! (from a reset) replays to the quoted PCR 23 and is exactly the record's measurement
+//! (launcher, trust policy, plan), and the launcher is one the policy accepts; each failure has
+//! a stable name ([`Failure::name`]). Nothing here is platform-specific.
 
 use serde::{Deserialize, Serialize};
 
@@ -93,6 +101,9 @@ pub struct QuoteEvidence {
     pub ak_keyid: String,
     pub tpm: TpmInfo,
 }
+
+/// Largest quote file read (a real one is a few KiB).
+pub const MAX_EVIDENCE_BYTES: u64 = 1 << 20;
 
 /// The quote file of the record at `record`: `NAME-ID.json` -> `NAME-ID.quote.json`.
 pub fn evidence_path(record: &Path) -> PathBuf {
@@ -341,6 +352,12 @@ pub fn verify_evidence(
                 ),
             )
         })?;
+    if let Some(r) = policy.revoked_key(&ak.name, &ak.key.keyid()) {
+        return Err(fail(
+            Failure::AkNotTrusted,
+            format!("attestation key {:?}: {r}", ak.name),
+        ));
+    }
     if m.ak_keyid != ev.ak_keyid {
         return Err(fail(
             Failure::AkNotTrusted,
@@ -500,9 +517,11 @@ pub fn check_record(
     require: bool,
 ) -> Result<Option<CheckedEvidence>, EvidenceError> {
     let file = evidence_path(path);
-    let bytes = match std::fs::read(&file) {
+    use crate::fsread::{read_bounded, Follow, ReadError};
+    // Bounded, not followed (a records folder others may write), not blocking.
+    let bytes = match read_bounded(&file, "TPM evidence", MAX_EVIDENCE_BYTES, Follow::No) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(ReadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             return match (measurement, require) {
                 (Some(_), _) => Err(fail(
                     Failure::NoTpmEvidence,
@@ -515,7 +534,7 @@ pub fn check_record(
                 (None, false) => Ok(None),
             };
         }
-        Err(e) => return Err(fail(Failure::Malformed, format!("{}: {e}", file.display()))),
+        Err(e) => return Err(fail(Failure::Malformed, e.to_string())),
     };
     let ev: QuoteEvidence = serde_json::from_slice(&bytes)
         .map_err(|e| fail(Failure::Malformed, format!("{}: {e}", file.display())))?;
@@ -598,6 +617,20 @@ mod tests {
         let mut t = ATTEST.to_vec();
         t[40] ^= 1;
         assert!(key.verify(&t, &der).is_err());
+    }
+
+    /// The same AK's `TPM2B_PUBLIC` as `tpm2_create -u` wrote it.
+    #[test]
+    fn a_tpm2_tools_public_area_is_the_pem_key() {
+        let b = hex::decode(concat!(
+            "00580023000b00050072000000100018000b0003001000",
+            "20b0591ca04252cbad8ca41fe2e1077ac17d70af4447415277",
+            "3e9aebab2fc8e12100200b5262d4afd3177711ddc67cd71488",
+            "0e046f8236ffde948645fb4eb84e6dd596"
+        ))
+        .unwrap();
+        let key = p256_public_key(&b[2..]).unwrap();
+        assert_eq!(key.keyid(), PublicKey::from_pem(AK).unwrap().keyid());
     }
 
     #[test]

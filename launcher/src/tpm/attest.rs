@@ -61,8 +61,8 @@ pub struct RunTpm {
     measurement: Option<TpmMeasurement>,
 }
 
-/// What the TPM says about itself, and the sealrun AK's public key (`TPMT_PUBLIC`) if
-/// enrolled.
+/// What the TPM says about itself (manufacturer and vendor strings), and whether that makes it
+/// a software TPM.
 pub fn describe(tpm: &mut Tpm) -> Result<TpmInfo, TpmError> {
     let text = |v: u32| {
         String::from_utf8_lossy(&v.to_be_bytes())
@@ -284,11 +284,35 @@ fn is_own_measurement(events: &[tpm_evidence::PcrEvent], run: &str) -> bool {
 /// The TPM slot of a run (empty: software key only).
 pub type Slot = std::cell::RefCell<Option<RunTpm>>;
 
-/// Open the run's TPM into `slot`; `Err(message)` refuses the run (`required` only).
-pub fn open_into(slot: &Slot, settings: &AttestationSettings) -> Result<(), String> {
-    let t = open_for_run(settings.tpm).map_err(|e| {
-        format!("[attestation] tpm = \"required\", and no TPM can attest this run: {e}")
-    })?;
+/// Open the run's TPM into `slot`; `Err(message)` refuses the run (`required` only). The
+/// run's trust policy must trust the AK for `tpm-quote` (else its records would not verify):
+/// `required` refuses, `auto` warns and attests with the software key only.
+pub fn open_into(
+    slot: &Slot,
+    settings: &AttestationSettings,
+    policy: &sealrun_verifier::policy::Policy,
+) -> Result<(), String> {
+    let required = |why: String| {
+        format!("[attestation] tpm = \"required\", and no TPM can attest this run: {why}")
+    };
+    let t = open_for_run(settings.tpm).map_err(|e| required(e.to_string()))?;
+    let untrusted = t.as_ref().is_some_and(|t| {
+        !policy
+            .lookup(&t.ak_keyid)
+            .iter()
+            .any(|(k, _)| k.may_sign(sealrun_verifier::policy::Kind::TpmQuote))
+    });
+    if untrusted {
+        let why = format!(
+            "the trust policy does not trust the TPM's attestation key {} for kinds = [\"tpm-quote\"] (add the `sealrun tpm enroll` output to it), so its quotes would not verify",
+            t.as_ref().map_or("", |t| t.ak_keyid.as_str())
+        );
+        if settings.tpm == TpmMode::Required {
+            return Err(required(why));
+        }
+        eprintln!("sealrun: warning: {why}; this run is attested with the software key only");
+        return Ok(());
+    }
     *slot.borrow_mut() = t;
     Ok(())
 }

@@ -180,7 +180,8 @@ impl Tpm {
         let mut cmd = Writer::new();
         let size = u32::try_from(10 + body.buf.len()).unwrap_or(u32::MAX);
         cmd.u16(tag).u32(size).u32(cc).bytes(&body.buf);
-        let resp = self.transport.transact(&cmd.buf)?;
+        // Zeroed on drop: an Unseal response carries the secret.
+        let resp = zeroize::Zeroizing::new(self.transport.transact(&cmd.buf)?);
         parse_response(command, &resp, !auths.is_empty(), out_handles)
     }
 }

@@ -34,10 +34,17 @@ pub const OA_RESTRICTED: u32 = 1 << 16;
 pub const OA_DECRYPT: u32 = 1 << 17;
 pub const OA_SIGN: u32 = 1 << 18;
 
-/// Big-endian writer into a growable buffer.
+/// Big-endian writer into a growable buffer (zeroed on drop: a command may carry a secret
+/// being sealed).
 #[derive(Debug, Default, Clone)]
 pub struct Writer {
     pub buf: Vec<u8>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.buf);
+    }
 }
 
 impl Writer {
@@ -84,8 +91,10 @@ pub fn pcr_selection(w: &mut Writer, alg: u16, pcrs: &[u8]) {
     w.u32(1).u16(alg).u8(3).bytes(&select);
 }
 
-/// `TPMT_PUBLIC` of sealrun's storage root: ECC P-256, restricted decrypt, AES-128-CFB (the
-/// TCG "SRK" template, so any tool that recreates it gets the same key from the same seed).
+/// `TPMT_PUBLIC` of sealrun's storage root: ECC P-256, restricted decrypt, AES-128-CFB, noDA,
+/// unique x and y of 32 zero bytes (the shape of the TCG provisioning guidance's ECC SRK
+/// template). A primary key is derived from the owner seed and its template, so this is the
+/// same key every time until the owner hierarchy is cleared.
 pub fn srk_template(w: &mut Writer) {
     w.u16(ALG_ECC).u16(ALG_SHA256).u32(
         OA_FIXED_TPM
