@@ -817,6 +817,7 @@ mod tests {
             had_secrets: false,
             max_output_files: 10,
             max_output_size: 10,
+            slurm: None,
         }
     }
 
