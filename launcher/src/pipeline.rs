@@ -167,6 +167,5 @@ pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, R
             last_message
         },
         record: path,
-        invocation,
     })
 }

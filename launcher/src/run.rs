@@ -141,7 +141,6 @@ pub struct RunSummary {
     pub message: String,
     /// The signed record.
     pub record: PathBuf,
-    pub invocation: String,
 }
 
 /// Options for [`run_job`].
@@ -311,7 +310,6 @@ impl Ctx<'_> {
             status: r.status,
             message: r.message,
             record,
-            invocation: self.invocation.clone(),
         })
     }
 
@@ -1426,7 +1424,6 @@ fn record(
             outputs.files.resources.len()
         ),
         record,
-        invocation: ctx.invocation.clone(),
     })
 }
 

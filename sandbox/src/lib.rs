@@ -19,27 +19,27 @@
 //! The setup order inside the sandbox is one commented sequence in [`child`]; the kernel
 //! features each have their own module.
 
-pub mod caps;
+mod caps;
 pub mod cdi;
-pub mod child;
+mod child;
 pub mod config;
-pub mod device_bpf;
+mod device_bpf;
 pub mod devices;
-pub mod landlock;
-pub mod limits;
-pub mod mounts;
-pub mod namespaces;
-pub mod net;
-pub mod notify;
+mod landlock;
+mod limits;
+mod mounts;
+mod namespaces;
+mod net;
+mod notify;
 pub mod outcome;
 pub mod plan;
 mod precompiled;
 pub mod profile;
 pub mod seccomp;
 pub mod supervise;
-pub mod sys;
-pub mod syscall_table;
-pub mod unix_connect;
+mod sys;
+mod syscall_table;
+mod unix_connect;
 
 pub use config::{Bind, FdBind, ProfileRef, SandboxConfig, SecretFile, Stdio, Tmpfs};
 pub use outcome::{DeniedSyscall, EgressAttempt, EndReason, LandlockReport, Outcome};

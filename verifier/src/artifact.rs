@@ -369,7 +369,7 @@ pub struct Verified {
 }
 
 /// Compare the tree at `path` with `expected`, naming the first difference.
-pub fn check_tree(
+fn check_tree(
     artifact: &str,
     path: &Path,
     expected: &Manifest,
