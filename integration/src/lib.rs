@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: locate the real binaries, run them,
 //! and make scratch trees. Tests only touch their own temporary directories.
 
+pub mod scratch;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

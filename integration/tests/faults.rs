@@ -7,10 +7,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use sealrun_integration::scratch::Scratch;
 use sealrun_integration::{
     audit_entries, bin, byproduct, envelope_statement, fails_with, marked_pids, ok, sealrun, text,
     wait_for, RunFixture, RUN_SANDBOX,
@@ -189,88 +190,6 @@ fn sigkill_at_every_phase_is_closed_by_recover() {
     }
 }
 
-/// A private mount namespace (held by a `sleep` the test owns) with a small tmpfs at `mnt`; it
-/// and the tmpfs go away when the holder is killed.
-struct Scratch {
-    holder: Child,
-    mnt: PathBuf,
-}
-
-impl Scratch {
-    fn new(mnt: &Path, size: &str) -> Scratch {
-        std::fs::create_dir_all(mnt).unwrap();
-        let holder = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sleep", "600"])
-            .spawn()
-            .unwrap();
-        let s = Scratch {
-            holder,
-            mnt: mnt.to_path_buf(),
-        };
-        // unshare has exec'd sleep once its namespace differs from ours.
-        let t0 = Instant::now();
-        while std::fs::read_link(format!("/proc/{}/ns/mnt", s.holder.id())).ok()
-            == std::fs::read_link("/proc/self/ns/mnt").ok()
-        {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "unshare -m did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let opts = format!("size={size},mode=0755");
-        let m = s.run(
-            Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
-                .arg(mnt),
-        );
-        assert!(m.status.success(), "mount tmpfs: {}", text(&m));
-        s
-    }
-
-    /// Run `cmd` inside the namespace.
-    fn run(&self, cmd: &mut Command) -> Output {
-        let mut c = Command::new("nsenter");
-        // `cd` inside the namespace (nsenter's --wd keeps the folder as seen from outside, where
-        // the tmpfs is not mounted).
-        let dir = cmd.get_current_dir().unwrap_or(Path::new("/"));
-        c.args(["-t", &self.holder.id().to_string(), "-m", "--"]);
-        c.args(["sh", "-c", "cd \"$0\" && exec \"$@\""]).arg(dir);
-        c.arg(cmd.get_program()).args(cmd.get_args());
-        c.envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
-        c.output().unwrap()
-    }
-
-    /// `path` (under the mount) as this process sees the namespace's files.
-    fn view(&self, path: &Path) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/root", self.holder.id()))
-            .join(path.strip_prefix("/").unwrap())
-    }
-
-    /// Fill the tmpfs: a file of zeros until ENOSPC.
-    fn fill(&self) {
-        let mut f = std::fs::File::create(self.view(&self.mnt.join("filler"))).unwrap();
-        let block = vec![0u8; 64 << 10];
-        loop {
-            if let Err(e) = std::io::Write::write_all(&mut f, &block) {
-                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
-                break;
-            }
-        }
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.view(&self.mnt.join("filler"))).unwrap();
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
-}
-
 /// `records` and `audit_log` of a fixture job spec moved to `records`, `log`.
 fn relocate(dir: &Path, spec: &str, records: &str, log: &str) {
     let p = dir.join(spec);
@@ -285,17 +204,16 @@ fn relocate(dir: &Path, spec: &str, records: &str, log: &str) {
 /// Run a waiter job in `scratch`, fill the tmpfs once it has started, let it finish.
 fn run_into_full_disk(f: &RunFixture, s: &Scratch, job: &str, out: &str) -> Output {
     let dir = f.dir().to_path_buf();
-    let child = {
-        let mut c = Command::new("nsenter");
-        c.args(["-t", &s.holder.id().to_string(), "-m", "--"])
-            .args(["sh", "-c", "cd \"$0\" && exec \"$@\""])
-            .arg(&dir)
-            .arg(bin("sealrun"))
-            .args(["run", job, "--quiet"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c.spawn().unwrap()
-    };
+    let child = s
+        .command(
+            Command::new(bin("sealrun"))
+                .args(["run", job, "--quiet"])
+                .current_dir(&dir),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_for(&dir.join(out).join("started"), "job start");
     s.fill();
     std::fs::write(dir.join(out).join("go"), "go").unwrap();

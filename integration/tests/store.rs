@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sealrun_integration::{
-    bin, envelope_statement, fails_with, ok, sealrun, sha256_hex, RunFixture, RUN_SANDBOX,
+    bin, envelope_statement, fails_with, ok, sealrun, sha256_hex, RunFixture, RUN_DATA, RUN_SANDBOX,
 };
 
 /// Writes the sha256 of every input file the job sees to /out/sums.
@@ -300,4 +300,79 @@ fn nix_euid() -> u32 {
     std::fs::metadata("/proc/self")
         .map(|m| m.uid())
         .unwrap_or(1)
+}
+
+#[test]
+fn a_rootless_launcher_fills_its_own_store_then_reuses_it() {
+    assert_eq!(
+        std::fs::metadata("/proc/self").unwrap().uid(),
+        0,
+        "this test switches to uid 65534 with setpriv: run the suite as root"
+    );
+    let f = RunFixture::new();
+    let dir = f.dir();
+    let store = format!("{:?}", dir.join("store").display().to_string());
+    let rootless = |name: &str| {
+        // No memory limit: a rootless launcher has no cgroup to set one in.
+        let spec = job(&f, name, &store);
+        let t = std::fs::read_to_string(dir.join(&spec)).unwrap();
+        std::fs::write(dir.join(&spec), t.replace("memory = \"512M\"\n", "")).unwrap();
+        let chown = Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(chown.status.success());
+        std::fs::set_permissions(dir, PermissionsExt::from_mode(0o755)).unwrap();
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(bin("sealrun"))
+            .args(["run", &spec, "--quiet"])
+            .current_dir(dir)
+            .output()
+            .expect("setpriv (util-linux)");
+        ok(out);
+    };
+    // Filling moves a sealed entry folder into place: the launcher's user must be able to.
+    rootless("first");
+    assert_eq!(staging(&f, "first"), "store-miss");
+    rootless("second");
+    assert_eq!(staging(&f, "second"), "store-hit");
+    assert_eq!(
+        sums_of(&f, "second"),
+        format!("points.csv {}", sha256_hex(RUN_DATA))
+    );
+}
+
+#[test]
+fn store_from_a_config_file_and_the_spec_overrides_it() {
+    let f = RunFixture::new();
+    let dir = f.dir();
+    // The spec leaves `store` out: the config file next to it says where, relative to itself.
+    let spec = job(&f, "cfg", "\"x\"");
+    let t = std::fs::read_to_string(dir.join(&spec)).unwrap();
+    std::fs::write(dir.join(&spec), t.replace("store = \"x\"\n", "")).unwrap();
+    std::fs::write(dir.join("sealrun.toml"), "store = \"cfg-store\"\n").unwrap();
+    ok(f.run(&spec));
+    assert_eq!(staging(&f, "cfg"), "store-miss");
+    assert_eq!(
+        std::fs::read_dir(dir.join("cfg-store/entries"))
+            .unwrap()
+            .count(),
+        1
+    );
+    let shown = ok(sealrun(dir, &["config", "."]));
+    assert!(shown.contains("cfg-store (from"), "{shown}");
+    // `off` in the config file: copies, no store.
+    std::fs::write(dir.join("sealrun.toml"), "store = \"off\"\n").unwrap();
+    let spec = job(&f, "off", "\"x\"");
+    let t = std::fs::read_to_string(dir.join(&spec)).unwrap();
+    std::fs::write(dir.join(&spec), t.replace("store = \"x\"\n", "")).unwrap();
+    ok(f.run(&spec));
+    assert_eq!(staging(&f, "off"), "single-pass");
+    // The spec's own value wins over the config file.
+    let own = format!("{:?}", dir.join("own-store").display().to_string());
+    ok(f.run(&job(&f, "own", &own)));
+    assert_eq!(staging(&f, "own"), "store-miss");
+    assert!(dir.join("own-store/entries").is_dir());
 }

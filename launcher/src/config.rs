@@ -1,5 +1,5 @@
 //! Defaults for specs from a config file: the trust policy, the signing key,
-//! the records folder and the audit log.
+//! the records folder, the audit log and the verified store.
 //!
 //! Guarantees: two files are read, if present: `sealrun.toml` in the spec's
 //! folder, then `$XDG_CONFIG_HOME/sealrun/config.toml` (`~/.config/…` without
@@ -38,7 +38,11 @@ struct RawConfig {
     signing_key: Option<String>,
     records: Option<String>,
     audit_log: Option<String>,
+    store: Option<String>,
 }
+
+/// `store = "off"` in a config file: the store is switched off (no path).
+pub const STORE_OFF: &str = "off";
 
 /// One default and the file it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -54,18 +58,21 @@ pub struct Config {
     pub signing_key: Option<Value>,
     pub records: Option<Value>,
     pub audit_log: Option<Value>,
+    /// The verified store (`path` is [`STORE_OFF`] exactly when switched off).
+    pub store: Option<Value>,
     /// The config files read, most specific first.
     pub files: Vec<PathBuf>,
 }
 
 impl Config {
-    /// The default for a spec field (`trust`, `signing_key`, `records`, `audit_log`).
+    /// The default for a spec field (`trust`, `signing_key`, `records`, `audit_log`, `store`).
     pub fn get(&self, field: &str) -> Option<&Value> {
         match field {
             "trust" => self.trust.as_ref(),
             "signing_key" => self.signing_key.as_ref(),
             "records" => self.records.as_ref(),
             "audit_log" => self.audit_log.as_ref(),
+            "store" => self.store.as_ref(),
             _ => None,
         }
     }
@@ -106,18 +113,25 @@ pub fn load(dir: &Path) -> Result<Config, ConfigError> {
     for file in files.into_iter().flatten() {
         let Some(raw) = read(&file)? else { continue };
         let base = file.parent().unwrap_or(Path::new("."));
-        let set = |slot: &mut Option<Value>, v: Option<String>| {
+        // Only `store` takes the word `off` (a folder named so is written `./off`).
+        let set = |slot: &mut Option<Value>, v: Option<String>, takes_off: bool| {
             if let (None, Some(v)) = (slot.as_ref(), v.filter(|v| !v.is_empty())) {
+                let path = if takes_off && v == STORE_OFF {
+                    PathBuf::from(STORE_OFF)
+                } else {
+                    base.join(v)
+                };
                 *slot = Some(Value {
-                    path: base.join(v),
+                    path,
                     from: file.clone(),
                 });
             }
         };
-        set(&mut c.trust, raw.trust);
-        set(&mut c.signing_key, raw.signing_key);
-        set(&mut c.records, raw.records);
-        set(&mut c.audit_log, raw.audit_log);
+        set(&mut c.trust, raw.trust, false);
+        set(&mut c.signing_key, raw.signing_key, false);
+        set(&mut c.records, raw.records, false);
+        set(&mut c.audit_log, raw.audit_log, false);
+        set(&mut c.store, raw.store, true);
         c.files.push(file.clone());
     }
     Ok(c)
@@ -134,6 +148,10 @@ pub fn show(dir: &Path, c: &Config) -> String {
         ("signing_key", "none: the spec must give `signing_key`"),
         ("records", "records/ next to the spec"),
         ("audit_log", "audit.log next to the spec"),
+        (
+            "store",
+            "$SEALRUN_STORE, else /var/lib/sealrun/store as root, ~/.local/share/sealrun/store otherwise",
+        ),
     ] {
         let line = match c.get(field) {
             Some(v) => format!("{} (from {})", v.path.display(), v.from.display()),

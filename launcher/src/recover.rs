@@ -73,6 +73,15 @@ pub enum RecoverError {
     Malformed { path: PathBuf, reason: String },
     #[error("signing key {path}: {message}")]
     Key { path: PathBuf, message: String },
+    #[error(
+        "records folder {path}: cannot write a record there ({source}); nothing ran: make it \
+         writable by the launcher's user, or set `records =` in the spec to a folder that is"
+    )]
+    RecordsFolder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write the record {path}: {source}")]
     Record {
         path: PathBuf,
@@ -276,9 +285,31 @@ pub fn lock_run(
     let record = spec
         .records
         .join(format!("{}-{}.json", spec.name, &invocation[..12]));
+    probe_records(&spec.records)?;
     RunLock::acquire(&RunFile::new(
         spec, invocation, started_on, builder_id, &staging, &record,
     ))
+}
+
+/// A record can be written in `records`: a probe file is made, fsync'd and removed there before
+/// anything runs, so a folder the launcher cannot write (EACCES, EROFS, EIO) stops the run at
+/// once instead of after the job's hours of work.
+fn probe_records(records: &Path) -> Result<(), RecoverError> {
+    let err = |source| RecoverError::RecordsFolder {
+        path: records.to_path_buf(),
+        source,
+    };
+    let probe = records.join(format!(".sealrun-probe-{}", std::process::id()));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&probe)
+        .map_err(err)?;
+    let synced = f.sync_all();
+    let removed = std::fs::remove_file(&probe);
+    synced.and(removed).map_err(err)
 }
 
 /// Test hook, honoured in debug builds only (release builds compile it out): with

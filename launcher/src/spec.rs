@@ -765,10 +765,17 @@ fn places(
         Some(e) => Some(ctx.path(e, "events", false)?),
         None => None,
     };
-    let store = match raw.store.as_ref().or(shared.store.as_ref()) {
-        Some(s) if s.get_ref() == "off" => crate::store::StoreSetting::Off,
-        Some(s) => crate::store::StoreSetting::At(ctx.path(s, "store", false)?),
-        None => crate::store::StoreSetting::Default,
+    let store = match (
+        raw.store.as_ref().or(shared.store.as_ref()),
+        config.get("store"),
+    ) {
+        (Some(s), _) if s.get_ref() == crate::config::STORE_OFF => crate::store::StoreSetting::Off,
+        (Some(s), _) => crate::store::StoreSetting::At(ctx.path(s, "store", false)?),
+        (None, Some(c)) if c.path.as_os_str() == crate::config::STORE_OFF => {
+            crate::store::StoreSetting::Off
+        }
+        (None, Some(c)) => crate::store::StoreSetting::At(c.path.clone()),
+        (None, None) => crate::store::StoreSetting::Default,
     };
     Ok(Places {
         trust,

@@ -393,7 +393,13 @@ impl Store {
         let meta_path = self.root.join("meta").join(format!("{key}.json"));
         sealrun_verifier::rollback::write_atomic(&meta_path, &json).map_err(sio(&meta_path))?;
         let entry = self.root.join("entries").join(key);
-        std::fs::rename(tmp, &entry).map_err(sio(&self.shown.join("entries").join(key)))
+        let shown = self.shown.join("entries").join(key);
+        // The top folder is sealed only once it is in place: moving a folder to another parent
+        // rewrites its `..`, which needs write permission on it for a launcher not running as
+        // root.
+        std::fs::rename(tmp, &entry).map_err(sio(&shown))?;
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o555))
+            .map_err(sio(&shown))
     }
 
     /// Make `tmp/file` and `objects/object` the same inode: add the file as the object, or (if
@@ -552,9 +558,9 @@ fn describe(d: &manifest::Difference) -> String {
     }
 }
 
-/// Folders of a filled entry: 0555.
+/// Folders of a filled entry below its top: 0555 (the top is sealed once renamed into place).
 fn seal_dirs(top: &Path) -> Result<(), StageError> {
-    for e in walkdir::WalkDir::new(top).contents_first(true) {
+    for e in walkdir::WalkDir::new(top).min_depth(1).contents_first(true) {
         let e = e.map_err(|e| StageError::Io {
             path: top.to_path_buf(),
             source: e.into(),
