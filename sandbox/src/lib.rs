@@ -41,10 +41,11 @@ mod sys;
 mod syscall_table;
 mod unix_connect;
 
+pub use child::Step;
 pub use config::{Bind, FdBind, ProfileRef, SandboxConfig, SecretFile, Stdio, Tmpfs};
 pub use outcome::{DeniedSyscall, EgressAttempt, EndReason, LandlockReport, Outcome};
 pub use plan::{PlanError, SandboxPlan};
-pub use supervise::{SandboxError, SandboxHandle};
+pub use supervise::{SandboxError, SandboxHandle, SetupStep};
 
 /// Exit statuses used by `sealrun exec` (and reusable by other front ends).
 pub mod exit_codes {
