@@ -948,6 +948,9 @@ struct Planned {
     internal: InternalParameters,
     /// The command's executable as the sandbox will resolve it, and its digest.
     executable: Option<(String, Digest)>,
+    /// The GPU setup, kept until the job has run: it owns the folder of the loader cache that
+    /// the sandbox binds at `/etc/ld.so.cache`.
+    _gpus: Option<crate::gpu::GpuSetup>,
 }
 
 /// The sandbox configuration of the job: command, environment, binds, tmpfs, limits,
@@ -1110,6 +1113,7 @@ fn plan_sandbox(spec: &JobSpec, p: &Prepared, staging: &mut StagedInputs) -> Res
         pipes: [out_r, err_r],
         internal,
         executable,
+        _gpus: gpus,
     })
 }
 
