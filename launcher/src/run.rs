@@ -702,17 +702,24 @@ fn run_phases(
     check_stage_policy(spec, &p.policy, code_digest)?;
     // 3. The output folder (new or empty), and the sandbox plan compiled before anything runs.
     prepare_output(spec)?;
-    let planned = plan_sandbox(spec, p, &mut staging)?;
+    let Planned {
+        plan,
+        pipes,
+        internal,
+        executable,
+        _gpus: gpus,
+    } = plan_sandbox(spec, p, &mut staging)?;
     // 4. Execute.
-    let executed = execute(ctx, p, opts, ev, planned.plan, planned.pipes)?;
+    let executed = execute(ctx, p, opts, ev, plan, pipes)?;
     // 5. Record.
     let done = Done {
         code_digest,
-        executable: planned.executable,
-        internal: planned.internal,
+        executable,
+        internal,
     };
     let summary = record(ctx, p, inputs, ev, executed, done)?;
-    drop(staging);
+    // The staged inputs and the GPU setup's files were bound into the sandbox: kept until now.
+    drop((staging, gpus));
     Ok(summary)
 }
 
