@@ -3,6 +3,7 @@
 
 pub mod exec;
 pub mod scratch;
+pub mod slurm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

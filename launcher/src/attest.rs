@@ -305,6 +305,15 @@ fn sandbox_report(o: &Outcome) -> record::SandboxReport {
                 address: e.address.clone(),
             })
             .collect(),
+        peer_connects: o
+            .peer_connects
+            .iter()
+            .map(|e| record::EgressAttempt {
+                syscall: e.syscall.clone(),
+                family: e.family.clone(),
+                address: e.address.clone(),
+            })
+            .collect(),
         landlock: record::LandlockReport {
             abi: o.landlock.abi,
             status: o.landlock.status.clone(),

@@ -25,6 +25,7 @@ pub mod run;
 pub mod secrets;
 pub mod sign;
 pub mod signals;
+pub mod slurm;
 pub mod spec;
 pub mod staging;
 pub mod store;

@@ -212,6 +212,13 @@ enum Command {
     /// The verified store of signed inputs: `verify` re-hashes every entry, `gc`
     /// removes unused ones (see docs/store.md).
     Store(store_cmd::StoreArgs),
+    /// Seal one Slurm job step: a signed job record over every rank record (exit 65, naming
+    /// what is missing, unless exactly WORLD_SIZE rank records exist; exit 1 if a rank failed).
+    ///
+    /// Example (in the batch script, after `srun sealrun run job.toml`):
+    ///   sealrun seal-job --records records --spec job.toml
+    #[command(verbatim_doc_comment)]
+    SealJob(sealrun_launcher::slurm::seal::SealArgs),
     /// Run a command in the sandbox (namespaces, read-only root, seccomp,
     /// Landlock, no network, no capabilities, limits).
     Exec(exec::ExecArgs),
@@ -383,6 +390,7 @@ fn run(command: Command) -> Result<u8> {
         }
         Command::Exec(args) => exec::run(args),
         Command::Store(args) => store_cmd::run(args),
+        Command::SealJob(args) => Ok(sealrun_launcher::slurm::seal::run(args)),
     }
 }
 

@@ -8,9 +8,10 @@
 //! signing key to sign both `record`s and `checkpoint`s (else the run would end
 //! with a record nobody can verify); that the sandbox profile exists and
 //! parses; and that the output folder (placeholders expanded) is new or empty.
-//! `{invocation}`, `{name}` and `{date}` in `output` are replaced by the run's
+//! `{invocation}`, `{name}`, `{date}` and `{rank}` in `output` are replaced by the run's
 //! invocation id (the 12 characters in its record's name), the job's (stage's)
-//! name and the UTC date (`YYYY-MM-DD`); the record's `externalParameters`
+//! name, the UTC date (`YYYY-MM-DD`) and the Slurm task's rank (`{rank}` outside
+//! Slurm, or ranks sharing one folder, are refused); the record's `externalParameters`
 //! carry the expanded `output` and the spec's `output_template`.
 
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use sealrun_verifier::policy::{Kind, Policy};
 use crate::spec::{JobSpec, Location, Proof, Spec, SpecError};
 
 /// The placeholders `output` may hold.
-pub const PLACEHOLDERS: [&str; 3] = ["{invocation}", "{name}", "{date}"];
+pub const PLACEHOLDERS: [&str; 4] = ["{invocation}", "{name}", "{date}", "{rank}"];
 
 fn invalid(spec: &JobSpec, at: &str, message: String) -> SpecError {
     let loc = spec.locations.get(at).cloned().unwrap_or(Location {
@@ -37,11 +38,40 @@ fn invalid(spec: &JobSpec, at: &str, message: String) -> SpecError {
     }
 }
 
-/// Replace the placeholders in `text`.
-fn expand(text: &str, invocation: &str, name: &str, date: &str) -> String {
+/// Replace the placeholders in `text` (`rank`: the Slurm task's, see [`slurm_output`]).
+fn expand(text: &str, invocation: &str, name: &str, date: &str, rank: &str) -> String {
     text.replace("{invocation}", invocation)
         .replace("{name}", name)
         .replace("{date}", date)
+        .replace("{rank}", rank)
+}
+
+/// What `{rank}` stands for: the Slurm task's rank. Outside Slurm `{rank}` is refused; under
+/// Slurm with several ranks, an `output` that names neither `{rank}` nor `{invocation}` is
+/// refused (the ranks would write into one folder).
+fn slurm_output(job: &JobSpec, written: &str) -> Result<String, SpecError> {
+    let rank = crate::slurm::RankIdentity::from_env()
+        .map_err(|e| invalid(job, "output", e.to_string()))?;
+    match rank {
+        None if written.contains("{rank}") => Err(invalid(
+            job,
+            "output",
+            format!("{written:?}: {{rank}} is the Slurm task's rank, and this is no Slurm task (SLURM_JOB_ID is not set)"),
+        )),
+        None => Ok(String::new()),
+        Some(r)
+            if r.0.world_size > 1
+                && !written.contains("{rank}")
+                && !written.contains("{invocation}") =>
+        {
+            Err(invalid(
+                job,
+                "output",
+                format!("{written:?}: the {} ranks of Slurm job step {} would share this folder; put {{rank}} in it (e.g. \"out/rank-{{rank}}\")", r.0.world_size, r.step()),
+            ))
+        }
+        Some(r) => Ok(r.0.rank.to_string()),
+    }
 }
 
 /// Every `{...}` in `output` as written is one of [`PLACEHOLDERS`].
@@ -79,13 +109,14 @@ fn expand_output(job: &mut JobSpec, invocation: &str, date: &str) -> Result<Path
         .unwrap_or_default()
         .to_string();
     check_placeholders(&written).map_err(|m| invalid(job, "output", m))?;
+    let rank = slurm_output(job, &written)?;
     if !PLACEHOLDERS.iter().any(|p| written.contains(p)) {
         return Ok(job.output.clone());
     }
     // Only the part the spec wrote is expanded (the spec's folder may hold braces).
     let full = job.output.display().to_string();
     let base = full.strip_suffix(written.as_str()).unwrap_or("");
-    let rel = expand(&written, id, &job.name, date);
+    let rel = expand(&written, id, &job.name, date, &rank);
     job.output = PathBuf::from(format!("{base}{rel}"));
     if let Some(o) = job.as_json.as_object_mut() {
         o.insert("output_template".into(), written.into());
@@ -180,7 +211,22 @@ fn check_gpus(job: &JobSpec) -> Result<(), SpecError> {
     .map_err(|e| invalid(job, "sandbox.gpus", e.to_string()))
 }
 
+/// `network = "job"`: a Slurm task, run as root.
+fn check_network(job: &JobSpec) -> Result<(), SpecError> {
+    if job.sandbox.network != crate::spec::NetworkMode::Job {
+        return Ok(());
+    }
+    let why = match crate::slurm::RankIdentity::from_env() {
+        Err(e) => e.to_string(),
+        Ok(None) => "\"job\" is the network of a Slurm job step's ranks, and this is no Slurm task (SLURM_JOB_ID is not set); use \"none\", or run under srun".into(),
+        Ok(Some(_)) if !nix::unistd::geteuid().is_root() => "\"job\" needs root (the launcher makes the step's network namespace and clones the sandbox into it)".into(),
+        Ok(Some(_)) => return Ok(()),
+    };
+    Err(invalid(job, "sandbox.network", why))
+}
+
 fn check_job(job: &JobSpec) -> Result<(), SpecError> {
+    check_network(job)?;
     check_signing_key(job)?;
     check_profile(job)?;
     check_gpus(job)?;

@@ -95,6 +95,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The Slurm task's variables do not say which rank it is.
+    #[error(transparent)]
+    Slurm(#[from] crate::slurm::SlurmError),
 }
 
 impl RunError {
@@ -113,7 +116,8 @@ impl RunError {
             | RunError::Key(_)
             | RunError::Policy(_)
             | RunError::Usage { .. }
-            | RunError::Secret(_) => exit::USAGE,
+            | RunError::Secret(_)
+            | RunError::Slurm(_) => exit::USAGE,
         }
     }
 }
@@ -174,6 +178,10 @@ struct OpenRun<'a> {
     builder_id: String,
     /// Held until the run is closed; tells recovery this launcher is alive.
     lock: crate::recover::RunLock,
+    /// The Slurm task this run is, if any (every record of the run says so).
+    rank: Option<crate::slurm::RankIdentity>,
+    /// The job network (`network = "job"`), held until the run ends; an error refuses the run.
+    netns: Result<Option<crate::slurm::netns::JobNetns>, String>,
 }
 
 /// Why a run stopped before its job started: recorded and audited (`refused`); nothing ran.
@@ -245,7 +253,10 @@ impl OpenRun<'_> {
             now_rfc3339(),
             format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
         );
+        let mut rank = crate::slurm::RankIdentity::from_env()?;
         let lock = crate::recover::lock_run(spec, &invocation, &started_on, &builder_id)?;
+        let netns =
+            crate::slurm::job_network(spec.sandbox.network, spec.sandbox.ports, rank.as_mut());
         Ok(OpenRun {
             spec,
             key,
@@ -253,6 +264,8 @@ impl OpenRun<'_> {
             started_on,
             builder_id,
             lock,
+            rank,
+            netns,
         })
     }
 
@@ -273,6 +286,7 @@ impl OpenRun<'_> {
     ) -> Result<PathBuf, RunError> {
         // The result is shown to people: names in it came from disk.
         facts.result = sealrun_verifier::text::one_line(&facts.result);
+        facts.internal.slurm = self.rank.as_ref().map(|r| r.0.clone());
         let (subjects, prov) = attest::provenance(&facts);
         let path = self.record_path();
         attest::publish(
@@ -694,6 +708,10 @@ fn run_phases(
     inputs: &mut Vec<RecordedInput>,
 ) -> Result<RunSummary, Stop> {
     let spec = ctx.spec;
+    if let Err(e) = &ctx.netns {
+        let why = format!("job network: {e}");
+        return Err(Refusal::refused(exit::SETUP_FAILED, "job_network", why).into());
+    }
     // 2. Stage every input and verify the staged copy; then the code and the policies.
     let mut staging = stage_inputs(ctx, p, stage_records, ev, inputs)?;
     crate::recover::test_pause("staging");
@@ -708,7 +726,7 @@ fn run_phases(
         internal,
         executable,
         _gpus: gpus,
-    } = plan_sandbox(spec, p, &mut staging)?;
+    } = plan_sandbox(ctx, p, &mut staging)?;
     // 4. Execute.
     let executed = execute(ctx, p, opts, ev, plan, pipes)?;
     // 5. Record.
@@ -1061,11 +1079,18 @@ fn internal_parameters(
 
 /// Phase 3b: compile the sandbox plan (profile, seccomp BPF, binds, GPUs resolved against
 /// the host's CDI specs) before anything starts; a plan that does not compile refuses the run.
-fn plan_sandbox(spec: &JobSpec, p: &Prepared, staging: &mut StagedInputs) -> Result<Planned, Stop> {
+fn plan_sandbox(ctx: &OpenRun, p: &Prepared, staging: &mut StagedInputs) -> Result<Planned, Stop> {
+    let spec = ctx.spec;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let fd_binds = std::mem::take(&mut staging.fd_binds);
     let mut config = sandbox_config(spec, &p.secrets, fd_binds, out_w, err_w);
+    if let Some(r) = &ctx.rank {
+        r.apply(&mut config.env);
+    }
+    let netns = ctx.netns.as_ref().ok().and_then(Option::as_ref);
+    crate::slurm::apply_network(netns, &mut config)
+        .map_err(|e| Refusal::refused(exit::SETUP_FAILED, "job_network", e))?;
     let venv_bin = spec.sandbox.python.as_ref().map(|v| v.bin());
     let executable = resolve_executable(&spec.command[0], venv_bin).and_then(|p| {
         sealrun_verifier::digest::hash_file(&p, u64::MAX)

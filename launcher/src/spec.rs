@@ -110,6 +110,8 @@ struct RawSandbox {
     post_run_timeout: Option<Spanned<String>>,
     python: Option<Spanned<String>>,
     gpus: Option<Spanned<RawGpus>>,
+    network: Option<Spanned<String>>,
+    ports: Option<Spanned<String>>,
 }
 
 /// `gpus = "all"`, `"0,1"`, `[0, 1]` or `["GPU-…"]`.
@@ -169,6 +171,60 @@ pub struct SandboxSpec {
     pub cpus: Option<f64>,
     /// Bounds on what the job leaves and on the launcher's work after it.
     pub outputs: OutputLimits,
+    /// `network = "none"` (default) or `"job"` (see [`crate::slurm::netns`]).
+    pub network: NetworkMode,
+    /// The job's TCP port range across nodes (`ports = "29400-29599"`, the default).
+    pub ports: (u16, u16),
+}
+
+/// The default job port range (torchrun's c10d store 29400, `MASTER_PORT` 29500).
+pub const DEFAULT_JOB_PORTS: (u16, u16) = (29400, 29599);
+
+/// `ports = "FIRST-LAST"`.
+fn job_ports(ctx: &Ctx, sb: &RawSandbox) -> Result<(u16, u16), SpecError> {
+    let Some(p) = sb.ports.as_ref() else {
+        return Ok(DEFAULT_JOB_PORTS);
+    };
+    let parsed = p.get_ref().split_once('-').and_then(|(a, b)| {
+        let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+        (a >= 1 && a <= b).then_some((a, b))
+    });
+    parsed.ok_or_else(|| {
+        ctx.err(
+            p.span(),
+            "sandbox.ports",
+            format!(
+                "{:?}: give a TCP port range FIRST-LAST, e.g. \"29400-29599\"",
+                p.get_ref()
+            ),
+        )
+    })
+}
+
+/// `[sandbox] network`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// A private namespace with loopback only; every inet connect refused (the default).
+    #[default]
+    None,
+    /// The network namespace shared by the ranks of the job step on this node.
+    Job,
+}
+
+/// `network = "none"` or `"job"`.
+fn network_mode(ctx: &Ctx, sb: &RawSandbox) -> Result<NetworkMode, SpecError> {
+    let Some(n) = sb.network.as_ref() else {
+        return Ok(NetworkMode::None);
+    };
+    match n.get_ref().as_str() {
+        "none" => Ok(NetworkMode::None),
+        "job" => Ok(NetworkMode::Job),
+        other => Err(ctx.err(
+            n.span(),
+            "sandbox.network",
+            format!("{other:?}: must be \"none\" (no network) or \"job\" (the ranks of the Slurm job step)"),
+        )),
+    }
 }
 
 /// Bounds on a job's outputs and logs, and on the work after the job ends.
@@ -999,6 +1055,8 @@ fn sandbox(ctx: &Ctx, sb: &RawSandbox, mounts: &[String]) -> Result<SandboxSpec,
         shm,
         cpus,
         outputs,
+        network: network_mode(ctx, sb)?,
+        ports: job_ports(ctx, sb)?,
     })
 }
 
@@ -1035,6 +1093,9 @@ fn locations(
     }
     if let Some(g) = &sb.gpus {
         locations.insert("sandbox.gpus", ctx.locate(g.span(), "sandbox.gpus"));
+    }
+    if let Some(n) = &sb.network {
+        locations.insert("sandbox.network", ctx.locate(n.span(), "sandbox.network"));
     }
     locations
 }
@@ -1191,6 +1252,31 @@ timeout = "5m"
         assert_eq!(s.sandbox.memory, Some(512 << 20));
         assert_eq!(s.sandbox.timeout, Some(Duration::from_secs(300)));
         assert!(s.output.ends_with("out"));
+    }
+
+    #[test]
+    fn network_and_ports_are_checked() {
+        let (_d, p) = setup();
+        let s = JobSpec::parse(GOOD, &p).unwrap();
+        assert_eq!(
+            (s.sandbox.network, s.sandbox.ports),
+            (NetworkMode::None, DEFAULT_JOB_PORTS)
+        );
+        let with = |extra: &str| format!("{GOOD}{extra}\n");
+        let s = JobSpec::parse(&with("network = \"job\"\nports = \"29500-29509\""), &p).unwrap();
+        assert_eq!(
+            (s.sandbox.network, s.sandbox.ports),
+            (NetworkMode::Job, (29500, 29509))
+        );
+        let e = err(&with("network = \"host\""), &p);
+        assert!(
+            e.contains(":16:11: sandbox.network: \"host\": must be"),
+            "{e}"
+        );
+        for bad in ["9-1", "0-5", "29500", "a-b"] {
+            let e = err(&with(&format!("ports = {bad:?}")), &p);
+            assert!(e.contains(":16:9: sandbox.ports:"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! Init (after `clone` with the user, mount, pid, ipc and uts namespace flags):
 //!  0. Start the network helper: a task sharing our memory and descriptors that makes the
 //!     network namespace and brings its `lo` up while we go on (see [`crate::net`]).
+//!     (Not with `Network::Join`: the sandbox was cloned into its caller's namespace, whose
+//!     `lo` the caller brought up; steps 10 and 19b are skipped too.)
 //! 0b. Reset every signal disposition; empty the bounding and ambient capability sets.
 //!  1. Wait for the supervisor to write the uid/gid maps (EOF = it died).
 //!  2. Root mode: become inside-root (mapped, unprivileged on the host) and clear groups.
@@ -334,8 +336,11 @@ pub fn init_setup<S: Sys>(
     // 0. The network namespace is made by a helper, in parallel with everything up to step 10
     //    (it is the slowest namespace to make). Until then we are in the host's network
     //    namespace, and make no network call; nothing of the job exists yet.
-    sys.spawn_netns(helper_stack, net)
-        .map_err(at(Step::Network))?;
+    //    A sandbox cloned into a namespace its caller made (`Network::Join`) has no helper.
+    if plan.join_netns.is_none() {
+        sys.spawn_netns(helper_stack, net)
+            .map_err(at(Step::Network))?;
+    }
     // 0b. While the supervisor writes the uid/gid maps: a clean slate the job inherits. Every
     //    signal disposition back to default (an ignored signal would stay ignored across the
     //    job's execve), and empty bounding and ambient capability sets, so no exec can ever
@@ -460,7 +465,9 @@ pub fn init_setup<S: Sys>(
     .map_err(at(Step::RemountRootReadOnly))?;
     // 10. Identity of the machine and its only network interface.
     sys.sethostname(b"sealrun").map_err(at(Step::Hostname))?;
-    sys.enter_netns(net).map_err(at(Step::Network))?;
+    if plan.join_netns.is_none() {
+        sys.enter_netns(net).map_err(at(Step::Network))?;
+    }
     Ok(())
 }
 
@@ -607,7 +614,9 @@ fn job_steps<S: Sys>(
         let _ = sys.close(fds.ruleset);
     }
     // 19b. The helper brings `lo` up while we get here; nothing runs before it is up.
-    sys.wait_loopback(net).map_err(at(Step::Network))?;
+    if plan.join_netns.is_none() {
+        sys.wait_loopback(net).map_err(at(Step::Network))?;
+    }
     // 20. The filter that notifies, installed with the listener; hand the listener over. That is
     //     the profile's own filter, the last step, when the profile allows sendmsg and close
     //     (checked at compile time); else a guard filter, and step 21 follows.

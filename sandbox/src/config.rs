@@ -114,6 +114,25 @@ pub enum Stdio {
     Fd(OwnedFd),
 }
 
+/// The sandbox's network.
+#[derive(Debug, Default)]
+pub enum Network {
+    /// A fresh network namespace with only loopback; every inet `connect` is refused and
+    /// observed (the default).
+    #[default]
+    Private,
+    /// Join this network namespace (made by the caller, its interfaces already set up; the
+    /// caller must be root: the sandbox is cloned into it) and let a `connect` reach exactly
+    /// `allow` (mediated by the supervisor, see [`crate::peer_connect`]); everything else is
+    /// refused and observed as with [`Network::Private`].
+    Join {
+        /// A descriptor of the namespace (`/proc/PID/ns/net` or a bind mount of one).
+        netns: OwnedFd,
+        /// What a `connect` may reach.
+        allow: Vec<crate::peer_connect::AllowRule>,
+    },
+}
+
 /// Everything the caller decides about one sandboxed run.
 #[derive(Debug)]
 pub struct SandboxConfig {
@@ -161,6 +180,8 @@ pub struct SandboxConfig {
     /// Read-only mounts that come with those devices (driver libraries and tools from a CDI
     /// spec); one whose host file is already visible at the same place is not mounted again.
     pub device_mounts: Vec<Bind>,
+    /// The network (default: a private namespace with loopback only).
+    pub network: Network,
 }
 
 impl SandboxConfig {
@@ -186,6 +207,7 @@ impl SandboxConfig {
             secrets: Vec::new(),
             devices: Vec::new(),
             device_mounts: Vec::new(),
+            network: Network::Private,
         }
     }
 }

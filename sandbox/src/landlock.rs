@@ -2,7 +2,8 @@
 //! filesystem right the kernel's ABI knows and grants: read+execute beneath read-only binds,
 //! everything beneath read-write binds and the sandbox's tmpfs mounts, read/write of the device
 //! nodes, read of `/proc`, directory listing of `/`. Where the ABI is ≥ 4 TCP bind and connect
-//! are handled with no rule, i.e. denied. Best effort: on an older kernel the ruleset is as
+//! are handled with no rule, i.e. denied (in a joined job network only connect: the ranks
+//! listen for each other, and their connects are made by the supervisor). Best effort: on an older kernel the ruleset is as
 //! strict as that kernel allows, and the ABI and status are reported.
 //!
 //! The ruleset is created with the `landlock` crate in the parent, which also gives the access
@@ -103,8 +104,9 @@ pub struct HostRule<'a> {
     pub is_dir: bool,
 }
 
-/// Build the ruleset with rules for the host bind sources.
-pub fn prepare(rules: &[HostRule<'_>]) -> Result<Prepared, LandlockError> {
+/// Build the ruleset with rules for the host bind sources; `tcp_bind`: leave TCP `bind` to the
+/// network namespace (a joined job network), else it is denied.
+pub fn prepare(rules: &[HostRule<'_>], tcp_bind: bool) -> Result<Prepared, LandlockError> {
     let abi_v = kernel_abi();
     let abi = abi_enum(abi_v);
     let all = AccessFs::from_all(abi);
@@ -129,9 +131,12 @@ pub fn prepare(rules: &[HostRule<'_>]) -> Result<Prepared, LandlockError> {
         .handle_access(all)
         .map_err(err)?;
     if abi_v >= 4 {
-        ruleset = ruleset
-            .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
-            .map_err(err)?;
+        let net = if tcp_bind {
+            BitFlags::from(AccessNet::ConnectTcp)
+        } else {
+            AccessNet::BindTcp | AccessNet::ConnectTcp
+        };
+        ruleset = ruleset.handle_access(net).map_err(err)?;
     }
     let created = ruleset.create().map_err(err)?;
     // The host rules are added with raw calls on the descriptors opened at plan time (the crate

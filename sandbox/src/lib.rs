@@ -32,6 +32,7 @@ mod namespaces;
 mod net;
 mod notify;
 pub mod outcome;
+pub mod peer_connect;
 pub mod plan;
 mod precompiled;
 pub mod profile;
@@ -42,7 +43,8 @@ mod syscall_table;
 mod unix_connect;
 
 pub use child::Step;
-pub use config::{Bind, FdBind, ProfileRef, SandboxConfig, SecretFile, Stdio, Tmpfs};
+pub use config::{Bind, FdBind, Network, ProfileRef, SandboxConfig, SecretFile, Stdio, Tmpfs};
+pub use net::loopback_up;
 pub use outcome::{DeniedSyscall, EgressAttempt, EndReason, LandlockReport, Outcome};
 pub use plan::{PlanError, SandboxPlan};
 pub use supervise::{SandboxError, SandboxHandle, SetupStep};

@@ -136,6 +136,8 @@ pub struct Observed {
     pub denied: Vec<DeniedSyscall>,
     /// Egress attempts.
     pub egress: Vec<EgressAttempt>,
+    /// Connects to allowed peers, carried out by the supervisor.
+    pub peers: Vec<EgressAttempt>,
 }
 
 /// Notifications answered after the command ended, at most.
@@ -152,7 +154,9 @@ pub struct Server<'a> {
     errnos: &'a BTreeMap<i64, u32>,
     counts: BTreeMap<String, u64>,
     egress: Vec<EgressAttempt>,
+    peers: Vec<EgressAttempt>,
     own: crate::unix_connect::OwnMounts,
+    allow: &'a [crate::peer_connect::AllowRule],
 }
 
 impl<'a> Server<'a> {
@@ -164,8 +168,16 @@ impl<'a> Server<'a> {
             errnos,
             counts: BTreeMap::new(),
             egress: Vec::new(),
+            peers: Vec::new(),
             own,
+            allow: &[],
         }
+    }
+
+    /// Also carry out `connect`s to these destinations (see [`crate::peer_connect`]).
+    pub fn allowing(mut self, allow: &'a [crate::peer_connect::AllowRule]) -> Self {
+        self.allow = allow;
+        self
     }
 
     /// Receive one notification from the listener `fd` and answer it with a denial. Returns `false`
@@ -206,6 +218,20 @@ impl<'a> Server<'a> {
                     if let crate::unix_connect::Decision::Mediated(e) =
                         crate::unix_connect::decide(n.pid, sock, b, &mut self.own, &still_blocked)
                     {
+                        respond(fd, n.id, e);
+                        return true;
+                    }
+                    if let crate::unix_connect::Decision::Mediated(e) =
+                        crate::peer_connect::decide(n.pid, sock, b, self.allow, &still_blocked)
+                    {
+                        if self.peers.len() < MAX_EGRESS_RECORDS {
+                            let (family, address) = describe_sockaddr(b);
+                            self.peers.push(EgressAttempt {
+                                syscall: name.clone(),
+                                family,
+                                address,
+                            });
+                        }
                         respond(fd, n.id, e);
                         return true;
                     }
@@ -264,6 +290,7 @@ impl<'a> Server<'a> {
                 .map(|(name, count)| DeniedSyscall { name, count })
                 .collect(),
             egress: self.egress,
+            peers: self.peers,
         }
     }
 }

@@ -76,6 +76,10 @@ pub struct Outcome {
     pub denied_syscalls: Vec<DeniedSyscall>,
     /// Outbound connect/sendto attempts.
     pub egress_attempts: Vec<EgressAttempt>,
+    /// Connects to allowed peers the supervisor carried out (a joined network only; see
+    /// [`crate::peer_connect`]); not refused, but observed all the same.
+    #[serde(default)]
+    pub peer_connects: Vec<EgressAttempt>,
     /// Landlock.
     pub landlock: LandlockReport,
     /// Profile name.

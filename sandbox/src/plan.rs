@@ -51,6 +51,9 @@ pub enum PlanError {
     /// `--cwd` is not absolute.
     #[error("working directory {0:?} must be an absolute path")]
     Cwd(String),
+    /// A network namespace to join, but not started as root.
+    #[error("joining a network namespace needs root (the sandbox is cloned into it)")]
+    JoinNeedsRoot,
     /// A secret's path or count (never its value).
     #[error("secret: {0}")]
     Secret(String),
@@ -123,6 +126,10 @@ pub struct SandboxPlan {
     pub(crate) device_cgroup: Option<crate::devices::CgroupMode>,
     /// The run's devices cgroup while it runs (made by the supervisor).
     pub(crate) device_cg: Option<crate::devices::DeviceCgroup>,
+    /// A network namespace to clone the sandbox into (else it makes its own).
+    pub(crate) join_netns: Option<OwnedFd>,
+    /// What a `connect` may reach (mediated; empty: nothing).
+    pub(crate) allow: Vec<crate::peer_connect::AllowRule>,
 }
 
 /// A secret file, ready for the child: where to write it before and after the
@@ -301,7 +308,8 @@ impl SandboxPlan {
                 is_dir: s.is_dir,
             })
             .collect();
-        let landlock = crate::landlock::prepare(&rules)?;
+        let joins = matches!(config.network, crate::config::Network::Join { .. });
+        let landlock = crate::landlock::prepare(&rules, joins)?;
 
         // argv, env, exec candidates.
         let argv = config
@@ -339,6 +347,13 @@ impl SandboxPlan {
             });
         }
         let (ids, host_ids) = IdMode::detect()?;
+        let (join_netns, allow) = match config.network {
+            crate::config::Network::Private => (None, Vec::new()),
+            crate::config::Network::Join { .. } if !ids.parent_prepares_binds() => {
+                return Err(PlanError::JoinNeedsRoot)
+            }
+            crate::config::Network::Join { netns, allow } => (Some(netns), allow),
+        };
         let fd = |s: Stdio| match s {
             Stdio::Inherit => None,
             Stdio::Fd(f) => Some(f),
@@ -368,6 +383,8 @@ impl SandboxPlan {
             device_cgroup: (!devices.is_empty()).then(crate::devices::CgroupMode::detect),
             devices,
             device_cg: None,
+            join_netns,
+            allow,
         })
     }
 

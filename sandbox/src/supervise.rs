@@ -316,6 +316,12 @@ fn supervise_in(
     // the status pipe must survive the init's own lifetime: clear CLOEXEC where exec matters.
     // (err_w stays CLOEXEC: its closing at the job's execve is the success signal.)
 
+    // A network namespace to join: this thread enters it for the clone (the child inherits it)
+    // and goes back to its own right after.
+    let back = match &plan.join_netns {
+        Some(ns) => Some(enter_netns(ns)?),
+        None => None,
+    };
     // SAFETY: raw clone without CLONE_VM behaves like fork with new namespaces. The child runs
     // only `init_main`, which uses async-signal-safe raw syscalls on pre-built data and never
     // returns.
@@ -329,11 +335,17 @@ fn supervise_in(
             0usize,
         )
     };
+    let clone_errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    if pid != 0 {
+        if let Some(own) = back {
+            // SAFETY: setns of this thread back to the namespace it was in (a descriptor we own).
+            if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(setup("setns back", std::io::Error::last_os_error()));
+            }
+        }
+    }
     if pid < 0 {
-        return Err(setup(
-            "clone",
-            strerror(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
-        ));
+        return Err(setup("clone", strerror(clone_errno)));
     }
     if pid == 0 {
         crate::child::init_main(
@@ -396,7 +408,8 @@ fn supervise_in(
     let mut server = crate::notify::Server::new(
         &errnos,
         crate::unix_connect::OwnMounts::new(plan.mounts.own_tmpfs_paths()),
-    );
+    )
+    .allowing(&plan.allow);
     let mut sock = Some(sock_parent);
     let mut listener: Option<OwnedFd> = None;
     let mut setup_open = true;
@@ -587,6 +600,7 @@ fn supervise_in(
         },
         denied_syscalls: observed.denied,
         egress_attempts: observed.egress,
+        peer_connects: observed.peers,
         landlock: LandlockReport {
             abi: plan.landlock.abi,
             status: if plan.landlock.abi > 0 {
@@ -599,4 +613,18 @@ fn supervise_in(
         profile_sha256: plan.profile_sha256.clone(),
         bpf_sha256: plan.seccomp.sha256.clone(),
     })
+}
+
+/// Move this thread into the network namespace `ns`; returns a descriptor of the one it was in.
+fn enter_netns(ns: &OwnedFd) -> Result<OwnedFd, SandboxError> {
+    let own = std::fs::File::open("/proc/thread-self/ns/net")
+        .map_err(|e| setup("open /proc/thread-self/ns/net", e))?;
+    // SAFETY: setns of this thread only, with a namespace descriptor we own.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(setup(
+            "setns into the job network",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(OwnedFd::from(own))
 }

@@ -115,7 +115,7 @@ fn open_proc(tid: u32, what: &str) -> Result<OwnedFd, i32> {
 /// A duplicate of descriptor `fd` of task `tid` (`pidfd_getfd`). `still_blocked` must say
 /// whether the notifying task is still blocked in its call: asked once the pidfd pins task
 /// `tid`, it proves that `tid` was not reused by another process meanwhile.
-fn job_fd(tid: u32, fd: i32, still_blocked: &dyn Fn() -> bool) -> Result<OwnedFd, i32> {
+pub(crate) fn job_fd(tid: u32, fd: i32, still_blocked: &dyn Fn() -> bool) -> Result<OwnedFd, i32> {
     // SAFETY: plain syscalls with integer arguments; the results are owned right away.
     let pidfd = owned(unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) })?;
     if !still_blocked() {
@@ -125,22 +125,21 @@ fn job_fd(tid: u32, fd: i32, still_blocked: &dyn Fn() -> bool) -> Result<OwnedFd
     owned(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })
 }
 
-/// Connect `sock` to `addr` (a `sockaddr_un` of `len` bytes) within [`CONNECT_TIMEOUT`]; the
-/// socket's send timeout is put back as it was.
-fn connect_bounded(sock: &OwnedFd, addr: &libc::sockaddr_un, len: usize) -> i32 {
-    let fd = sock.as_raw_fd();
+/// Connect socket `fd` to `addr` (the `sockaddr` bytes) within `timeout`; the socket's send
+/// timeout is put back as it was. Returns 0 or the errno.
+pub(crate) fn connect_bounded(fd: i32, addr: &[u8], timeout: std::time::Duration) -> i32 {
     let mut old = libc::timeval {
         tv_sec: 0,
         tv_usec: 0,
     };
     let mut olen = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
     let bounded = libc::timeval {
-        tv_sec: 0,
-        tv_usec: CONNECT_TIMEOUT.as_micros() as _,
+        tv_sec: timeout.as_secs() as _,
+        tv_usec: timeout.subsec_micros() as _,
     };
     let tv = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
     // SAFETY: get/setsockopt with live timeval buffers of the sizes passed; connect with a live
-    // sockaddr_un of `len` bytes.
+    // buffer of `addr.len()` bytes (the kernel copies it and checks its length and family).
     unsafe {
         let got = libc::getsockopt(
             fd,
@@ -157,11 +156,7 @@ fn connect_bounded(sock: &OwnedFd, addr: &libc::sockaddr_un, len: usize) -> i32 
                 (&bounded as *const libc::timeval).cast(),
                 tv,
             ) == 0;
-        let r = libc::connect(
-            fd,
-            (addr as *const libc::sockaddr_un).cast(),
-            len as libc::socklen_t,
-        );
+        let r = libc::connect(fd, addr.as_ptr().cast(), addr.len() as libc::socklen_t);
         let e = if r == 0 { 0 } else { errno() };
         if set {
             libc::setsockopt(
@@ -176,17 +171,15 @@ fn connect_bounded(sock: &OwnedFd, addr: &libc::sockaddr_un, len: usize) -> i32 
     }
 }
 
-fn sockaddr_un(path: &[u8]) -> Option<(libc::sockaddr_un, usize)> {
-    // SAFETY: a zeroed sockaddr_un is valid.
-    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if path.len() > a.sun_path.len() {
+/// A `sockaddr_un` for `path` (abstract if it starts with NUL), as bytes.
+fn sockaddr_un(path: &[u8]) -> Option<Vec<u8>> {
+    // The size of `sun_path`.
+    if path.len() > 108 {
         return None;
     }
-    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, s) in a.sun_path.iter_mut().zip(path) {
-        *d = *s as libc::c_char;
-    }
-    Some((a, std::mem::size_of::<libc::sa_family_t>() + path.len()))
+    let mut a = (libc::AF_UNIX as libc::sa_family_t).to_ne_bytes().to_vec();
+    a.extend_from_slice(path);
+    Some(a)
 }
 
 /// Decide (and, where it is the job's own socket, carry out) the `connect(fd, addr)` of task
@@ -206,11 +199,11 @@ pub fn decide(
     let path = &addr[2..];
     if path[0] == 0 {
         // Abstract: the socket's network namespace is the sandbox's own.
-        let Some((sa, len)) = sockaddr_un(path) else {
+        let Some(sa) = sockaddr_un(path) else {
             return Decision::Mediated(libc::EINVAL);
         };
         return match job_fd(tid, fd, still_blocked) {
-            Ok(sock) => Decision::Mediated(connect_bounded(&sock, &sa, len)),
+            Ok(sock) => Decision::Mediated(connect_bounded(sock.as_raw_fd(), &sa, CONNECT_TIMEOUT)),
             Err(e) => Decision::Mediated(e),
         };
     }
@@ -247,11 +240,11 @@ pub fn decide(
     }
     // Connect through the descriptor that was checked, not the path again.
     let via = format!("/proc/self/fd/{}", target.as_raw_fd());
-    let Some((sa, len)) = sockaddr_un(via.as_bytes()) else {
+    let Some(sa) = sockaddr_un(via.as_bytes()) else {
         return Decision::Mediated(libc::ENAMETOOLONG);
     };
     match job_fd(tid, fd, still_blocked) {
-        Ok(sock) => Decision::Mediated(connect_bounded(&sock, &sa, len)),
+        Ok(sock) => Decision::Mediated(connect_bounded(sock.as_raw_fd(), &sa, CONNECT_TIMEOUT)),
         Err(e) => Decision::Mediated(e),
     }
 }

@@ -13,6 +13,7 @@ pub mod digest;
 pub mod dsse;
 pub mod fsread;
 pub mod gate;
+pub mod job;
 pub mod keys;
 pub mod labels;
 pub mod lineage;

@@ -38,6 +38,116 @@ pub const SPEC_SUBJECT_PREFIX: &str = "/sealrun/job-spec/";
 /// The buildType of a sealrun run.
 pub const BUILD_TYPE: &str = "https://sealrun.dev/run/v1";
 
+/// The buildType of a Slurm job seal (`sealrun seal-job`): one record whose subjects are every
+/// rank record of one job step, by digest.
+pub const JOB_BUILD_TYPE: &str = "https://sealrun.dev/job/v1";
+/// Name of the byproduct of a job seal that holds its [`JobSeal`].
+pub const JOB_BYPRODUCT: &str = "job";
+
+/// `internalParameters.slurm`: which task of which Slurm job step a run was (from the
+/// `SLURM_*` variables of the task `srun` started).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmRank {
+    /// `SLURM_JOB_ID`.
+    pub job_id: String,
+    /// `SLURM_STEP_ID` (`batch` for the batch step).
+    pub step_id: String,
+    /// `SLURM_PROCID`: the rank in the step, `0..world_size`.
+    pub rank: u32,
+    /// `SLURM_NTASKS`: the number of tasks of the step.
+    pub world_size: u32,
+    /// `SLURM_LOCALID`: the rank among the step's tasks on this node.
+    pub local_rank: u32,
+    /// `SLURMD_NODENAME`: the node the task ran on.
+    pub node: String,
+    /// `SLURM_NODEID`: the node's index in the step's allocation.
+    pub node_id: u32,
+    /// `SLURM_STEP_NODELIST` (or `SLURM_JOB_NODELIST`): the step's nodes, as Slurm writes them.
+    pub nodelist: String,
+    /// `SLURM_CLUSTER_NAME`, where set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The job network the rank ran in (`[sandbox] network = "job"`); absent: no network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<JobNetwork>,
+}
+
+/// The job network of a rank: the network namespace it shared with the other ranks of its job
+/// step on its node, and what its connects were allowed to reach.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobNetwork {
+    /// `job`.
+    pub mode: String,
+    /// Where the shared namespace was pinned on the node (`/run/sealrun/net/JOB.STEP.NODE`).
+    pub namespace: String,
+    /// Whether this rank made the namespace (the first rank on the node) or joined it.
+    pub created: bool,
+    /// What a `connect` could reach, `ADDRESS/PREFIX:FIRST-LAST` (every other destination was
+    /// refused and is in the run's `egress_attempts`).
+    pub allow: Vec<String>,
+}
+
+/// How a sealed job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobResult {
+    /// Every rank's run succeeded.
+    Succeeded,
+    /// At least one rank's run did not.
+    Failed,
+}
+
+/// The `job` byproduct of a job seal: the Slurm job step and every rank in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSeal {
+    pub job_id: String,
+    pub step_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// `WORLD_SIZE`: exactly this many rank records are sealed, ranks `0..world_size`.
+    pub world_size: u32,
+    pub result: JobResult,
+    /// The ranks whose run did not succeed, in order.
+    pub failed_ranks: Vec<u32>,
+    /// One entry per rank, in rank order.
+    pub ranks: Vec<SealedRank>,
+}
+
+/// One rank of a [`JobSeal`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedRank {
+    pub rank: u32,
+    pub local_rank: u32,
+    pub node: String,
+    /// The rank record's file name in the records folder.
+    pub record: String,
+    /// SHA-256 (hex) of the rank record's bytes (also its subject digest).
+    pub record_sha256: String,
+    /// Whether its run succeeded.
+    pub succeeded: bool,
+    /// Its record's result (`succeeded`, `failed: exited 3`, ...).
+    pub result: String,
+    /// The connects the sandbox refused and recorded (`FAMILY ADDRESS`).
+    pub egress_refused: Vec<String>,
+    /// What its connects could reach in the job network (empty: no network).
+    pub network_allow: Vec<String>,
+}
+
+/// `externalParameters` of a job seal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobExternalParameters {
+    /// The ranks' job name.
+    pub name: String,
+    pub slurm_job_id: String,
+    pub slurm_step_id: String,
+    pub world_size: u32,
+}
+
 /// An in-toto ResourceDescriptor.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -735,6 +845,9 @@ pub struct LandlockReport {
 pub struct SandboxReport {
     pub denied_syscalls: Vec<DeniedSyscall>,
     pub egress_attempts: Vec<EgressAttempt>,
+    /// Connects to allowed peers the sandbox's supervisor carried out (a job network only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_connects: Vec<EgressAttempt>,
     pub landlock: LandlockReport,
 }
 
@@ -887,6 +1000,9 @@ pub struct InternalParameters {
     pub recovered: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovered_by_pid: Option<u32>,
+    /// The Slurm task the run was ([`SlurmRank`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRank>,
 }
 
 /// `externalParameters` of a run: the job spec as given (secret sources removed). Readers use
@@ -970,6 +1086,7 @@ enum AnyDependencyNotes {
 pub enum ExternalParameters {
     Run(RunExternalParameters),
     Pipeline(PipelineExternalParameters),
+    Job(JobExternalParameters),
 }
 
 /// Everything sealrun writes into a record, parsed and typed.
@@ -990,6 +1107,8 @@ pub struct Contents {
     /// `(stdout|stderr, the byproduct, its notes)`.
     pub logs: Vec<(ResourceDescriptor, LogNotes)>,
     pub aborted: Option<AbortedNote>,
+    /// A job seal's ranks.
+    pub job: Option<JobSeal>,
 }
 
 /// Why a record's contents do not parse: which field, and what is wrong with it.
@@ -1022,6 +1141,11 @@ impl Contents {
         let pipeline = bd.build_type == PIPELINE_BUILD_TYPE;
         let external = if pipeline {
             ExternalParameters::Pipeline(parse_as(
+                "buildDefinition.externalParameters",
+                Some(&bd.external_parameters),
+            )?)
+        } else if bd.build_type == JOB_BUILD_TYPE {
+            ExternalParameters::Job(parse_as(
                 "buildDefinition.externalParameters",
                 Some(&bd.external_parameters),
             )?)
@@ -1060,6 +1184,7 @@ impl Contents {
             non_files: Vec::new(),
             logs: Vec::new(),
             aborted: None,
+            job: None,
         };
         let mut end = None;
         for (i, b) in p.run_details.byproducts.iter().enumerate() {
@@ -1078,6 +1203,9 @@ impl Contents {
                     c.non_files = parse_as::<NonFiles>(field, a)?.not_followed;
                 }
                 ABORTED_BYPRODUCT => c.aborted = Some(parse_as(field, a)?),
+                JOB_BYPRODUCT if bd.build_type == JOB_BUILD_TYPE => {
+                    c.job = Some(parse_as(field, a)?)
+                }
                 n if LOG_BYPRODUCTS.contains(&n) => c.logs.push((b.clone(), parse_as(field, a)?)),
                 _ => {
                     return Err(SchemaError {
@@ -1099,6 +1227,7 @@ impl Contents {
         match &self.external {
             ExternalParameters::Run(r) => &r.name,
             ExternalParameters::Pipeline(p) => &p.name,
+            ExternalParameters::Job(j) => &j.name,
         }
     }
 
@@ -1353,9 +1482,34 @@ pub fn parse_unverified(bytes: &[u8]) -> Option<Record> {
 }
 
 impl Record {
-    /// Whether this is a pipeline summary rather than one run.
+    /// Whether this summarises other records (a pipeline summary, or a Slurm job seal: see
+    /// [`Record::is_job`]) rather than being one run.
     pub fn is_pipeline(&self) -> bool {
-        self.statement.predicate.build_definition.build_type == PIPELINE_BUILD_TYPE
+        let t = &self.statement.predicate.build_definition.build_type;
+        t == PIPELINE_BUILD_TYPE || t == JOB_BUILD_TYPE
+    }
+
+    /// Whether this is a Slurm job seal.
+    pub fn is_job(&self) -> bool {
+        self.statement.predicate.build_definition.build_type == JOB_BUILD_TYPE
+    }
+
+    /// The Slurm task this run was, if it ran under Slurm ([`SlurmRank`]).
+    pub fn slurm(&self) -> Option<&SlurmRank> {
+        self.contents.internal.slurm.as_ref()
+    }
+
+    /// The result its `end` byproduct states.
+    pub fn result(&self) -> &str {
+        &self.contents.end.result
+    }
+
+    /// The egress attempts the sandbox refused (none for a run that did not start).
+    pub fn egress_attempts(&self) -> &[EgressAttempt] {
+        self.contents
+            .sandbox
+            .as_ref()
+            .map_or(&[], |s| s.egress_attempts.as_slice())
     }
 
     /// The produced artifact, if the record declares one.
@@ -1489,6 +1643,7 @@ pub fn verify_record(
     }
     if p.build_definition.build_type != BUILD_TYPE
         && p.build_definition.build_type != PIPELINE_BUILD_TYPE
+        && p.build_definition.build_type != JOB_BUILD_TYPE
     {
         return Err(RecordError::BuildType {
             record,

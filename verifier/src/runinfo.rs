@@ -156,7 +156,7 @@ pub fn of(r: &Record) -> RunInfo {
         inputs,
         output: match &c.external {
             ExternalParameters::Run(e) => e.output.clone(),
-            ExternalParameters::Pipeline(_) => None,
+            ExternalParameters::Pipeline(_) | ExternalParameters::Job(_) => None,
         },
         output_files,
         denied_syscalls,

@@ -59,6 +59,14 @@ enum Command {
     ///   sealrun-verify chain records/train-1234.json --records records --trust trust.toml --format dot
     #[command(verbatim_doc_comment)]
     Chain(ChainArgs),
+    /// Verify a Slurm job seal (`sealrun seal-job`): its signature, every rank record it
+    /// names (found by digest in the records folder, each the rank the seal says), and each
+    /// rank's chain of custody. A failed job verifies; the output says which ranks failed.
+    ///
+    /// Example:
+    ///   sealrun-verify job records/slurm-42.0.job.json --records records --trust trust.toml
+    #[command(verbatim_doc_comment)]
+    Job(ChainArgs),
     /// Write an AI bill of materials (CycloneDX 1.6 JSON) for a verified chain:
     /// the model with its hashes, its datasets with their classification, the
     /// code of every stage and the launcher.
@@ -264,6 +272,7 @@ fn main() -> ExitCode {
         Command::Chain(args) => run_chain(args),
         Command::Aibom(args) => run_aibom(args),
         Command::Gate(args) => run_gate(args),
+        Command::Job(args) => run_job(args),
         Command::Lineage(args) => run_lineage(args),
     }
 }
@@ -396,6 +405,61 @@ fn run_gate(args: GateArgs) -> ExitCode {
             failed(args.json, e.kind(), e.to_string(), serde_json::json!({}))
         }
         Err(e) => usage_error(args.json, e.into()),
+    }
+}
+
+fn run_job(args: ChainArgs) -> ExitCode {
+    let json = matches!(args.format, GraphFormat::Json);
+    let policy = match policy_from(&args.trust) {
+        Ok(p) => p,
+        Err(e) => return usage_error(json, e),
+    };
+    let bytes = match dsse::read_limited(&args.record) {
+        Ok(b) => b,
+        Err(e) => return usage_error(json, e.into()),
+    };
+    let index = match chain::Index::from_dir(&args.records) {
+        Ok(i) => i,
+        Err(e) => return usage_error(json, e.into()),
+    };
+    let name = args.record.display().to_string();
+    match sealrun_verifier::job::verify_job(&name, &bytes, &index, &policy) {
+        Ok(r) if json => {
+            println!("{}", serde_json::json!({"ok": true, "job": r}));
+            ExitCode::from(exit::OK)
+        }
+        Ok(r) => {
+            let s = &r.seal;
+            println!(
+                "OK job seal verified: Slurm job {} step {}, {} rank(s), signed by {}; job {}",
+                s.job_id,
+                s.step_id,
+                s.world_size,
+                r.signer,
+                if s.failed_ranks.is_empty() {
+                    "succeeded"
+                } else {
+                    "FAILED"
+                }
+            );
+            for (rank, nodes) in s.ranks.iter().zip(&r.chain_nodes) {
+                println!(
+                    "  rank {} on {} (local {}): {} [{}; chain of {nodes} nodes verified]{}",
+                    rank.rank,
+                    sealrun_verifier::text::Esc(&rank.node),
+                    rank.local_rank,
+                    sealrun_verifier::text::one_line(&rank.result),
+                    rank.record,
+                    if rank.egress_refused.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; refused connects: {}", rank.egress_refused.join(", "))
+                    }
+                );
+            }
+            ExitCode::from(exit::OK)
+        }
+        Err(e) => failed(json, e.kind(), e.to_string(), serde_json::json!({})),
     }
 }
 
