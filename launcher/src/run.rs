@@ -254,7 +254,13 @@ impl OpenRun<'_> {
             format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
         );
         let mut rank = crate::slurm::RankIdentity::from_env()?;
-        let lock = crate::recover::lock_run(spec, &invocation, &started_on, &builder_id)?;
+        let lock = crate::recover::lock_run(
+            spec,
+            &invocation,
+            &started_on,
+            &builder_id,
+            rank.as_ref().map(|r| &r.0),
+        )?;
         let netns =
             crate::slurm::job_network(spec.sandbox.network, spec.sandbox.ports, rank.as_mut());
         Ok(OpenRun {
