@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: locate the real binaries, run them,
 //! and make scratch trees. Tests only touch their own temporary directories.
 
+pub mod exec;
 pub mod scratch;
 pub mod slurm;
 pub mod swtpm;

@@ -89,8 +89,9 @@ pub fn external_parameters(spec: &JobSpec) -> serde_json::Value {
     v
 }
 
-/// Build the subjects and provenance of a run.
-pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
+/// `resolvedDependencies`: the inputs, the code, the executable, the job's Python, the CDI
+/// spec files.
+fn dependencies(f: &RunFacts) -> Vec<ResourceDescriptor> {
     let mut deps = Vec::new();
     for i in f.inputs {
         let v = &i.verified;
@@ -151,6 +152,12 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
             });
         }
     }
+    deps
+}
+
+/// `byproducts`: `end` first, then the logs, the sandbox report, the outputs' non-files and
+/// what the run added (summary, artifact, secrets, interrupt).
+fn byproducts(f: &RunFacts) -> Vec<ResourceDescriptor> {
     let mut byproducts = Vec::new();
     for (name, path, d, notes) in &f.logs {
         byproducts.push(ResourceDescriptor {
@@ -205,6 +212,11 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
         }
     }
     byproducts.extend(f.extra_byproducts.iter().cloned());
+    byproducts
+}
+
+/// The subjects: every output file, or (none) the spec under a name no output can have.
+fn subjects(f: &RunFacts) -> Vec<Subject> {
     let mut subjects: Vec<Subject> = f
         .outputs
         .map(|o| {
@@ -231,6 +243,14 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
             digest: sha(&Digest::of(&spec_bytes)),
         });
     }
+    subjects
+}
+
+/// Build the subjects and provenance of a run.
+pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
+    let deps = dependencies(f);
+    let byproducts = byproducts(f);
+    let subjects = subjects(f);
     let prov = Provenance {
         build_definition: BuildDefinition {
             build_type: BUILD_TYPE.to_string(),

@@ -135,7 +135,7 @@ pub fn stage(
     input: &crate::spec::Input,
     spec: &crate::spec::JobSpec,
     signed: &Signed,
-) -> Result<crate::stage::Staged, DecryptError> {
+) -> Result<crate::staging::Staged, DecryptError> {
     let path =
         spec.decryption_identity
             .as_deref()
@@ -145,7 +145,7 @@ pub fn stage(
             })?;
     let identity = crate::ageid::load(path)?;
     let d = decrypt_verify(&input.path, signed, &identity)?;
-    Ok(crate::stage::Staged {
+    Ok(crate::staging::Staged {
         path: PathBuf::new(),
         rel: PathBuf::new(),
         how: "decrypted",

@@ -98,48 +98,7 @@ pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, R
         }
         last_message = s.message;
     }
-    let prov = Provenance {
-        build_definition: BuildDefinition {
-            build_type: PIPELINE_BUILD_TYPE.to_string(),
-            external_parameters: to_annotations(&PipelineExternalParameters {
-                name: p.name.clone(),
-                stages: p.stages.iter().map(|s| s.name.clone()).collect(),
-                file: p.file.display().to_string(),
-            }),
-            internal_parameters: to_annotations(&InternalParameters {
-                launcher_version: Some(env!("CARGO_PKG_VERSION").into()),
-                launcher_sha256: crate::launcher_sha256().into(),
-                ..Default::default()
-            }),
-            resolved_dependencies: deps,
-        },
-        run_details: RunDetails {
-            builder: Builder {
-                id: format!(
-                    "https://sealrun.dev/launcher/v1?keyid={}",
-                    key.public().keyid()
-                ),
-                version: BTreeMap::from([(
-                    "sealrun".to_string(),
-                    env!("CARGO_PKG_VERSION").to_string(),
-                )]),
-            },
-            metadata: BuildMetadata {
-                invocation_id: invocation.clone(),
-                started_on,
-                finished_on: now_rfc3339(),
-            },
-            byproducts: vec![ResourceDescriptor::annotated(
-                END_BYPRODUCT,
-                &End {
-                    result: outcome.clone(),
-                    reason: outcome.clone(),
-                    refusal: None,
-                    ran: None,
-                },
-            )],
-        },
-    };
+    let prov = summary_provenance(p, &key, &invocation, started_on, deps, &outcome);
     let path = first
         .records
         .join(format!("{}-{}.pipeline.json", p.name, &invocation[..12]));
@@ -168,6 +127,58 @@ pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, R
             last_message
         },
         record: path,
-        invocation,
     })
+}
+
+/// The pipeline summary's provenance: its stages (by record) as dependencies, and its end.
+fn summary_provenance(
+    p: &PipelineSpec,
+    key: &sealrun_verifier::keys::SigningKey,
+    invocation: &str,
+    started_on: String,
+    deps: Vec<ResourceDescriptor>,
+    outcome: &str,
+) -> Provenance {
+    Provenance {
+        build_definition: BuildDefinition {
+            build_type: PIPELINE_BUILD_TYPE.to_string(),
+            external_parameters: to_annotations(&PipelineExternalParameters {
+                name: p.name.clone(),
+                stages: p.stages.iter().map(|s| s.name.clone()).collect(),
+                file: p.file.display().to_string(),
+            }),
+            internal_parameters: to_annotations(&InternalParameters {
+                launcher_version: Some(env!("CARGO_PKG_VERSION").into()),
+                launcher_sha256: crate::launcher_sha256().into(),
+                ..Default::default()
+            }),
+            resolved_dependencies: deps,
+        },
+        run_details: RunDetails {
+            builder: Builder {
+                id: format!(
+                    "https://sealrun.dev/launcher/v1?keyid={}",
+                    key.public().keyid()
+                ),
+                version: BTreeMap::from([(
+                    "sealrun".to_string(),
+                    env!("CARGO_PKG_VERSION").to_string(),
+                )]),
+            },
+            metadata: BuildMetadata {
+                invocation_id: invocation.to_string(),
+                started_on,
+                finished_on: now_rfc3339(),
+            },
+            byproducts: vec![ResourceDescriptor::annotated(
+                END_BYPRODUCT,
+                &End {
+                    result: outcome.to_string(),
+                    reason: outcome.to_string(),
+                    refusal: None,
+                    ran: None,
+                },
+            )],
+        },
+    }
 }

@@ -305,11 +305,7 @@ fn run_aibom(args: AibomArgs) -> ExitCode {
     let Some(top) = chain.records.get(&graph.root) else {
         return usage_error(false, anyhow::anyhow!("{name}: not in its own chain"));
     };
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let now = sealrun_verifier::text::now_rfc3339();
     let doc = sealrun_verifier::aibom::build(&graph, top, &now);
     let mut text = serde_json::to_string_pretty(&doc).expect("json");
     text.push('\n');
