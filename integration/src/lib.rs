@@ -1,8 +1,10 @@
 //! Helpers shared by the end-to-end tests: locate the real binaries, run them,
 //! and make scratch trees. Tests only touch their own temporary directories.
 
+pub mod exec;
 pub mod scratch;
 pub mod slurm;
+pub mod swtpm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -249,7 +251,9 @@ impl RunFixture {
                 d.filter_map(|e| e.ok().map(|e| e.path()))
                     .filter(|p| {
                         let f = p.file_name().unwrap_or_default().to_string_lossy();
-                        f.starts_with(&format!("{name}-")) && f.ends_with(".json")
+                        f.starts_with(&format!("{name}-"))
+                            && f.ends_with(".json")
+                            && !f.ends_with(".quote.json")
                     })
                     .collect()
             })

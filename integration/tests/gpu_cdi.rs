@@ -6,7 +6,7 @@
 //! cgroup (where the host has a v1 devices hierarchy) and the record's GPU fields. The real-GPU
 //! test is ignored with its reason where there is none.
 
-mod common;
+use sealrun_integration::exec as common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

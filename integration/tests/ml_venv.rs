@@ -7,7 +7,7 @@
 //! its digest; the run passes a default release gate; `sealrun-verify aibom` lists them as
 //! components of a valid CycloneDX 1.6 BOM.
 
-mod common;
+use sealrun_integration::exec as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! CPU limit with matching thread counts, NUMA calls, signals as sent — while the sandbox stays
 //! as strict as the hardening suite says.
 
-mod common;
+use sealrun_integration::exec as common;
 
 use common::*;
 use sealrun_integration::{envelope_statement, fails_with, ok as ok_out, RunFixture};

@@ -247,3 +247,82 @@ fn a_live_run_is_never_touched_by_a_concurrent_recover() {
         0
     );
 }
+
+/// `sealrun run` of Slurm rank `rank` of a two-rank step (the task's variables as `srun` sets
+/// them; no scheduler needed to be a rank).
+fn rank_run(f: &RunFixture, spec: &str, rank: u32) -> Command {
+    let mut c = Command::new(bin("sealrun"));
+    c.current_dir(f.dir())
+        .args(["run", spec, "--quiet"])
+        .env("SLURM_JOB_ID", "4242")
+        .env("SLURM_STEP_ID", "0")
+        .env("SLURM_PROCID", rank.to_string())
+        .env("SLURM_NTASKS", "2")
+        .env("SLURM_LOCALID", rank.to_string())
+        .env("SLURM_NODEID", "0")
+        .env("SLURMD_NODENAME", "node0")
+        .env("SLURM_STEP_NODELIST", "node0");
+    c
+}
+
+#[test]
+fn a_rank_whose_launcher_died_is_sealed_as_failed_after_recovery() {
+    let f = RunFixture::new();
+    let dir = f.dir();
+    let job = f.job("ranked", WAITER, &["rank-died"], RUN_SANDBOX);
+    let t = std::fs::read_to_string(dir.join(&job)).unwrap();
+    std::fs::write(
+        dir.join(&job),
+        t.replace(
+            "output = \"ranked-out\"",
+            "output = \"ranked-out/rank-{rank}\"",
+        ),
+    )
+    .unwrap();
+    // Rank 0's launcher is SIGKILLed while its job runs; rank 1 ends normally.
+    let mut r0 = rank_run(&f, &job, 0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&dir.join("ranked-out/rank-0/started"), "rank 0 start");
+    r0.kill().unwrap();
+    r0.wait().unwrap();
+    kill_leftovers("rank-died");
+    let r1 = rank_run(&f, &job, 1)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&dir.join("ranked-out/rank-1/started"), "rank 1 start");
+    std::fs::write(dir.join("ranked-out/rank-1/go"), "go").unwrap();
+    ok(r1.wait_with_output().unwrap());
+    ok(sealrun(dir, &["recover", &job]));
+    // The recovered record still says which rank it was: the seal counts it, as failed.
+    let out = sealrun(
+        dir,
+        &[
+            "seal-job",
+            "--records",
+            "records",
+            "--job",
+            "4242",
+            "--step",
+            "0",
+            "--key",
+            "launcher.key",
+            "--trust",
+            "trust.toml",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "the job failed: {out:?}");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("failed: rank 0 (node0): aborted: launcher died"),
+        "{all}"
+    );
+}

@@ -720,3 +720,21 @@ fn an_input_named_code_next_to_the_code_folder_runs_and_is_recorded() {
     let entries = audit_entries(&f.dir().join("audit.log"));
     assert_eq!(entries.last().unwrap()["event"], "end", "{entries:?}");
 }
+
+/// A code folder that cannot be staged (a symlink in it: staging copies regular files and
+/// folders only) refuses the run with a record and an audit entry (exit 125, `end.refusal`
+/// `staging`); it used to end with exit 74 and no record.
+#[test]
+fn a_code_folder_that_cannot_be_staged_refuses_the_run_with_a_record() {
+    let f = RunFixture::new();
+    let job = f.job("link", "open('/out/m', 'w').write('m')\n", &[], RUN_SANDBOX);
+    std::os::unix::fs::symlink("/etc/hostname", f.dir().join("link-code/elsewhere")).unwrap();
+    let out = f.run(&job);
+    let msg = fails_with(out, 125, &["refused", "code", "elsewhere", "nothing ran"]);
+    assert!(!f.dir().join("link-out/m").exists(), "{msg}");
+    let end = end_of(&f.record("link"));
+    assert_eq!(end["refusal"], "staging", "{end:#}");
+    let entries = audit_entries(&f.dir().join("audit.log"));
+    assert_eq!(entries.last().unwrap()["event"], "refused", "{entries:?}");
+    ok(f.verify_log(false));
+}

@@ -2,7 +2,7 @@
 //! failure (and, where the sandbox observes it, the report entry). All attacks target only
 //! loopback, the test's own temp dirs and the test's own processes.
 
-mod common;
+use sealrun_integration::exec as common;
 
 use std::io::Read;
 use std::net::{TcpListener, UdpSocket};

@@ -2,7 +2,7 @@
 //! the attack from inside `sealrun exec` and asserts the reason it fails. All of them touch only
 //! the test's own temp dirs, its own processes and loopback.
 
-mod common;
+use sealrun_integration::exec as common;
 
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};

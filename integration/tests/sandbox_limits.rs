@@ -1,7 +1,7 @@
 //! Limits: pids, memory, tmpfs caps, timeouts that kill the whole tree; each end reason reported
 //! distinctly.
 
-mod common;
+use sealrun_integration::exec as common;
 
 use std::time::{Duration, Instant};
 

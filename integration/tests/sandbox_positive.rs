@@ -1,7 +1,7 @@
 //! The positive suite: real work runs under the shipped profiles, and Docker's seccomp profile
 //! loads and is enforced.
 
-mod common;
+use sealrun_integration::exec as common;
 
 use common::*;
 

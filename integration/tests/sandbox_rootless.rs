@@ -3,7 +3,7 @@
 //! reason printed, only when the kernel refuses user namespaces to that user or we are not root
 //! (and so cannot switch to it).
 
-mod common;
+use sealrun_integration::exec as common;
 
 use std::process::Command;
 

@@ -87,8 +87,9 @@ pub fn external_parameters(spec: &JobSpec) -> serde_json::Value {
     v
 }
 
-/// Build the subjects and provenance of a run.
-pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
+/// `resolvedDependencies`: the inputs, the code, the executable, the job's Python, the CDI
+/// spec files.
+fn dependencies(f: &RunFacts) -> Vec<ResourceDescriptor> {
     let mut deps = Vec::new();
     for i in f.inputs {
         let v = &i.verified;
@@ -147,6 +148,12 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
             });
         }
     }
+    deps
+}
+
+/// `byproducts`: `end` first, then the logs, the sandbox report, the outputs' non-files and
+/// what the run added (summary, artifact, secrets, interrupt).
+fn byproducts(f: &RunFacts) -> Vec<ResourceDescriptor> {
     let mut byproducts = Vec::new();
     for (name, path, d, notes) in &f.logs {
         byproducts.push(ResourceDescriptor {
@@ -201,6 +208,11 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
         }
     }
     byproducts.extend(f.extra_byproducts.iter().cloned());
+    byproducts
+}
+
+/// The subjects: every output file, or (none) the spec under a name no output can have.
+fn subjects(f: &RunFacts) -> Vec<Subject> {
     let mut subjects: Vec<Subject> = f
         .outputs
         .map(|o| {
@@ -227,6 +239,14 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
             digest: sha(&Digest::of(&spec_bytes)),
         });
     }
+    subjects
+}
+
+/// Build the subjects and provenance of a run.
+pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
+    let deps = dependencies(f);
+    let byproducts = byproducts(f);
+    let subjects = subjects(f);
     let prov = Provenance {
         build_definition: BuildDefinition {
             build_type: BUILD_TYPE.to_string(),
@@ -325,6 +345,9 @@ pub struct Destination<'a> {
     pub invocation: &'a str,
     /// The audit entry's `outcome`.
     pub outcome: String,
+    /// The run's TPM: a measured run's record is quoted before the audit entry, which then
+    /// names the evidence (see [`crate::tpm::attest::quote_slot`]).
+    pub tpm: Option<&'a crate::tpm::attest::Slot>,
 }
 
 /// A record that could not be written, or its audit entry not appended.
@@ -337,6 +360,10 @@ pub enum PublishError {
     },
     #[error(transparent)]
     Audit(#[from] AuditWriteError),
+    /// `[attestation] tpm = "required"` and the quote failed: the record and its audit entry
+    /// are written, without evidence.
+    #[error("{0}")]
+    Quote(String),
 }
 
 /// Sign a record, write it atomically, then append the audit entry that names it by digest:
@@ -355,6 +382,9 @@ pub fn publish(
             source,
         }
     })?;
+    let (evidence, quote_failed) = to.tpm.map_or((None, None), |slot| {
+        crate::tpm::attest::quote_slot(slot, to.invocation, to.path, &bytes)
+    });
     crate::recover::test_pause("appending");
     let digest = Digest::of(&bytes);
     audit::append(
@@ -364,9 +394,13 @@ pub fn publish(
             job: to.job,
             invocation: to.invocation,
             record: Some(digest),
+            evidence,
             outcome: to.outcome,
         },
         key,
     )?;
-    Ok(digest)
+    match quote_failed {
+        Some(msg) => Err(PublishError::Quote(msg)),
+        None => Ok(digest),
+    }
 }

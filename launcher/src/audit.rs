@@ -46,6 +46,8 @@ pub struct Event<'a> {
     pub job: &'a str,
     pub invocation: &'a str,
     pub record: Option<Digest>,
+    /// SHA-256 of the record's TPM evidence file (`NAME-ID.quote.json`), if it was quoted.
+    pub evidence: Option<Digest>,
     pub outcome: String,
 }
 
@@ -109,6 +111,7 @@ pub fn append(path: &Path, ev: &Event, key: &SigningKey) -> Result<Entry, AuditW
         job: ev.job.to_string(),
         invocation: ev.invocation.to_string(),
         record: ev.record.map(|d| d.to_hex()),
+        evidence: ev.evidence.map(|d| d.to_hex()),
         // One line, no terminal escapes: names in it came from disk.
         outcome: sealrun_verifier::text::one_line(&ev.outcome),
     };

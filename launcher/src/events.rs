@@ -647,12 +647,7 @@ pub fn observed<'a>(
     spec: &crate::spec::JobSpec,
 ) -> AfterRun<'a> {
     let now = time::OffsetDateTime::now_utc();
-    let rfc = |t: time::OffsetDateTime| {
-        t.replace_nanosecond(0)
-            .unwrap_or(t)
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
-    };
+    let rfc = sealrun_verifier::text::rfc3339;
     AfterRun {
         outcome,
         leaks: leaks

@@ -1,8 +1,7 @@
 //! `sealrun exec`: run one command in the sandbox, the way people use bubblewrap, but locked down
 //! by default. All the work is in `sealrun_sandbox`; this is argument parsing and reporting.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use sealrun_sandbox::{exit_codes, Bind, ProfileRef, SandboxConfig, SandboxPlan, Tmpfs};
@@ -238,60 +237,25 @@ pub fn config(args: &ExecArgs) -> Result<SandboxConfig, String> {
     Ok(c)
 }
 
-/// Write `data` to `path` atomically (temp file in the same directory, fsync, rename).
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(data)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
-static SANDBOX_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-static PENDING_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-static FORWARDED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-extern "C" fn forward(sig: libc::c_int) {
-    let pid = SANDBOX_PID.load(std::sync::atomic::Ordering::SeqCst);
-    if pid > 0 {
-        // The first signal reaches the command as itself; a second one kills the tree.
-        let n = FORWARDED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let sig = if n == 0 { sig } else { libc::SIGKILL };
-        // SAFETY: kill(2) is async-signal-safe; the pid is our own sandbox init.
-        unsafe { libc::kill(pid, sig) };
-    } else {
-        PENDING_SIGNAL.store(sig, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-/// SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to `sealrun` go to the sandbox init, which forwards
-/// them to the command (which runs in its own session and so does not get the terminal's); a
-/// second one kills the whole tree. One that arrives while the sandbox is being built is
-/// delivered as soon as the command runs.
-fn catch_signals() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-        // SAFETY: installing an async-signal-safe handler.
-        unsafe {
-            libc::signal(
-                sig,
-                forward as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            )
+/// Run the sandbox to its end. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to `sealrun` go to the
+/// sandbox init, which forwards them to the command (which runs in its own session and so does
+/// not get the terminal's); a second one kills the whole tree; one that arrives while the
+/// sandbox is being built is delivered as soon as the command runs (see [`crate::signals`]).
+fn run_forwarding_signals(
+    plan: SandboxPlan,
+) -> anyhow::Result<Result<sealrun_sandbox::Outcome, sealrun_sandbox::SandboxError>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut signals = crate::signals::Forwarder::catch(crate::signals::EXEC_SIGNALS)?;
+        let handle = match tokio::task::spawn_blocking(move || plan.spawn()).await? {
+            Ok(h) => h,
+            Err(e) => return Ok(Err(e)),
         };
-    }
-}
-
-fn forward_signals_to(pid: libc::pid_t) {
-    SANDBOX_PID.store(pid, std::sync::atomic::Ordering::SeqCst);
-    let pending = PENDING_SIGNAL.swap(0, std::sync::atomic::Ordering::SeqCst);
-    if pending > 0 {
-        // SAFETY: our own sandbox init.
-        unsafe { libc::kill(pid, pending) };
-    }
+        let mut interrupt = sealrun_verifier::record::Interrupt::default();
+        Ok(signals.wait(handle, &mut interrupt).await?)
+    })
 }
 
 /// Run the command in the sandbox; returns the exit status to use.
@@ -356,9 +320,8 @@ pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
             );
         }
     }
-    catch_signals();
     // This process exits right after: the sandbox's teardown need not delay the answer.
-    let result = plan.detach_teardown().run_with(forward_signals_to);
+    let result = run_forwarding_signals(plan.detach_teardown()).and_then(|r| r.map_err(Into::into));
     for r in relays {
         r.finish();
     }
@@ -375,7 +338,7 @@ pub fn run(args: ExecArgs) -> anyhow::Result<u8> {
             o.insert("gpus".into(), serde_json::to_value(&g.access)?);
         }
         let json = serde_json::to_vec_pretty(&value)?;
-        if let Err(e) = write_atomic(path, &json) {
+        if let Err(e) = sealrun_verifier::rollback::write_atomic(path, &json) {
             eprintln!("sealrun: cannot write report {}: {e}", path.display());
         }
     }

@@ -91,7 +91,11 @@ pub fn list(dir: &Path, trust: Option<&Policy>) -> Result<(Vec<Entry>, Vec<Strin
     for e in rd.flatten() {
         let p = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
-        if !name.ends_with(".json") || name.ends_with(".pipeline.json") || !p.is_file() {
+        if !name.ends_with(".json")
+            || name.ends_with(".pipeline.json")
+            || name.ends_with(".quote.json")
+            || !p.is_file()
+        {
             continue;
         }
         match entry(&p, trust) {

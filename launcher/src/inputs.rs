@@ -26,7 +26,7 @@ use sealrun_verifier::record::{
 use sealrun_verifier::rollback::write_atomic;
 
 use crate::spec::{Input, JobSpec, Proof as SpecProof};
-use crate::stage::{Stage, StageError, Staged};
+use crate::staging::{Staged, Staging, StagingError};
 
 /// Why an input was refused (nothing ran).
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ pub enum InputError {
     #[error(transparent)]
     Chain(#[from] ChainError),
     #[error(transparent)]
-    Stage(#[from] StageError),
+    Stage(#[from] StagingError),
     /// The proof could not be kept in the records folder.
     #[error("{}: {source}", path.display())]
     KeepProof {
@@ -78,7 +78,7 @@ impl InputError {
             InputError::NotAdmitted { .. } => "label_not_admitted",
             InputError::BadSubject { .. } => "bad_subject",
             InputError::Chain(e) => e.kind(),
-            InputError::Stage(StageError::Verify(e)) => e.kind(),
+            InputError::Stage(StagingError::Verify(e)) => e.kind(),
             InputError::Stage(_) => "staging",
             InputError::KeepProof { .. } => "unreadable",
         }
@@ -97,7 +97,7 @@ pub struct VerifiedInput {
 /// any other record input.
 pub fn verify_input(
     input: &Input,
-    stage: &Stage,
+    stage: &Staging,
     policy: &Policy,
     spec: &JobSpec,
     stage_records: &BTreeMap<String, PathBuf>,
@@ -119,7 +119,7 @@ pub fn verify_input(
 
 /// The message a refusal shows: the staging descriptor path replaced by the folder's name,
 /// and an earlier stage's outputs named as such.
-pub fn describe(e: &InputError, input: &Input, stage: &Stage) -> String {
+pub fn describe(e: &InputError, input: &Input, stage: &Staging) -> String {
     let from = match &input.proof {
         SpecProof::Stage(name) if !matches!(e, InputError::NoStageRecord(_)) => {
             format!("outputs of stage {name:?}: ")
@@ -134,7 +134,7 @@ pub fn describe(e: &InputError, input: &Input, stage: &Stage) -> String {
 /// the producer's chain.
 fn verify_record_input(
     input: &Input,
-    stage: &Stage,
+    stage: &Staging,
     policy: &Policy,
     spec: &JobSpec,
     rec_path: &Path,
@@ -186,10 +186,10 @@ fn verify_record_input(
 
 /// A signed input, cheap checks first: the signature and policy, then the file list and sizes
 /// (no file read yet: an unsigned extra file or a wrong size stops here); then exactly the
-/// signed files are copied and hashed in the same read (see [`Stage::stage_signed`]).
+/// signed files are copied and hashed in the same read (see [`Staging::stage_signed`]).
 fn verify_signed_input(
     input: &Input,
-    stage: &Stage,
+    stage: &Staging,
     policy: &Policy,
     spec: &JobSpec,
     sig_path: &Path,

@@ -15,10 +15,8 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use sealrun_verifier::fsread::{
-    read_bounded, read_bounded_string, Follow, ReadError, MAX_KEY_BYTES,
-};
-use sealrun_verifier::keys::{KeyError, PublicKey, SigningKey};
+use sealrun_verifier::fsread::{read_bounded, Follow, ReadError, MAX_KEY_BYTES};
+use sealrun_verifier::keys::{KeyError, SigningKey};
 
 /// Why a key file could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -189,13 +187,4 @@ fn wipe_main_stack_on_fork() -> Result<(), KeyFileError> {
         )));
     }
     Ok(())
-}
-
-/// Load a public key PEM.
-pub fn load_public_key(path: &Path) -> Result<PublicKey, KeyFileError> {
-    let pem = read_bounded_string(path, "public key", MAX_KEY_BYTES, Follow::Yes)?;
-    PublicKey::from_pem(&pem).map_err(|source| KeyFileError::Key {
-        path: path.to_path_buf(),
-        source,
-    })
 }

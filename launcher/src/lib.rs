@@ -24,13 +24,15 @@ pub mod rollback;
 pub mod run;
 pub mod secrets;
 pub mod sign;
+pub mod signals;
 pub mod slurm;
 pub mod spec;
-pub mod stage;
+pub mod staging;
 pub mod store;
 pub mod store_cmd;
 pub mod summary;
 pub mod terminal;
+pub mod tpm;
 pub mod units;
 pub mod venv;
 
@@ -92,11 +94,4 @@ fn read_own_file(path: &std::path::Path) -> Option<String> {
     (t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit())).then_some(t)
 }
 
-/// The current UTC time as RFC 3339 (seconds precision).
-pub fn now_rfc3339() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    t.replace_nanosecond(0)
-        .unwrap_or(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("RFC 3339 formatting of a UTC time cannot fail")
-}
+pub use sealrun_verifier::text::now_rfc3339;

@@ -219,6 +219,8 @@ enum Command {
     ///   sealrun seal-job --records records --spec job.toml
     #[command(verbatim_doc_comment)]
     SealJob(sealrun_launcher::slurm::seal::SealArgs),
+    /// The TPM: enroll an attestation key, show status (see docs/attestation.md).
+    Tpm(sealrun_launcher::tpm::cli::TpmArgs),
     /// Run a command in the sandbox (namespaces, read-only root, seccomp,
     /// Landlock, no network, no capabilities, limits).
     Exec(exec::ExecArgs),
@@ -391,6 +393,7 @@ fn run(command: Command) -> Result<u8> {
         Command::Exec(args) => exec::run(args),
         Command::Store(args) => store_cmd::run(args),
         Command::SealJob(args) => Ok(sealrun_launcher::slurm::seal::run(args)),
+        Command::Tpm(args) => sealrun_launcher::tpm::cli::run(args),
     }
 }
 

@@ -98,7 +98,48 @@ pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, R
         }
         last_message = s.message;
     }
-    let prov = Provenance {
+    let prov = summary_provenance(p, &key, &invocation, started_on, deps, &outcome);
+    let path = first
+        .records
+        .join(format!("{}-{}.pipeline.json", p.name, &invocation[..12]));
+    crate::attest::publish(
+        subjects,
+        &prov,
+        &key,
+        crate::attest::Destination {
+            path: &path,
+            audit_log: &first.audit_log,
+            event: "pipeline",
+            job: &p.name,
+            invocation: &invocation,
+            outcome: outcome.clone(),
+            tpm: None,
+        },
+    )?;
+    Ok(RunSummary {
+        status,
+        message: if status == 0 {
+            format!(
+                "pipeline succeeded: {} stage(s); last: {last_message}",
+                p.stages.len()
+            )
+        } else {
+            last_message
+        },
+        record: path,
+    })
+}
+
+/// The pipeline summary's provenance: its stages (by record) as dependencies, and its end.
+fn summary_provenance(
+    p: &PipelineSpec,
+    key: &sealrun_verifier::keys::SigningKey,
+    invocation: &str,
+    started_on: String,
+    deps: Vec<ResourceDescriptor>,
+    outcome: &str,
+) -> Provenance {
+    Provenance {
         build_definition: BuildDefinition {
             build_type: PIPELINE_BUILD_TYPE.to_string(),
             external_parameters: to_annotations(&PipelineExternalParameters {
@@ -125,48 +166,19 @@ pub fn run_pipeline(p: &PipelineSpec, opts: &RunOptions) -> Result<RunSummary, R
                 )]),
             },
             metadata: BuildMetadata {
-                invocation_id: invocation.clone(),
+                invocation_id: invocation.to_string(),
                 started_on,
                 finished_on: now_rfc3339(),
             },
             byproducts: vec![ResourceDescriptor::annotated(
                 END_BYPRODUCT,
                 &End {
-                    result: outcome.clone(),
-                    reason: outcome.clone(),
+                    result: outcome.to_string(),
+                    reason: outcome.to_string(),
                     refusal: None,
                     ran: None,
                 },
             )],
         },
-    };
-    let path = first
-        .records
-        .join(format!("{}-{}.pipeline.json", p.name, &invocation[..12]));
-    crate::attest::publish(
-        subjects,
-        &prov,
-        &key,
-        crate::attest::Destination {
-            path: &path,
-            audit_log: &first.audit_log,
-            event: "pipeline",
-            job: &p.name,
-            invocation: &invocation,
-            outcome: outcome.clone(),
-        },
-    )?;
-    Ok(RunSummary {
-        status,
-        message: if status == 0 {
-            format!(
-                "pipeline succeeded: {} stage(s); last: {last_message}",
-                p.stages.len()
-            )
-        } else {
-            last_message
-        },
-        record: path,
-        invocation,
-    })
+    }
 }

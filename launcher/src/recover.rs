@@ -122,6 +122,10 @@ pub struct RunFile {
     pub had_secrets: bool,
     pub max_output_files: u64,
     pub max_output_size: u64,
+    /// The Slurm task the run was (so a recovered rank still counts in `sealrun seal-job`, as
+    /// failed); absent outside Slurm and in run files of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<sealrun_verifier::record::SlurmRank>,
 }
 
 /// Where the run files of runs on `audit_log` live: `AUDIT_LOG.runs/`.
@@ -140,6 +144,7 @@ impl RunFile {
         builder_id: &str,
         staging: &Path,
         record: &Path,
+        slurm: Option<&sealrun_verifier::record::SlurmRank>,
     ) -> RunFile {
         let spec_bytes = std::fs::read(&spec.file).unwrap_or_default();
         let base = record.with_extension("");
@@ -166,6 +171,7 @@ impl RunFile {
             had_secrets: !spec.secrets.is_empty(),
             max_output_files: spec.sandbox.outputs.max_output_files,
             max_output_size: spec.sandbox.outputs.max_output_size,
+            slurm: slurm.cloned(),
         }
     }
 }
@@ -260,12 +266,13 @@ impl Drop for RunLock {
 
 /// At the start of a run of `spec`: close the runs on its audit log whose launcher died (each
 /// one reported on stderr; a failure to recover one does not stop this run), then write and
-/// lock this run's file.
+/// lock this run's file (`slurm`: the Slurm task the run is, if any).
 pub fn lock_run(
     spec: &JobSpec,
     invocation: &str,
     started_on: &str,
     builder_id: &str,
+    slurm: Option<&sealrun_verifier::record::SlurmRank>,
 ) -> Result<RunLock, RecoverError> {
     // The record names the launcher's digest: hash the binary while the run is planned.
     std::thread::spawn(crate::launcher_sha256);
@@ -287,7 +294,7 @@ pub fn lock_run(
         .join(format!("{}-{}.json", spec.name, &invocation[..12]));
     probe_records(&spec.records)?;
     RunLock::acquire(&RunFile::new(
-        spec, invocation, started_on, builder_id, &staging, &record,
+        spec, invocation, started_on, builder_id, &staging, &record, slurm,
     ))
 }
 
@@ -551,6 +558,7 @@ fn close_dead(info: &RunFile) -> Result<Recovered, RecoverError> {
             job: &info.job,
             invocation: &info.invocation,
             record: Some(Digest::of(&bytes)),
+            evidence: None,
             outcome: outcome.into(),
         },
         &key,
@@ -656,6 +664,7 @@ fn aborted_record(
                 launcher_sha256: crate::launcher_sha256().into(),
                 recovered: Some(true),
                 recovered_by_pid: Some(std::process::id()),
+                slurm: info.slurm.clone(),
                 ..Default::default()
             }),
             resolved_dependencies: Vec::new(),
@@ -809,6 +818,7 @@ mod tests {
             had_secrets: false,
             max_output_files: 10,
             max_output_size: 10,
+            slurm: None,
         }
     }
 

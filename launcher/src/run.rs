@@ -6,7 +6,7 @@
 //! run (nothing executes), and the refusal is recorded in a signed record and the
 //! audit log; an input older than a version an earlier run used is refused the
 //! same way (see [`crate::rollback`]); the job only ever reads staged, verified
-//! copies of its inputs and code, bound from descriptors (see [`crate::stage`]);
+//! copies of its inputs and code, bound from descriptors (see [`crate::staging`]);
 //! a `start` entry is in the audit log before the job starts, so a run the
 //! launcher never finished stays visible; stdout and stderr are streamed to the
 //! terminal and to log files; SIGINT and SIGTERM reach the job as themselves (a
@@ -40,8 +40,9 @@ use crate::inputs::{verify_input, VerifiedInput};
 use crate::outputs;
 use crate::secrets::{self, Leak, Patterns, Redactor, Secret};
 use crate::spec::{JobSpec, SpecError, CODE_MOUNT, OUTPUT_MOUNT};
-use crate::stage::Stage;
+use crate::staging::Staging;
 use crate::{keyfile, now_rfc3339};
+use sealrun_verifier::text::rfc3339;
 
 /// Exit statuses of `sealrun run` besides the job's own status.
 pub mod exit {
@@ -145,7 +146,6 @@ pub struct RunSummary {
     pub message: String,
     /// The signed record.
     pub record: PathBuf,
-    pub invocation: String,
 }
 
 /// Options for [`run_job`].
@@ -163,13 +163,6 @@ pub struct RunOptions {
     pub secrets: Option<Arc<secrets::SecretCache>>,
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.replace_nanosecond(0)
-        .unwrap_or(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 pub(crate) fn new_invocation_id() -> String {
     let mut b = [0u8; 16];
     rand_core::OsRng.fill_bytes(&mut b);
@@ -177,7 +170,7 @@ pub(crate) fn new_invocation_id() -> String {
 }
 
 /// Fixed state of one run, used to write its record and audit entries.
-struct Ctx<'a> {
+struct OpenRun<'a> {
     spec: &'a JobSpec,
     key: &'a SigningKey,
     invocation: String,
@@ -189,6 +182,8 @@ struct Ctx<'a> {
     rank: Option<crate::slurm::RankIdentity>,
     /// The job network (`network = "job"`), held until the run ends; an error refuses the run.
     netns: Result<Option<crate::slurm::netns::JobNetns>, String>,
+    /// The TPM that measures and quotes this run (empty: software key only).
+    tpm: crate::tpm::attest::Slot,
 }
 
 /// Why a run stopped before its job started: recorded and audited (`refused`); nothing ran.
@@ -244,14 +239,14 @@ impl From<Refusal> for Stop {
     }
 }
 
-impl Ctx<'_> {
+impl OpenRun<'_> {
     /// Take the run's lock (closing the runs on this audit log whose launcher died first):
     /// from here on, every end of the run is recorded.
     fn open<'a>(
         spec: &'a JobSpec,
         key: &'a SigningKey,
         invocation: String,
-    ) -> Result<Ctx<'a>, RunError> {
+    ) -> Result<OpenRun<'a>, RunError> {
         let host = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "unknown-host".into());
@@ -261,10 +256,16 @@ impl Ctx<'_> {
             format!("https://sealrun.dev/launcher/v1?host={host}&keyid={keyid}"),
         );
         let mut rank = crate::slurm::RankIdentity::from_env()?;
-        let lock = crate::recover::lock_run(spec, &invocation, &started_on, &builder_id)?;
+        let lock = crate::recover::lock_run(
+            spec,
+            &invocation,
+            &started_on,
+            &builder_id,
+            rank.as_ref().map(|r| &r.0),
+        )?;
         let netns =
             crate::slurm::job_network(spec.sandbox.network, spec.sandbox.ports, rank.as_mut());
-        Ok(Ctx {
+        Ok(OpenRun {
             spec,
             key,
             invocation,
@@ -273,6 +274,7 @@ impl Ctx<'_> {
             lock,
             rank,
             netns,
+            tpm: Default::default(),
         })
     }
 
@@ -294,9 +296,15 @@ impl Ctx<'_> {
         // The result is shown to people: names in it came from disk.
         facts.result = sealrun_verifier::text::one_line(&facts.result);
         facts.internal.slurm = self.rank.as_ref().map(|r| r.0.clone());
+        let measured = self
+            .tpm
+            .borrow()
+            .as_ref()
+            .and_then(|t| t.measurement().cloned());
+        crate::tpm::attest::annotate(&mut facts.internal, measured.as_ref());
         let (subjects, prov) = attest::provenance(&facts);
         let path = self.record_path();
-        attest::publish(
+        let published = attest::publish(
             subjects,
             &prov,
             self.key,
@@ -307,9 +315,14 @@ impl Ctx<'_> {
                 job: &self.spec.name,
                 invocation: &self.invocation,
                 outcome,
+                tpm: Some(&self.tpm),
             },
-        )?;
-        self.lock.closed();
+        );
+        // A failed quote leaves the record and its audit entry written: the run is closed.
+        if matches!(published, Ok(_) | Err(attest::PublishError::Quote(_))) {
+            self.lock.closed();
+        }
+        published?;
         Ok(path)
     }
 
@@ -325,7 +338,6 @@ impl Ctx<'_> {
             status: r.status,
             message: r.message,
             record,
-            invocation: self.invocation.clone(),
         })
     }
 
@@ -351,14 +363,6 @@ impl Ctx<'_> {
             extra_byproducts: Vec::new(),
             python: None,
         }
-    }
-}
-
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGINT => "SIGINT",
-        libc::SIGTERM => "SIGTERM",
-        _ => "signal",
     }
 }
 
@@ -701,7 +705,7 @@ fn run_checked(
     invocation: String,
 ) -> Result<RunSummary, RunError> {
     let p = prepare(spec, opts)?;
-    let ctx = Ctx::open(spec, &p.key, invocation)?;
+    let ctx = OpenRun::open(spec, &p.key, invocation)?;
     crate::recover::test_pause("planning");
     let ev = Emitter::new(opts.events.as_ref(), &spec.name, &ctx.invocation);
     ev.run_started(&spec.file, spec.inputs.len(), &spec.sandbox.profile);
@@ -716,7 +720,7 @@ fn run_checked(
 /// Phases 2 to 5 of [`run_checked`]; `inputs` gets each input as it is verified (a refusal
 /// records those verified so far).
 fn run_phases(
-    ctx: &Ctx,
+    ctx: &OpenRun,
     p: &Prepared,
     opts: &RunOptions,
     stage_records: &BTreeMap<String, PathBuf>,
@@ -728,6 +732,9 @@ fn run_phases(
         let why = format!("job network: {e}");
         return Err(Refusal::refused(exit::SETUP_FAILED, "job_network", why).into());
     }
+    // The TPM, as `[attestation] tpm` asks: `required` without one refuses the run here.
+    crate::tpm::attest::open_into(&ctx.tpm, &spec.attestation, &p.policy)
+        .map_err(|why| Refusal::refused(exit::SETUP_FAILED, "tpm", why))?;
     // 2. Stage every input and verify the staged copy; then the code and the policies.
     let mut staging = stage_inputs(ctx, p, stage_records, ev, inputs)?;
     crate::recover::test_pause("staging");
@@ -736,17 +743,36 @@ fn run_phases(
     check_stage_policy(spec, &p.policy, code_digest)?;
     // 3. The output folder (new or empty), and the sandbox plan compiled before anything runs.
     prepare_output(spec)?;
-    let planned = plan_sandbox(ctx, p, &mut staging)?;
+    let Planned {
+        plan,
+        pipes,
+        internal,
+        executable,
+        _gpus: gpus,
+    } = plan_sandbox(ctx, p, &mut staging)?;
+    // Measure the plan into PCR 23 before the job runs.
+    let measured = crate::tpm::attest::plan_of(
+        &spec.file,
+        plan.profile_sha256(),
+        plan.bpf_sha256(),
+        inputs
+            .iter()
+            .map(|i| (i.name.clone(), i.verified.digest.clone())),
+        code_digest.map(|d| d.to_hex()),
+    );
+    crate::tpm::attest::measure_slot(&ctx.tpm, &ctx.invocation, &spec.trust, measured)
+        .map_err(|why| Refusal::refused(exit::SETUP_FAILED, "tpm", why))?;
     // 4. Execute.
-    let executed = execute(ctx, p, opts, ev, planned.plan, planned.pipes)?;
+    let executed = execute(ctx, p, opts, ev, plan, pipes)?;
     // 5. Record.
     let done = Done {
         code_digest,
-        executable: planned.executable,
-        internal: planned.internal,
+        executable,
+        internal,
     };
     let summary = record(ctx, p, inputs, ev, executed, done)?;
-    drop(staging);
+    // The staged inputs and the GPU setup's files were bound into the sandbox: kept until now.
+    drop((staging, gpus));
     Ok(summary)
 }
 
@@ -817,9 +843,9 @@ fn prepare(spec: &JobSpec, opts: &RunOptions) -> Result<Prepared, RunError> {
 }
 
 /// The run's private staging folder and what the sandbox binds from it.
-struct Staging {
+struct StagedInputs {
     /// Held (and emptied on drop) until the run is recorded.
-    stage: Stage,
+    stage: Staging,
     /// Read-only binds of the staged inputs and code, by descriptor.
     fd_binds: Vec<FdBind>,
     /// How each input got there (the record's `staging_inputs`).
@@ -828,12 +854,12 @@ struct Staging {
 
 /// Phase 2a: make the staging folder, then stage and verify each input in turn.
 fn stage_inputs(
-    ctx: &Ctx,
+    ctx: &OpenRun,
     p: &Prepared,
     stage_records: &BTreeMap<String, PathBuf>,
     ev: &Emitter,
     inputs: &mut Vec<RecordedInput>,
-) -> Result<Staging, Stop> {
+) -> Result<StagedInputs, Stop> {
     let spec = ctx.spec;
     let stage_base = spec
         .records
@@ -841,13 +867,13 @@ fn stage_inputs(
         .unwrap_or(Path::new("."))
         .to_path_buf();
     // Not ours, shared or unsafe: refuse rather than stage where others can swap.
-    let mut stage = Stage::create(&stage_base, &ctx.invocation)
+    let mut stage = Staging::create(&stage_base, &ctx.invocation)
         .map_err(|e| Refusal::refused(exit::SETUP_FAILED, "staging", format!("staging: {e}")))?;
     let store = crate::store::Store::for_spec(&spec.store)
         .map_err(|e| Refusal::refused(exit::SETUP_FAILED, "store", format!("store: {e}")))?;
     store.into_iter().for_each(|s| stage.use_store(s));
     crate::recover::test_pause("verifying");
-    let mut staging = Staging {
+    let mut staging = StagedInputs {
         stage,
         fd_binds: Vec::new(),
         how: BTreeMap::new(),
@@ -896,7 +922,7 @@ fn stage_inputs(
     Ok(staging)
 }
 
-impl Staging {
+impl StagedInputs {
     /// Phase 2c: copy the code folder (if any) into the staging folder and hash the copy;
     /// returns its manifest root digest.
     /// A code folder that cannot be copied (a symlink or special file in it, an unreadable
@@ -916,7 +942,7 @@ impl Staging {
             )
         };
         let staged = stage
-            .copy_tree(crate::stage::CODE_DIR, code)
+            .copy_tree(crate::staging::CODE_DIR, code)
             .map_err(|e| refuse(&e))?;
         let m =
             Manifest::build(&staged.path, &WalkOptions::default(), None).map_err(|e| refuse(&e))?;
@@ -1088,7 +1114,7 @@ fn internal_parameters(
 
 /// Phase 3b: compile the sandbox plan (profile, seccomp BPF, binds, GPUs resolved against
 /// the host's CDI specs) before anything starts; a plan that does not compile refuses the run.
-fn plan_sandbox(ctx: &Ctx, p: &Prepared, staging: &mut Staging) -> Result<Planned, Stop> {
+fn plan_sandbox(ctx: &OpenRun, p: &Prepared, staging: &mut StagedInputs) -> Result<Planned, Stop> {
     let spec = ctx.spec;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
@@ -1178,7 +1204,7 @@ struct Executed {
 /// job runs), then run the job under the supervisor with its stdout and stderr pumped to the
 /// log files, passing SIGINT/SIGTERM on.
 fn execute(
-    ctx: &Ctx,
+    ctx: &OpenRun,
     p: &Prepared,
     opts: &RunOptions,
     ev: &Emitter,
@@ -1202,6 +1228,7 @@ fn execute(
             job: &spec.name,
             invocation: &ctx.invocation,
             record: None,
+            evidence: None,
             outcome: "running".into(),
         },
         ctx.key,
@@ -1288,39 +1315,13 @@ fn supervise(
             Redactor::with(patterns.clone()),
             max_log,
         ));
-        // Caught from before the sandbox starts: a SIGINT/SIGTERM that comes while it starts is
-        // held and passed on once the job runs, never the launcher's death (which would leave
-        // the run without its record).
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(ExecError::Signals)?;
-        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        // Caught from before the sandbox starts (see `crate::signals`).
+        let mut signals = crate::signals::Forwarder::catch(crate::signals::RUN_SIGNALS)
             .map_err(ExecError::Signals)?;
         let started = tokio::task::spawn_blocking(move || plan.spawn()).await?;
         let outcome = match started {
             Err(e) => Err(e),
-            Ok(handle) => {
-                let pid = handle.pid();
-                let mut waiter = tokio::task::spawn_blocking(move || handle.wait());
-                loop {
-                    // The job gets the signal we got (Ctrl-C is SIGINT: Python raises
-                    // KeyboardInterrupt); a second one, of either kind, kills the tree.
-                    let got = tokio::select! {
-                        r = &mut waiter => break r?,
-                        _ = term.recv() => libc::SIGTERM,
-                        _ = int.recv() => libc::SIGINT,
-                    };
-                    let sig = if interrupt.signals.is_empty() {
-                        got
-                    } else {
-                        libc::SIGKILL
-                    };
-                    interrupt.signals.push(signal_name(got).to_string());
-                    interrupt.killed |= sig == libc::SIGKILL;
-                    // SAFETY: signalling the sandbox init, our child, which is not reaped until
-                    // `waiter` completes (and this loop exits on that).
-                    unsafe { libc::kill(pid, sig) };
-                }
-            }
+            Ok(handle) => signals.wait(handle, interrupt).await?,
         };
         let out_d = out_pump.await?.map_err(ExecError::Pump)?;
         let err_d = err_pump.await?.map_err(ExecError::Pump)?;
@@ -1338,7 +1339,7 @@ struct Done {
 /// Phase 5: take every output back from the job's uid and attest what can be; find the
 /// leaks; then sign the record, write it and append `end`.
 fn record(
-    ctx: &Ctx,
+    ctx: &OpenRun,
     p: &Prepared,
     inputs: &[RecordedInput],
     ev: &Emitter,
@@ -1455,7 +1456,6 @@ fn record(
             outputs.files.resources.len()
         ),
         record,
-        invocation: ctx.invocation.clone(),
     })
 }
 

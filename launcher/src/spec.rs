@@ -62,6 +62,8 @@ struct RawSpec {
     produces: Option<Kind>,
     #[serde(default)]
     declassify: Vec<String>,
+    #[serde(default)]
+    attestation: crate::tpm::attest::AttestationSettings,
 }
 
 #[derive(Deserialize)]
@@ -286,6 +288,8 @@ pub struct JobSpec {
     pub produces: Kind,
     /// Label keys this stage is declared to remove from what it derives (e.g. `pii`).
     pub declassify: Vec<String>,
+    /// `[attestation]`: whether the run is measured and quoted by a TPM.
+    pub attestation: crate::tpm::attest::AttestationSettings,
     /// The spec as JSON, for the record's externalParameters.
     pub as_json: serde_json::Value,
     /// Where fields that are checked after parsing were written (see [`crate::plan`]).
@@ -732,6 +736,7 @@ impl JobSpec {
             secrets,
             produces: raw.produces.unwrap_or(Kind::Model),
             declassify: raw.declassify.clone(),
+            attestation: raw.attestation.clone(),
             as_json,
             locations,
         })

@@ -35,7 +35,7 @@ use sealrun_verifier::digest::Algorithm;
 use sealrun_verifier::manifest::{self, Manifest, Resource, WalkOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::stage::{self, StageError, Staged};
+use crate::staging::{self, Staged, StagingError};
 
 /// The system store, used when the launcher runs as root.
 pub const SYSTEM_STORE: &str = "/var/lib/sealrun/store";
@@ -86,8 +86,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-fn sio(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
-    move |source| StageError::Io {
+fn sio(path: &Path) -> impl FnOnce(std::io::Error) -> StagingError + '_ {
+    move |source| StagingError::Io {
         path: path.to_path_buf(),
         source,
     }
@@ -260,7 +260,7 @@ impl Store {
         &self,
         signed: &mut Signed,
         src: &Path,
-    ) -> Result<(Staged, File), StageError> {
+    ) -> Result<(Staged, File), StagingError> {
         use rustix::fs::FlockOperation::{LockExclusive, LockShared};
         // The source's file list and sizes, as without the store (no file read): a wrong
         // folder, an extra, missing or resized file is refused even when the entry exists.
@@ -314,7 +314,7 @@ impl Store {
         key: &str,
         signed: &Signed,
         listed: &[manifest::Listed],
-    ) -> Result<(), StageError> {
+    ) -> Result<(), StagingError> {
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -323,7 +323,7 @@ impl Store {
             .root
             .join("tmp")
             .join(format!("{key}.{}.{nanos}", std::process::id()));
-        stage::make_dir(&tmp)?;
+        staging::make_dir(&tmp)?;
         let r = self.fill_into(&tmp, key, signed, listed);
         if r.is_err() {
             remove_tree(&tmp);
@@ -337,12 +337,12 @@ impl Store {
         key: &str,
         signed: &Signed,
         listed: &[manifest::Listed],
-    ) -> Result<(), StageError> {
-        stage::make_parents(tmp, listed)?;
+    ) -> Result<(), StagingError> {
+        staging::make_parents(tmp, listed)?;
         let shard = signed.expected.shard_size;
         // Files are made and linked relative to these (no procfs lookup per file).
-        let tmp_fd = stage::open_dir(tmp)?;
-        let objects = stage::open_dir(&self.root.join("objects"))?;
+        let tmp_fd = staging::open_dir(tmp)?;
+        let objects = staging::open_dir(&self.root.join("objects"))?;
         let can_clone = AtomicBool::new(true);
         let resources = listed
             .par_iter()
@@ -354,8 +354,8 @@ impl Store {
                 if rustix::fs::linkat(&objects, &name, &tmp_fd, &f.path, AtFlags::empty()).is_ok() {
                     return Ok(want.clone());
                 }
-                let from = stage::open_source(&f.abs, f.size)?;
-                let dst = stage::create_copy_at(&tmp_fd, &f.path, &to)?;
+                let from = staging::open_source(&f.abs, f.size)?;
+                let dst = staging::create_copy_at(&tmp_fd, &f.path, &to)?;
                 let cloned = if can_clone.load(Ordering::Relaxed) {
                     let r = crate::copyhash::clone_hash(&from, &dst, f.size, shard);
                     if matches!(r, Ok(None)) {
@@ -380,7 +380,7 @@ impl Store {
                     digest,
                 })
             })
-            .collect::<Result<Vec<_>, StageError>>()?;
+            .collect::<Result<Vec<_>, StagingError>>()?;
         let actual = Manifest {
             shard_size: shard,
             resources,
@@ -420,7 +420,7 @@ impl Store {
         file: &str,
         objects: &OwnedFd,
         object: &str,
-    ) -> Result<(), StageError> {
+    ) -> Result<(), StagingError> {
         let shown = self.shown.join("objects").join(object);
         let err = |e: rustix::io::Errno| sio(&shown)(e.into());
         match rustix::fs::linkat(tmp, file, objects, object, AtFlags::empty()) {
@@ -569,9 +569,9 @@ fn describe(d: &manifest::Difference) -> String {
 }
 
 /// Folders of a filled entry below its top: 0555 (the top is sealed once renamed into place).
-fn seal_dirs(top: &Path) -> Result<(), StageError> {
+fn seal_dirs(top: &Path) -> Result<(), StagingError> {
     for e in walkdir::WalkDir::new(top).min_depth(1).contents_first(true) {
-        let e = e.map_err(|e| StageError::Io {
+        let e = e.map_err(|e| StagingError::Io {
             path: top.to_path_buf(),
             source: e.into(),
         })?;

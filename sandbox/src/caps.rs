@@ -75,12 +75,3 @@ pub fn capset_zero() -> SysResult<()> {
         Ok(())
     }
 }
-
-/// The capability sets of the current process, for diagnostics and tests.
-pub fn current_sets() -> Result<[caps::CapsHashSet; 3], caps::errors::CapsError> {
-    Ok([
-        caps::read(None, caps::CapSet::Effective)?,
-        caps::read(None, caps::CapSet::Permitted)?,
-        caps::read(None, caps::CapSet::Bounding)?,
-    ])
-}

@@ -37,7 +37,8 @@
 //! 13. rlimits: core 0, nofile, fsize.
 //! 14. stdin `/dev/null`, stdout/stderr as asked; `chdir` to the working directory.
 //! 15. Close every descriptor above 2 except the three the next steps need.
-//! 16. Drop the bounding and ambient capability sets.
+//! 16. (Nothing to do: the bounding and ambient sets are already empty, emptied by the init at
+//!     0b and inherited through the fork.)
 //! 17. Root mode: switch to uid/gid 1000 (host base + 1000) with no supplementary groups.
 //! 18. Empty the permitted/effective/inheritable sets; `PR_SET_NO_NEW_PRIVS`.
 //! 19. Landlock: add rules for the sandbox's own mounts, restrict self.
@@ -48,7 +49,7 @@
 //! 21. With a guard: the seccomp main filter (the profile).
 //! 22. `execve` (trying each `PATH` candidate).
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -693,7 +694,6 @@ fn reap(job: libc::pid_t, status_w: i32, secrets: &[crate::plan::PlannedSecret])
     }
     loop {
         let mut st = 0;
-        // SAFETY: waitpid into a live int.
         // SAFETY: a zeroed rusage is valid.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         // SAFETY: wait4 into live out-parameters.
@@ -792,11 +792,6 @@ pub fn describe_candidates(c: &[CString]) -> String {
         .join(", ")
 }
 
-/// A C string as text (for messages and the recording double in tests).
-pub fn cstr_to_string(c: &CStr) -> String {
-    c.to_string_lossy().into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     //! A recording [`Sys`] double: asserts the order of the setup sequence without a kernel.
@@ -804,6 +799,7 @@ mod tests {
     use crate::config::SandboxConfig;
     use crate::sys::SysResult;
     use std::cell::RefCell;
+    use std::ffi::CStr;
 
     #[derive(Default)]
     struct Recorder {
@@ -843,7 +839,7 @@ mod tests {
     }
 
     fn s(c: &CStr) -> String {
-        cstr_to_string(c)
+        c.to_string_lossy().into_owned()
     }
 
     impl Sys for Recorder {

@@ -72,10 +72,6 @@ fn abi_enum(v: u32) -> ABI {
 pub struct Masks {
     /// Everything handled.
     pub all: u64,
-    /// Read + execute (+ list).
-    pub read: u64,
-    /// Read/write of files (devices).
-    pub dev: u64,
     /// Read-only of files and dirs, no execute.
     pub read_noexec: u64,
     /// List directories only.
@@ -115,13 +111,9 @@ pub fn prepare(rules: &[HostRule<'_>], tcp_bind: bool) -> Result<Prepared, Landl
     let abi = abi_enum(abi_v);
     let all = AccessFs::from_all(abi);
     let read = AccessFs::from_read(abi);
-    let dev =
-        (AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev) & all;
     let read_noexec = (AccessFs::ReadFile | AccessFs::ReadDir) & all;
     let masks = Masks {
         all: all.bits(),
-        read: read.bits(),
-        dev: dev.bits(),
         read_noexec: read_noexec.bits(),
         list: (BitFlags::from(AccessFs::ReadDir) & all).bits(),
         read_file: (BitFlags::from(AccessFs::ReadFile) & all).bits(),

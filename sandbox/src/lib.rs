@@ -19,18 +19,18 @@
 //! The setup order inside the sandbox is one commented sequence in [`child`]; the kernel
 //! features each have their own module.
 
-pub mod caps;
+mod caps;
 pub mod cdi;
-pub mod child;
+mod child;
 pub mod config;
-pub mod device_bpf;
+mod device_bpf;
 pub mod devices;
-pub mod landlock;
-pub mod limits;
-pub mod mounts;
-pub mod namespaces;
-pub mod net;
-pub mod notify;
+mod landlock;
+mod limits;
+mod mounts;
+mod namespaces;
+mod net;
+mod notify;
 pub mod outcome;
 pub mod peer_connect;
 pub mod plan;
@@ -38,14 +38,16 @@ mod precompiled;
 pub mod profile;
 pub mod seccomp;
 pub mod supervise;
-pub mod sys;
-pub mod syscall_table;
-pub mod unix_connect;
+mod sys;
+mod syscall_table;
+mod unix_connect;
 
+pub use child::Step;
 pub use config::{Bind, FdBind, Network, ProfileRef, SandboxConfig, SecretFile, Stdio, Tmpfs};
+pub use net::loopback_up;
 pub use outcome::{DeniedSyscall, EgressAttempt, EndReason, LandlockReport, Outcome};
 pub use plan::{PlanError, SandboxPlan};
-pub use supervise::{SandboxError, SandboxHandle};
+pub use supervise::{SandboxError, SandboxHandle, SetupStep};
 
 /// Exit statuses used by `sealrun exec` (and reusable by other front ends).
 pub mod exit_codes {

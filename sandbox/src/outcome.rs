@@ -102,9 +102,4 @@ impl Outcome {
             EndReason::PidsLimit { status } => *status as u8,
         }
     }
-
-    /// Whether the job attempted anything the sandbox refused.
-    pub fn attempted_restricted(&self) -> bool {
-        !self.denied_syscalls.is_empty() || !self.egress_attempts.is_empty()
-    }
 }

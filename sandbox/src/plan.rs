@@ -446,13 +446,4 @@ impl SandboxPlan {
     pub fn device_cgroup(&self) -> Option<crate::devices::CgroupMode> {
         self.device_cgroup
     }
-
-    /// Host paths bound into the sandbox: `(host path, read-write)`.
-    pub fn bind_sources(&self) -> Vec<(PathBuf, bool)> {
-        self.mounts
-            .binds
-            .iter()
-            .map(|b| (b.host.clone(), b.write))
-            .collect()
-    }
 }

@@ -30,7 +30,7 @@ pub enum SandboxError {
     #[error("sandbox setup failed at {step}: {detail}")]
     Setup {
         /// The step (e.g. `pivot_root`, `cgroup`).
-        step: String,
+        step: SetupStep,
         /// What failed and why, e.g. `/tmp: Operation not permitted`.
         detail: String,
     },
@@ -39,9 +39,27 @@ pub enum SandboxError {
     Supervise(String),
 }
 
-fn setup(step: &str, detail: impl std::fmt::Display) -> SandboxError {
+/// Where the sandbox's setup failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupStep {
+    /// A step of the in-sandbox sequence (see the `child` module's list).
+    InSandbox(crate::child::Step),
+    /// A step the supervisor takes outside (`cgroup`, `uid_map`, `clone`, `pipe`, ...).
+    Supervisor(&'static str),
+}
+
+impl std::fmt::Display for SetupStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SetupStep::InSandbox(s) => s.name(),
+            SetupStep::Supervisor(s) => s,
+        })
+    }
+}
+
+fn setup(step: &'static str, detail: impl std::fmt::Display) -> SandboxError {
     SandboxError::Setup {
-        step: step.into(),
+        step: SetupStep::Supervisor(step),
         detail: detail.to_string(),
     }
 }
@@ -186,7 +204,10 @@ fn describe_fail(plan: &SandboxPlan, f: &Fail) -> SandboxError {
     } else {
         format!("{what}: {}", strerror(f.errno))
     };
-    setup(f.step.name(), detail)
+    SandboxError::Setup {
+        step: SetupStep::InSandbox(f.step),
+        detail,
+    }
 }
 
 fn supervise(mut plan: SandboxPlan, started: Option<OnStart>) -> Result<Outcome, SandboxError> {

@@ -126,7 +126,7 @@ pub fn build(graph: &Graph, top: &VerifiedRecord, timestamp: &str) -> Value {
             } => {
                 let r = format!("data-{}", &id[..16]);
                 let mut data = json!({"type": "dataset", "name": name});
-                if let Some(c) = labels.get("classification") {
+                if let Some(c) = labels.get(crate::labels::CLASSIFICATION) {
                     data["classification"] = json!(c);
                 }
                 let mut props = vec![

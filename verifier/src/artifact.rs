@@ -87,14 +87,6 @@ fn is_artifact_kind(kind: Kind) -> bool {
     )
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .unwrap_or(t)
-        .format(&Rfc3339)
-        .expect("RFC 3339 formatting of a UTC time cannot fail")
-}
-
 /// Check a label key and value.
 pub fn check_label(k: &str, v: &str) -> Result<(), SignError> {
     let ok = |s: &str| !s.is_empty() && !s.contains('=') && s.chars().all(|c| !c.is_control());
@@ -134,7 +126,7 @@ pub fn sign_artifact_reusing(
     let now = OffsetDateTime::now_utc();
     if let Some(e) = opts.expires {
         if e <= now {
-            return Err(SignError::ExpiresInPast(rfc3339(e)));
+            return Err(SignError::ExpiresInPast(crate::text::rfc3339(e)));
         }
     }
     let name = match &opts.name {
@@ -152,8 +144,8 @@ pub fn sign_artifact_reusing(
         kind: opts.kind,
         version: opts.version,
         labels: opts.labels.clone(),
-        signed_at: rfc3339(now),
-        expires: opts.expires.map(rfc3339),
+        signed_at: crate::text::rfc3339(now),
+        expires: opts.expires.map(crate::text::rfc3339),
         manifest,
     };
     let st = Statement::new(
@@ -369,7 +361,7 @@ pub struct Verified {
 }
 
 /// Compare the tree at `path` with `expected`, naming the first difference.
-pub fn check_tree(
+fn check_tree(
     artifact: &str,
     path: &Path,
     expected: &Manifest,

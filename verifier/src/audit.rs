@@ -47,6 +47,10 @@ pub struct Entry {
     /// SHA-256 of the run record envelope, for `end` and `refused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<String>,
+    /// SHA-256 of the record's TPM evidence file (`NAME-ID.quote.json`), for an `end` whose
+    /// record was quoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
     /// `running`, `succeeded`, `failed: ...`, `refused: ...`.
     pub outcome: String,
 }

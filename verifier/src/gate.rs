@@ -39,6 +39,10 @@ pub struct GatePolicy {
     /// Allow runs in which a secret leaked (default false).
     #[serde(default)]
     pub allow_secret_leaks: bool,
+    /// Every run in the chain must carry TPM evidence (`NAME-ID.quote.json`) that verifies
+    /// (default false; evidence that is present is checked either way).
+    #[serde(default)]
+    pub require_tpm: bool,
     /// Highest classification the released artifact may carry: one of
     /// `labels::CLASSIFICATION_ORDER` (anything else is a policy error).
     pub max_classification: Option<String>,
@@ -233,6 +237,16 @@ pub fn evaluate(
                 }
             }
         }
+    }
+    let root_path = Path::new(name);
+    for (stage, e) in
+        crate::tpm_evidence::check_chain(root_path, bytes, graph, index, trust, gate.require_tpm)
+    {
+        violations.push(Violation {
+            stage,
+            check: e.failure.name(),
+            detail: e.detail,
+        });
     }
     Ok(Verdict {
         passed: violations.is_empty(),

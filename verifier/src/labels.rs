@@ -42,7 +42,7 @@ pub fn propagate(
     }
     // Unlabelled outranks every level: one unlabelled input leaves the output
     // unlabelled (never the level of the labelled ones).
-    let levels: Option<Vec<&String>> = inputs.iter().map(|l| l.get("classification")).collect();
+    let levels: Option<Vec<&String>> = inputs.iter().map(|l| l.get(CLASSIFICATION)).collect();
     if let Some(c) = levels.and_then(|v| v.into_iter().max_by_key(|v| rank(v))) {
         out.insert("classification".to_string(), c.clone());
     }

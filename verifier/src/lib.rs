@@ -29,6 +29,8 @@ pub mod rollback;
 pub mod runinfo;
 pub mod statement;
 pub mod text;
+pub mod tpm_evidence;
+pub mod tpm_wire;
 
 /// Exit codes shared by the sealrun command-line tools.
 pub mod exit {

@@ -30,16 +30,20 @@ pub enum Kind {
     Record,
     /// A signed audit-log checkpoint.
     Checkpoint,
+    /// A TPM quote of a run record (the key is a TPM attestation key).
+    #[serde(rename = "tpm-quote")]
+    TpmQuote,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Dataset,
         Kind::Features,
         Kind::Code,
         Kind::Model,
         Kind::Record,
         Kind::Checkpoint,
+        Kind::TpmQuote,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +54,7 @@ impl Kind {
             Kind::Model => "model",
             Kind::Record => "record",
             Kind::Checkpoint => "checkpoint",
+            Kind::TpmQuote => "tpm-quote",
         }
     }
 }
@@ -67,7 +72,7 @@ impl FromStr for Kind {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown kind {s:?} (expected one of: dataset, features, code, model, record, checkpoint)")
+                format!("unknown kind {s:?} (expected one of: dataset, features, code, model, record, checkpoint, tpm-quote)")
             })
     }
 }
@@ -132,6 +137,9 @@ pub struct Policy {
     /// `launcher_sha256 = [...]`: the `sealrun` builds whose records are accepted (lowercase
     /// hex SHA-256 of the binary). Empty: any build.
     pub launchers: BTreeSet<String>,
+    /// `[tpm] launcher_sha256 = [...]`: the builds a TPM quote's PCR 23 may name as the
+    /// launcher. Empty: those of `launchers` (and if that is empty too, any build).
+    pub tpm_launchers: BTreeSet<String>,
 }
 
 /// What one pipeline stage may do.
@@ -234,6 +242,16 @@ struct PolicyFile {
     revoked: Vec<crate::revocation::RevokedEntry>,
     #[serde(default)]
     launcher_sha256: Vec<String>,
+    #[serde(default)]
+    tpm: TpmSection,
+}
+
+/// `[tpm]` of a trust policy.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TpmSection {
+    #[serde(default)]
+    launcher_sha256: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -260,6 +278,7 @@ impl Policy {
             stages: Vec::new(),
             revoked: Vec::new(),
             launchers: BTreeSet::new(),
+            tpm_launchers: BTreeSet::new(),
         }
     }
 
@@ -343,22 +362,28 @@ impl Policy {
             .map(|e| e.into_revocation(&names))
             .collect::<Result<Vec<_>, _>>()
             .map_err(invalid)?;
-        let mut launchers = BTreeSet::new();
-        for d in &file.launcher_sha256 {
-            let hex = d.trim_start_matches("sha256:").to_ascii_lowercase();
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(invalid(format!(
-                    "launcher_sha256 {d:?} is not a SHA-256 digest (64 hex digits, as `sha256sum sealrun` prints)"
-                )));
+        let digests = |list: &[String], field: &str| -> Result<BTreeSet<String>, PolicyError> {
+            let mut out = BTreeSet::new();
+            for d in list {
+                let hex = d.trim_start_matches("sha256:").to_ascii_lowercase();
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(invalid(format!(
+                        "{field} {d:?} is not a SHA-256 digest (64 hex digits, as `sha256sum sealrun` prints)"
+                    )));
+                }
+                out.insert(hex);
             }
-            launchers.insert(hex);
-        }
+            Ok(out)
+        };
+        let launchers = digests(&file.launcher_sha256, "launcher_sha256")?;
+        let tpm_launchers = digests(&file.tpm.launcher_sha256, "[tpm] launcher_sha256")?;
         Ok(Policy {
             keys,
             admit,
             stages: file.stage,
             revoked,
             launchers,
+            tpm_launchers,
         })
     }
 

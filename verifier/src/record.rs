@@ -1003,6 +1003,13 @@ pub struct InternalParameters {
     /// The Slurm task the run was ([`SlurmRank`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slurm: Option<SlurmRank>,
+    /// What roots the record's trust: `software-key` or `tpm-quote` (absent in records from
+    /// before attestation modes: `software-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<AttestationMode>,
+    /// With `tpm-quote`: what was measured into PCR 23 (see docs/attestation.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<TpmMeasurement>,
 }
 
 /// `externalParameters` of a run: the job spec as given (secret sources removed). Readers use
@@ -1803,6 +1810,60 @@ fn subjects_manifest(subjects: &[Subject]) -> Result<Manifest, String> {
         shard_size: u64::MAX,
         resources,
     })
+}
+
+/// `internalParameters.attestation`: what roots the record's trust. `software-key`: only the
+/// launcher's signing key (a file on the host); `tpm-quote`: also a TPM quote of the record
+/// (`NAME-ID.quote.json`), with the measurement in `internalParameters.tpm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttestationMode {
+    SoftwareKey,
+    TpmQuote,
+}
+
+/// What the launcher measured into PCR 23 before the job ran (`internalParameters.tpm`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmMeasurement {
+    /// `tpm2-quote` (see [`crate::tpm_evidence::EvidenceKind`]).
+    pub evidence: crate::tpm_evidence::EvidenceKind,
+    /// Key id of the attestation key that quotes the record.
+    pub ak_keyid: String,
+    /// The TPM, as it describes itself.
+    pub tpm: crate::tpm_evidence::TpmInfo,
+    /// Hex SHA-256 of the launcher binary (first extend after the reset).
+    pub launcher_sha256: String,
+    /// Hex SHA-256 of the trust policy file (second extend).
+    pub policy_sha256: String,
+    /// The plan; the third extend is the SHA-256 of its compact JSON.
+    pub plan: MeasuredPlan,
+}
+
+/// The run plan as measured: what the job was going to be, before it ran.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasuredPlan {
+    /// SHA-256 of the job spec file.
+    pub spec_sha256: String,
+    pub profile_sha256: String,
+    pub bpf_sha256: String,
+    /// Input name -> verified digest (the manifest root of a folder).
+    pub inputs: BTreeMap<String, String>,
+    /// Manifest root of the code folder, if any.
+    pub code_sha256: Option<String>,
+}
+
+impl InternalParameters {
+    /// The record's TPM measurement: `Some` exactly when `attestation` is `tpm-quote` (a
+    /// record from before attestation modes counts as `software-key`).
+    pub fn tpm_measurement(&self) -> Result<Option<&TpmMeasurement>, String> {
+        let quoted = self.attestation == Some(AttestationMode::TpmQuote);
+        if quoted != self.tpm.is_some() {
+            return Err("internalParameters: attestation and tpm disagree".into());
+        }
+        Ok(self.tpm.as_ref())
+    }
 }
 
 #[cfg(test)]

@@ -105,7 +105,7 @@ fn create(pin: &Path, cross: Option<&CrossNode>) -> Result<File, NetnsError> {
         let ns = "/proc/thread-self/ns/net";
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(nix_err(&target, "unshare"))?;
-        sealrun_sandbox::net::loopback_up()
+        sealrun_sandbox::loopback_up()
             .map_err(|e| err(&target, "lo up")(std::io::Error::from_raw_os_error(e)))?;
         nix::mount::mount(
             Some(ns),

@@ -275,6 +275,7 @@ pub fn seal_job(req: &SealRequest) -> Result<Sealed, SealError> {
                 job: ranks[0].1.job_name(),
                 invocation: &format!("slurm-{job}.{step}"),
                 record: Some(Digest::of(&bytes)),
+                evidence: None,
                 outcome,
             },
             &key,

@@ -186,6 +186,10 @@ struct ChainArgs {
     /// Output: readable text, Graphviz dot, or JSON.
     #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
     format: GraphFormat,
+    /// Every run record in the chain must have TPM evidence that verifies (evidence that is
+    /// present is always checked).
+    #[arg(long)]
+    require_tpm: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -208,6 +212,10 @@ struct RecordArgs {
     /// verifies, and is reported as REFUSED or FAILED, exit 0, without this).
     #[arg(long)]
     require_success: bool,
+    /// Exit 1 unless the record has TPM evidence (`NAME-ID.quote.json`) that verifies
+    /// (evidence that is present is always checked).
+    #[arg(long)]
+    require_tpm: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -297,11 +305,7 @@ fn run_aibom(args: AibomArgs) -> ExitCode {
     let Some(top) = chain.records.get(&graph.root) else {
         return usage_error(false, anyhow::anyhow!("{name}: not in its own chain"));
     };
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let now = sealrun_verifier::text::now_rfc3339();
     let doc = sealrun_verifier::aibom::build(&graph, top, &now);
     let mut text = serde_json::to_string_pretty(&doc).expect("json");
     text.push('\n');
@@ -486,6 +490,18 @@ fn run_chain(args: ChainArgs) -> ExitCode {
     {
         Ok(g) => {
             warn_all(&g.warnings);
+            let tpm = sealrun_verifier::tpm_evidence::check_chain(
+                &args.record,
+                &bytes,
+                &g,
+                &index,
+                &policy,
+                args.require_tpm,
+            );
+            if let Some((stage, e)) = tpm.into_iter().next() {
+                let msg = format!("stage {stage:?}: TPM evidence: {e}");
+                return failed(json, e.failure.name(), msg, serde_json::json!({}));
+            }
             match args.format {
                 GraphFormat::Text => {
                     println!(
@@ -652,6 +668,13 @@ fn run_record(args: RecordArgs) -> ExitCode {
                     return failed(args.json, "revoked", msg, serde_json::json!({}));
                 }
             }
+            let tpm = match check_tpm(&args.record, &bytes, &v, &policy, args.require_tpm) {
+                Ok(t) => t,
+                Err(e) => {
+                    let msg = format!("record {name:?}: TPM evidence: {e}");
+                    return failed(args.json, e.failure.name(), msg, serde_json::json!({}));
+                }
+            };
             let (end, result) = (&v.contents.end.reason, v.contents.end.result.clone());
             let ending = sealrun_verifier::runinfo::Ending::of(&result);
             let succeeded = ending == sealrun_verifier::runinfo::Ending::Succeeded;
@@ -665,6 +688,8 @@ fn run_record(args: RecordArgs) -> ExitCode {
                         "invocation": p.run_details.metadata.invocation_id, "end": end,
                         "result": ending, "run_result": result,
                         "subjects": v.statement.subject.len(), "outputs_checked": args.outputs.is_some(),
+                        "attestation": tpm.as_ref().map_or("software-key", |_| "tpm-quote"),
+                        "tpm": tpm.as_ref().map(|t| serde_json::json!({"ak": t.ak, "tpm": t.tpm, "launcher_sha256": t.launcher_sha256, "firmware_version": t.firmware_version})),
                         "statement": v.statement})
                 );
             } else {
@@ -687,10 +712,49 @@ fn run_record(args: RecordArgs) -> ExitCode {
                     v.signer,
                     &v.keyid[..16]
                 );
+                println!("{}", tpm_line(tpm.as_ref()));
             }
             ExitCode::from(if ok { exit::OK } else { exit::VERIFY_FAILED })
         }
         Err(e) => failed(args.json, e.kind(), e.to_string(), serde_json::json!({})),
+    }
+}
+
+/// The record's TPM evidence, checked (see `tpm_evidence::check_record`).
+fn check_tpm(
+    path: &std::path::Path,
+    bytes: &[u8],
+    v: &record::VerifiedRecord,
+    policy: &sealrun_verifier::policy::Policy,
+    require: bool,
+) -> Result<
+    Option<sealrun_verifier::tpm_evidence::CheckedEvidence>,
+    sealrun_verifier::tpm_evidence::EvidenceError,
+> {
+    use sealrun_verifier::tpm_evidence::{check_record, EvidenceError, Failure};
+    let m = v
+        .contents
+        .internal
+        .tpm_measurement()
+        .map_err(|detail| EvidenceError {
+            failure: Failure::Malformed,
+            detail,
+        })?;
+    check_record(path, bytes, m, policy, require)
+}
+
+/// "attestation: ..." for people.
+fn tpm_line(t: Option<&sealrun_verifier::tpm_evidence::CheckedEvidence>) -> String {
+    match t {
+        None => "attestation: software-key (no TPM evidence: the record's trust rests on the launcher key file alone)".into(),
+        Some(t) => format!(
+            "attestation: tpm-quote verified: AK {:?} on {} {}{}; PCR 23 replays (launcher sha256:{})",
+            t.ak,
+            t.tpm.manufacturer,
+            t.tpm.vendor,
+            if t.tpm.software { " (a SOFTWARE TPM: proves nothing about hardware)" } else { "" },
+            t.launcher_sha256
+        ),
     }
 }
 

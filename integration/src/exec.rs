@@ -1,35 +1,17 @@
-//! Helpers for the sandbox tests: locate the real `sealrun` binary, run `sealrun exec`, run
+//! Helpers for the sandbox tests (`use sealrun_integration::exec as common;`): locate the real `sealrun` binary, run `sealrun exec`, run
 //! Python snippets inside the sandbox. Every attack is harmless if the sandbox fails open: it only
 //! targets loopback, the test's own temporary directories and the test's own processes.
-#![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// `target/<profile>/sealrun`, next to the test binary's `deps/` directory.
+/// `target/<profile>/sealrun` (see [`crate::bin`]).
 pub fn sealrun_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let bin = dir.join("sealrun");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        bin.display()
-    );
-    bin
+    crate::bin("sealrun")
 }
 
-/// The workspace root (`integration/..`).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+pub use crate::workspace_root;
 
 /// The `python3` on `PATH` (the one `pip` installs test packages for), as the real path of its
 /// binary: the python profile binds that interpreter's prefix, wherever it lives.

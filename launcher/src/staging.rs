@@ -7,7 +7,7 @@
 //!   by the launcher's effective uid and not writable by group or others. From then on it is
 //!   reached only through that descriptor (`/proc/self/fd/N/…`), never by its path again: another
 //!   user who can write BASE may rename it, or anything above it, and nothing changes for the run.
-//! - For a signed input ([`Stage::stage_signed`]), the file list and sizes are checked against
+//! - For a signed input ([`Staging::stage_signed`]), the file list and sizes are checked against
 //!   the signature first (nothing read), then only the files the signature lists are copied in:
 //!   each source is opened `O_NOFOLLOW|O_NONBLOCK`, must be a regular file of the listed size,
 //!   and exactly that many bytes are copied *and hashed in the same read* (see
@@ -15,10 +15,10 @@
 //!   digests are then compared with the signed ones, naming the first file that differs. The
 //!   code folder and record inputs are copied whole (regular files and folders only) and hashed
 //!   by the caller. Files are 0444, folders 0755.
-//! - Each staged tree is opened relative to the staging descriptor ([`Stage::open_bind`]) and the
+//! - Each staged tree is opened relative to the staging descriptor ([`Staging::open_bind`]) and the
 //!   sandbox binds it from that descriptor, not by path. (A rootless launcher's sandbox must look
 //!   the path up again, so there BASE and every folder above it must be writable by no one else:
-//!   [`Stage::create`] refuses otherwise.)
+//!   [`Staging::create`] refuses otherwise.)
 //! - Whole-tree copies (code, record inputs) use `copy_file_range`, so filesystems with
 //!   reflinks share blocks.
 //! - The folder is removed when the run ends (a killed launcher leaves `.sealrun-stage-ID`).
@@ -34,7 +34,7 @@ use sealrun_verifier::manifest::{self, Listed, Manifest, Resource};
 
 /// Why staging failed.
 #[derive(Debug, thiserror::Error)]
-pub enum StageError {
+pub enum StagingError {
     #[error("staging {path}: {source}")]
     Io {
         path: PathBuf,
@@ -79,7 +79,7 @@ pub const CODE_DIR: &str = "@code";
 pub struct Staged {
     /// Where to read it (through the staging descriptor): hash this.
     pub path: PathBuf,
-    /// Relative to the staging folder: bind this ([`Stage::open_bind`]).
+    /// Relative to the staging folder: bind this ([`Staging::open_bind`]).
     pub rel: PathBuf,
     /// How it got there, for the record: `single-pass` (copied and hashed in one read),
     /// `store-hit`, `store-miss` (see [`crate::store`]) or `copy` (hashed by the caller).
@@ -90,7 +90,7 @@ pub struct Staged {
 
 /// A private staging folder for one run, held open; emptied and removed on drop.
 #[derive(Debug)]
-pub struct Stage {
+pub struct Staging {
     /// The folder, opened when it was made; held open for as long as `root` is used.
     _dir: File,
     /// `/proc/self/fd/N` for `dir`: paths under it never look up the folder's own path.
@@ -103,16 +103,16 @@ pub struct Stage {
     holds: std::sync::Mutex<Vec<File>>,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
-    move |source| StageError::Io {
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StagingError + '_ {
+    move |source| StagingError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-impl Stage {
+impl Staging {
     /// Make `BASE/.sealrun-stage-INVOCATION` and hold it open (see the module's guarantees).
-    pub fn create(base: &Path, invocation: &str) -> Result<Stage, StageError> {
+    pub fn create(base: &Path, invocation: &str) -> Result<Staging, StagingError> {
         let euid = nix::unistd::geteuid().as_raw();
         if euid != 0 {
             check_base(base, euid)?;
@@ -120,7 +120,7 @@ impl Stage {
         let shown = base.join(format!(".sealrun-stage-{invocation}"));
         match std::fs::DirBuilder::new().mode(0o700).create(&shown) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StageError::Exists { path: shown })
+                return Err(StagingError::Exists { path: shown })
             }
             r => r.map_err(io(&shown))?,
         }
@@ -129,16 +129,16 @@ impl Stage {
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&shown)
             .map_err(io(&shown))?;
-        let stage = Stage::adopt(dir, shown, euid)?;
+        let stage = Staging::adopt(dir, shown, euid)?;
         Ok(stage)
     }
 
     /// Take `dir` (opened from `shown`) as the staging folder if it is an empty folder owned
     /// by `euid` and not writable by group or others.
-    fn adopt(dir: File, shown: PathBuf, euid: u32) -> Result<Stage, StageError> {
+    fn adopt(dir: File, shown: PathBuf, euid: u32) -> Result<Staging, StagingError> {
         let meta = dir.metadata().map_err(io(&shown))?;
         if meta.uid() != euid {
-            return Err(StageError::NotOwned {
+            return Err(StagingError::NotOwned {
                 path: shown,
                 owner: meta.uid(),
                 euid,
@@ -150,12 +150,12 @@ impl Stage {
             .next()
             .is_none();
         if !meta.is_dir() || meta.mode() & 0o022 != 0 || !empty {
-            return Err(StageError::Writable {
+            return Err(StagingError::Writable {
                 path: shown,
                 mode: meta.mode() & 0o7777,
             });
         }
-        Ok(Stage {
+        Ok(Staging {
             _dir: dir,
             root,
             shown,
@@ -176,14 +176,14 @@ impl Stage {
 
     /// Stage the signed input `src` as `STAGE/name`: check its file list and sizes against
     /// `signed` (nothing read), then copy the listed files and hash them in the same read, and
-    /// compare the digests with the signed ones. With a store attached ([`Stage::use_store`]),
+    /// compare the digests with the signed ones. With a store attached ([`Staging::use_store`]),
     /// the input comes from the store instead (filled on first use; see [`crate::store`]).
     pub fn stage_signed(
         &self,
         name: &str,
         src: &Path,
         signed: &mut Signed,
-    ) -> Result<Staged, StageError> {
+    ) -> Result<Staged, StagingError> {
         if let Some(store) = self.store.as_ref().filter(|_| signed.sizes_signed) {
             let (entry, hold) = store.get_or_fill(signed, src)?;
             self.holds
@@ -216,7 +216,7 @@ impl Stage {
     }
 
     /// Copy `src` (a file or a folder tree: regular files and folders only) to `STAGE/name`.
-    pub fn copy_tree(&self, name: &str, src: &Path) -> Result<Staged, StageError> {
+    pub fn copy_tree(&self, name: &str, src: &Path) -> Result<Staged, StagingError> {
         let rel = PathBuf::from(name);
         let dst = self.root.join(&rel);
         let meta = std::fs::symlink_metadata(src).map_err(io(src))?;
@@ -235,7 +235,7 @@ impl Stage {
             });
         }
         if !meta.is_dir() {
-            return Err(StageError::NotRegular {
+            return Err(StagingError::NotRegular {
                 path: src.to_path_buf(),
             });
         }
@@ -243,7 +243,7 @@ impl Stage {
             .follow_links(false)
             .sort_by_file_name()
         {
-            let entry = entry.map_err(|e| StageError::Io {
+            let entry = entry.map_err(|e| StagingError::Io {
                 path: e.path().unwrap_or(src).to_path_buf(),
                 source: e.into(),
             })?;
@@ -252,13 +252,13 @@ impl Stage {
             if ft.is_dir() {
                 make_dir(&to)?;
             } else if ft.is_file() {
-                let size = entry.metadata().map_err(|e| StageError::Io {
+                let size = entry.metadata().map_err(|e| StagingError::Io {
                     path: entry.path().to_path_buf(),
                     source: e.into(),
                 })?;
                 copy_exact(entry.path(), &to, size.len())?;
             } else {
-                return Err(StageError::NotRegular {
+                return Err(StagingError::NotRegular {
                     path: entry.into_path(),
                 });
             }
@@ -272,8 +272,8 @@ impl Stage {
     }
 
     /// Open what was staged for the sandbox to bind from: a store entry's descriptor, or the
-    /// tree under the staging folder ([`Stage::open_bind`]).
-    pub fn open_staged(&self, staged: &mut Staged) -> Result<OwnedFd, StageError> {
+    /// tree under the staging folder ([`Staging::open_bind`]).
+    pub fn open_staged(&self, staged: &mut Staged) -> Result<OwnedFd, StagingError> {
         match staged.bind.take() {
             Some(fd) => Ok(fd),
             None => self.open_bind(&staged.rel),
@@ -282,14 +282,14 @@ impl Stage {
 
     /// Open a staged tree (`rel` from [`Staged`]) relative to the staging descriptor, for the
     /// sandbox to bind from.
-    pub fn open_bind(&self, rel: &Path) -> Result<OwnedFd, StageError> {
+    pub fn open_bind(&self, rel: &Path) -> Result<OwnedFd, StagingError> {
         let path = self.root.join(rel);
         OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
             .map(OwnedFd::from)
-            .map_err(|source| StageError::Io {
+            .map_err(|source| StagingError::Io {
                 path: self.shown.join(rel),
                 source,
             })
@@ -303,7 +303,7 @@ pub(crate) fn copy_hash_listed(
     dst: &Path,
     files: &[Listed],
     signed: &Signed,
-) -> Result<(), StageError> {
+) -> Result<(), StagingError> {
     make_parents(dst, files)?;
     let shard_size = signed.expected.shard_size;
     let dir = open_dir(dst)?;
@@ -319,7 +319,7 @@ pub(crate) fn copy_hash_listed(
                 digest,
             })
         })
-        .collect::<Result<Vec<_>, StageError>>()?;
+        .collect::<Result<Vec<_>, StagingError>>()?;
     let actual = Manifest {
         shard_size,
         resources,
@@ -330,7 +330,7 @@ pub(crate) fn copy_hash_listed(
 }
 
 /// Make the folders that hold `files` under `dst`, each once.
-pub(crate) fn make_parents(dst: &Path, files: &[Listed]) -> Result<(), StageError> {
+pub(crate) fn make_parents(dst: &Path, files: &[Listed]) -> Result<(), StagingError> {
     let mut dirs: Vec<&str> = files
         .iter()
         .filter_map(|f| f.path.rsplit_once('/').map(|(d, _)| d))
@@ -344,29 +344,29 @@ pub(crate) fn make_parents(dst: &Path, files: &[Listed]) -> Result<(), StageErro
 }
 
 /// Open `from` for staging: not a symlink, a regular file of exactly `size` bytes.
-pub(crate) fn open_source(from: &Path, size: u64) -> Result<File, StageError> {
+pub(crate) fn open_source(from: &Path, size: u64) -> Result<File, StagingError> {
     use rustix::fs::{Mode, OFlags};
     // rustix, not std: musl's `open` adds an `fcntl(F_SETFD)` after every `O_CLOEXEC` open.
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let src = rustix::fs::open(from, flags, Mode::empty())
         .map(File::from)
         .map_err(|e| match e {
-            rustix::io::Errno::LOOP => StageError::NotRegular {
+            rustix::io::Errno::LOOP => StagingError::NotRegular {
                 path: from.to_path_buf(),
             },
-            _ => StageError::Io {
+            _ => StagingError::Io {
                 path: from.to_path_buf(),
                 source: e.into(),
             },
         })?;
     let meta = src.metadata().map_err(io(from))?;
     if !meta.is_file() {
-        return Err(StageError::NotRegular {
+        return Err(StagingError::NotRegular {
             path: from.to_path_buf(),
         });
     }
     if meta.len() != size {
-        return Err(StageError::Changed {
+        return Err(StagingError::Changed {
             path: from.to_path_buf(),
             expected: size,
             actual: meta.len(),
@@ -378,14 +378,14 @@ pub(crate) fn open_source(from: &Path, size: u64) -> Result<File, StageError> {
 /// Open the folder `dir` once, so that the files under it are made relative to it (a path
 /// through `/proc/self/fd/N` costs a procfs lookup per file: ten times the rest of a 16 KiB
 /// copy).
-pub(crate) fn open_dir(dir: &Path) -> Result<OwnedFd, StageError> {
+pub(crate) fn open_dir(dir: &Path) -> Result<OwnedFd, StagingError> {
     use rustix::fs::{Mode, OFlags};
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     rustix::fs::open(dir, flags, Mode::empty()).map_err(|e| io(dir)(e.into()))
 }
 
 /// Create `rel` under `dir` (new, 0444) for a staged copy; `shown` names it in errors.
-pub(crate) fn create_copy_at(dir: &OwnedFd, rel: &str, shown: &Path) -> Result<File, StageError> {
+pub(crate) fn create_copy_at(dir: &OwnedFd, rel: &str, shown: &Path) -> Result<File, StagingError> {
     use rustix::fs::{Mode, OFlags};
     let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     rustix::fs::openat(dir, rel, flags, Mode::from_bits_truncate(0o444))
@@ -406,7 +406,7 @@ fn copy_hash_one(
         sealrun_verifier::digest::Algorithm,
         sealrun_verifier::digest::Digest,
     ),
-    StageError,
+    StagingError,
 > {
     let src = open_source(from, size)?;
     let r = crate::copyhash::copy_hash(&src, Some(&dst), size, shard_size).map_err(io(from))?;
@@ -417,7 +417,7 @@ fn copy_hash_one(
 
 /// A launcher that is not root binds by path: BASE and every folder above it must be writable
 /// by no one but the launcher and root (a sticky folder is fine: others cannot rename our entry).
-pub(crate) fn check_base(base: &Path, euid: u32) -> Result<(), StageError> {
+pub(crate) fn check_base(base: &Path, euid: u32) -> Result<(), StagingError> {
     let canon = std::fs::canonicalize(base).map_err(io(base))?;
     for dir in canon.ancestors() {
         let meta = std::fs::metadata(dir).map_err(io(dir))?;
@@ -431,7 +431,7 @@ pub(crate) fn check_base(base: &Path, euid: u32) -> Result<(), StageError> {
         } else {
             continue;
         };
-        return Err(StageError::UnsafeBase {
+        return Err(StagingError::UnsafeBase {
             path: dir.to_path_buf(),
             why,
         });
@@ -440,7 +440,7 @@ pub(crate) fn check_base(base: &Path, euid: u32) -> Result<(), StageError> {
 }
 
 /// `mkdir` one folder, 0755 whatever the umask.
-pub(crate) fn make_dir(dir: &Path) -> Result<(), StageError> {
+pub(crate) fn make_dir(dir: &Path) -> Result<(), StagingError> {
     std::fs::DirBuilder::new()
         .mode(0o755)
         .create(dir)
@@ -449,7 +449,7 @@ pub(crate) fn make_dir(dir: &Path) -> Result<(), StageError> {
 }
 
 /// Make `dir` and the folders between `top` (which exists) and it.
-fn make_dirs(top: &Path, dir: &Path) -> Result<(), StageError> {
+fn make_dirs(top: &Path, dir: &Path) -> Result<(), StagingError> {
     if dir == top || dir.is_dir() {
         return Ok(());
     }
@@ -460,7 +460,7 @@ fn make_dirs(top: &Path, dir: &Path) -> Result<(), StageError> {
 }
 
 /// Copy exactly `size` bytes of the regular file `from` to the new file `to` (0444).
-fn copy_exact(from: &Path, to: &Path, size: u64) -> Result<(), StageError> {
+fn copy_exact(from: &Path, to: &Path, size: u64) -> Result<(), StagingError> {
     let src = open_source(from, size)?;
     let mut dst = OpenOptions::new()
         .write(true)
@@ -472,7 +472,7 @@ fn copy_exact(from: &Path, to: &Path, size: u64) -> Result<(), StageError> {
     // `io::copy` of a `Take<File>` into a `File` is `copy_file_range` on Linux.
     let copied = std::io::copy(&mut std::io::Read::take(src, size), &mut dst).map_err(io(from))?;
     if copied != size {
-        return Err(StageError::Changed {
+        return Err(StagingError::Changed {
             path: from.to_path_buf(),
             expected: size,
             actual: copied,
@@ -482,7 +482,7 @@ fn copy_exact(from: &Path, to: &Path, size: u64) -> Result<(), StageError> {
         .map_err(io(to))
 }
 
-impl Drop for Stage {
+impl Drop for Staging {
     fn drop(&mut self) {
         if let Ok(rd) = std::fs::read_dir(&self.root) {
             for e in rd.flatten() {
@@ -516,18 +516,18 @@ mod tests {
         std::fs::create_dir(&d).unwrap();
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
         // Claimed for another uid: refused, naming both.
-        let e = Stage::adopt(open_dir(&d), d.clone(), euid + 1).unwrap_err();
+        let e = Staging::adopt(open_dir(&d), d.clone(), euid + 1).unwrap_err();
         assert!(
             e.to_string().contains(&format!("owned by uid {euid}"))
                 && e.to_string().contains("not by the launcher"),
             "{e}"
         );
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let e = Stage::adopt(open_dir(&d), d.clone(), euid).unwrap_err();
+        let e = Staging::adopt(open_dir(&d), d.clone(), euid).unwrap_err();
         assert!(e.to_string().contains("mode 0777"), "{e}");
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::write(d.join("planted"), b"x").unwrap();
-        let e = Stage::adopt(open_dir(&d), d.clone(), euid).unwrap_err();
+        let e = Staging::adopt(open_dir(&d), d.clone(), euid).unwrap_err();
         assert!(e.to_string().contains("not an empty folder"), "{e}");
     }
 
@@ -562,8 +562,8 @@ mod tests {
         let src = t.path().join("src");
         std::fs::create_dir(&src).unwrap();
         std::fs::write(src.join("f"), b"signed").unwrap();
-        let stage = Stage::create(t.path(), "abc").unwrap();
-        assert!(Stage::create(t.path(), "abc").is_err(), "same name twice");
+        let stage = Staging::create(t.path(), "abc").unwrap();
+        assert!(Staging::create(t.path(), "abc").is_err(), "same name twice");
         let staged = stage.copy_tree("in", &src).unwrap();
         // Someone moves the folder away and puts their own in its place.
         let moved = t.path().join("moved");
