@@ -346,9 +346,13 @@ fn walk<'a>(
         .follow_links(false)
         .min_depth(1)
         .into_iter()
-        .filter_entry(move |e| match rel_path(root, e.path()) {
-            Ok(rel) => !is_ignored(&rel, &opts.ignore),
-            Err(_) => true,
+        .filter_entry(move |e| {
+            // The relative path is built once more below; only patterns need it here.
+            opts.ignore.is_empty()
+                || match rel_path(root, e.path()) {
+                    Ok(rel) => !is_ignored(&rel, &opts.ignore),
+                    Err(_) => true,
+                }
         });
     Ok(Box::new(walker.filter_map(move |entry| {
         let entry = match entry {
