@@ -117,14 +117,15 @@ pub fn copy_hash(
     size: u64,
     shard_size: u64,
 ) -> io::Result<(Algorithm, Digest)> {
-    if let Some(d) = dst {
-        // Holes stay holes: regions never written read as zeros.
+    if let (Some(d), true) = (dst, size > BUF as u64) {
+        // Holes stay holes: regions never written read as zeros. (A small file is written
+        // whole below, so it needs no sizing.)
         d.set_len(size)?;
     }
     let algorithm = Algorithm::for_size(size, shard_size);
     if algorithm == Algorithm::Sha256 {
         if size <= BUF as u64 {
-            // Small files: one read, no hole probing.
+            // Small files: one read, no hole probing, every byte written.
             let mut h = Sha256::new();
             data_range(src, dst, &mut h, 0, size)?;
             return Ok((algorithm, Digest(h.finalize().into())));

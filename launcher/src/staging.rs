@@ -351,17 +351,18 @@ pub(crate) fn make_parents(dst: &Path, files: &[Listed]) -> Result<(), StagingEr
 
 /// Open `from` for staging: not a symlink, a regular file of exactly `size` bytes.
 pub(crate) fn open_source(from: &Path, size: u64) -> Result<File, StagingError> {
-    let src = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(from)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => StagingError::NotRegular {
+    use rustix::fs::{Mode, OFlags};
+    // rustix, not std: musl's `open` adds an `fcntl(F_SETFD)` after every `O_CLOEXEC` open.
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let src = rustix::fs::open(from, flags, Mode::empty())
+        .map(File::from)
+        .map_err(|e| match e {
+            rustix::io::Errno::LOOP => StagingError::NotRegular {
                 path: from.to_path_buf(),
             },
             _ => StagingError::Io {
                 path: from.to_path_buf(),
-                source: e,
+                source: e.into(),
             },
         })?;
     let meta = src.metadata().map_err(io(from))?;

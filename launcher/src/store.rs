@@ -25,6 +25,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rayon::prelude::*;
@@ -343,6 +344,7 @@ impl Store {
         // Files are made and linked relative to these (no procfs lookup per file).
         let tmp_fd = staging::open_dir(tmp)?;
         let objects = staging::open_dir(&self.root.join("objects"))?;
+        let can_clone = AtomicBool::new(true);
         let resources = listed
             .par_iter()
             .zip(signed.expected.resources.par_iter())
@@ -355,13 +357,21 @@ impl Store {
                 }
                 let from = staging::open_source(&f.abs, f.size)?;
                 let dst = staging::create_copy_at(&tmp_fd, &f.path, &to)?;
-                let (algorithm, digest) =
-                    match crate::copyhash::clone_hash(&from, &dst, f.size, shard) {
-                        Ok(Some(r)) => r,
-                        Ok(None) => crate::copyhash::copy_hash(&from, Some(&dst), f.size, shard)
-                            .map_err(sio(&f.abs))?,
-                        Err(e) => return Err(sio(&f.abs)(e)),
-                    };
+                let cloned = if can_clone.load(Ordering::Relaxed) {
+                    let r = crate::copyhash::clone_hash(&from, &dst, f.size, shard);
+                    if matches!(r, Ok(None)) {
+                        // This filesystem cannot clone: copy the rest without asking again.
+                        can_clone.store(false, Ordering::Relaxed);
+                    }
+                    r.map_err(sio(&f.abs))?
+                } else {
+                    None
+                };
+                let (algorithm, digest) = match cloned {
+                    Some(r) => r,
+                    None => crate::copyhash::copy_hash(&from, Some(&dst), f.size, shard)
+                        .map_err(sio(&f.abs))?,
+                };
                 dst.set_permissions(std::fs::Permissions::from_mode(0o444))
                     .map_err(sio(&to))?;
                 Ok(Resource {

@@ -140,7 +140,7 @@ fn hash_stream(reader: &mut impl Read, len: u64, buf: &mut [u8]) -> io::Result<(
 /// taken from the open file, so a file that changes size while it is hashed
 /// is reported as an I/O error rather than hashed inconsistently.
 pub fn hash_file(path: &Path, shard_size: u64) -> io::Result<(Algorithm, Digest, u64)> {
-    let mut file = File::open(path)?;
+    let mut file = open_read(path)?;
     let shard_size = shard_size.max(1);
     // Stream from the start; most files fit in one buffer and need no `stat`.
     // Only once a buffer fills up is the size asked for, to choose sharding.
@@ -196,6 +196,21 @@ pub fn hash_file(path: &Path, shard_size: u64) -> io::Result<(Algorithm, Digest,
             Ok((algorithm, Digest(h.finalize().into()), size))
         }
     }
+}
+
+/// Open `path` read-only (close-on-exec), as `File::open` does. On Linux in one system call:
+/// musl's `open` follows an `O_CLOEXEC` open with an `fcntl(F_SETFD)`, one more call per file
+/// (a sixth of the calls verifying a folder of small files makes).
+#[cfg(target_os = "linux")]
+fn open_read(path: &Path) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    Ok(File::from(fd))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_read(path: &Path) -> io::Result<File> {
+    File::open(path)
 }
 
 fn changed(path: &Path) -> io::Error {

@@ -127,7 +127,16 @@ impl WalkOptions {
 
 /// Compare two manifest paths component by component (`a/x` < `a-b/y`).
 pub fn path_order(a: &str, b: &str) -> Ordering {
-    a.split('/').cmp(b.split('/'))
+    // The same order as comparing `a.split('/')` with `b.split('/')`: byte by byte with `/`
+    // below every other byte (a component that ends first sorts first), without splitting.
+    fn key(b: u8) -> u16 {
+        if b == b'/' {
+            0
+        } else {
+            u16::from(b) + 1
+        }
+    }
+    a.bytes().map(key).cmp(b.bytes().map(key))
 }
 
 /// Check that a manifest path is relative, `/`-separated and cannot escape the root.
@@ -230,9 +239,13 @@ pub struct Listed {
 /// of them: the cheap check that comes before hashing (an unsigned extra file
 /// or a wrong size is found in the time of a directory walk).
 pub fn list_sized(root: &Path, opts: &WalkOptions) -> Result<Vec<Listed>, ManifestError> {
+    let mut sizes = SizeOf::default();
     list_files(root, opts)?
         .into_iter()
         .map(|(path, abs)| {
+            if let Some(size) = sizes.regular(&abs) {
+                return Ok(Listed { path, abs, size });
+            }
             let meta = std::fs::symlink_metadata(&abs).map_err(|source| ManifestError::Io {
                 path: abs.clone(),
                 source,
@@ -251,6 +264,46 @@ pub fn list_sized(root: &Path, opts: &WalkOptions) -> Result<Vec<Listed>, Manife
             })
         })
         .collect()
+}
+
+/// The size of a regular file, as `lstat` gives it. On Linux the file is looked up by name
+/// in its folder (kept open while consecutive files are in it) rather than by its whole
+/// path (one component to resolve per file, not every one of its path).
+#[derive(Default)]
+struct SizeOf {
+    #[cfg(target_os = "linux")]
+    dir: Option<(PathBuf, std::os::fd::OwnedFd)>,
+}
+
+impl SizeOf {
+    /// `Some(size)` for a regular file (not a symlink); `None` for anything else or any
+    /// error, which the caller then reports from `symlink_metadata`.
+    #[cfg(target_os = "linux")]
+    fn regular(&mut self, abs: &Path) -> Option<u64> {
+        use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+        let (parent, name) = (abs.parent()?, abs.file_name()?);
+        if self.dir.as_ref().is_none_or(|(p, _)| p != parent) {
+            // The folder the walk found (a symlinked folder above the root is followed, as
+            // `lstat` of the whole path would).
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            let fd = rustix::fs::open(parent, flags, Mode::empty()).ok()?;
+            self.dir = Some((parent.to_path_buf(), fd));
+        }
+        let (_, fd) = self.dir.as_ref()?;
+        let st = rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return None;
+        }
+        u64::try_from(st.st_size).ok()
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn regular(&mut self, abs: &Path) -> Option<u64> {
+        std::fs::symlink_metadata(abs)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+    }
 }
 
 type WalkItem = Result<(String, PathBuf), ManifestError>;
@@ -293,9 +346,13 @@ fn walk<'a>(
         .follow_links(false)
         .min_depth(1)
         .into_iter()
-        .filter_entry(move |e| match rel_path(root, e.path()) {
-            Ok(rel) => !is_ignored(&rel, &opts.ignore),
-            Err(_) => true,
+        .filter_entry(move |e| {
+            // The relative path is built once more below; only patterns need it here.
+            opts.ignore.is_empty()
+                || match rel_path(root, e.path()) {
+                    Ok(rel) => !is_ignored(&rel, &opts.ignore),
+                    Err(_) => true,
+                }
         });
     Ok(Box::new(walker.filter_map(move |entry| {
         let entry = match entry {
@@ -381,10 +438,12 @@ impl Manifest {
                 .sum();
             pb.set_length(total);
         }
-        // Hash files as the walk finds them (walking overlaps hashing), then sort.
+        // Walk first (a directory read per folder, no file opened), then hash the files in
+        // parallel: a shared iterator (`par_bridge`) costs a lock and wake-ups per small file.
+        let found: Vec<WalkItem> = walk(root, opts)?.collect();
         let results: Vec<Result<(Resource, bool), ManifestError>> =
-            walk(root, opts)?
-                .par_bridge()
+            found
+                .into_par_iter()
                 .map(|item| {
                     let (rel, abs) = item?;
                     if opts.cancelled() {
@@ -608,6 +667,23 @@ fn merge<A>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_order_is_component_order() {
+        let paths = [
+            "", "a", "a/", "a/b", "a-b", "a-b/c", "a.b", "a/b/c", "a//b", "ab", "a\u{0}",
+            "a\u{0}/b", "a/\u{0}", "é", "e/é", "z", "Z/a", "0", "a/b-c", "a/b/c-d", "a/bc",
+        ];
+        for a in paths {
+            for b in paths {
+                assert_eq!(
+                    path_order(a, b),
+                    a.split('/').cmp(b.split('/')),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn component_order() {
