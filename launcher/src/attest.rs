@@ -247,6 +247,32 @@ fn subjects(f: &RunFacts) -> Vec<Subject> {
 }
 
 /// Build the subjects and provenance of a run.
+/// The record's builder: this launcher (`id`), with its version.
+pub fn builder(id: String) -> Builder {
+    Builder {
+        id,
+        version: BTreeMap::from([("sealrun".to_string(), env!("CARGO_PKG_VERSION").to_string())]),
+    }
+}
+
+/// The builder id of a record a launcher writes without a host's run (pipeline, job seal).
+pub fn key_builder_id(key: &sealrun_verifier::keys::SigningKey) -> String {
+    format!(
+        "https://sealrun.dev/launcher/v1?keyid={}",
+        key.public().keyid()
+    )
+}
+
+/// internalParameters that say which launcher wrote a record (its version and digest); every
+/// other field empty, for the caller to fill.
+pub fn launcher_internal() -> record::InternalParameters {
+    record::InternalParameters {
+        launcher_version: Some(env!("CARGO_PKG_VERSION").into()),
+        launcher_sha256: crate::launcher_sha256().into(),
+        ..Default::default()
+    }
+}
+
 pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
     let deps = dependencies(f);
     let byproducts = byproducts(f);
@@ -259,13 +285,7 @@ pub fn provenance(f: &RunFacts) -> (Vec<Subject>, Provenance) {
             resolved_dependencies: deps,
         },
         run_details: RunDetails {
-            builder: Builder {
-                id: f.builder_id.clone(),
-                version: BTreeMap::from([(
-                    "sealrun".to_string(),
-                    env!("CARGO_PKG_VERSION").to_string(),
-                )]),
-            },
+            builder: builder(f.builder_id.clone()),
             metadata: BuildMetadata {
                 invocation_id: f.invocation.to_string(),
                 started_on: f.started_on.clone(),

@@ -14,9 +14,9 @@ use std::path::PathBuf;
 
 use sealrun_verifier::digest::Digest;
 use sealrun_verifier::record::{
-    to_annotations, BuildDefinition, BuildMetadata, Builder, End, InternalParameters,
-    PipelineExternalParameters, ProofKind, ProofRef, Provenance, ResourceDescriptor, RunDetails,
-    StageAnnotation, END_BYPRODUCT, PIPELINE_BUILD_TYPE,
+    to_annotations, BuildDefinition, BuildMetadata, End, PipelineExternalParameters, ProofKind,
+    ProofRef, Provenance, ResourceDescriptor, RunDetails, StageAnnotation, END_BYPRODUCT,
+    PIPELINE_BUILD_TYPE,
 };
 use sealrun_verifier::statement::Subject;
 
@@ -147,24 +147,11 @@ fn summary_provenance(
                 stages: p.stages.iter().map(|s| s.name.clone()).collect(),
                 file: p.file.display().to_string(),
             }),
-            internal_parameters: to_annotations(&InternalParameters {
-                launcher_version: Some(env!("CARGO_PKG_VERSION").into()),
-                launcher_sha256: crate::launcher_sha256().into(),
-                ..Default::default()
-            }),
+            internal_parameters: to_annotations(&crate::attest::launcher_internal()),
             resolved_dependencies: deps,
         },
         run_details: RunDetails {
-            builder: Builder {
-                id: format!(
-                    "https://sealrun.dev/launcher/v1?keyid={}",
-                    key.public().keyid()
-                ),
-                version: BTreeMap::from([(
-                    "sealrun".to_string(),
-                    env!("CARGO_PKG_VERSION").to_string(),
-                )]),
-            },
+            builder: crate::attest::builder(crate::attest::key_builder_id(key)),
             metadata: BuildMetadata {
                 invocation_id: invocation.to_string(),
                 started_on,

@@ -33,8 +33,8 @@ use nix::fcntl::{Flock, FlockArg};
 use sealrun_verifier::digest::Digest;
 use sealrun_verifier::record;
 use sealrun_verifier::record::{
-    sign_record, BuildDefinition, BuildMetadata, Builder, Provenance, ResourceDescriptor,
-    RunDetails, BUILD_TYPE, SPEC_SUBJECT_PREFIX,
+    sign_record, BuildDefinition, BuildMetadata, Provenance, ResourceDescriptor, RunDetails,
+    BUILD_TYPE, SPEC_SUBJECT_PREFIX,
 };
 use sealrun_verifier::rollback::write_atomic;
 use sealrun_verifier::statement::Subject;
@@ -660,20 +660,15 @@ fn aborted_record(
             build_type: BUILD_TYPE.to_string(),
             external_parameters: info.external_parameters.clone(),
             internal_parameters: record::to_annotations(&record::InternalParameters {
-                launcher_version: Some(env!("CARGO_PKG_VERSION").into()),
-                launcher_sha256: crate::launcher_sha256().into(),
                 recovered: Some(true),
                 recovered_by_pid: Some(std::process::id()),
                 slurm: info.slurm.clone(),
-                ..Default::default()
+                ..crate::attest::launcher_internal()
             }),
             resolved_dependencies: Vec::new(),
         },
         run_details: RunDetails {
-            builder: Builder {
-                id: info.builder_id.clone(),
-                version: [("sealrun".to_string(), env!("CARGO_PKG_VERSION").to_string())].into(),
-            },
+            builder: crate::attest::builder(info.builder_id.clone()),
             metadata: BuildMetadata {
                 invocation_id: info.invocation.clone(),
                 started_on: info.started_on.clone(),

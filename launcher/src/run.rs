@@ -1099,8 +1099,6 @@ fn internal_parameters(
 ) -> InternalParameters {
     let sb = &spec.sandbox;
     InternalParameters {
-        launcher_version: Some(env!("CARGO_PKG_VERSION").into()),
-        launcher_sha256: crate::launcher_sha256().into(),
         limits: Some(sealrun_verifier::record::Limits {
             memory_bytes: sb.memory,
             pids: sb.pids,
@@ -1123,7 +1121,7 @@ fn internal_parameters(
                 .map(|(k, v)| (k.clone(), v.to_string()))
                 .collect(),
         ),
-        ..Default::default()
+        ..crate::attest::launcher_internal()
     }
 }
 

@@ -21,9 +21,9 @@ use sealrun_verifier::policy::Kind;
 use sealrun_verifier::policy::Policy;
 use sealrun_verifier::record::{
     parse_unverified, sign_record, to_annotations, verify_record, BuildDefinition, BuildMetadata,
-    Builder, End, InternalParameters, JobExternalParameters, JobResult, JobSeal, ProofKind,
-    ProofRef, Provenance, ResourceDescriptor, RunDetails, SealedRank, SlurmRank, StageAnnotation,
-    VerifiedRecord, BUILD_TYPE, END_BYPRODUCT, JOB_BUILD_TYPE, JOB_BYPRODUCT,
+    End, JobExternalParameters, JobResult, JobSeal, ProofKind, ProofRef, Provenance,
+    ResourceDescriptor, RunDetails, SealedRank, SlurmRank, StageAnnotation, VerifiedRecord,
+    BUILD_TYPE, END_BYPRODUCT, JOB_BUILD_TYPE, JOB_BYPRODUCT,
 };
 use sealrun_verifier::rollback::write_atomic;
 use sealrun_verifier::statement::Subject;
@@ -367,24 +367,11 @@ fn sign(
                 slurm_step_id: seal.step_id.clone(),
                 world_size: seal.world_size,
             }),
-            internal_parameters: to_annotations(&InternalParameters {
-                launcher_version: Some(env!("CARGO_PKG_VERSION").into()),
-                launcher_sha256: crate::launcher_sha256().into(),
-                ..Default::default()
-            }),
+            internal_parameters: to_annotations(&crate::attest::launcher_internal()),
             resolved_dependencies: deps,
         },
         run_details: RunDetails {
-            builder: Builder {
-                id: format!(
-                    "https://sealrun.dev/launcher/v1?keyid={}",
-                    key.public().keyid()
-                ),
-                version: BTreeMap::from([(
-                    "sealrun".to_string(),
-                    env!("CARGO_PKG_VERSION").to_string(),
-                )]),
-            },
+            builder: crate::attest::builder(crate::attest::key_builder_id(key)),
             metadata: BuildMetadata {
                 invocation_id: format!("slurm-{}.{}", seal.job_id, seal.step_id),
                 started_on: started,
