@@ -388,6 +388,72 @@ pub fn remove_leaked_cgroups(pid: u32) {
     }
 }
 
+/// The entries under `dir` not owned by this process's uid (a job's host uid is another one):
+/// what a run failed to hand back.
+pub fn not_ours(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self is owned by the process's effective uid.
+    let me = std::fs::metadata("/proc/self").unwrap().uid();
+    let mut bad = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = e.path().symlink_metadata().unwrap();
+            if m.uid() != me {
+                bad.push(e.path().display().to_string());
+            }
+            if m.is_dir() {
+                todo.push(e.path());
+            }
+        }
+    }
+    bad
+}
+
+/// What a scan of a process's readable memory (`/proc/PID/mem`, as host root) found.
+pub struct MemoryScan {
+    /// `needle` is in some readable mapping.
+    pub found: bool,
+    /// How many mappings could be read.
+    pub regions_read: usize,
+    /// Whether the `[stack]` mapping was among them.
+    pub stack_read: bool,
+}
+
+/// Scan every readable mapping of `pid` for `needle` (each hit is printed with its mapping).
+pub fn scan_memory(pid: u32, needle: &[u8]) -> MemoryScan {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut scan = MemoryScan {
+        found: false,
+        regions_read: 0,
+        stack_read: false,
+    };
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if !f[1].starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let (a, b) = f[0].split_once('-').unwrap();
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.seek(SeekFrom::Start(a)).is_err() || mem.read_exact(&mut buf).is_err() {
+            continue;
+        }
+        scan.regions_read += 1;
+        scan.stack_read |= line.ends_with("[stack]");
+        if buf.windows(needle.len()).any(|w| w == needle) {
+            eprintln!("{pid}: the needle is in {line}");
+            scan.found = true;
+        }
+    }
+    scan
+}
+
 /// Poll until `path` exists (the job's own progress marker), or panic.
 pub fn wait_for(path: &Path, what: &str) {
     let t0 = std::time::Instant::now();

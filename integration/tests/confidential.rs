@@ -711,32 +711,9 @@ fn age_secret_bytes(line: &str) -> Vec<u8> {
 
 /// Whether the readable memory of `pid` holds `needle` (`/proc/PID/mem`).
 fn memory_holds(pid: u32, needle: &[u8]) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-    let (mut found, mut read) = (false, 0);
-    for line in maps.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if !f[1].starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
-            continue;
-        }
-        let (a, b) = f[0].split_once('-').unwrap();
-        let (a, b) = (
-            u64::from_str_radix(a, 16).unwrap(),
-            u64::from_str_radix(b, 16).unwrap(),
-        );
-        let mut buf = vec![0u8; (b - a) as usize];
-        if mem.seek(SeekFrom::Start(a)).is_err() || mem.read_exact(&mut buf).is_err() {
-            continue;
-        }
-        read += 1;
-        if memchr::memmem::find(&buf, needle).is_some() {
-            eprintln!("{pid}: found in {line}");
-            found = true;
-        }
-    }
-    assert!(read > 0, "no memory of {pid} could be read");
-    found
+    let scan = sealrun_integration::scan_memory(pid, needle);
+    assert!(scan.regions_read > 0, "no memory of {pid} could be read");
+    scan.found
 }
 
 /// `(pid, PPid, NSpid)` of every process.

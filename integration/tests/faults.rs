@@ -6,15 +6,14 @@
 //! job's host uid.
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sealrun_integration::scratch::Scratch;
 use sealrun_integration::{
-    audit_entries, bin, byproduct, envelope_statement, fails_with, marked_pids, ok, sealrun, text,
-    wait_for, RunFixture, RUN_SANDBOX,
+    audit_entries, bin, byproduct, envelope_statement, fails_with, marked_pids, not_ours, ok,
+    sealrun, text, wait_for, RunFixture, RUN_SANDBOX,
 };
 
 /// Writes /out/started and /out/part (argv[1] is the marker), waits for /out/go (30 s at most).
@@ -25,25 +24,6 @@ t0 = time.time()
 while not os.path.exists("/out/go") and time.time() - t0 < 30:
     time.sleep(0.05)
 "#;
-
-/// The entries under `dir` not owned by this process's uid (the job's host uid is another).
-fn not_ours(dir: &Path) -> Vec<String> {
-    let me = std::fs::metadata("/proc/self").unwrap().uid();
-    let mut bad = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let m = e.path().symlink_metadata().unwrap();
-            if m.uid() != me {
-                bad.push(e.path().display().to_string());
-            }
-            if m.is_dir() {
-                todo.push(e.path());
-            }
-        }
-    }
-    bad
-}
 
 /// Files under `dir` whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {

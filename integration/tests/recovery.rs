@@ -3,14 +3,13 @@
 //! run with a signed `aborted: launcher died` record and an `end` entry, hands the output folder
 //! back, removes the staging folder and cgroups; a run whose launcher is alive is never touched.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sealrun_integration::{
-    audit_entries, bin, byproduct, envelope_statement, kill_leftovers, marked_pids, ok, sealrun,
-    verify, wait_for, RunFixture, RUN_SANDBOX,
+    audit_entries, bin, byproduct, envelope_statement, kill_leftovers, marked_pids, not_ours, ok,
+    sealrun, verify, wait_for, RunFixture, RUN_SANDBOX,
 };
 
 /// Writes /out/started (its argv[1]), then waits for /out/go (at most 30 s), then /out/done.
@@ -33,27 +32,6 @@ fn start(f: &RunFixture, name: &str, marker: &str) -> Child {
         .unwrap();
     wait_for(&f.dir().join(format!("{name}-out/started")), "job start");
     child
-}
-
-/// The entries under `dir` that do not belong to this process's uid (the job's host uid is
-/// another one).
-fn not_ours(dir: &Path) -> Vec<String> {
-    // /proc/self is owned by the process's effective uid.
-    let me = std::fs::metadata("/proc/self").unwrap().uid();
-    let mut bad = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let m = e.path().symlink_metadata().unwrap();
-            if m.uid() != me {
-                bad.push(e.path().display().to_string());
-            }
-            if m.is_dir() {
-                todo.push(e.path());
-            }
-        }
-    }
-    bad
 }
 
 fn cgroups_of(pid: u32) -> Vec<String> {

@@ -473,37 +473,9 @@ fn ed25519_seed(pem: &str) -> Vec<u8> {
 /// Whether `needle` is anywhere in the readable memory of process `pid` (as host root); panics
 /// unless the scan could read the process's stack (so that "not found" means something).
 fn memory_holds(pid: u32, needle: &[u8]) -> bool {
-    let (found, stack_read) = scan_memory(pid, needle);
-    assert!(stack_read, "could not read the stack of {pid}");
-    found
-}
-
-fn scan_memory(pid: u32, needle: &[u8]) -> (bool, bool) {
-    use std::io::{Read, Seek, SeekFrom};
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-    let (mut found, mut stack_read) = (false, false);
-    for line in maps.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if !f[1].starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
-            continue;
-        }
-        let (a, b) = f[0].split_once('-').unwrap();
-        let (a, b) = (
-            u64::from_str_radix(a, 16).unwrap(),
-            u64::from_str_radix(b, 16).unwrap(),
-        );
-        let mut buf = vec![0u8; (b - a) as usize];
-        if mem.seek(SeekFrom::Start(a)).is_err() || mem.read_exact(&mut buf).is_err() {
-            continue;
-        }
-        stack_read |= line.ends_with("[stack]");
-        if buf.windows(needle.len()).any(|w| w == needle) {
-            found = true;
-            eprintln!("{pid}: the needle is in {line}");
-        }
-    }
-    (found, stack_read)
+    let scan = sealrun_integration::scan_memory(pid, needle);
+    assert!(scan.stack_read, "could not read the stack of {pid}");
+    scan.found
 }
 
 /// Item 8: the sandbox init — a fork-like copy of the launcher, alive while the job runs —
