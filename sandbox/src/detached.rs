@@ -62,6 +62,11 @@ fn make(size: u64, noswap: bool) -> std::io::Result<OwnedFd> {
     if noswap {
         config(FSCONFIG_SET_FLAG, Some(c"noswap"), None)?;
     }
+    // Huge pages for whatever lies wholly inside a file's size (a caller that sets the size
+    // first gets them for nearly all of a large file): a 2 MiB page is one allocation and one
+    // charge where 4 KiB pages are 512, a third of the cost of filling the tmpfs. Without
+    // transparent huge pages the option is refused; small pages are as correct.
+    let _ = config(FSCONFIG_SET_STRING, Some(c"huge"), Some(c"within_size"));
     config(FSCONFIG_CMD_CREATE, None, None)?;
     let attrs = crate::sys::MOUNT_ATTR_NOSUID | crate::sys::MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
     // SAFETY: our own configured context; the mount descriptor is owned right away.
