@@ -360,21 +360,6 @@ pub struct Verified {
     pub expires: Option<String>,
 }
 
-/// Compare the tree at `path` with `expected`, naming the first difference.
-fn check_tree(
-    artifact: &str,
-    path: &Path,
-    expected: &Manifest,
-    walk: &WalkOptions,
-    progress: Option<&ProgressBar>,
-) -> Result<(), VerifyError> {
-    let actual = Manifest::build(path, walk, progress).map_err(|source| VerifyError::Tree {
-        artifact: artifact.to_string(),
-        source,
-    })?;
-    compare(artifact, expected, &actual)
-}
-
 /// Name the first difference between an expected and an actual manifest.
 pub fn compare(artifact: &str, expected: &Manifest, actual: &Manifest) -> Result<(), VerifyError> {
     report(artifact, manifest::diff(expected, actual))
@@ -605,20 +590,23 @@ pub fn check_listed(
     report(artifact, manifest::diff_listing(expected, listed, sizes))
 }
 
-/// Step 3: hash every file at `path` and compare with the signed manifest
-/// (names, sizes and digests: a file changed since the listing is caught here).
+/// Step 3: hash the files of the listing step 2 returned (no second walk) and compare with
+/// the signed manifest (names, sizes and digests: a file changed since the listing is caught
+/// here).
 pub fn check_hashes(
     signed: &Signed,
-    path: &Path,
+    listed: &[manifest::Listed],
     progress: Option<&ProgressBar>,
 ) -> Result<(), VerifyError> {
-    check_tree(
-        &signed.artifact(),
-        path,
-        &signed.expected,
-        &signed.walk(),
-        progress,
-    )
+    let artifact = signed.artifact();
+    let actual =
+        manifest::hash_listed(listed, signed.expected.shard_size, progress).map_err(|source| {
+            VerifyError::Tree {
+                artifact: artifact.clone(),
+                source,
+            }
+        })?;
+    compare(&artifact, &signed.expected, &actual)
 }
 
 /// Verify the artifact at `path` against the signature bytes `sig`.
@@ -666,8 +654,8 @@ pub fn verify_artifact(
         }
         None => None,
     };
-    check_listing(&mut signed, path)?;
-    check_hashes(&signed, path, opts.progress)?;
+    let listed = check_listing(&mut signed, path)?;
+    check_hashes(&signed, &listed, opts.progress)?;
     if let Some(state) = state.as_mut() {
         state
             .accept(&signed.verified.name, signed.verified.version.unwrap_or(0))

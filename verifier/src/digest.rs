@@ -198,6 +198,76 @@ pub fn hash_file(path: &Path, shard_size: u64) -> io::Result<(Algorithm, Digest,
     }
 }
 
+/// Whether a file listed with `size` bytes is hashed by [`hash_listed_file`] in one read: it
+/// is smaller than the read buffer and not sharded.
+pub fn reads_at_once(size: u64, shard_size: u64) -> bool {
+    size < READ_BUF as u64 && size <= shard_size
+}
+
+/// [`hash_file`] for a small file (see [`reads_at_once`]) that a listing found with `size`
+/// bytes, opened as [`open_listed`] does. It is read with one `read` asking for `size + 1`
+/// bytes: a regular file gives fewer bytes than asked for only at its end, so getting exactly
+/// `size` proves the end without a second call (half the reads of a folder of small files).
+/// A file that is not `size` bytes any more is hashed by [`hash_file`] at `path`, whose result
+/// then names the change.
+pub fn hash_listed_file(
+    mut file: File,
+    path: &Path,
+    size: u64,
+    shard_size: u64,
+) -> io::Result<(Algorithm, Digest, u64)> {
+    if !reads_at_once(size, shard_size) {
+        return hash_file(path, shard_size);
+    }
+    let want = size as usize + 1;
+    let first = BUF.with_borrow_mut(|buf| -> io::Result<Option<Digest>> {
+        let n = loop {
+            match file.read(&mut buf[..want]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        Ok((n as u64 == size).then(|| Digest::of(&buf[..n])))
+    })?;
+    match first {
+        Some(d) => Ok((Algorithm::Sha256, d, size)),
+        None => hash_file(path, shard_size),
+    }
+}
+
+/// How a listed file is opened: read-only, close-on-exec, not through a symlink (one swapped in
+/// since the listing is an error), and without blocking (a FIFO swapped in reads as empty
+/// instead of hanging).
+#[cfg(target_os = "linux")]
+pub(crate) const LISTED_FLAGS: rustix::fs::OFlags = rustix::fs::OFlags::RDONLY
+    .union(rustix::fs::OFlags::CLOEXEC)
+    .union(rustix::fs::OFlags::NOFOLLOW)
+    .union(rustix::fs::OFlags::NONBLOCK);
+
+/// Open a listed file by its path (see [`LISTED_FLAGS`]).
+#[cfg(target_os = "linux")]
+pub fn open_listed(path: &Path) -> io::Result<File> {
+    Ok(File::from(rustix::fs::open(
+        path,
+        LISTED_FLAGS,
+        rustix::fs::Mode::empty(),
+    )?))
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+pub fn open_listed(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+pub fn open_listed(path: &Path) -> io::Result<File> {
+    File::open(path)
+}
+
 /// Open `path` read-only (close-on-exec), as `File::open` does. On Linux in one system call:
 /// musl's `open` follows an `O_CLOEXEC` open with an `fcntl(F_SETFD)`, one more call per file
 /// (a sixth of the calls verifying a folder of small files makes).
@@ -254,6 +324,28 @@ mod tests {
             cat.extend_from_slice(&Digest::of(chunk).0);
         }
         assert_eq!(d, Digest::of(&cat));
+    }
+
+    #[test]
+    fn a_listed_file_hashes_as_hash_file_whatever_its_size_now() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        for (listed, now) in [(0u64, 0usize), (5, 5), (5, 3), (5, 9), (100, 70_000)] {
+            std::fs::write(&p, vec![7u8; now]).unwrap();
+            let want = hash_file(&p, DEFAULT_SHARD_SIZE).unwrap();
+            let file = open_listed(&p).unwrap();
+            let got = hash_listed_file(file, &p, listed, DEFAULT_SHARD_SIZE).unwrap();
+            assert_eq!(got, want, "listed {listed}, now {now} bytes");
+        }
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_symlink_swapped_in_after_the_listing_is_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("target"), b"x").unwrap();
+        std::os::unix::fs::symlink("target", d.path().join("link")).unwrap();
+        assert!(open_listed(&d.path().join("link")).is_err());
     }
 
     #[test]

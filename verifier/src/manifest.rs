@@ -237,38 +237,121 @@ pub struct Listed {
 
 /// List the regular files under `root` with their sizes, without reading any
 /// of them: the cheap check that comes before hashing (an unsigned extra file
-/// or a wrong size is found in the time of a directory walk).
+/// or a wrong size is found in the time of a directory walk). The sizes are
+/// asked for in parallel, a run of [`STAT_RUN`] files per task (each task opens
+/// the folders of its run once).
 pub fn list_sized(root: &Path, opts: &WalkOptions) -> Result<Vec<Listed>, ManifestError> {
-    let mut sizes = SizeOf::default();
-    list_files(root, opts)?
-        .into_iter()
-        .map(|(path, abs)| {
-            if let Some(size) = sizes.regular(&abs) {
-                return Ok(Listed { path, abs, size });
-            }
-            let meta = std::fs::symlink_metadata(&abs).map_err(|source| ManifestError::Io {
-                path: abs.clone(),
-                source,
-            })?;
-            if !meta.is_file() {
-                // Swapped since the walk saw a regular file.
-                return Err(ManifestError::SpecialFile {
-                    path,
-                    kind: file_kind(&meta.file_type()),
-                });
-            }
-            Ok(Listed {
-                path,
-                abs,
-                size: meta.len(),
-            })
-        })
-        .collect()
+    sizes(list_files(root, opts)?)
 }
 
-/// The size of a regular file, as `lstat` gives it. On Linux the file is looked up by name
-/// in its folder (kept open while consecutive files are in it) rather than by its whole
-/// path (one component to resolve per file, not every one of its path).
+/// The sizes of the files [`list_files`] found (see [`list_sized`]).
+pub fn sizes(files: Vec<(String, PathBuf)>) -> Result<Vec<Listed>, ManifestError> {
+    let runs: Vec<Result<Vec<Listed>, ManifestError>> = files
+        .par_chunks(STAT_RUN)
+        .map(|run| {
+            let mut sizes = SizeOf::default();
+            run.iter()
+                .map(|(path, abs)| sized(&mut sizes, path, abs))
+                .collect()
+        })
+        .collect();
+    // The first error in path order, whatever the scheduling.
+    let mut listed = Vec::with_capacity(files.len());
+    for run in runs {
+        listed.extend(run?);
+    }
+    Ok(listed)
+}
+
+/// Files per task when listing sizes: enough that a task's overhead (a folder opened, a
+/// wake-up) is noise, few enough that 10,000 files spread over the cores.
+const STAT_RUN: usize = 256;
+
+/// `path` (at `abs`) with its size, or why it is not a regular file.
+fn sized(sizes: &mut SizeOf, path: &str, abs: &Path) -> Result<Listed, ManifestError> {
+    if let Some(size) = sizes.regular(abs) {
+        return Ok(Listed {
+            path: path.to_string(),
+            abs: abs.to_path_buf(),
+            size,
+        });
+    }
+    let meta = std::fs::symlink_metadata(abs).map_err(|source| ManifestError::Io {
+        path: abs.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_file() {
+        // Swapped since the walk saw a regular file.
+        return Err(ManifestError::SpecialFile {
+            path: path.to_string(),
+            kind: file_kind(&meta.file_type()),
+        });
+    }
+    Ok(Listed {
+        path: path.to_string(),
+        abs: abs.to_path_buf(),
+        size: meta.len(),
+    })
+}
+
+/// Hash the files of a listing (in parallel, no second walk), as [`Manifest::build`] would
+/// hash them; sizes come from the bytes read, so a file changed since it was listed shows as
+/// a size or digest difference. Errors: the first in path order.
+pub fn hash_listed(
+    listed: &[Listed],
+    shard_size: u64,
+    progress: Option<&ProgressBar>,
+) -> Result<Manifest, ManifestError> {
+    if shard_size < 4096 {
+        return Err(ManifestError::BadShardSize(shard_size));
+    }
+    if let Some(pb) = progress {
+        pb.set_length(listed.iter().map(|l| l.size).sum());
+    }
+    let hash = |folders: &mut SizeOf, l: &Listed| {
+        let io = |source| ManifestError::Io {
+            path: l.abs.clone(),
+            source,
+        };
+        let (algorithm, digest, size) = if digest::reads_at_once(l.size, shard_size) {
+            let file = folders.open(&l.abs).map_err(io)?;
+            digest::hash_listed_file(file, &l.abs, l.size, shard_size)
+        } else {
+            digest::hash_file(&l.abs, shard_size)
+        }
+        .map_err(io)?;
+        if let Some(pb) = progress {
+            pb.inc(size);
+        }
+        Ok(Resource {
+            path: l.path.clone(),
+            size,
+            algorithm,
+            digest,
+        })
+    };
+    // Small files a run per task (their folders opened once); each large file a task of its
+    // own (its shards are tasks too).
+    let results: Vec<Result<Vec<Resource>, ManifestError>> = listed
+        .par_chunks(STAT_RUN)
+        .map(|run| {
+            let mut folders = SizeOf::default();
+            run.iter().map(|l| hash(&mut folders, l)).collect()
+        })
+        .collect();
+    let mut resources = Vec::with_capacity(listed.len());
+    for run in results {
+        resources.extend(run?);
+    }
+    Ok(Manifest {
+        shard_size,
+        resources,
+    })
+}
+
+/// Files looked up by name in their folder (kept open while consecutive files are in it)
+/// rather than by their whole path: one component to resolve per file, not every one of its
+/// path. Used for the sizes of a listing and to open the listed files for hashing.
 #[derive(Default)]
 struct SizeOf {
     #[cfg(target_os = "linux")]
@@ -276,20 +359,35 @@ struct SizeOf {
 }
 
 impl SizeOf {
-    /// `Some(size)` for a regular file (not a symlink); `None` for anything else or any
-    /// error, which the caller then reports from `symlink_metadata`.
+    /// The open folder of `abs` and its file name.
     #[cfg(target_os = "linux")]
-    fn regular(&mut self, abs: &Path) -> Option<u64> {
-        use rustix::fs::{AtFlags, FileType, Mode, OFlags};
-        let (parent, name) = (abs.parent()?, abs.file_name()?);
+    fn at<'p>(
+        &mut self,
+        abs: &'p Path,
+    ) -> io::Result<(&std::os::fd::OwnedFd, &'p std::ffi::OsStr)> {
+        use rustix::fs::{Mode, OFlags};
+        let no_name = || io::Error::from(io::ErrorKind::InvalidInput);
+        let (parent, name) = (
+            abs.parent().ok_or_else(no_name)?,
+            abs.file_name().ok_or_else(no_name)?,
+        );
         if self.dir.as_ref().is_none_or(|(p, _)| p != parent) {
             // The folder the walk found (a symlinked folder above the root is followed, as
             // `lstat` of the whole path would).
             let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-            let fd = rustix::fs::open(parent, flags, Mode::empty()).ok()?;
+            let fd = rustix::fs::open(parent, flags, Mode::empty())?;
             self.dir = Some((parent.to_path_buf(), fd));
         }
-        let (_, fd) = self.dir.as_ref()?;
+        let (_, fd) = self.dir.as_ref().ok_or_else(no_name)?;
+        Ok((fd, name))
+    }
+
+    /// `Some(size)` for a regular file (not a symlink); `None` for anything else or any
+    /// error, which the caller then reports from `symlink_metadata`.
+    #[cfg(target_os = "linux")]
+    fn regular(&mut self, abs: &Path) -> Option<u64> {
+        use rustix::fs::{AtFlags, FileType};
+        let (fd, name) = self.at(abs).ok()?;
         let st = rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return None;
@@ -303,6 +401,20 @@ impl SizeOf {
             .ok()
             .filter(|m| m.is_file())
             .map(|m| m.len())
+    }
+
+    /// Open a listed file as [`digest::open_listed`] does.
+    #[cfg(target_os = "linux")]
+    fn open(&mut self, abs: &Path) -> io::Result<std::fs::File> {
+        use rustix::fs::Mode;
+        let (fd, name) = self.at(abs)?;
+        let file = rustix::fs::openat(fd, name, digest::LISTED_FLAGS, Mode::empty())?;
+        Ok(std::fs::File::from(file))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn open(&mut self, abs: &Path) -> io::Result<std::fs::File> {
+        digest::open_listed(abs)
     }
 }
 

@@ -78,8 +78,8 @@ pub fn is_bundle(sig: &[u8]) -> bool {
 pub fn verify(path: &Path, sig: &[u8], opts: &VerifyOptions) -> Result<Verified, VerifyError> {
     let shown = format!("{:?}", path.display().to_string());
     let mut signed = verify_signature(sig, &shown, opts)?;
-    check_listing(&mut signed, path)?;
-    check_hashes(&signed, path, opts.progress)?;
+    let listed = check_listing(&mut signed, path)?;
+    check_hashes(&signed, &listed, opts.progress)?;
     Ok(signed.verified)
 }
 
