@@ -15,7 +15,9 @@ use sealrun_verifier::policy::{Kind, Policy};
 /// musl's allocator returns every freed block of 64 KiB and up to the kernel at once: decrypting
 /// an age file (a fresh 64 KiB buffer per chunk) cost an mmap, a munmap, 16 page faults and a
 /// TLB shootdown per 64 KiB, half of the run's CPU time. dlmalloc (pure Rust, the port std uses
-/// on wasm) keeps freed blocks for reuse. The sandbox's child allocates nothing after its clone
+/// on wasm) keeps freed blocks for reuse. (Its blocks start at any 16-byte boundary: the I/O
+/// buffers that the kernel copies file data into or out of are page-aligned where they are
+/// made, see `copyhash` and `decrypt`.) The sandbox's child allocates nothing after its clone
 /// (see sealrun-sandbox's `child`), so the allocator's lock never matters there.
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;

@@ -332,8 +332,8 @@ pub fn hash_listed(
     };
     // Small files a run per task (their folders opened once); each large file a task of its
     // own (its shards are tasks too).
-    let results: Vec<Result<Vec<Resource>, ManifestError>> = listed
-        .par_chunks(STAT_RUN)
+    let results: Vec<Result<Vec<Resource>, ManifestError>> = runs(listed, shard_size)
+        .into_par_iter()
         .map(|run| {
             let mut folders = SizeOf::default();
             run.iter().map(|l| hash(&mut folders, l)).collect()
@@ -347,6 +347,29 @@ pub fn hash_listed(
         shard_size,
         resources,
     })
+}
+
+/// `listed` cut into tasks for hashing: consecutive small files (read at once) up to
+/// [`STAT_RUN`] per task, every other file a task of its own.
+fn runs(listed: &[Listed], shard_size: u64) -> Vec<&[Listed]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, l) in listed.iter().enumerate() {
+        if !digest::reads_at_once(l.size, shard_size) {
+            if start < i {
+                out.push(&listed[start..i]);
+            }
+            out.push(&listed[i..=i]);
+            start = i + 1;
+        } else if i + 1 - start == STAT_RUN {
+            out.push(&listed[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < listed.len() {
+        out.push(&listed[start..]);
+    }
+    out
 }
 
 /// Files looked up by name in their folder (kept open while consecutive files are in it)
@@ -779,6 +802,26 @@ fn merge<A>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashing_tasks_keep_every_file_once_and_large_ones_alone() {
+        let l = |size| Listed {
+            path: String::new(),
+            abs: PathBuf::new(),
+            size,
+        };
+        let big = 1 << 20;
+        let mut listed: Vec<Listed> = (0..600).map(|_| l(10)).collect();
+        listed.insert(3, l(big));
+        listed.push(l(big));
+        let r = runs(&listed, 64 << 20);
+        assert_eq!(r.iter().map(|r| r.len()).sum::<usize>(), listed.len());
+        assert_eq!(
+            r.iter().map(|r| r.len()).collect::<Vec<_>>(),
+            vec![3, 1, 256, 256, 85, 1]
+        );
+        assert!(runs(&[], 64 << 20).is_empty());
+    }
 
     #[test]
     fn path_order_is_component_order() {

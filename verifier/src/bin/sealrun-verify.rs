@@ -15,7 +15,8 @@ use sealrun_verifier::{audit, chain, lineage, progress, record};
 
 /// musl's allocator (the static release build's) returns large freed blocks to the kernel at
 /// once: parsing a signature of 10,000 files then costs page faults for every buffer it grows.
-/// dlmalloc (pure Rust, the port std uses on wasm) keeps freed memory for reuse.
+/// dlmalloc (pure Rust, the port std uses on wasm) keeps freed memory for reuse. (Its blocks
+/// start at any 16-byte boundary; the read buffers are page-aligned, see `digest::PageBuf`.)
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
