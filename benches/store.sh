@@ -6,6 +6,7 @@
 #      store off (single-pass)     vs `sealrun-verify artifact` alone
 #      later runs (store hit)      vs `sealrun exec -- /bin/true`       (goal <= +50 ms)
 #  - 10,000 x 16 KiB files: the same rows (goal first run <= 1.3x verify)
+#  - 1 GiB on XFS with reflink (a loop device; root and mkfs.xfs): first run vs verify there
 #  - disk: the store's size after N runs of one dataset (one copy), staging left behind (none)
 #  - peak RSS of the launcher (GNU time, %M) for every `sealrun run` row (goal < 64 MiB)
 #  - small files: per-file cost of `sealrun-verify artifact` and of one `openssl dgst -sha256`
@@ -149,4 +150,32 @@ PY
     left=$(find . -maxdepth 1 -name '.sealrun-stage-*' | wc -l)
     echo "$d: store after 1 run ${before} KiB, after 4 runs ${after} KiB (dataset $(du -sk "$d" | cut -f1) KiB); staging folders left: $left"
 done
+
+# A filesystem that shares blocks (XFS with reflink, on a loop device): a first run clones each
+# file (FICLONE) and hashes the clone, instead of copying it. Root and mkfs.xfs only.
+if [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null; then
+    img=$work/xfs.img
+    mnt=$work/xfs
+    truncate -s 3G "$img"
+    mkfs.xfs -q -f -m reflink=1 "$img"
+    mkdir -p "$mnt"
+    mount -o loop "$img" "$mnt"
+    trap 'umount "$mnt" 2>/dev/null || true; rm -f "$img"' EXIT
+    cp -r big "$mnt/big" && cp big.sig "$mnt/big.sig" && sync
+    "$V" artifact "$mnt/big" --signature "$mnt/big.sig" --trust trust.toml >/dev/null
+    read -r v_b v_m v_r < <(best "$V" artifact "$mnt/big" --signature "$mnt/big.sig" --trust trust.toml)
+    j=$(job "$mnt/big" "\"$mnt/store-miss\"")
+    read -r m_b m_m m_r < <(best ./run.sh "$S" "$j" "$mnt/store-miss")
+    used=$(du -sk "$mnt/store-miss" | cut -f1)
+    free_before=$(df -k --output=avail "$mnt" | tail -1)
+    rm -rf "$mnt/store-miss" "$mnt"/store-miss.old.*
+    ./run.sh "$S" "$j" "$mnt/store-miss" >/dev/null 2>&1
+    free_after=$(df -k --output=avail "$mnt" | tail -1)
+    row xfs "sealrun-verify artifact" "$v_b" "$v_m" "$(awk -v r="$v_r" 'BEGIN{printf "%.1f", r/1024}')" "1.00x verify"
+    row xfs "run, first (store miss, reflink)" "$m_b" "$m_m" "$(awk -v r="$m_r" 'BEGIN{printf "%.1f", r/1024}')" "$(awk -v a="$m_b" -v b="$v_b" 'BEGIN{printf "%.2fx verify", a/b}')"
+    echo "xfs: the entry lists ${used} KiB; filling it took $(( (free_before - free_after) )) KiB of free space (blocks shared with the source)"
+    umount "$mnt"
+    rm -f "$img"
+    trap - EXIT
+fi
 rm -rf out job.toml records audit.log*

@@ -1,6 +1,6 @@
 //! Scratch filesystems for fault tests: a private mount namespace (held by a `sleep` the test
-//! owns) with a small tmpfs, or an ext4 image on a loop device, mounted at a folder of the test's
-//! own temp dir. Nothing is mounted in the host's namespace: the mount, and with it the loop
+//! owns) with a small tmpfs, an ext4 image on a loop device, or an XFS image with reflink (blocks
+//! shared between files), mounted at a folder of the test's own temp dir. Nothing is mounted in the host's namespace: the mount, and with it the loop
 //! device (auto-cleared), go away when the holder is killed on drop.
 //!
 //! The faults are real: a full tmpfs answers ENOSPC; an ext4 filesystem shut down with
@@ -47,6 +47,37 @@ impl Scratch {
         let s = Scratch::namespace(mnt, Some(image));
         s.mount_image();
         s
+    }
+
+    /// An XFS filesystem with reflink (`FICLONE` shares blocks) of `mib` MiB (XFS needs 300 or
+    /// more) at `mnt`, its image at `image`; its root is 0755, owned by root.
+    pub fn xfs(mnt: &Path, image: &Path, mib: u64) -> Scratch {
+        let f = std::fs::File::create(image).unwrap();
+        f.set_len(mib << 20).unwrap();
+        let m = Command::new("mkfs.xfs")
+            .args(["-q", "-f", "-m", "reflink=1"])
+            .arg(image)
+            .output()
+            .expect("mkfs.xfs (xfsprogs)");
+        assert!(m.status.success(), "mkfs.xfs: {}", text(&m));
+        let s = Scratch::namespace(mnt, Some(image));
+        s.mount(&["-t", "xfs", "-o", "loop", image.to_str().unwrap()], "xfs");
+        s
+    }
+
+    /// Free space of the scratch filesystem, in KiB (`df`).
+    pub fn free_kib(&self) -> u64 {
+        let out = self.run(
+            Command::new("df")
+                .args(["-k", "--output=avail"])
+                .arg(&self.mnt),
+        );
+        assert!(out.status.success(), "df: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df's available KiB")
     }
 
     fn namespace(mnt: &Path, image: Option<&Path>) -> Scratch {

@@ -399,3 +399,75 @@ fn store_from_a_config_file_and_the_spec_overrides_it() {
     assert_eq!(staging(&f, "own"), "store-miss");
     assert!(dir.join("own-store/entries").is_dir());
 }
+
+/// On a filesystem that shares blocks (XFS with reflink, on a loop device in a private mount
+/// namespace), a first run clones every file into the store (`FICLONE`) and hashes the clone:
+/// the job reads the signed bytes, the record says `store-miss`, and filling the entry took next
+/// to no free space (a copy of the 16 MiB file would take 16 MiB). A source changed behind its
+/// signature is refused as when copying, and leaves no entry.
+#[test]
+fn on_a_reflink_filesystem_a_first_run_clones_into_the_store() {
+    let f = RunFixture::new();
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(f.dir().join("data/big.bin"), &big).unwrap();
+    ok(sealrun(
+        f.dir(),
+        &[
+            "sign",
+            "data",
+            "--key",
+            "reg.key",
+            "--kind",
+            "dataset",
+            "--label",
+            "classification=internal",
+        ],
+    ));
+    let mnt = f.dir().join("fs");
+    let s = sealrun_integration::scratch::Scratch::xfs(&mnt, &f.dir().join("fs.img"), 320);
+    sealrun_integration::copy_tree(&f.dir().join("data"), &s.view(&mnt.join("data")));
+    let on_xfs = |name: &str, store: &str| {
+        let spec = job(&f, name, &format!("\"fs/{store}\""));
+        let text = std::fs::read_to_string(f.dir().join(&spec)).unwrap();
+        let text = text.replace("path = \"data\"", "path = \"fs/data\"");
+        std::fs::write(f.dir().join(&spec), text).unwrap();
+        s.run(
+            Command::new(bin("sealrun"))
+                .args(["run", &spec])
+                .current_dir(f.dir()),
+        )
+    };
+    let free = s.free_kib();
+    ok(on_xfs("clone", "store"));
+    let used = free.saturating_sub(s.free_kib());
+    assert_eq!(staging(&f, "clone"), "store-miss");
+    assert!(
+        sums_of(&f, "clone").contains(&format!("big.bin {}", sha256_hex(&big))),
+        "{}",
+        sums_of(&f, "clone")
+    );
+    assert!(
+        used < 4 << 10,
+        "filling the entry took {used} KiB: copied, not cloned"
+    );
+    // The source changes behind its signature: a fill of a new store (nothing to reuse: the
+    // first store holds these bytes as a verified object) refuses it, and leaves no entry.
+    let src = s.view(&mnt.join("data/big.bin"));
+    let file = std::fs::OpenOptions::new().write(true).open(&src).unwrap();
+    file.write_all_at(b"X", 1 << 20).unwrap();
+    drop(file);
+    fails_with(
+        on_xfs("tampered", "fresh"),
+        65,
+        &["big.bin", "digest mismatch"],
+    );
+    let entries = s.view(&mnt.join("fresh/entries"));
+    assert_eq!(std::fs::read_dir(&entries).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(s.view(&mnt.join("fresh/tmp")))
+            .unwrap()
+            .count(),
+        0,
+        "a refused fill leaves nothing behind"
+    );
+}
