@@ -172,6 +172,32 @@ fn truncated_and_appended_are_size_mismatches() {
     );
 }
 
+/// A small signed file grown to a huge (sparse) one is named from one read of it, never hashed:
+/// 64 GiB of zeros would take over half a minute to hash here.
+#[test]
+fn a_small_file_grown_huge_is_refused_without_hashing_it() {
+    let fx = Fx::new();
+    let p = fx.p("data/train/part-0.csv");
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(64 << 30).unwrap();
+    drop(f);
+    let t0 = std::time::Instant::now();
+    fails_with(
+        fx.verify(&[]),
+        VERIFY_FAILED,
+        &[
+            "size_mismatch",
+            "file train/part-0.csv",
+            "expected 12 bytes, actual 68719476736 bytes",
+        ],
+    );
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}: the grown file was read",
+        t0.elapsed()
+    );
+}
+
 #[test]
 fn file_added_removed_renamed() {
     let fx = Fx::new();

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::digest::Digest;
+use crate::digest::{self, Digest};
 use crate::dsse::{self, DsseError, Envelope, IN_TOTO_PAYLOAD_TYPE};
 use crate::keys::SigningKey;
 use crate::manifest::{self, Difference, Manifest, ManifestError, WalkOptions};
@@ -642,14 +642,63 @@ pub fn check_hashes(
     progress: Option<&ProgressBar>,
 ) -> Result<(), VerifyError> {
     let artifact = signed.artifact();
-    let actual =
-        manifest::hash_listed(listed, signed.expected.shard_size, progress).map_err(|source| {
-            VerifyError::Tree {
+    let actual = manifest::hash_listed(listed, signed.expected.shard_size, progress).map_err(
+        |source| match source {
+            ManifestError::Resized { path, listed, now } => VerifyError::SizeMismatch {
+                artifact: artifact.clone(),
+                file: path,
+                expected: listed,
+                actual: now,
+                more: 0,
+            },
+            source => VerifyError::Tree {
                 artifact: artifact.clone(),
                 source,
-            }
-        })?;
+            },
+        },
+    )?;
     compare(&artifact, &signed.expected, &actual)
+}
+
+/// Step 2 for a verification that hashes every file next ([`check_hashes`]): the file names
+/// first (a directory walk), then the sizes of the files larger than a read buffer (one `stat`
+/// each, in parallel), compared with the signed ones. A smaller file's size is not asked for:
+/// the one read that hashes it shows its size, and a file of another size is refused then,
+/// unhashed (so a resized file costs at most one buffer's read before it is named). Where the
+/// signature signs no sizes, this is [`check_listing`].
+fn check_listing_to_hash(
+    signed: &mut Signed,
+    path: &Path,
+) -> Result<Vec<manifest::Listed>, VerifyError> {
+    if !signed.sizes_signed {
+        return check_listing(signed, path);
+    }
+    let mut named = check_names(signed, path)?;
+    let shard = signed.expected.shard_size;
+    // The names matched, so `named` and the signed resources are the same files in the same
+    // order.
+    let mut larger = Vec::new();
+    for (i, (l, r)) in named.iter_mut().zip(&signed.expected.resources).enumerate() {
+        if digest::reads_at_once(r.size, shard) {
+            l.size = r.size;
+        } else {
+            larger.push(i);
+        }
+    }
+    let files = larger
+        .iter()
+        .map(|&i| (named[i].path.clone(), named[i].abs.clone()))
+        .collect();
+    let artifact = signed.artifact();
+    let sized = manifest::sizes(files).map_err(|source| VerifyError::Tree {
+        artifact: artifact.clone(),
+        source,
+    })?;
+    for (i, l) in larger.into_iter().zip(sized) {
+        named[i].size = l.size;
+    }
+    check_listed(&artifact, &signed.expected, &named, true)?;
+    Ok(named)
 }
 
 /// Verify the artifact at `path` against the signature bytes `sig`.
@@ -697,7 +746,7 @@ pub fn verify_artifact(
         }
         None => None,
     };
-    let listed = check_listing(&mut signed, path)?;
+    let listed = check_listing_to_hash(&mut signed, path)?;
     check_hashes(&signed, &listed, opts.progress)?;
     if let Some(state) = state.as_mut() {
         state

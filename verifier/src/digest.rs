@@ -239,36 +239,51 @@ pub fn reads_at_once(size: u64, shard_size: u64) -> bool {
     size < READ_BUF as u64 && size <= shard_size
 }
 
-/// [`hash_file`] for a small file (see [`reads_at_once`]) that a listing found with `size`
-/// bytes, opened as [`open_listed`] does. It is read with one `read` asking for `size + 1`
-/// bytes: a regular file gives fewer bytes than asked for only at its end, so getting exactly
-/// `size` proves the end without a second call (half the reads of a folder of small files).
-/// A file that is not `size` bytes any more is hashed by [`hash_file`] at `path`, whose result
-/// then names the change.
-pub fn hash_listed_file(
-    mut file: File,
-    path: &Path,
-    size: u64,
-    shard_size: u64,
-) -> io::Result<(Algorithm, Digest, u64)> {
-    if !reads_at_once(size, shard_size) {
-        return hash_file(path, shard_size);
-    }
-    let want = size as usize + 1;
-    let first = BUF.with_borrow_mut(|buf| -> io::Result<Option<Digest>> {
-        let buf = &mut buf.0;
-        let n = loop {
-            match file.read(&mut buf[..want]) {
+/// What one read of a small listed file found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtOnce {
+    /// It holds exactly the listed size: its plain SHA-256.
+    Hashed(Digest),
+    /// It holds this many bytes instead (not hashed: the size already differs).
+    Resized(u64),
+}
+
+/// Hash a small file (see [`reads_at_once`]) listed with `size` bytes, opened as
+/// [`open_listed`] does. It is read with one `read` asking for `size + 1` bytes: a regular file
+/// gives fewer bytes than asked for only at its end, so getting exactly `size` proves the end
+/// without a second call (half the reads of a folder of small files). A file of another size
+/// is not hashed (however large it has become): its size is returned.
+pub fn hash_listed_file(mut file: File, size: u64) -> io::Result<AtOnce> {
+    let size = usize::try_from(size)
+        .ok()
+        .filter(|&s| s < READ_BUF)
+        .ok_or_else(|| io::Error::other("not a small file"))?;
+    let want = size + 1;
+    BUF.with_borrow_mut(|buf| {
+        let buf = &mut buf.0[..want];
+        let mut got = 0;
+        loop {
+            match file.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => break r?,
+                Err(e) => return Err(e),
             }
+            // More than listed, or a short read that ends at the listed size (its end).
+            if got == want || got == size {
+                break;
+            }
+        }
+        if got == size {
+            return Ok(AtOnce::Hashed(Digest::of(&buf[..size])));
+        }
+        let now = if got == want {
+            file.metadata()?.len()
+        } else {
+            got as u64
         };
-        Ok((n as u64 == size).then(|| Digest::of(&buf[..n])))
-    })?;
-    match first {
-        Some(d) => Ok((Algorithm::Sha256, d, size)),
-        None => hash_file(path, shard_size),
-    }
+        Ok(AtOnce::Resized(now))
+    })
 }
 
 /// How a listed file is opened: read-only, close-on-exec, not through a symlink (one swapped in
@@ -363,14 +378,19 @@ mod tests {
     }
 
     #[test]
-    fn a_listed_file_hashes_as_hash_file_whatever_its_size_now() {
+    fn a_small_listed_file_hashes_as_hash_file_or_says_its_new_size() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("f");
-        for (listed, now) in [(0u64, 0usize), (5, 5), (5, 3), (5, 9), (100, 70_000)] {
+        for (listed, now) in [(0u64, 0usize), (0, 1), (5, 5), (5, 3), (5, 6), (100, 70_000), (100, 0)] {
             std::fs::write(&p, vec![7u8; now]).unwrap();
-            let want = hash_file(&p, DEFAULT_SHARD_SIZE).unwrap();
+            let (_, digest, size) = hash_file(&p, DEFAULT_SHARD_SIZE).unwrap();
             let file = open_listed(&p).unwrap();
-            let got = hash_listed_file(file, &p, listed, DEFAULT_SHARD_SIZE).unwrap();
+            let want = if size == listed {
+                AtOnce::Hashed(digest)
+            } else {
+                AtOnce::Resized(size)
+            };
+            let got = hash_listed_file(file, listed).unwrap();
             assert_eq!(got, want, "listed {listed}, now {now} bytes");
         }
     }

@@ -73,6 +73,9 @@ pub enum ManifestError {
     Unsorted { path: String },
     #[error("hashing was cancelled")]
     Cancelled,
+    /// A listed file found to hold another number of bytes when read (not hashed).
+    #[error("{}: {now} bytes when read, {listed} listed", crate::text::Esc(path))]
+    Resized { path: String, listed: u64, now: u64 },
     #[error("shard_size must be at least 4096, found {0}")]
     BadShardSize(u64),
     #[error(
@@ -315,11 +318,19 @@ pub fn hash_listed(
         };
         let (algorithm, digest, size) = if digest::reads_at_once(l.size, shard_size) {
             let file = folders.open(&l.abs).map_err(io)?;
-            digest::hash_listed_file(file, &l.abs, l.size, shard_size)
+            match digest::hash_listed_file(file, l.size).map_err(io)? {
+                digest::AtOnce::Hashed(d) => (Algorithm::Sha256, d, l.size),
+                digest::AtOnce::Resized(now) => {
+                    return Err(ManifestError::Resized {
+                        path: l.path.clone(),
+                        listed: l.size,
+                        now,
+                    })
+                }
+            }
         } else {
-            digest::hash_file(&l.abs, shard_size)
-        }
-        .map_err(io)?;
+            digest::hash_file(&l.abs, shard_size).map_err(io)?
+        };
         if let Some(pb) = progress {
             pb.inc(size);
         }
