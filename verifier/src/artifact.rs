@@ -642,21 +642,22 @@ pub fn check_hashes(
     progress: Option<&ProgressBar>,
 ) -> Result<(), VerifyError> {
     let artifact = signed.artifact();
-    let actual = manifest::hash_listed(listed, signed.expected.shard_size, progress).map_err(
-        |source| match source {
-            ManifestError::Resized { path, listed, now } => VerifyError::SizeMismatch {
-                artifact: artifact.clone(),
-                file: path,
-                expected: listed,
-                actual: now,
-                more: 0,
-            },
-            source => VerifyError::Tree {
-                artifact: artifact.clone(),
-                source,
-            },
-        },
-    )?;
+    let actual =
+        manifest::hash_listed(listed, signed.expected.shard_size, progress).map_err(|source| {
+            match source {
+                ManifestError::Resized { path, listed, now } => VerifyError::SizeMismatch {
+                    artifact: artifact.clone(),
+                    file: path,
+                    expected: listed,
+                    actual: now,
+                    more: 0,
+                },
+                source => VerifyError::Tree {
+                    artifact: artifact.clone(),
+                    source,
+                },
+            }
+        })?;
     compare(&artifact, &signed.expected, &actual)
 }
 

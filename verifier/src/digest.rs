@@ -381,7 +381,15 @@ mod tests {
     fn a_small_listed_file_hashes_as_hash_file_or_says_its_new_size() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("f");
-        for (listed, now) in [(0u64, 0usize), (0, 1), (5, 5), (5, 3), (5, 6), (100, 70_000), (100, 0)] {
+        for (listed, now) in [
+            (0u64, 0usize),
+            (0, 1),
+            (5, 5),
+            (5, 3),
+            (5, 6),
+            (100, 70_000),
+            (100, 0),
+        ] {
             std::fs::write(&p, vec![7u8; now]).unwrap();
             let (_, digest, size) = hash_file(&p, DEFAULT_SHARD_SIZE).unwrap();
             let file = open_listed(&p).unwrap();
