@@ -567,16 +567,6 @@ pub fn check_listing(
             artifact: artifact.clone(),
             source,
         })?;
-    check_sized(signed, &artifact, listed)
-}
-
-/// Compare a sized listing with the signature (taking the sizes from it where the signature
-/// signs none).
-fn check_sized(
-    signed: &mut Signed,
-    artifact: &str,
-    listed: Vec<manifest::Listed>,
-) -> Result<Vec<manifest::Listed>, VerifyError> {
     if !signed.sizes_signed {
         for r in &mut signed.expected.resources {
             if let Ok(i) = listed.binary_search_by(|l| manifest::path_order(&l.path, &r.path)) {
@@ -585,41 +575,8 @@ fn check_sized(
         }
         signed.verified.bytes = signed.expected.total_size();
     }
-    check_listed(artifact, &signed.expected, &listed, signed.sizes_signed)?;
+    check_listed(&artifact, &signed.expected, &listed, signed.sizes_signed)?;
     Ok(listed)
-}
-
-/// Step 2 without sizes: the file names at `path` against the signed manifest, from a
-/// directory walk alone (no file opened, no `stat`): refuses a wrong folder, an extra or a
-/// missing file. Returns the files in manifest order, their sizes not yet known (0); for a
-/// caller that never uses the files' bytes or sizes (a verified store's hit), or that asks
-/// for the sizes next with [`check_sizes`].
-pub fn check_names(signed: &Signed, path: &Path) -> Result<Vec<manifest::Listed>, VerifyError> {
-    let artifact = signed.artifact();
-    let listed = manifest::list_files(path, &signed.walk())
-        .map_err(|source| VerifyError::Tree {
-            artifact: artifact.clone(),
-            source,
-        })?
-        .into_iter()
-        .map(|(path, abs)| manifest::Listed { path, abs, size: 0 })
-        .collect::<Vec<_>>();
-    check_listed(&artifact, &signed.expected, &listed, false)?;
-    Ok(listed)
-}
-
-/// The rest of step 2 after [`check_names`]: the sizes of `named`, against the signed ones.
-pub fn check_sizes(
-    signed: &mut Signed,
-    named: Vec<manifest::Listed>,
-) -> Result<Vec<manifest::Listed>, VerifyError> {
-    let artifact = signed.artifact();
-    let files = named.into_iter().map(|l| (l.path, l.abs)).collect();
-    let listed = manifest::sizes(files).map_err(|source| VerifyError::Tree {
-        artifact: artifact.clone(),
-        source,
-    })?;
-    check_sized(signed, &artifact, listed)
 }
 
 /// Compare a listing with the files a signature or record attests, naming the
