@@ -579,6 +579,23 @@ pub fn check_listing(
     Ok(listed)
 }
 
+/// Step 2 without sizes: the file names at `path` against the signed manifest, from a
+/// directory walk alone (no file opened, no `stat`): refuses a wrong folder, an extra or a
+/// missing file. Returns the files in manifest order, their sizes not yet known (0).
+fn check_names(signed: &Signed, path: &Path) -> Result<Vec<manifest::Listed>, VerifyError> {
+    let artifact = signed.artifact();
+    let listed = manifest::list_files(path, &signed.walk())
+        .map_err(|source| VerifyError::Tree {
+            artifact: artifact.clone(),
+            source,
+        })?
+        .into_iter()
+        .map(|(path, abs)| manifest::Listed { path, abs, size: 0 })
+        .collect::<Vec<_>>();
+    check_listed(&artifact, &signed.expected, &listed, false)?;
+    Ok(listed)
+}
+
 /// Compare a listing with the files a signature or record attests, naming the
 /// first difference (sizes only if `sizes` is set).
 pub fn check_listed(
