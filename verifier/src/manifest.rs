@@ -249,17 +249,29 @@ pub fn list_sized(root: &Path, opts: &WalkOptions) -> Result<Vec<Listed>, Manife
 
 /// The sizes of the files [`list_files`] found (see [`list_sized`]).
 pub fn sizes(files: Vec<(String, PathBuf)>) -> Result<Vec<Listed>, ManifestError> {
-    let runs: Vec<Result<Vec<Listed>, ManifestError>> = files
-        .par_chunks(STAT_RUN)
+    let total = files.len();
+    // Runs of files moved (not copied) into the tasks: two fewer allocations per file, which
+    // the threads would otherwise take turns for.
+    let mut runs = Vec::with_capacity(total.div_ceil(STAT_RUN));
+    let mut rest = files.into_iter();
+    loop {
+        let run: Vec<(String, PathBuf)> = rest.by_ref().take(STAT_RUN).collect();
+        if run.is_empty() {
+            break;
+        }
+        runs.push(run);
+    }
+    let runs: Vec<Result<Vec<Listed>, ManifestError>> = runs
+        .into_par_iter()
         .map(|run| {
             let mut sizes = SizeOf::default();
-            run.iter()
+            run.into_iter()
                 .map(|(path, abs)| sized(&mut sizes, path, abs))
                 .collect()
         })
         .collect();
     // The first error in path order, whatever the scheduling.
-    let mut listed = Vec::with_capacity(files.len());
+    let mut listed = Vec::with_capacity(total);
     for run in runs {
         listed.extend(run?);
     }
@@ -271,28 +283,24 @@ pub fn sizes(files: Vec<(String, PathBuf)>) -> Result<Vec<Listed>, ManifestError
 const STAT_RUN: usize = 256;
 
 /// `path` (at `abs`) with its size, or why it is not a regular file.
-fn sized(sizes: &mut SizeOf, path: &str, abs: &Path) -> Result<Listed, ManifestError> {
-    if let Some(size) = sizes.regular(abs) {
-        return Ok(Listed {
-            path: path.to_string(),
-            abs: abs.to_path_buf(),
-            size,
-        });
+fn sized(sizes: &mut SizeOf, path: String, abs: PathBuf) -> Result<Listed, ManifestError> {
+    if let Some(size) = sizes.regular(&abs) {
+        return Ok(Listed { path, abs, size });
     }
-    let meta = std::fs::symlink_metadata(abs).map_err(|source| ManifestError::Io {
-        path: abs.to_path_buf(),
-        source,
-    })?;
+    let meta = match std::fs::symlink_metadata(&abs) {
+        Ok(m) => m,
+        Err(source) => return Err(ManifestError::Io { path: abs, source }),
+    };
     if !meta.is_file() {
         // Swapped since the walk saw a regular file.
         return Err(ManifestError::SpecialFile {
-            path: path.to_string(),
+            path,
             kind: file_kind(&meta.file_type()),
         });
     }
     Ok(Listed {
-        path: path.to_string(),
-        abs: abs.to_path_buf(),
+        path,
+        abs,
         size: meta.len(),
     })
 }
