@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use sealrun_verifier::artifact::{
-    check_listed, check_signature, Verified, VerifyError, VerifyOptions,
+    check_listed, check_signature, check_signature_listing, Verified, VerifyError, VerifyOptions,
 };
 use sealrun_verifier::chain::{verify_chain, ChainError, Index};
 use sealrun_verifier::digest::Digest;
@@ -208,13 +208,17 @@ fn verify_signed_input(
         progress: None,
     };
     let shown = format!("{:?}", input.path.display().to_string());
-    let mut signed = check_signature(&sig, &shown, &vopts)?;
-    // The file list and sizes, then one read that copies and hashes (or the verified store);
-    // an encrypted input is decrypted into a tmpfs for the sandbox alone, and verified there.
-    let staged = if input.encrypted {
-        crate::decrypt::stage(input, spec, &signed)?
+    // The signature, and (checked at the same time) the file list and sizes; then one read that
+    // copies and hashes (or the verified store). An encrypted input is decrypted into a tmpfs
+    // for the sandbox alone, and verified there.
+    let (signed, staged) = if input.encrypted {
+        let signed = check_signature(&sig, &shown, &vopts)?;
+        let staged = crate::decrypt::stage(input, spec, &signed)?;
+        (signed, staged)
     } else {
-        stage.stage_signed(&input.name, &input.path, &mut signed)?
+        let (mut signed, listed) = check_signature_listing(&sig, &shown, &vopts, &input.path)?;
+        let staged = stage.stage_signed(&input.name, &input.path, &mut signed, listed)?;
+        (signed, staged)
     };
     let sha = keep_proof(&spec.records, &sig)?;
     Ok(VerifiedInput {

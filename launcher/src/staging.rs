@@ -177,25 +177,25 @@ impl Staging {
         text.replace(&*self.root.to_string_lossy(), &self.shown.to_string_lossy())
     }
 
-    /// Stage the signed input `src` as `STAGE/name`: check its file list and sizes against
-    /// `signed` (nothing read), then copy the listed files and hash them in the same read, and
-    /// compare the digests with the signed ones. With a store attached ([`Staging::use_store`]),
+    /// Stage the signed input `src` as `STAGE/name`, given its file list and sizes `listed`,
+    /// already checked against `signed` (nothing read): copy the listed files and hash them in
+    /// the same read, and compare the digests with the signed ones. With a store attached ([`Staging::use_store`]),
     /// the input comes from the store instead (filled on first use; see [`crate::store`]).
     pub fn stage_signed(
         &self,
         name: &str,
         src: &Path,
         signed: &mut Signed,
+        listed: Vec<Listed>,
     ) -> Result<Staged, StagingError> {
         if let Some(store) = self.store.as_ref().filter(|_| signed.sizes_signed) {
-            let (entry, hold) = store.get_or_fill(signed, src)?;
+            let (entry, hold) = store.get_or_fill(signed, src, &listed)?;
             self.holds
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(hold);
             return Ok(entry);
         }
-        let listed = artifact::check_listing(signed, src)?;
         let rel = PathBuf::from(name);
         let dst = self.root.join(&rel);
         make_dir(&dst)?;

@@ -254,17 +254,17 @@ impl Store {
     }
 
     /// The verified entry for `signed`, opened for binding, and its lock held shared (keep it
-    /// until the run ends). `src`'s file list and sizes are checked against the signature
-    /// every time (nothing read); its bytes are read only to fill a missing entry.
+    /// until the run ends). `listed` is `src`'s file list and sizes, already checked against the
+    /// signature (every run does that, hit or miss: a wrong folder, an extra, missing or resized
+    /// file is refused even when the entry exists); `src`'s bytes are read only to fill a
+    /// missing entry.
     pub fn get_or_fill(
         &self,
         signed: &mut Signed,
         src: &Path,
+        listed: &[manifest::Listed],
     ) -> Result<(Staged, File), StagingError> {
         use rustix::fs::FlockOperation::{LockExclusive, LockShared};
-        // The source's file list and sizes, as without the store (no file read): a wrong
-        // folder, an extra, missing or resized file is refused even when the entry exists.
-        let listed = artifact::check_listing(signed, src)?;
         let key = signed.expected.root_digest().to_hex();
         let lock = self.lock(&key)?;
         self.flock(&lock, LockShared)?;
@@ -274,7 +274,7 @@ impl Store {
             // Fill it, or wait for whoever fills it now and reuse their entry.
             self.flock(&lock, LockExclusive)?;
             if std::fs::symlink_metadata(&entry).is_err() {
-                self.fill(&key, signed, &listed)?;
+                self.fill(&key, signed, listed)?;
                 how = "store-miss";
             }
             self.flock(&lock, LockShared)?;

@@ -561,12 +561,61 @@ pub fn check_listing(
     signed: &mut Signed,
     path: &Path,
 ) -> Result<Vec<manifest::Listed>, VerifyError> {
+    let listed = manifest::list_sized(path, &signed.walk());
+    check_sized(signed, listed)
+}
+
+/// Steps 1 and 2 at once: [`check_signature`] on a thread of its own while this one lists
+/// `path` (the walk and the sizes, no file read), then [`check_listing`]'s comparison. The
+/// listing is used only once the signature has verified: a signature error is reported first,
+/// whatever the listing found, and a signature that leaves paths out (model-signing
+/// `ignore_paths`) has its folder listed again with them.
+pub fn check_signature_listing(
+    sig: &[u8],
+    shown: &str,
+    opts: &VerifyOptions,
+    path: &Path,
+) -> Result<(Signed, Vec<manifest::Listed>), VerifyError> {
+    // A signature that does not verify stops the walk (a huge folder is not listed for it).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let walk = WalkOptions {
+        cancel: Some(stop.clone()),
+        ..WalkOptions::default()
+    };
+    let (signed, listed) = std::thread::scope(|s| {
+        let signature = s.spawn(|| {
+            let signed = check_signature(sig, shown, opts);
+            if signed.is_err() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            signed
+        });
+        let listed = manifest::list_sized(path, &walk);
+        let signed = signature
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (signed, listed)
+    });
+    let mut signed = signed?;
+    let listed = if signed.ignore.is_empty() {
+        check_sized(&mut signed, listed)?
+    } else {
+        check_listing(&mut signed, path)?
+    };
+    Ok((signed, listed))
+}
+
+/// Compare a listing with the signature (taking the sizes from it where the signature signs
+/// none).
+fn check_sized(
+    signed: &mut Signed,
+    listed: Result<Vec<manifest::Listed>, ManifestError>,
+) -> Result<Vec<manifest::Listed>, VerifyError> {
     let artifact = signed.artifact();
-    let listed =
-        manifest::list_sized(path, &signed.walk()).map_err(|source| VerifyError::Tree {
-            artifact: artifact.clone(),
-            source,
-        })?;
+    let listed = listed.map_err(|source| VerifyError::Tree {
+        artifact: artifact.clone(),
+        source,
+    })?;
     if !signed.sizes_signed {
         for r in &mut signed.expected.resources {
             if let Ok(i) = listed.binary_search_by(|l| manifest::path_order(&l.path, &r.path)) {

@@ -97,8 +97,8 @@ pub struct WalkOptions {
     pub shard_size: u64,
     /// Paths (relative to the root, matched on whole components) left out.
     pub ignore: Vec<String>,
-    /// Set to stop hashing early (files not yet started are skipped and the
-    /// build fails with [`ManifestError::Cancelled`]).
+    /// Set to stop a walk or hashing early (entries not yet reached and files not yet
+    /// started are skipped, and the walk or build fails with [`ManifestError::Cancelled`]).
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
@@ -509,6 +509,9 @@ fn walk<'a>(
                 }
         });
     Ok(Box::new(walker.filter_map(move |entry| {
+        if opts.cancelled() {
+            return Some(Err(ManifestError::Cancelled));
+        }
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
