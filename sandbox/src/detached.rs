@@ -7,7 +7,8 @@
 //! descriptor (and, once attached, in the sandbox's mount namespace). It is `noswap` where the
 //! kernel allows (6.4 and later, for a caller in the initial user namespace), so its pages never
 //! reach a swap device; [`DetachedTmpfs::noswap`] says whether that held. Its size is capped at
-//! creation. [`DetachedTmpfs::seal`] flags the mount read-only, nosuid, nodev and noexec; after
+//! creation. Where the kernel has transparent huge pages it is `huge=within_size`: a file sized
+//! before it is written is backed by 2 MiB pages (a speed matter only; the size cap holds). [`DetachedTmpfs::seal`] flags the mount read-only, nosuid, nodev and noexec; after
 //! that no write through any path to it succeeds. The filesystem is freed when the last
 //! reference goes: the caller's descriptor and the sandbox's mount namespace.
 
