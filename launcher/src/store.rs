@@ -357,16 +357,20 @@ impl Store {
                 }
                 let from = staging::open_source(&f.abs, f.size)?;
                 let dst = staging::create_copy_at(&tmp_fd, &f.path, &to)?;
-                let cloned = if can_clone.load(Ordering::Relaxed) {
-                    let r = crate::copyhash::clone_hash(&from, &dst, f.size, shard);
-                    if matches!(r, Ok(None)) {
-                        // This filesystem cannot clone: copy the rest without asking again.
-                        can_clone.store(false, Ordering::Relaxed);
-                    }
-                    r.map_err(sio(&f.abs))?
-                } else {
-                    None
-                };
+                // A small file is copied even where blocks can be shared: its bytes are read to
+                // be hashed either way, and a clone is a filesystem transaction that costs more
+                // than writing them (10,000 files of 16 KiB on XFS: 1.0 s cloned, 0.4 s copied).
+                let cloned =
+                    if f.size >= crate::copyhash::CLONE_FROM && can_clone.load(Ordering::Relaxed) {
+                        let r = crate::copyhash::clone_hash(&from, &dst, f.size, shard);
+                        if matches!(r, Ok(None)) {
+                            // This filesystem cannot clone: copy the rest without asking again.
+                            can_clone.store(false, Ordering::Relaxed);
+                        }
+                        r.map_err(sio(&f.abs))?
+                    } else {
+                        None
+                    };
                 let (algorithm, digest) = match cloned {
                     Some(r) => r,
                     None => crate::copyhash::copy_hash(&from, Some(&dst), f.size, shard)
