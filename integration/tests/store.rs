@@ -44,7 +44,12 @@ fn resign_with_sparse(f: &RunFixture) {
     let big = File::create(f.dir().join("data/sparse.bin")).unwrap();
     big.set_len(3 << 20).unwrap();
     big.write_all_at(b"middle", (3 << 20) / 2).unwrap();
-    let args = [
+    resign(f, &["--shard-size", "1048576"]);
+}
+
+/// Sign the fixture's `data` again (after files were added), with `extra` options.
+fn resign(f: &RunFixture, extra: &[&str]) {
+    let mut args = vec![
         "sign",
         "data",
         "--key",
@@ -53,9 +58,8 @@ fn resign_with_sparse(f: &RunFixture) {
         "dataset",
         "--label",
         "classification=internal",
-        "--shard-size",
-        "1048576",
     ];
+    args.extend_from_slice(extra);
     ok(sealrun(f.dir(), &args));
 }
 
@@ -193,19 +197,7 @@ fn concurrent_first_runs_fill_one_entry_and_the_others_reuse_it() {
     // Enough bytes that the fill takes a while.
     let big: Vec<u8> = (0..(32u32 << 20)).map(|i| (i % 253) as u8).collect();
     std::fs::write(f.dir().join("data/big.bin"), &big).unwrap();
-    ok(sealrun(
-        f.dir(),
-        &[
-            "sign",
-            "data",
-            "--key",
-            "reg.key",
-            "--kind",
-            "dataset",
-            "--label",
-            "classification=internal",
-        ],
-    ));
+    resign(&f, &[]);
     let store = f.dir().join("store");
     let s = format!("{:?}", store.display().to_string());
     let names = ["c0", "c1", "c2", "c3"];
@@ -387,19 +379,7 @@ fn on_a_reflink_filesystem_a_first_run_clones_into_the_store() {
     let f = RunFixture::new();
     let big: Vec<u8> = (0..16u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(f.dir().join("data/big.bin"), &big).unwrap();
-    ok(sealrun(
-        f.dir(),
-        &[
-            "sign",
-            "data",
-            "--key",
-            "reg.key",
-            "--kind",
-            "dataset",
-            "--label",
-            "classification=internal",
-        ],
-    ));
+    resign(&f, &[]);
     let mnt = f.dir().join("fs");
     let s = sealrun_integration::scratch::Scratch::xfs(&mnt, &f.dir().join("fs.img"), 320);
     sealrun_integration::copy_tree(&f.dir().join("data"), &s.view(&mnt.join("data")));
