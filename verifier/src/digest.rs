@@ -95,7 +95,7 @@ impl FromStr for Digest {
             return Err(bad());
         }
         // A table, not `hex::decode_to_slice`: a signature of 10,000 files holds 640,000 hex
-        // digits, and decoding them was a fifth of checking it.
+        // digits, and decoding them was a tenth of checking it.
         let mut out = [0u8; 32];
         for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
             let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);

@@ -250,8 +250,7 @@ pub fn list_sized(root: &Path, opts: &WalkOptions) -> Result<Vec<Listed>, Manife
 /// The sizes of the files [`list_files`] found (see [`list_sized`]).
 pub fn sizes(files: Vec<(String, PathBuf)>) -> Result<Vec<Listed>, ManifestError> {
     let total = files.len();
-    // Runs of files moved (not copied) into the tasks: two fewer allocations per file, which
-    // the threads would otherwise take turns for.
+    // Runs of files, moved (not copied) into the tasks.
     let mut runs = Vec::with_capacity(total.div_ceil(STAT_RUN));
     let mut rest = files.into_iter();
     loop {
@@ -264,9 +263,9 @@ pub fn sizes(files: Vec<(String, PathBuf)>) -> Result<Vec<Listed>, ManifestError
     let runs: Vec<Result<Vec<Listed>, ManifestError>> = runs
         .into_par_iter()
         .map(|run| {
-            let mut sizes = SizeOf::default();
+            let mut folders = Folders::default();
             run.into_iter()
-                .map(|(path, abs)| sized(&mut sizes, path, abs))
+                .map(|(path, abs)| sized(&mut folders, path, abs))
                 .collect()
         })
         .collect();
@@ -283,8 +282,8 @@ pub fn sizes(files: Vec<(String, PathBuf)>) -> Result<Vec<Listed>, ManifestError
 const STAT_RUN: usize = 256;
 
 /// `path` (at `abs`) with its size, or why it is not a regular file.
-fn sized(sizes: &mut SizeOf, path: String, abs: PathBuf) -> Result<Listed, ManifestError> {
-    if let Some(size) = sizes.regular(&abs) {
+fn sized(folders: &mut Folders, path: String, abs: PathBuf) -> Result<Listed, ManifestError> {
+    if let Some(size) = folders.regular(&abs) {
         return Ok(Listed { path, abs, size });
     }
     let meta = match std::fs::symlink_metadata(&abs) {
@@ -319,7 +318,7 @@ pub fn hash_listed(
     if let Some(pb) = progress {
         pb.set_length(listed.iter().map(|l| l.size).sum());
     }
-    let hash = |folders: &mut SizeOf, l: &Listed| {
+    let hash = |folders: &mut Folders, l: &Listed| {
         let io = |source| ManifestError::Io {
             path: l.abs.clone(),
             source,
@@ -354,7 +353,7 @@ pub fn hash_listed(
     let results: Vec<Result<Vec<Resource>, ManifestError>> = runs(listed, shard_size)
         .into_par_iter()
         .map(|run| {
-            let mut folders = SizeOf::default();
+            let mut folders = Folders::default();
             run.iter().map(|l| hash(&mut folders, l)).collect()
         })
         .collect();
@@ -395,12 +394,12 @@ fn runs(listed: &[Listed], shard_size: u64) -> Vec<&[Listed]> {
 /// rather than by their whole path: one component to resolve per file, not every one of its
 /// path. Used for the sizes of a listing and to open the listed files for hashing.
 #[derive(Default)]
-struct SizeOf {
+struct Folders {
     #[cfg(target_os = "linux")]
     dir: Option<(PathBuf, std::os::fd::OwnedFd)>,
 }
 
-impl SizeOf {
+impl Folders {
     /// The open folder of `abs` and its file name.
     #[cfg(target_os = "linux")]
     fn at<'p>(
