@@ -151,9 +151,6 @@ pub fn copy_hash(
     Ok((algorithm, Digest(h.finalize().into())))
 }
 
-/// Files smaller than this are copied rather than cloned (see the store's fill).
-pub const CLONE_FROM: u64 = 1 << 20;
-
 /// Try to make `dst` (new, empty) share `src`'s blocks (`FICLONE`); on success hash the clone
 /// (one read, of the copy itself) and check it holds exactly `size` bytes. `Ok(None)` when the
 /// filesystem cannot clone (then copy with [`copy_hash`]).

@@ -179,8 +179,9 @@ impl Staging {
 
     /// Stage the signed input `src` as `STAGE/name`, given its file list and sizes `listed`,
     /// already checked against `signed` (nothing read): copy the listed files and hash them in
-    /// the same read, and compare the digests with the signed ones. With a store attached ([`Staging::use_store`]),
-    /// the input comes from the store instead (filled on first use; see [`crate::store`]).
+    /// the same read, and compare the digests with the signed ones. With a store attached
+    /// ([`Staging::use_store`]), the input comes from the store instead (filled on first use;
+    /// see [`crate::store`]).
     pub fn stage_signed(
         &self,
         name: &str,
